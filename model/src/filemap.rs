@@ -1,0 +1,128 @@
+//! Inodes and their page cache (mm/filemap.c): regular files with contents on "disk", and
+//! shmem inodes (memfd, tmpfs) whose pages live only in the page cache or in swap.
+
+use std::collections::BTreeMap;
+
+use crate::folio::FolioId;
+use crate::swap::SwapEntry;
+use crate::thp_settings::ShmemEnabled;
+
+/// Index of an inode in the [`crate::Kernel`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct InodeId(pub u32);
+
+/// What kind of file an inode is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InodeKind {
+    /// A regular file on a disk filesystem (no large folios in the model's page cache).
+    Regular,
+    /// A shmem file: memfd (on the internal mount, `huge: None`, which follows
+    /// `shmem_enabled`) or a file on a tmpfs mount with the given `huge=` option.
+    Shmem { huge: Option<ShmemEnabled> },
+}
+
+/// One page-cache slot: a folio (recorded at its first index) or, for shmem, a swap entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CacheEntry {
+    Folio(FolioId),
+    Swap(SwapEntry),
+}
+
+/// An inode with its page cache.
+#[derive(Clone, Debug)]
+pub struct Inode {
+    pub kind: InodeKind,
+    /// Size in pages (`i_size` rounded up).
+    pub size_pages: u64,
+    /// Page cache, keyed by the first page index of each entry.
+    pub cache: BTreeMap<u64, CacheEntry>,
+    /// Contents on disk of a regular file, per page (absent pages read as 0).
+    pub disk: BTreeMap<u64, u64>,
+    /// Open for writing somewhere (matters for READ_ONLY_THP_FOR_FS collapse eligibility).
+    pub open_for_write: bool,
+}
+
+impl Inode {
+    pub fn new(kind: InodeKind) -> Inode {
+        Inode {
+            kind,
+            size_pages: 0,
+            cache: BTreeMap::new(),
+            disk: BTreeMap::new(),
+            open_for_write: false,
+        }
+    }
+
+    pub fn is_shmem(&self) -> bool {
+        matches!(self.kind, InodeKind::Shmem { .. })
+    }
+
+    /// The cache entry covering page `index`, with the entry's first index. `order_of` gives
+    /// a folio's order, so a large folio is found from any of its pages (`filemap_get_entry`).
+    pub fn lookup(
+        &self,
+        index: u64,
+        order_of: impl Fn(FolioId) -> u8,
+    ) -> Option<(u64, CacheEntry)> {
+        let (&first, &entry) = self.cache.range(..=index).next_back()?;
+        let span = match entry {
+            CacheEntry::Folio(f) => 1u64 << order_of(f),
+            CacheEntry::Swap(_) => 1,
+        };
+        (index < first + span).then_some((first, entry))
+    }
+}
+
+use crate::folio::FolioOwner;
+use crate::kernel::Kernel;
+
+impl Kernel {
+    /// Creates a regular file with the given page contents on disk (as the selftest writes
+    /// its test file), closed afterwards.
+    pub fn create_file(&mut self, pages: &[u64]) -> InodeId {
+        let mut inode = Inode::new(InodeKind::Regular);
+        inode.size_pages = pages.len() as u64;
+        inode.disk = pages
+            .iter()
+            .copied()
+            .enumerate()
+            .map(|(i, d)| (i as u64, d))
+            .collect();
+        self.add_inode(inode)
+    }
+
+    /// `filemap_fault`'s page-cache lookup of a regular file, reading the page from disk on a
+    /// miss (read_ahead_kb=0: one order-0 folio per miss). Marks the folio accessed.
+    pub(crate) fn filemap_get_folio(&mut self, inode: InodeId, index: u64) -> (FolioId, usize) {
+        let folios = &self.folios;
+        if let Some((first, CacheEntry::Folio(f))) =
+            self.inode(inode).lookup(index, |f| folios.folio(f).order)
+        {
+            self.folios.folio_mut(f).referenced = true;
+            return (f, (index - first) as usize);
+        }
+        let data = self.inode(inode).disk.get(&index).copied().unwrap_or(0);
+        let folio = self.alloc_folio(0, FolioOwner::PageCache { inode, index }, |_| data);
+        self.folios.folio_mut(folio).referenced = true;
+        self.inode_mut(inode)
+            .cache
+            .insert(index, CacheEntry::Folio(folio));
+        (folio, 0)
+    }
+
+    /// Removes an unmapped, clean folio from its page cache and frees it
+    /// (`remove_mapping` / `mapping_evict_folio`). Returns whether it was evicted.
+    pub(crate) fn evict_page_cache_folio(&mut self, folio: FolioId) -> bool {
+        let f = self.folio(folio);
+        let FolioOwner::PageCache { inode, index } = f.owner else {
+            return false;
+        };
+        if f.folio_mapped() || f.dirty || f.refcount != f.nr_pages() as i32 {
+            return false;
+        }
+        let nr = f.nr_pages() as i32;
+        self.inode_mut(inode).cache.remove(&index);
+        self.folio_put_refs(folio, nr);
+        true
+    }
+}

@@ -1,0 +1,465 @@
+//! Transparent huge pages (mm/huge_memory.c, include/linux/huge_mm.h): eligibility
+//! (`thp_vma_allowable_orders`), PMD faults, PMD write-protect faults, PMD splits and folio
+//! splits.
+
+use std::collections::BTreeSet;
+
+use crate::errno::Errno;
+use crate::filemap::CacheEntry;
+use crate::folio::{Folio, FolioId, FolioOwner};
+use crate::kernel::{Kernel, Pid};
+use crate::memory::Access;
+use crate::page_table::{HugePmd, Pmd, PresentPte, Pte};
+use crate::rmap::{self, RmapFlags};
+use crate::swap::SwapEntry;
+use crate::thp_settings::ThpEnabled;
+use crate::vma::{VmFlags, Vma, VmaBacking};
+use crate::{pmd_align_down, HPAGE_PMD_NR, HPAGE_PMD_ORDER, PAGE_SIZE};
+
+/// Who asks for THP eligibility (`enum tva_type`, 6.18; `tva_flags` before).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TvaType {
+    /// /proc/PID/smaps THPeligible.
+    Smaps,
+    /// The page-fault paths.
+    PageFault,
+    /// khugepaged registration, scan and revalidation.
+    Khugepaged,
+    /// MADV_COLLAPSE (ignores the sysfs `enabled` settings).
+    ForcedCollapse,
+}
+
+/// Orders an anonymous VMA may use (mTHP 2..=9).
+const ANON_ORDERS_MASK: u32 = ((1 << (HPAGE_PMD_ORDER + 1)) - 1) & !0b11;
+/// Orders the page cache may use (1..=MAX_PAGECACHE_ORDER, at least PMD order on x86_64).
+const FILE_ORDERS_MASK: u32 = ((1 << (HPAGE_PMD_ORDER + 1)) - 1) & !0b1;
+
+/// One mapping of a folio found by [`Kernel::rmap_walk`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RmapHit {
+    /// A PTE at `addr` mapping page `page` of the folio.
+    Pte { pid: Pid, addr: u64, page: usize },
+    /// A PMD at `addr` mapping the whole folio.
+    Pmd { pid: Pid, addr: u64 },
+}
+
+impl Kernel {
+    /// `vma_thp_disabled`: VM_NOHUGEPAGE or the prctl.
+    pub fn vma_thp_disabled(&self, pid: Pid, vma: &Vma) -> bool {
+        vma.flags.contains(VmFlags::NOHUGEPAGE)
+            || self.mms.get(&pid).is_some_and(|mm| mm.thp_disabled)
+    }
+
+    /// `thp_vma_allowable_orders`: the subset of `orders` (a bitmask of folio orders) a VMA
+    /// may use for THPs, for the asking context.
+    pub fn thp_vma_allowable_orders(&self, pid: Pid, vma: &Vma, tva: TvaType, orders: u32) -> u32 {
+        let forced = tva == TvaType::ForcedCollapse;
+        let mut orders = orders;
+        if vma.is_anonymous() && !forced {
+            orders &= self
+                .thp
+                .anon_orders_mask(vma.flags.contains(VmFlags::HUGEPAGE));
+            if orders == 0 {
+                return 0;
+            }
+        }
+        orders &= if vma.is_anonymous() {
+            ANON_ORDERS_MASK
+        } else {
+            FILE_ORDERS_MASK
+        };
+        if orders == 0 || self.vma_thp_disabled(pid, vma) {
+            return 0;
+        }
+        if tva != TvaType::PageFault {
+            orders = (0..=HPAGE_PMD_ORDER)
+                .filter(|&o| orders & (1 << o) != 0)
+                .filter(|&o| {
+                    let size = PAGE_SIZE << o;
+                    vma.len() >= size && vma.block_suitable(vma.end - size, o)
+                })
+                .fold(0, |m, o| m | (1 << o));
+            if orders == 0 {
+                return 0;
+            }
+        }
+        match vma.backing {
+            VmaBacking::Shmem(inode) if tva != TvaType::PageFault => {
+                let index = vma.pgoff;
+                orders & self.shmem_allowable_huge_orders(pid, inode, Some(vma), index, forced)
+            }
+            VmaBacking::Shmem(_) => orders,
+            VmaBacking::File(inode) => {
+                if !forced {
+                    let global_enabled = self.thp.enabled != ThpEnabled::Never;
+                    let global_always = self.thp.enabled == ThpEnabled::Always;
+                    if !(global_enabled && (vma.flags.contains(VmFlags::HUGEPAGE) || global_always))
+                    {
+                        return 0;
+                    }
+                }
+                // file_thp_enabled: a regular file not open for writing, and the config.
+                if self.read_only_thp_for_fs && !self.inode(inode).open_for_write {
+                    orders
+                } else {
+                    0
+                }
+            }
+            VmaBacking::Anon => {
+                if vma.anon_vma.is_none() && tva != TvaType::Smaps && tva != TvaType::PageFault {
+                    return 0;
+                }
+                orders
+            }
+        }
+    }
+
+    /// `thp_vma_allowable_order` for a single order.
+    pub fn thp_vma_allowable_order(&self, pid: Pid, vma: &Vma, tva: TvaType, order: u8) -> bool {
+        self.thp_vma_allowable_orders(pid, vma, tva, 1 << order) != 0
+    }
+
+    /// `do_huge_pmd_anonymous_page`. Returns false when the fault falls back to PTEs.
+    pub(crate) fn do_huge_pmd_anonymous_page(
+        &mut self,
+        pid: Pid,
+        vma: &Vma,
+        addr: u64,
+        access: Access,
+    ) -> Result<bool, Errno> {
+        let haddr = pmd_align_down(addr);
+        if !vma.pmd_block_suitable(addr) {
+            return Ok(false);
+        }
+        let anon_vma = self.anon_vma_prepare(pid, addr);
+        let vma = self
+            .mm(pid)?
+            .vmas
+            .find(addr)
+            .cloned()
+            .expect("VMA checked by caller");
+        self.khugepaged_enter_vma(pid, &vma);
+        if access == Access::Read && self.thp.use_zero_page {
+            self.mm_mut(pid)?.page_table.set_pmd(haddr, Pmd::HugeZero);
+            return Ok(true);
+        }
+        let index = vma.linear_page_index(haddr);
+        let folio = self.alloc_folio(HPAGE_PMD_ORDER, FolioOwner::Anon { anon_vma, index }, |_| 0);
+        self.map_anon_folio_pmd(pid, &vma, haddr, folio);
+        self.vmstat.thp_fault_alloc += 1;
+        Ok(true)
+    }
+
+    /// `map_anon_folio_pmd`: maps a new exclusive PMD-order anonymous folio (holding its
+    /// allocation reference) at `haddr`.
+    pub(crate) fn map_anon_folio_pmd(&mut self, pid: Pid, vma: &Vma, haddr: u64, folio: FolioId) {
+        let mm_id = self.mms[&pid].mm_id;
+        let tracking = self.profile.mm_id;
+        let underused = self.profile.underused_thp_shrinker;
+        let f = self.folios.folio_mut(folio);
+        rmap::folio_add_new_anon_rmap(f, mm_id, tracking);
+        if underused {
+            rmap::deferred_split_folio(f, false);
+        }
+        let write = vma.flags.contains(VmFlags::WRITE);
+        self.mms.get_mut(&pid).expect("live").page_table.set_pmd(
+            haddr,
+            Pmd::Huge(HugePmd {
+                folio,
+                write,
+                young: true,
+                dirty: true,
+            }),
+        );
+    }
+
+    /// `do_huge_zero_wp_pmd`: a write to the huge zero page gets a fresh THP.
+    pub(crate) fn do_huge_zero_wp_pmd(
+        &mut self,
+        pid: Pid,
+        vma: &Vma,
+        addr: u64,
+    ) -> Result<(), Errno> {
+        let haddr = pmd_align_down(addr);
+        let anon_vma = self.anon_vma_prepare(pid, addr);
+        let index = vma.linear_page_index(haddr);
+        self.mm_mut(pid)?.page_table.set_pmd(haddr, Pmd::None);
+        let folio = self.alloc_folio(HPAGE_PMD_ORDER, FolioOwner::Anon { anon_vma, index }, |_| 0);
+        self.map_anon_folio_pmd(pid, vma, haddr, folio);
+        self.vmstat.thp_fault_alloc += 1;
+        Ok(())
+    }
+
+    /// `do_huge_pmd_wp_page` (and `wp_huge_pmd` for file PMDs): reuse the THP if this MM is
+    /// its only user, else split the PMD and let the PTE-level fault copy one page.
+    pub(crate) fn do_huge_pmd_wp_page(&mut self, pid: Pid, addr: u64) -> Result<(), Errno> {
+        let haddr = pmd_align_down(addr);
+        let Pmd::Huge(h) = self.mm(pid)?.page_table.pmd(addr).clone() else {
+            unreachable!("caller saw a huge PMD")
+        };
+        if self.folio(h.folio).is_anon() {
+            let mut reuse = self.folio(h.folio).pages[0].anon_exclusive;
+            if !reuse {
+                let f = self.folio(h.folio);
+                let swapcache = f.swapcache.is_some() as i32 * f.nr_pages() as i32;
+                if f.refcount <= 1 + swapcache {
+                    self.folio_free_swap(h.folio);
+                    if self.folio(h.folio).refcount == 1 {
+                        self.folios.folio_mut(h.folio).pages[0].anon_exclusive = true;
+                        reuse = true;
+                    }
+                }
+            }
+            if reuse {
+                self.mm_mut(pid)?.page_table.set_pmd(
+                    haddr,
+                    Pmd::Huge(HugePmd {
+                        write: true,
+                        dirty: true,
+                        young: true,
+                        ..h
+                    }),
+                );
+                self.vmstat.cow_reuses += 1;
+                return Ok(());
+            }
+        }
+        self.split_huge_pmd(pid, haddr);
+        self.handle_mm_fault(pid, addr, Access::Write)
+    }
+
+    /// `do_set_pmd`: maps a PMD-order page-cache folio with one PMD.
+    pub(crate) fn do_set_pmd(
+        &mut self,
+        pid: Pid,
+        vma: &Vma,
+        haddr: u64,
+        folio: FolioId,
+        write_fault: bool,
+    ) {
+        let mm_id = self.mms[&pid].mm_id;
+        let tracking = self.profile.mm_id;
+        let f = self.folios.folio_mut(folio);
+        rmap::folio_add_rmap_pmd(f, mm_id, RmapFlags::None, tracking);
+        f.refcount += 1;
+        if write_fault {
+            f.dirty = true;
+        }
+        let write = vma.flags.contains(VmFlags::SHARED) && vma.flags.contains(VmFlags::WRITE);
+        self.mms.get_mut(&pid).expect("live").page_table.set_pmd(
+            haddr,
+            Pmd::Huge(HugePmd {
+                folio,
+                write,
+                young: true,
+                dirty: write_fault,
+            }),
+        );
+    }
+
+    /// `zap_huge_pmd`: removes a whole PMD mapping.
+    pub(crate) fn zap_huge_pmd(&mut self, pid: Pid, haddr: u64) {
+        let mm = self.mms.get_mut(&pid).expect("live process");
+        let mm_id = mm.mm_id;
+        match mm.page_table.set_pmd(haddr, Pmd::None) {
+            Pmd::Huge(h) => {
+                let tracking = self.profile.mm_id;
+                let f = self.folios.folio_mut(h.folio);
+                rmap::folio_remove_rmap_pmd(f, mm_id, tracking);
+                if h.dirty {
+                    f.dirty = true;
+                }
+                self.folio_put_refs(h.folio, 1);
+            }
+            Pmd::HugeZero | Pmd::None => {}
+            Pmd::Table(_) => panic!("model bug: zap_huge_pmd on a page table"),
+        }
+    }
+
+    /// `__split_huge_pmd`: turns the huge PMD at `haddr` into a table of 512 PTEs mapping the
+    /// same anonymous folio (or of 512 zero-page PTEs); a file or shmem PMD is just cleared,
+    /// its range refaults from the page cache.
+    pub fn split_huge_pmd(&mut self, pid: Pid, haddr: u64) {
+        let haddr = pmd_align_down(haddr);
+        let mm = self.mms.get_mut(&pid).expect("live process");
+        let mm_id = mm.mm_id;
+        match mm.page_table.pmd(haddr).clone() {
+            Pmd::HugeZero => {
+                mm.page_table.set_pmd(
+                    haddr,
+                    Pmd::Table(Box::new([Pte::Zero { young: true }; HPAGE_PMD_NR])),
+                );
+            }
+            Pmd::Huge(h) => {
+                self.vmstat.thp_split_pmd += 1;
+                let tracking = self.profile.mm_id;
+                if !self.folio(h.folio).is_anon() {
+                    self.zap_huge_pmd(pid, haddr);
+                    return;
+                }
+                let mut table = Box::new([Pte::None; HPAGE_PMD_NR]);
+                for (i, pte) in table.iter_mut().enumerate() {
+                    *pte = Pte::Present(PresentPte {
+                        folio: h.folio,
+                        page: i as u16,
+                        write: h.write,
+                        young: h.young,
+                        dirty: h.dirty,
+                    });
+                }
+                self.mms
+                    .get_mut(&pid)
+                    .expect("live")
+                    .page_table
+                    .set_pmd(haddr, Pmd::Table(table));
+                let f = self.folios.folio_mut(h.folio);
+                f.refcount += HPAGE_PMD_NR as i32 - 1;
+                let flags = if f.pages[0].anon_exclusive {
+                    RmapFlags::Exclusive
+                } else {
+                    RmapFlags::None
+                };
+                rmap::folio_add_rmap_ptes(f, 0, HPAGE_PMD_NR, mm_id, flags, tracking);
+                rmap::folio_remove_rmap_pmd(f, mm_id, tracking);
+            }
+            Pmd::None | Pmd::Table(_) => {}
+        }
+    }
+
+    /// Every page-table entry, in every process, that maps folio `id`
+    /// (`rmap_walk_anon` / `rmap_walk_file`).
+    pub fn rmap_walk(&self, id: FolioId) -> Vec<RmapHit> {
+        let folio = self.folio(id);
+        let nr = folio.nr_pages() as u64;
+        let mut hits = Vec::new();
+        for (&pid, mm) in &self.mms {
+            for vma in mm.vmas.iter() {
+                let relevant = match folio.owner {
+                    FolioOwner::Anon { anon_vma, .. } => vma.anon_vma == Some(anon_vma),
+                    FolioOwner::PageCache { inode, .. } => vma.inode() == Some(inode),
+                };
+                if !relevant {
+                    continue;
+                }
+                let index = folio.index();
+                let mut pmds_seen = BTreeSet::new();
+                for i in 0..nr {
+                    let Some(addr) = vma.address_of(index + i) else {
+                        continue;
+                    };
+                    match mm.page_table.pmd(addr) {
+                        Pmd::Huge(h) if h.folio == id => {
+                            let haddr = pmd_align_down(addr);
+                            if pmds_seen.insert(haddr) {
+                                hits.push(RmapHit::Pmd { pid, addr: haddr });
+                            }
+                        }
+                        Pmd::Table(t) => {
+                            if let Pte::Present(p) = t[crate::pte_index(addr)] {
+                                if p.folio == id && p.page as u64 == i {
+                                    hits.push(RmapHit::Pte {
+                                        pid,
+                                        addr,
+                                        page: i as usize,
+                                    });
+                                }
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+        hits
+    }
+
+    /// `split_folio` (`split_huge_page_to_list_to_order`, order 0): splits a large folio into
+    /// order-0 folios. PMD mappings are split first; anonymous PTE mappings are kept (remapped
+    /// to the new folios), page-cache mappings are unmapped and refault later. Unmapped
+    /// anonymous pages are freed. Returns the surviving folios, in page order, with the page
+    /// index each came from.
+    pub fn split_folio(&mut self, id: FolioId) -> Vec<(usize, FolioId)> {
+        let anon = self.folio(id).is_anon();
+        for hit in self.rmap_walk(id) {
+            match hit {
+                RmapHit::Pmd { pid, addr } => self.split_huge_pmd(pid, addr),
+                RmapHit::Pte { pid, addr, .. } if !anon => self.zap_pte(pid, addr),
+                RmapHit::Pte { .. } => {}
+            }
+        }
+        if !self.folios.get(id).is_some_and(|f| f.is_large()) {
+            // Freed by the unmapping above, or already small.
+            return self
+                .folios
+                .get(id)
+                .map(|_| vec![(0, id)])
+                .unwrap_or_default();
+        }
+        let hits = self.rmap_walk(id);
+        let old = self.folios.remove(id);
+        self.vmstat.thp_split_page += 1;
+        let mut new_ids = Vec::with_capacity(old.nr_pages());
+        for (i, page) in old.pages.iter().enumerate() {
+            let owner = match old.owner {
+                FolioOwner::Anon { anon_vma, index } => FolioOwner::Anon {
+                    anon_vma,
+                    index: index + i as u64,
+                },
+                FolioOwner::PageCache { inode, index } => FolioOwner::PageCache {
+                    inode,
+                    index: index + i as u64,
+                },
+            };
+            let mut f = Folio::new(0, owner, |_| page.data);
+            f.pages[0].mapcount = page.mapcount;
+            f.pages[0].anon_exclusive = page.anon_exclusive;
+            f.swapbacked = old.swapbacked;
+            f.dirty = old.dirty;
+            f.referenced = old.referenced;
+            f.swapcache = old.swapcache.map(|e| SwapEntry(e.0 + i as u32));
+            let caches = f.swapcache.is_some() as i32 + (!anon) as i32;
+            f.refcount = (page.mapcount + 1) + caches;
+            new_ids.push(if f.refcount > 0 {
+                Some(self.folios.insert(f))
+            } else {
+                None
+            });
+        }
+        // Re-point swap-cache slots and page-cache entries at the new folios.
+        if let Some(base) = old.swapcache {
+            let swap = self
+                .swap
+                .as_mut()
+                .expect("swap-cache folio without a device");
+            for (i, new) in new_ids.iter().enumerate() {
+                swap.slot_mut(SwapEntry(base.0 + i as u32)).cache = new.map(|n| (n, 0));
+            }
+        }
+        if let FolioOwner::PageCache { inode, index } = old.owner {
+            let cache = &mut self.inode_mut(inode).cache;
+            cache.remove(&index);
+            for (i, new) in new_ids.iter().enumerate() {
+                if let Some(n) = new {
+                    cache.insert(index + i as u64, CacheEntry::Folio(*n));
+                }
+            }
+        }
+        // Remap the anonymous PTEs to the new folios.
+        for hit in hits {
+            if let RmapHit::Pte { pid, addr, page } = hit {
+                let new = new_ids[page].expect("a mapped page survives the split");
+                let mm = self.mms.get_mut(&pid).expect("live");
+                if let Pte::Present(mut p) = mm.page_table.pte(addr) {
+                    p.folio = new;
+                    p.page = 0;
+                    mm.page_table.set_pte(addr, Pte::Present(p));
+                }
+            }
+        }
+        new_ids
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, n)| n.map(|n| (i, n)))
+            .collect()
+    }
+}

@@ -1,0 +1,220 @@
+//! The modelled machine: processes and their MMs, all folios, inodes, the swap device, the
+//! THP settings and the kernel profile. Every user-visible operation is a method of
+//! [`Kernel`], defined in the module named after the kernel code it mirrors (faults in
+//! `memory`, THP paths in `huge_memory`, madvise in `madvise`, ...).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::errno::Errno;
+use crate::filemap::{Inode, InodeId};
+use crate::folio::{Folio, FolioId, FolioOwner, FolioStore};
+use crate::mm::Mm;
+use crate::mm_id::MmId;
+use crate::profile::KernelProfile;
+use crate::rmap::AnonVmaId;
+use crate::swap::SwapDevice;
+use crate::thp_settings::ThpSettings;
+use crate::vma::Vma;
+
+/// A process id in the model (the first process is 1).
+pub type Pid = u32;
+
+/// Event counters the kernel exposes in /proc/vmstat, for the ones the model produces.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct VmStat {
+    pub thp_fault_alloc: u64,
+    pub thp_fault_fallback: u64,
+    pub thp_split_pmd: u64,
+    pub thp_split_page: u64,
+    pub thp_deferred_split_page: u64,
+    pub pswpin: u64,
+    pub pswpout: u64,
+    pub thp_swpout: u64,
+    pub cow_copies: u64,
+    pub cow_reuses: u64,
+}
+
+/// The whole modelled system.
+#[derive(Clone, Debug)]
+pub struct Kernel {
+    pub profile: KernelProfile,
+    pub thp: ThpSettings,
+    pub folios: FolioStore,
+    pub(crate) mms: BTreeMap<Pid, Mm>,
+    pub(crate) inodes: Vec<Inode>,
+    pub(crate) swap: Option<SwapDevice>,
+    pub vmstat: VmStat,
+    /// CONFIG_READ_ONLY_THP_FOR_FS: khugepaged and MADV_COLLAPSE may build THPs in the page
+    /// cache of regular files opened read-only. Off on this host and on Debian's kernels.
+    pub read_only_thp_for_fs: bool,
+    /// khugepaged's list of registered MMs (`khugepaged_scan.mm_head`), in scan order.
+    pub(crate) khugepaged_mm_list: Vec<Pid>,
+    next_pid: Pid,
+    next_anon_vma: u32,
+    mm_ids_in_use: BTreeSet<MmId>,
+}
+
+impl Kernel {
+    /// A machine running `profile` with boot-default THP settings and one process (pid 1)
+    /// with an empty address space.
+    pub fn new(profile: KernelProfile) -> Kernel {
+        let mut k = Kernel {
+            profile,
+            thp: ThpSettings::default(),
+            folios: FolioStore::default(),
+            mms: BTreeMap::new(),
+            inodes: Vec::new(),
+            swap: None,
+            vmstat: VmStat::default(),
+            read_only_thp_for_fs: false,
+            khugepaged_mm_list: Vec::new(),
+            next_pid: 1,
+            next_anon_vma: 1,
+            mm_ids_in_use: BTreeSet::new(),
+        };
+        k.spawn();
+        k
+    }
+
+    /// Creates a new process with an empty address space (like exec of a fresh program).
+    pub fn spawn(&mut self) -> Pid {
+        let pid = self.next_pid;
+        self.next_pid += 1;
+        let mm_id = self.alloc_mm_id();
+        self.mms.insert(pid, Mm::new(mm_id));
+        pid
+    }
+
+    /// `mm_alloc_id`: the lowest free id from 1, as the kernel's IDA hands them out.
+    pub(crate) fn alloc_mm_id(&mut self) -> MmId {
+        let mut id = 1;
+        while self.mm_ids_in_use.contains(&id) {
+            id += 1;
+        }
+        self.mm_ids_in_use.insert(id);
+        id
+    }
+
+    pub(crate) fn free_mm_id(&mut self, id: MmId) {
+        self.mm_ids_in_use.remove(&id);
+    }
+
+    pub(crate) fn next_pid(&mut self) -> Pid {
+        let pid = self.next_pid;
+        self.next_pid += 1;
+        pid
+    }
+
+    /// Live process ids, in order.
+    pub fn pids(&self) -> Vec<Pid> {
+        self.mms.keys().copied().collect()
+    }
+
+    /// The MM of `pid` (ESRCH is reported as EINVAL: the model has no signals).
+    pub fn mm(&self, pid: Pid) -> Result<&Mm, Errno> {
+        self.mms.get(&pid).ok_or(Errno::EINVAL)
+    }
+
+    pub(crate) fn mm_mut(&mut self, pid: Pid) -> Result<&mut Mm, Errno> {
+        self.mms.get_mut(&pid).ok_or(Errno::EINVAL)
+    }
+
+    /// Iterates every MM with its pid.
+    pub fn mms(&self) -> impl Iterator<Item = (Pid, &Mm)> {
+        self.mms.iter().map(|(p, m)| (*p, m))
+    }
+
+    /// The VMA containing `addr` in `pid`.
+    pub fn vma(&self, pid: Pid, addr: u64) -> Option<&Vma> {
+        self.mms.get(&pid)?.vmas.find(addr)
+    }
+
+    pub fn inode(&self, id: InodeId) -> &Inode {
+        &self.inodes[id.0 as usize]
+    }
+
+    pub(crate) fn inode_mut(&mut self, id: InodeId) -> &mut Inode {
+        &mut self.inodes[id.0 as usize]
+    }
+
+    pub(crate) fn add_inode(&mut self, inode: Inode) -> InodeId {
+        self.inodes.push(inode);
+        InodeId(self.inodes.len() as u32 - 1)
+    }
+
+    /// The active swap device.
+    pub fn swap_device(&self) -> Option<&SwapDevice> {
+        self.swap.as_ref()
+    }
+
+    /// `swapon`: activates a swap device of `pages` pages (EBUSY if one is active).
+    pub fn swapon(&mut self, pages: usize) -> Result<(), Errno> {
+        if self.swap.is_some() {
+            return Err(Errno::EBUSY);
+        }
+        if pages < 2 {
+            return Err(Errno::EINVAL);
+        }
+        self.swap = Some(SwapDevice::new(pages));
+        Ok(())
+    }
+
+    /// `anon_vma_prepare`: gives the VMA at `addr` an anon_vma if it has none.
+    pub(crate) fn anon_vma_prepare(&mut self, pid: Pid, addr: u64) -> AnonVmaId {
+        let next = &mut self.next_anon_vma;
+        let vma = self
+            .mms
+            .get_mut(&pid)
+            .and_then(|mm| mm.vmas.find_mut(addr))
+            .expect("model bug: anon_vma_prepare without a VMA");
+        *vma.anon_vma.get_or_insert_with(|| {
+            let id = AnonVmaId(*next);
+            *next += 1;
+            id
+        })
+    }
+
+    /// Allocates a folio (refcount 1, the caller's reference).
+    pub(crate) fn alloc_folio(
+        &mut self,
+        order: u8,
+        owner: FolioOwner,
+        data: impl Fn(usize) -> u64,
+    ) -> FolioId {
+        self.folios.insert(Folio::new(order, owner, data))
+    }
+
+    /// `folio_put_refs`: drops `refs` references and frees the folio when none remain.
+    pub(crate) fn folio_put_refs(&mut self, id: FolioId, refs: i32) {
+        let folio = self.folios.folio_mut(id);
+        folio.refcount -= refs;
+        assert!(
+            folio.refcount >= 0,
+            "model bug: folio {} refcount underflow",
+            id.0
+        );
+        if folio.refcount == 0 {
+            debug_assert!(!folio.folio_mapped(), "model bug: freeing a mapped folio");
+            debug_assert!(
+                folio.swapcache.is_none(),
+                "model bug: freeing a swap-cache folio"
+            );
+            self.folios.remove(id);
+        }
+    }
+
+    pub(crate) fn folio_get(&mut self, id: FolioId, refs: i32) {
+        self.folios.folio_mut(id).refcount += refs;
+    }
+
+    /// The folio behind `id`.
+    pub fn folio(&self, id: FolioId) -> &Folio {
+        self.folios.folio(id)
+    }
+}
+
+impl Default for Kernel {
+    fn default() -> Self {
+        Kernel::new(KernelProfile::default())
+    }
+}

@@ -1,0 +1,665 @@
+//! Page faults and zapping (mm/memory.c): `handle_mm_fault` and its anonymous, file, shmem,
+//! swap and write-protect paths, `zap_page_range`, and user reads and writes that go through
+//! them.
+
+use crate::errno::Errno;
+use crate::filemap::CacheEntry;
+use crate::folio::{FolioId, FolioOwner};
+use crate::huge_memory::TvaType;
+use crate::kernel::{Kernel, Pid};
+use crate::page_table::{Mapping, Pmd, PresentPte, Pte};
+use crate::profile::LargeFolioCowReuse;
+use crate::rmap::{self, RmapFlags};
+use crate::swap::SwapEntry;
+use crate::vma::{VmFlags, Vma, VmaBacking};
+use crate::{pmd_align_down, PAGE_SIZE};
+
+/// Whether a fault reads or writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    Read,
+    Write,
+}
+
+impl Kernel {
+    /// Stores `value` as the contents of the page at `addr` in process `pid`, faulting as the
+    /// CPU would (EFAULT stands for SIGSEGV).
+    pub fn write(&mut self, pid: Pid, addr: u64, value: u64) -> Result<(), Errno> {
+        for _ in 0..4 {
+            if let Some((folio, page)) = self.translate(pid, addr, Access::Write)? {
+                self.mark_accessed(pid, addr, Access::Write);
+                self.folios.folio_mut(folio).pages[page].data = value;
+                return Ok(());
+            }
+            self.handle_mm_fault(pid, addr, Access::Write)?;
+        }
+        panic!("model bug: write at {addr:#x} still faults after handling the fault")
+    }
+
+    /// Reads the contents of the page at `addr`, faulting as the CPU would.
+    pub fn read(&mut self, pid: Pid, addr: u64) -> Result<u64, Errno> {
+        for _ in 0..4 {
+            match self.mm(pid)?.page_table.lookup(addr) {
+                Mapping::HugeZero | Mapping::Pte(Pte::Zero { .. }) => {
+                    self.mark_accessed(pid, addr, Access::Read);
+                    return Ok(0);
+                }
+                _ => {}
+            }
+            if let Some((folio, page)) = self.translate(pid, addr, Access::Read)? {
+                self.mark_accessed(pid, addr, Access::Read);
+                return Ok(self.folio(folio).pages[page].data);
+            }
+            self.handle_mm_fault(pid, addr, Access::Read)?;
+        }
+        panic!("model bug: read at {addr:#x} still faults after handling the fault")
+    }
+
+    /// The folio page `addr` resolves to without faulting, if the access is allowed as is.
+    fn translate(
+        &self,
+        pid: Pid,
+        addr: u64,
+        access: Access,
+    ) -> Result<Option<(FolioId, usize)>, Errno> {
+        let mm = self.mm(pid)?;
+        let vma = mm.vmas.find(addr).ok_or(Errno::EFAULT)?;
+        check_access(vma, access)?;
+        Ok(match mm.page_table.lookup(addr) {
+            Mapping::PmdMapped { pmd, page } if access == Access::Read || pmd.write => {
+                Some((pmd.folio, page))
+            }
+            Mapping::Pte(Pte::Present(p)) if access == Access::Read || p.write => {
+                Some((p.folio, p.page as usize))
+            }
+            _ => None,
+        })
+    }
+
+    /// The hardware setting accessed/dirty bits on a successful access.
+    fn mark_accessed(&mut self, pid: Pid, addr: u64, access: Access) {
+        let mm = self.mms.get_mut(&pid).expect("checked by translate");
+        let dirty = access == Access::Write;
+        match mm.page_table.pmd(addr).clone() {
+            Pmd::Huge(mut h) => {
+                h.young = true;
+                h.dirty |= dirty;
+                mm.page_table.set_pmd(addr, Pmd::Huge(h));
+            }
+            Pmd::Table(_) => match mm.page_table.pte(addr) {
+                Pte::Present(mut p) => {
+                    p.young = true;
+                    p.dirty |= dirty;
+                    mm.page_table.set_pte(addr, Pte::Present(p));
+                }
+                Pte::Zero { .. } => {
+                    mm.page_table.set_pte(addr, Pte::Zero { young: true });
+                }
+                _ => {}
+            },
+            _ => {}
+        }
+    }
+
+    /// `handle_mm_fault`: resolves one fault at `addr`.
+    pub fn handle_mm_fault(&mut self, pid: Pid, addr: u64, access: Access) -> Result<(), Errno> {
+        let addr = addr & !(PAGE_SIZE - 1);
+        let vma = self
+            .mm(pid)?
+            .vmas
+            .find(addr)
+            .cloned()
+            .ok_or(Errno::EFAULT)?;
+        check_access(&vma, access)?;
+        let pmd = self.mm(pid)?.page_table.pmd(addr).clone();
+        match pmd {
+            Pmd::None => {
+                if vma.is_anonymous()
+                    && self.thp_vma_allowable_order(
+                        pid,
+                        &vma,
+                        TvaType::PageFault,
+                        crate::HPAGE_PMD_ORDER,
+                    )
+                    && self.do_huge_pmd_anonymous_page(pid, &vma, addr, access)?
+                {
+                    return Ok(());
+                }
+                self.handle_pte_fault(pid, &vma, addr, access)
+            }
+            Pmd::Huge(h) => {
+                if access == Access::Write && !h.write {
+                    self.do_huge_pmd_wp_page(pid, addr)
+                } else {
+                    self.mark_accessed(pid, addr, access);
+                    Ok(())
+                }
+            }
+            Pmd::HugeZero => {
+                if access == Access::Write {
+                    self.do_huge_zero_wp_pmd(pid, &vma, addr)
+                } else {
+                    Ok(())
+                }
+            }
+            Pmd::Table(_) => self.handle_pte_fault(pid, &vma, addr, access),
+        }
+    }
+
+    /// `handle_pte_fault`.
+    fn handle_pte_fault(
+        &mut self,
+        pid: Pid,
+        vma: &Vma,
+        addr: u64,
+        access: Access,
+    ) -> Result<(), Errno> {
+        let pte = self.mm(pid)?.page_table.pte(addr);
+        match pte {
+            Pte::None => {
+                if vma.is_anonymous() {
+                    self.do_anonymous_page(pid, vma, addr, access)
+                } else {
+                    self.do_fault(pid, vma, addr, access)
+                }
+            }
+            Pte::Swap { entry, exclusive } => {
+                self.do_swap_page(pid, vma, addr, entry, exclusive, access)
+            }
+            Pte::Zero { .. } => {
+                if access == Access::Write {
+                    self.wp_page_copy(pid, vma, addr, None)
+                } else {
+                    Ok(())
+                }
+            }
+            Pte::Present(p) => {
+                if access == Access::Write && !p.write {
+                    self.do_wp_page(pid, vma, addr, p)
+                } else {
+                    self.mark_accessed(pid, addr, access);
+                    Ok(())
+                }
+            }
+        }
+    }
+
+    /// `do_anonymous_page`: a fault on a none PTE of an anonymous VMA.
+    fn do_anonymous_page(
+        &mut self,
+        pid: Pid,
+        vma: &Vma,
+        addr: u64,
+        access: Access,
+    ) -> Result<(), Errno> {
+        let anon_vma = self.anon_vma_prepare(pid, addr);
+        let mm_id = self.mm(pid)?.mm_id;
+        if access == Access::Read && self.thp.use_zero_page {
+            self.mm_mut(pid)?
+                .page_table
+                .set_pte(addr, Pte::Zero { young: true });
+            return Ok(());
+        }
+        let order = self.alloc_anon_folio_order(pid, vma, addr);
+        let nr = 1usize << order;
+        let start = addr & !((PAGE_SIZE << order) - 1);
+        let index = vma.linear_page_index(start);
+        let folio = self.alloc_folio(order, FolioOwner::Anon { anon_vma, index }, |_| 0);
+        let writable = vma.flags.contains(VmFlags::WRITE);
+        let tracking = self.profile.mm_id;
+        {
+            let f = self.folios.folio_mut(folio);
+            rmap::folio_add_new_anon_rmap(f, mm_id, tracking);
+            // One reference per PTE; the allocation reference becomes the first one.
+            f.refcount = nr as i32;
+        }
+        let mm = self.mm_mut(pid)?;
+        for i in 0..nr {
+            mm.page_table.set_pte(
+                start + i as u64 * PAGE_SIZE,
+                Pte::Present(PresentPte {
+                    folio,
+                    page: i as u16,
+                    write: writable,
+                    young: true,
+                    dirty: writable,
+                }),
+            );
+        }
+        if order > 0 {
+            self.vmstat.thp_fault_alloc += 1;
+        }
+        Ok(())
+    }
+
+    /// `alloc_anon_folio`: the largest enabled mTHP order whose aligned block lies in the VMA
+    /// and whose PTEs are all none, else 0.
+    fn alloc_anon_folio_order(&self, pid: Pid, vma: &Vma, addr: u64) -> u8 {
+        let below_pmd = (1u32 << crate::HPAGE_PMD_ORDER) - 1;
+        let orders = self.thp_vma_allowable_orders(pid, vma, TvaType::PageFault, below_pmd);
+        let Ok(mm) = self.mm(pid) else { return 0 };
+        for order in (2..crate::HPAGE_PMD_ORDER).rev() {
+            if orders & (1 << order) == 0 || !vma.block_suitable(addr, order) {
+                continue;
+            }
+            let start = addr & !((PAGE_SIZE << order) - 1);
+            let all_none =
+                (0..1u64 << order).all(|i| mm.page_table.pte(start + i * PAGE_SIZE).is_none());
+            if all_none {
+                return order;
+            }
+        }
+        0
+    }
+
+    /// `do_wp_page`: a write to a present, write-protected PTE.
+    fn do_wp_page(&mut self, pid: Pid, vma: &Vma, addr: u64, pte: PresentPte) -> Result<(), Errno> {
+        let folio = self.folio(pte.folio);
+        if vma.flags.contains(VmFlags::SHARED) {
+            // wp_page_shared: no COW in shared mappings, just make it writable.
+            return self.wp_page_reuse(pid, addr, pte);
+        }
+        if folio.is_anon() {
+            if folio.pages[pte.page as usize].anon_exclusive {
+                return self.wp_page_reuse(pid, addr, pte);
+            }
+            if self.wp_can_reuse_anon_folio(pte.folio, pid) {
+                self.folios.folio_mut(pte.folio).pages[pte.page as usize].anon_exclusive = true;
+                return self.wp_page_reuse(pid, addr, pte);
+            }
+        }
+        self.wp_page_copy(pid, vma, addr, Some(pte))
+    }
+
+    /// `wp_page_reuse`: keep the page, make the PTE writable and dirty.
+    fn wp_page_reuse(&mut self, pid: Pid, addr: u64, mut pte: PresentPte) -> Result<(), Errno> {
+        pte.write = true;
+        pte.dirty = true;
+        pte.young = true;
+        self.mm_mut(pid)?
+            .page_table
+            .set_pte(addr, Pte::Present(pte));
+        self.vmstat.cow_reuses += 1;
+        Ok(())
+    }
+
+    /// `wp_can_reuse_anon_folio` (with `__wp_can_reuse_large_anon_folio` for large folios).
+    fn wp_can_reuse_anon_folio(&mut self, id: FolioId, _pid: Pid) -> bool {
+        let folio = self.folio(id);
+        if folio.is_large() {
+            match self.profile.large_folio_cow_reuse {
+                LargeFolioCowReuse::Never => return false,
+                LargeFolioCowReuse::RefcountOne => {}
+                LargeFolioCowReuse::ExclusiveMapper => {
+                    // A folio with a single mapping is left to be freed, not reused.
+                    if folio.folio_large_mapcount() <= 1 || folio.mm_ids_shared {
+                        return false;
+                    }
+                    self.folio_free_swap(id);
+                    let folio = self.folio(id);
+                    return !folio.mm_ids_shared && folio.folio_large_mapcount() == folio.refcount;
+                }
+            }
+        }
+        let folio = self.folio(id);
+        let in_swapcache = folio.swapcache.is_some() as i32;
+        if folio.refcount > 3 || folio.refcount > 1 + in_swapcache {
+            return false;
+        }
+        self.folio_free_swap(id);
+        self.folio(id).refcount == 1
+    }
+
+    /// `wp_page_copy`: COW into a new exclusive order-0 anonymous folio. `old` is None when
+    /// the PTE maps the shared zero page.
+    fn wp_page_copy(
+        &mut self,
+        pid: Pid,
+        vma: &Vma,
+        addr: u64,
+        old: Option<PresentPte>,
+    ) -> Result<(), Errno> {
+        let anon_vma = self.anon_vma_prepare(pid, addr);
+        let data = old.map_or(0, |p| self.folio(p.folio).pages[p.page as usize].data);
+        let index = vma.linear_page_index(addr);
+        let new = self.alloc_folio(0, FolioOwner::Anon { anon_vma, index }, |_| data);
+        let mm_id = self.mm(pid)?.mm_id;
+        let tracking = self.profile.mm_id;
+        rmap::folio_add_new_anon_rmap(self.folios.folio_mut(new), mm_id, tracking);
+        self.mm_mut(pid)?.page_table.set_pte(
+            addr,
+            Pte::Present(PresentPte {
+                folio: new,
+                page: 0,
+                write: vma.flags.contains(VmFlags::WRITE),
+                young: true,
+                dirty: true,
+            }),
+        );
+        if let Some(p) = old {
+            let f = self.folios.folio_mut(p.folio);
+            rmap::folio_remove_rmap_ptes(f, p.page as usize, 1, mm_id, tracking);
+            if p.dirty {
+                f.dirty = true;
+            }
+            self.folio_put_refs(p.folio, 1);
+        }
+        self.vmstat.cow_copies += 1;
+        Ok(())
+    }
+
+    /// `do_swap_page`: swap-in of one page (a swapfile is not a synchronous device, so the
+    /// page always goes through the swap cache).
+    pub(crate) fn do_swap_page(
+        &mut self,
+        pid: Pid,
+        vma: &Vma,
+        addr: u64,
+        entry: SwapEntry,
+        swp_exclusive: bool,
+        access: Access,
+    ) -> Result<(), Errno> {
+        let anon_vma = self.anon_vma_prepare(pid, addr);
+        let (folio, page) = match self.swap_cache_lookup(entry) {
+            Some(hit) => hit,
+            None => {
+                let data = self
+                    .swap
+                    .as_ref()
+                    .expect("swap PTE without a device")
+                    .slot(entry)
+                    .data;
+                let index = vma.linear_page_index(addr);
+                let f = self.alloc_folio(0, FolioOwner::Anon { anon_vma, index }, |_| data);
+                self.add_to_swap_cache(f, entry);
+                // The allocation reference is handed to the PTE taken below.
+                self.folios.folio_mut(f).refcount -= 1;
+                self.vmstat.pswpin += 1;
+                (f, 0)
+            }
+        };
+        // The PTE's reference.
+        self.folio_get(folio, 1);
+        self.swap_free(entry);
+        let swap_full = self
+            .swap
+            .as_ref()
+            .is_some_and(|s| s.in_use() * 2 > s.capacity());
+        if access == Access::Write || swap_full {
+            // should_try_to_free_swap
+            self.folio_free_swap(folio);
+        }
+        let exclusive = swp_exclusive || self.folio(folio).refcount == 1;
+        let writable = exclusive && vma.flags.contains(VmFlags::WRITE);
+        let dirty = writable && access == Access::Write;
+        let mm_id = self.mm(pid)?.mm_id;
+        let tracking = self.profile.mm_id;
+        let flags = if exclusive {
+            RmapFlags::Exclusive
+        } else {
+            RmapFlags::None
+        };
+        rmap::folio_add_rmap_ptes(
+            self.folios.folio_mut(folio),
+            page,
+            1,
+            mm_id,
+            flags,
+            tracking,
+        );
+        self.mm_mut(pid)?.page_table.set_pte(
+            addr,
+            Pte::Present(PresentPte {
+                folio,
+                page: page as u16,
+                write: writable,
+                young: true,
+                dirty,
+            }),
+        );
+        if access == Access::Write && !writable {
+            let Pte::Present(p) = self.mm(pid)?.page_table.pte(addr) else {
+                unreachable!()
+            };
+            return self.do_wp_page(pid, vma, addr, p);
+        }
+        Ok(())
+    }
+
+    /// `do_fault`: a none PTE in a file or shmem VMA (`do_read_fault`, `do_cow_fault`,
+    /// `do_shared_fault`, ending in `finish_fault`).
+    fn do_fault(&mut self, pid: Pid, vma: &Vma, addr: u64, access: Access) -> Result<(), Errno> {
+        let inode = vma.inode().expect("file VMA");
+        let index = vma.linear_page_index(addr);
+        if index >= self.inode(inode).size_pages {
+            // Beyond EOF: SIGBUS, reported as EFAULT.
+            return Err(Errno::EFAULT);
+        }
+        let shared = vma.flags.contains(VmFlags::SHARED);
+        if access == Access::Read && !shared && matches!(vma.backing, VmaBacking::File(_)) {
+            self.do_fault_around(pid, vma, addr);
+        }
+        let (folio, page) = match vma.backing {
+            VmaBacking::Shmem(_) => self.shmem_get_folio(inode, index, Some((pid, vma, addr)))?,
+            VmaBacking::File(_) => self.filemap_get_folio(inode, index),
+            VmaBacking::Anon => unreachable!(),
+        };
+        if access == Access::Write && !shared {
+            // do_cow_fault: copy the page-cache page into a new anonymous page.
+            let data = self.folio(folio).pages[page].data;
+            let anon_vma = self.anon_vma_prepare(pid, addr);
+            let new = self.alloc_folio(0, FolioOwner::Anon { anon_vma, index }, |_| data);
+            let mm_id = self.mm(pid)?.mm_id;
+            rmap::folio_add_new_anon_rmap(self.folios.folio_mut(new), mm_id, self.profile.mm_id);
+            self.mm_mut(pid)?.page_table.set_pte(
+                addr,
+                Pte::Present(PresentPte {
+                    folio: new,
+                    page: 0,
+                    write: true,
+                    young: true,
+                    dirty: true,
+                }),
+            );
+            self.vmstat.cow_copies += 1;
+            return Ok(());
+        }
+        self.finish_fault(pid, vma, addr, folio, page, access)
+    }
+
+    /// `finish_fault`: map a page-cache folio: a PMD when the folio is PMD-sized and the PMD is
+    /// none, all of a large shmem folio's pages when they fit, else the one page.
+    fn finish_fault(
+        &mut self,
+        pid: Pid,
+        vma: &Vma,
+        addr: u64,
+        folio: FolioId,
+        page: usize,
+        access: Access,
+    ) -> Result<(), Errno> {
+        let f = self.folio(folio);
+        let haddr = pmd_align_down(addr);
+        if f.is_pmd_mappable()
+            && matches!(self.mm(pid)?.page_table.pmd(addr), Pmd::None)
+            && vma.pmd_block_suitable(addr)
+        {
+            self.do_set_pmd(pid, vma, haddr, folio, access == Access::Write);
+            return Ok(());
+        }
+        let writable_prot =
+            vma.flags.contains(VmFlags::SHARED) && vma.flags.contains(VmFlags::WRITE);
+        let dirty = access == Access::Write;
+        let nr = f.nr_pages();
+        // Map the whole large shmem folio if it lies inside the VMA and one page table.
+        let (first_page, count) = if vma.is_shmem() && nr > 1 {
+            let start = addr - page as u64 * PAGE_SIZE;
+            let end = start + nr as u64 * PAGE_SIZE;
+            let fits = start >= vma.start
+                && end <= vma.end
+                && pmd_align_down(start) == pmd_align_down(end - 1);
+            let pt = &self.mm(pid)?.page_table;
+            let all_none = fits && (0..nr).all(|i| pt.pte(start + i as u64 * PAGE_SIZE).is_none());
+            if all_none {
+                (0, nr)
+            } else {
+                (page, 1)
+            }
+        } else {
+            (page, 1)
+        };
+        let mm_id = self.mm(pid)?.mm_id;
+        let tracking = self.profile.mm_id;
+        rmap::folio_add_rmap_ptes(
+            self.folios.folio_mut(folio),
+            first_page,
+            count,
+            mm_id,
+            RmapFlags::None,
+            tracking,
+        );
+        self.folio_get(folio, count as i32);
+        if dirty {
+            self.folios.folio_mut(folio).dirty = true;
+        }
+        let base = addr - (page - first_page) as u64 * PAGE_SIZE;
+        let mm = self.mm_mut(pid)?;
+        for i in 0..count {
+            let this = base + i as u64 * PAGE_SIZE;
+            mm.page_table.set_pte(
+                this,
+                Pte::Present(PresentPte {
+                    folio,
+                    page: (first_page + i) as u16,
+                    write: writable_prot,
+                    young: true,
+                    dirty: dirty && this == addr,
+                }),
+            );
+        }
+        Ok(())
+    }
+
+    /// `do_fault_around` / `filemap_map_pages`: on a read fault of a file page, also map the
+    /// pages of the surrounding 64 KiB window that are already in the page cache.
+    fn do_fault_around(&mut self, pid: Pid, vma: &Vma, addr: u64) {
+        const FAULT_AROUND_BYTES: u64 = 64 * 1024;
+        let inode = vma.inode().expect("file VMA");
+        let start = (addr & !(FAULT_AROUND_BYTES - 1))
+            .max(vma.start)
+            .max(pmd_align_down(addr));
+        let end = ((addr & !(FAULT_AROUND_BYTES - 1)) + FAULT_AROUND_BYTES)
+            .min(vma.end)
+            .min(pmd_align_down(addr) + crate::HPAGE_PMD_SIZE);
+        let mm_id = self.mms[&pid].mm_id;
+        let tracking = self.profile.mm_id;
+        let mut a = start;
+        while a < end {
+            let this = a;
+            a += PAGE_SIZE;
+            if this == addr || !self.mms[&pid].page_table.pte(this).is_none() {
+                continue;
+            }
+            let index = vma.linear_page_index(this);
+            if index >= self.inode(inode).size_pages {
+                break;
+            }
+            let folios = &self.folios;
+            let Some((first, CacheEntry::Folio(folio))) =
+                self.inode(inode).lookup(index, |f| folios.folio(f).order)
+            else {
+                continue;
+            };
+            let page = (index - first) as usize;
+            rmap::folio_add_rmap_ptes(
+                self.folios.folio_mut(folio),
+                page,
+                1,
+                mm_id,
+                RmapFlags::None,
+                tracking,
+            );
+            self.folio_get(folio, 1);
+            self.mms.get_mut(&pid).expect("live").page_table.set_pte(
+                this,
+                Pte::Present(PresentPte {
+                    folio,
+                    page: page as u16,
+                    write: false,
+                    young: true,
+                    dirty: false,
+                }),
+            );
+        }
+    }
+
+    /// Zaps one PTE (`zap_pte_range` for a single entry): drops the mapping, its reference,
+    /// or the swap entry.
+    pub(crate) fn zap_pte(&mut self, pid: Pid, addr: u64) {
+        let mm = self.mms.get_mut(&pid).expect("live process");
+        let mm_id = mm.mm_id;
+        let old = match mm.page_table.pmd(addr) {
+            Pmd::Table(_) => mm.page_table.set_pte(addr, Pte::None),
+            Pmd::None => return,
+            _ => panic!("model bug: zap_pte under a huge PMD"),
+        };
+        match old {
+            Pte::None | Pte::Zero { .. } => {}
+            Pte::Present(p) => {
+                let tracking = self.profile.mm_id;
+                let f = self.folios.folio_mut(p.folio);
+                rmap::folio_remove_rmap_ptes(f, p.page as usize, 1, mm_id, tracking);
+                if p.dirty {
+                    f.dirty = true;
+                }
+                self.folio_put_refs(p.folio, 1);
+            }
+            Pte::Swap { entry, .. } => self.free_swap_and_cache(entry),
+        }
+    }
+
+    /// `zap_page_range_single` over `[start, end)` of one process: PMDs fully inside are
+    /// zapped whole, PMDs cut by the range are split first.
+    pub(crate) fn zap_range(&mut self, pid: Pid, start: u64, end: u64) {
+        let pmds: Vec<u64> = self.mms[&pid]
+            .page_table
+            .pmds_in(start, end)
+            .map(|(a, _)| a)
+            .collect();
+        for pmd_start in pmds {
+            let lo = start.max(pmd_start);
+            let hi = end.min(pmd_start + crate::HPAGE_PMD_SIZE);
+            let whole = lo == pmd_start && hi == pmd_start + crate::HPAGE_PMD_SIZE;
+            match self.mms[&pid].page_table.pmd(pmd_start) {
+                Pmd::None => continue,
+                Pmd::Huge(_) | Pmd::HugeZero if whole => {
+                    self.zap_huge_pmd(pid, pmd_start);
+                    continue;
+                }
+                Pmd::Huge(_) | Pmd::HugeZero => self.split_huge_pmd(pid, pmd_start),
+                Pmd::Table(_) => {}
+            }
+            if !matches!(self.mms[&pid].page_table.pmd(pmd_start), Pmd::Table(_)) {
+                continue;
+            }
+            let mut a = lo;
+            while a < hi {
+                self.zap_pte(pid, a);
+                a += PAGE_SIZE;
+            }
+        }
+    }
+}
+
+/// The permission check of the fault handler (`access_error`).
+fn check_access(vma: &Vma, access: Access) -> Result<(), Errno> {
+    let needed = match access {
+        Access::Read => VmFlags::READ,
+        Access::Write => VmFlags::WRITE,
+    };
+    if vma.flags.contains(needed) {
+        Ok(())
+    } else {
+        Err(Errno::EFAULT)
+    }
+}

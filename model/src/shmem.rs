@@ -1,0 +1,195 @@
+//! Shared memory (mm/shmem.c): memfd and tmpfs inodes, their huge-page policy
+//! (`shmem_allowable_huge_orders`, `shmem_huge_global_enabled`) and the fault-time folio
+//! lookup that allocates, or swaps in, page-cache folios (`shmem_get_folio_gfp`).
+
+use crate::errno::Errno;
+use crate::filemap::{CacheEntry, Inode, InodeId, InodeKind};
+use crate::folio::{FolioId, FolioOwner};
+use crate::kernel::{Kernel, Pid};
+use crate::thp_settings::{ShmemEnabled, ShmemOrderEnabled};
+use crate::vma::{VmFlags, Vma};
+use crate::{HPAGE_PMD_NR, HPAGE_PMD_ORDER, PAGE_SIZE};
+
+impl Kernel {
+    /// `memfd_create`: a new, empty shmem inode on the internal mount.
+    pub fn memfd_create(&mut self) -> InodeId {
+        let mut inode = Inode::new(InodeKind::Shmem { huge: None });
+        inode.open_for_write = true;
+        self.add_inode(inode)
+    }
+
+    /// A new, empty file on a tmpfs mount with the given `huge=` option.
+    pub fn tmpfs_create(&mut self, huge: ShmemEnabled) -> InodeId {
+        let mut inode = Inode::new(InodeKind::Shmem { huge: Some(huge) });
+        inode.open_for_write = true;
+        self.add_inode(inode)
+    }
+
+    /// `ftruncate`: sets the size; shrinking drops the page cache beyond the new end, and
+    /// must not leave mappings of the dropped pages (the model refuses with EBUSY instead of
+    /// unmapping them, as the selftests never shrink a mapped file).
+    pub fn ftruncate(&mut self, inode: InodeId, len: u64) -> Result<(), Errno> {
+        let pages = len.div_ceil(PAGE_SIZE);
+        let dropped: Vec<(u64, CacheEntry)> = self
+            .inode(inode)
+            .cache
+            .range(pages..)
+            .map(|(i, e)| (*i, *e))
+            .collect();
+        for (_, entry) in &dropped {
+            if let CacheEntry::Folio(f) = entry {
+                if self.folio(*f).folio_mapped() {
+                    return Err(Errno::EBUSY);
+                }
+            }
+        }
+        for (index, entry) in dropped {
+            self.inode_mut(inode).cache.remove(&index);
+            match entry {
+                CacheEntry::Folio(f) => {
+                    let nr = self.folio(f).nr_pages() as i32;
+                    self.folio_put_refs(f, nr);
+                }
+                CacheEntry::Swap(e) => self.swap_free(e),
+            }
+        }
+        self.inode_mut(inode).size_pages = pages;
+        Ok(())
+    }
+
+    /// `shmem_huge_global_enabled` + `shmem_allowable_huge_orders` for a memfd or tmpfs file:
+    /// the orders (a bitmask) a shmem folio at `index` may have. `forced` is MADV_COLLAPSE.
+    pub fn shmem_allowable_huge_orders(
+        &self,
+        pid: Pid,
+        inode: InodeId,
+        vma: Option<&Vma>,
+        index: u64,
+        forced: bool,
+    ) -> u32 {
+        if let Some(vma) = vma {
+            if self.vma_thp_disabled(pid, vma) {
+                return 0;
+            }
+        }
+        let pmd = 1u32 << HPAGE_PMD_ORDER;
+        match self.thp.shmem_enabled {
+            ShmemEnabled::Deny => return 0,
+            ShmemEnabled::Force => return pmd,
+            _ => {}
+        }
+        if forced {
+            return pmd;
+        }
+        let InodeKind::Shmem { huge } = self.inode(inode).kind else {
+            return 0;
+        };
+        // The internal mount follows shmem_enabled; tmpfs mounts their own huge= option.
+        let policy = huge.unwrap_or(self.thp.shmem_enabled);
+        let vm_hugepage = vma.is_some_and(|v| v.flags.contains(VmFlags::HUGEPAGE));
+        let within_size = || {
+            let end = (index / HPAGE_PMD_NR as u64 + 1) * HPAGE_PMD_NR as u64;
+            self.inode(inode).size_pages >= end
+        };
+        match policy {
+            ShmemEnabled::Always | ShmemEnabled::Force => pmd,
+            ShmemEnabled::WithinSize if within_size() => pmd,
+            ShmemEnabled::WithinSize | ShmemEnabled::Advise if vm_hugepage => pmd,
+            _ => 0,
+        }
+    }
+
+    /// `shmem_hpage_pmd_enabled`: whether shmem settings alone would have khugepaged run.
+    pub fn shmem_hpage_pmd_enabled(&self) -> bool {
+        if self.thp.shmem_enabled == ShmemEnabled::Deny {
+            return false;
+        }
+        match self.thp.shmem_orders[HPAGE_PMD_ORDER as usize] {
+            ShmemOrderEnabled::Always
+            | ShmemOrderEnabled::Advise
+            | ShmemOrderEnabled::WithinSize => true,
+            ShmemOrderEnabled::Inherit => self.thp.shmem_enabled != ShmemEnabled::Never,
+            ShmemOrderEnabled::Never => false,
+        }
+    }
+
+    /// `shmem_get_folio_gfp` for a fault (or a read when `fault` is None): the folio caching
+    /// page `index`, swapped in or newly allocated (a PMD-order folio when the policy, the VMA
+    /// alignment and the empty cache range allow it). Returns the folio and the page in it.
+    pub(crate) fn shmem_get_folio(
+        &mut self,
+        inode: InodeId,
+        index: u64,
+        fault: Option<(Pid, &Vma, u64)>,
+    ) -> Result<(FolioId, usize), Errno> {
+        let folios = &self.folios;
+        match self.inode(inode).lookup(index, |f| folios.folio(f).order) {
+            Some((first, CacheEntry::Folio(f))) => return Ok((f, (index - first) as usize)),
+            Some((_, CacheEntry::Swap(entry))) => {
+                return Ok((self.shmem_swapin(inode, index, entry), 0))
+            }
+            None => {}
+        }
+        let mut order = 0;
+        if let Some((pid, vma, addr)) = fault {
+            let allowed = self.shmem_allowable_huge_orders(pid, inode, Some(vma), index, false);
+            let aligned = index & !(HPAGE_PMD_NR as u64 - 1);
+            let range_empty = self
+                .inode(inode)
+                .cache
+                .range(aligned..aligned + HPAGE_PMD_NR as u64)
+                .next()
+                .is_none();
+            if allowed & (1 << HPAGE_PMD_ORDER) != 0 && vma.pmd_block_suitable(addr) && range_empty
+            {
+                order = HPAGE_PMD_ORDER;
+            }
+        }
+        let first = index & !((1u64 << order) - 1);
+        let folio = self.alloc_folio(
+            order,
+            FolioOwner::PageCache {
+                inode,
+                index: first,
+            },
+            |_| 0,
+        );
+        let f = self.folios.folio_mut(folio);
+        f.swapbacked = true;
+        // The page cache holds one reference per page.
+        f.refcount = f.nr_pages() as i32;
+        self.inode_mut(inode)
+            .cache
+            .insert(first, CacheEntry::Folio(folio));
+        if order > 0 {
+            self.vmstat.thp_fault_alloc += 1;
+        }
+        Ok((folio, (index - first) as usize))
+    }
+
+    /// `shmem_swapin_folio`: reads a swapped-out shmem page back into the page cache; shmem
+    /// does not keep it in the swap cache.
+    fn shmem_swapin(
+        &mut self,
+        inode: InodeId,
+        index: u64,
+        entry: crate::swap::SwapEntry,
+    ) -> FolioId {
+        let data = self
+            .swap
+            .as_ref()
+            .expect("swap entry without a device")
+            .slot(entry)
+            .data;
+        let folio = self.alloc_folio(0, FolioOwner::PageCache { inode, index }, |_| data);
+        let f = self.folios.folio_mut(folio);
+        f.swapbacked = true;
+        f.dirty = true;
+        self.inode_mut(inode)
+            .cache
+            .insert(index, CacheEntry::Folio(folio));
+        self.swap_free(entry);
+        self.vmstat.pswpin += 1;
+        folio
+    }
+}
