@@ -261,31 +261,57 @@ impl Folio {
     }
 }
 
+/// Slots per chunk of the [`FolioStore`]: chunks keep growth O(1) per folio (no large
+/// reallocation copies) while ids stay dense.
+const CHUNK: usize = 1024;
+
 /// All live folios of a [`crate::Kernel`], indexed by [`FolioId`].
 #[derive(Clone, Debug, Default)]
 pub struct FolioStore {
-    slots: Vec<Option<Folio>>,
+    chunks: Vec<Vec<Option<Folio>>>,
     free: std::collections::BTreeSet<u32>,
+    /// Slots ever handed out (the next fresh id).
+    high: u32,
     live: usize,
 }
 
 impl FolioStore {
+    fn slot(&self, id: u32) -> Option<&Option<Folio>> {
+        let i = id as usize;
+        self.chunks.get(i / CHUNK).and_then(|c| c.get(i % CHUNK))
+    }
+
+    fn slot_mut(&mut self, id: u32) -> Option<&mut Option<Folio>> {
+        let i = id as usize;
+        self.chunks
+            .get_mut(i / CHUNK)
+            .and_then(|c| c.get_mut(i % CHUNK))
+    }
+
     /// Stores `folio` and returns its id (the lowest free slot).
     pub fn insert(&mut self, folio: Folio) -> FolioId {
         self.live += 1;
-        if let Some(id) = self.free.pop_first() {
-            self.slots[id as usize] = Some(folio);
-            FolioId(id)
-        } else {
-            self.slots.push(Some(folio));
-            FolioId(self.slots.len() as u32 - 1)
-        }
+        let id = match self.free.pop_first() {
+            Some(id) => id,
+            None => {
+                let id = self.high;
+                self.high += 1;
+                if id as usize / CHUNK == self.chunks.len() {
+                    self.chunks.push(Vec::with_capacity(CHUNK));
+                }
+                self.chunks.last_mut().expect("pushed").push(None);
+                id
+            }
+        };
+        *self.slot_mut(id).expect("allocated") = Some(folio);
+        FolioId(id)
     }
 
     /// Frees a folio slot (the folio's last reference was dropped).
     pub fn remove(&mut self, id: FolioId) -> Folio {
-        let folio = self.slots[id.0 as usize]
-            .take()
+        let folio = self
+            .slot_mut(id.0)
+            .and_then(|s| s.take())
             .unwrap_or_else(|| panic!("model bug: freeing folio {} twice", id.0));
         self.free.insert(id.0);
         self.live -= 1;
@@ -293,7 +319,7 @@ impl FolioStore {
     }
 
     pub fn get(&self, id: FolioId) -> Option<&Folio> {
-        self.slots.get(id.0 as usize).and_then(|s| s.as_ref())
+        self.slot(id.0).and_then(|s| s.as_ref())
     }
 
     /// The folio behind `id`; a dangling id is a model bug, reported loudly.
@@ -303,8 +329,7 @@ impl FolioStore {
     }
 
     pub fn folio_mut(&mut self, id: FolioId) -> &mut Folio {
-        self.slots
-            .get_mut(id.0 as usize)
+        self.slot_mut(id.0)
             .and_then(|s| s.as_mut())
             .unwrap_or_else(|| panic!("model bug: folio {} is not live", id.0))
     }
@@ -320,8 +345,9 @@ impl FolioStore {
 
     /// Live folios in id order.
     pub fn iter(&self) -> impl Iterator<Item = (FolioId, &Folio)> {
-        self.slots
+        self.chunks
             .iter()
+            .flatten()
             .enumerate()
             .filter_map(|(i, s)| s.as_ref().map(|f| (FolioId(i as u32), f)))
     }
