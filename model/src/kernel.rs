@@ -49,6 +49,12 @@ pub struct Kernel {
     pub read_only_thp_for_fs: bool,
     /// khugepaged's list of registered MMs (`khugepaged_scan.mm_head`), in scan order.
     pub(crate) khugepaged_mm_list: Vec<Pid>,
+    /// khugepaged's cursor and counters.
+    pub khugepaged_state: crate::khugepaged::KhugepagedState,
+    /// Collapse-related vmstat events.
+    pub collapse_stats: crate::khugepaged::CollapseStats,
+    /// Reports of every collapse scan and attempt, oldest first.
+    pub(crate) collapse_log: Vec<crate::khugepaged::CollapseReport>,
     next_pid: Pid,
     next_anon_vma: u32,
     mm_ids_in_use: BTreeSet<MmId>,
@@ -68,6 +74,9 @@ impl Kernel {
             vmstat: VmStat::default(),
             read_only_thp_for_fs: false,
             khugepaged_mm_list: Vec::new(),
+            khugepaged_state: Default::default(),
+            collapse_stats: Default::default(),
+            collapse_log: Vec::new(),
             next_pid: 1,
             next_anon_vma: 1,
             mm_ids_in_use: BTreeSet::new(),

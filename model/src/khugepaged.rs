@@ -61,3 +61,957 @@ impl Kernel {
         &self.khugepaged_mm_list
     }
 }
+
+use crate::errno::Errno;
+use crate::filemap::{CacheEntry, InodeId};
+use crate::folio::{FolioId, FolioOwner};
+use crate::memory::Access;
+use crate::page_table::{Pmd, Pte};
+use crate::profile::SharingPredicate;
+use crate::rmap;
+use crate::scan_result::ScanResult;
+use crate::vma::VmaBacking;
+use crate::{pmd_align_down, HPAGE_PMD_NR, HPAGE_PMD_SIZE, PAGE_SIZE};
+
+/// Who is collapsing (`struct collapse_control`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CollapseContext {
+    /// The khugepaged thread: the max_ptes_* limits and the young/referenced rules apply.
+    Khugepaged,
+    /// MADV_COLLAPSE: limits ignored, sysfs `enabled` ignored.
+    Madvise,
+}
+
+impl CollapseContext {
+    pub fn is_khugepaged(self) -> bool {
+        self == CollapseContext::Khugepaged
+    }
+}
+
+/// Which step of the collapse produced a report.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CollapseStage {
+    /// `hpage_collapse_scan_pmd`: the PTE scan under the mmap read lock.
+    ScanPmd,
+    /// `collapse_huge_page` after the scan said go (revalidate, swap-in, isolate, copy).
+    CollapseHugePage,
+    /// `hpage_collapse_scan_file` and `collapse_file` (page-cache collapse).
+    ScanFile,
+    /// `collapse_pte_mapped_thp`: mapping an existing page-cache THP by a PMD.
+    PteMappedThp,
+}
+
+/// A structured record of one collapse decision: the result and the counts that decided it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CollapseReport {
+    pub context: CollapseContext,
+    pub stage: CollapseStage,
+    pub pid: Pid,
+    /// The 2 MiB-aligned address of the range.
+    pub addr: u64,
+    pub result: ScanResult,
+    /// none or zero-page PTEs seen (page-cache holes for file collapse).
+    pub none_or_zero: u32,
+    /// swap PTEs seen (`unmapped`; shmem swap entries for file collapse).
+    pub swap: u32,
+    /// PTEs the profile's sharing predicate called shared.
+    pub shared: u32,
+    /// PTEs counted as referenced (khugepaged only).
+    pub referenced: u32,
+    /// writable PTEs seen.
+    pub writable: u32,
+    /// pages present in the page cache (file collapse).
+    pub present: u32,
+}
+
+/// khugepaged's state: the scan cursor and the counters sysfs shows.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KhugepagedState {
+    /// The MM being scanned (`khugepaged_scan.mm_slot`) and the next address in it.
+    pub cursor: Option<(Pid, u64)>,
+    /// `full_scans`.
+    pub full_scans: u64,
+    /// `pages_collapsed`.
+    pub pages_collapsed: u64,
+    /// Wake-ups performed (each one is a `khugepaged_do_scan` after a sleep).
+    pub wakeups: u64,
+}
+
+/// Collapse-related /proc/vmstat events.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CollapseStats {
+    pub thp_collapse_alloc: u64,
+    pub thp_scan_exceed_none_pte: u64,
+    pub thp_scan_exceed_swap_pte: u64,
+    pub thp_scan_exceed_share_pte: u64,
+}
+
+/// Per-PTE tallies of a scan.
+#[derive(Default)]
+struct Tally {
+    none_or_zero: u32,
+    swap: u32,
+    shared: u32,
+    referenced: u32,
+    writable: u32,
+    present: u32,
+}
+
+impl Kernel {
+    fn report(
+        &mut self,
+        context: CollapseContext,
+        stage: CollapseStage,
+        pid: Pid,
+        addr: u64,
+        result: ScanResult,
+        t: &Tally,
+    ) {
+        match result {
+            ScanResult::ExceedNonePte => self.collapse_stats.thp_scan_exceed_none_pte += 1,
+            ScanResult::ExceedSwapPte => self.collapse_stats.thp_scan_exceed_swap_pte += 1,
+            ScanResult::ExceedSharedPte => self.collapse_stats.thp_scan_exceed_share_pte += 1,
+            _ => {}
+        }
+        self.collapse_log.push(CollapseReport {
+            context,
+            stage,
+            pid,
+            addr,
+            result,
+            none_or_zero: t.none_or_zero,
+            swap: t.swap,
+            shared: t.shared,
+            referenced: t.referenced,
+            writable: t.writable,
+            present: t.present,
+        });
+    }
+
+    /// The collapse reports recorded so far (oldest first).
+    pub fn collapse_log(&self) -> &[CollapseReport] {
+        &self.collapse_log
+    }
+
+    /// Takes the recorded collapse reports, leaving the log empty.
+    pub fn take_collapse_log(&mut self) -> Vec<CollapseReport> {
+        std::mem::take(&mut self.collapse_log)
+    }
+
+    /// khugepaged's sharing test for a PTE mapping page `page` of `folio`, per profile.
+    pub fn khugepaged_sees_shared(&self, folio: FolioId, page: usize) -> bool {
+        let f = self.folio(folio);
+        match self.profile.khugepaged_sharing {
+            SharingPredicate::PageMapcount => f.page_mapcount_shared(page),
+            SharingPredicate::FolioLikelyMappedShared => f.folio_likely_mapped_shared(),
+            SharingPredicate::FolioMaybeMappedShared => {
+                f.folio_maybe_mapped_shared(self.profile.mm_id)
+            }
+        }
+    }
+
+    /// `find_pmd_or_thp_or_none`. The model has no PUD level of its own: a PUD table exists
+    /// once anything in that 1 GiB range has had a page table.
+    fn find_pmd_or_thp_or_none(&self, pid: Pid, haddr: u64) -> ScanResult {
+        let pt = &self.mms[&pid].page_table;
+        match pt.pmd(haddr) {
+            Pmd::Huge(_) | Pmd::HugeZero => ScanResult::PmdMapped,
+            Pmd::Table(_) => ScanResult::Succeed,
+            Pmd::None => {
+                let pud = haddr & !((1u64 << 30) - 1);
+                if pt.pmds_in(pud, pud + (1 << 30)).next().is_some() {
+                    ScanResult::PmdNone
+                } else {
+                    ScanResult::PmdNull
+                }
+            }
+        }
+    }
+
+    /// `hpage_collapse_scan_pmd`: the per-PTE scan of an anonymous range, then
+    /// `collapse_huge_page` if it says go.
+    pub fn hpage_collapse_scan_pmd(
+        &mut self,
+        pid: Pid,
+        haddr: u64,
+        cc: CollapseContext,
+    ) -> ScanResult {
+        let mut t = Tally::default();
+        let result = self.scan_pmd_ptes(pid, haddr, cc, &mut t);
+        self.report(cc, CollapseStage::ScanPmd, pid, haddr, result, &t);
+        if result != ScanResult::Succeed {
+            return result;
+        }
+        let result = self.collapse_huge_page(pid, haddr, cc, t.swap);
+        if result == ScanResult::Succeed && cc.is_khugepaged() {
+            self.khugepaged_state.pages_collapsed += 1;
+        }
+        result
+    }
+
+    fn scan_pmd_ptes(
+        &self,
+        pid: Pid,
+        haddr: u64,
+        cc: CollapseContext,
+        t: &mut Tally,
+    ) -> ScanResult {
+        let found = self.find_pmd_or_thp_or_none(pid, haddr);
+        if found != ScanResult::Succeed {
+            return found;
+        }
+        let limits = &self.thp.khugepaged;
+        let khugepaged = cc.is_khugepaged();
+        let Pmd::Table(table) = self.mms[&pid].page_table.pmd(haddr) else {
+            unreachable!()
+        };
+        for pte in table.iter() {
+            let p = match *pte {
+                Pte::Swap { .. } => {
+                    t.swap += 1;
+                    if khugepaged && t.swap > limits.max_ptes_swap {
+                        return ScanResult::ExceedSwapPte;
+                    }
+                    continue;
+                }
+                Pte::None | Pte::Zero { .. } => {
+                    t.none_or_zero += 1;
+                    if khugepaged && t.none_or_zero > limits.max_ptes_none {
+                        return ScanResult::ExceedNonePte;
+                    }
+                    continue;
+                }
+                Pte::Present(p) => p,
+            };
+            t.writable += p.write as u32;
+            let folio = self.folio(p.folio);
+            if self.profile.scan_anon_check_before_shared && !folio.is_anon() {
+                return ScanResult::PageAnon;
+            }
+            if self.khugepaged_sees_shared(p.folio, p.page as usize) {
+                t.shared += 1;
+                if khugepaged && t.shared > limits.max_ptes_shared {
+                    return ScanResult::ExceedSharedPte;
+                }
+            }
+            if !folio.lru {
+                return ScanResult::PageLru;
+            }
+            if folio.locked {
+                return ScanResult::PageLock;
+            }
+            if !self.profile.scan_anon_check_before_shared && !folio.is_anon() {
+                return ScanResult::PageAnon;
+            }
+            if folio.folio_expected_ref_count() != folio.refcount {
+                return ScanResult::PageCount;
+            }
+            if khugepaged && (p.young || folio.referenced) {
+                t.referenced += 1;
+            }
+        }
+        if self.profile.collapse_requires_writable_pte && t.writable == 0 {
+            return ScanResult::PageRo;
+        }
+        if khugepaged
+            && (t.referenced == 0 || (t.swap > 0 && t.referenced < HPAGE_PMD_NR as u32 / 2))
+        {
+            return ScanResult::LackReferencedPage;
+        }
+        ScanResult::Succeed
+    }
+
+    /// `hugepage_vma_revalidate` for an anonymous collapse.
+    fn hugepage_vma_revalidate(
+        &self,
+        pid: Pid,
+        haddr: u64,
+        cc: CollapseContext,
+        expect_anon: bool,
+    ) -> ScanResult {
+        let Some(mm) = self.mms.get(&pid) else {
+            return ScanResult::AnyProcess;
+        };
+        if mm.thp_disabled {
+            return ScanResult::AnyProcess;
+        }
+        let Some(vma) = mm.vmas.find(haddr) else {
+            return ScanResult::VmaNull;
+        };
+        if !vma.pmd_block_suitable(haddr) {
+            return ScanResult::AddressRange;
+        }
+        let tva = match cc {
+            CollapseContext::Khugepaged => TvaType::Khugepaged,
+            CollapseContext::Madvise => TvaType::ForcedCollapse,
+        };
+        if !self.thp_vma_allowable_order(pid, vma, tva, HPAGE_PMD_ORDER) {
+            return ScanResult::VmaCheck;
+        }
+        if expect_anon && (!vma.is_anonymous() || vma.anon_vma.is_none()) {
+            return ScanResult::PageAnon;
+        }
+        ScanResult::Succeed
+    }
+
+    /// `collapse_huge_page`: allocate, revalidate, swap in, isolate, copy, install the PMD.
+    fn collapse_huge_page(
+        &mut self,
+        pid: Pid,
+        haddr: u64,
+        cc: CollapseContext,
+        unmapped: u32,
+    ) -> ScanResult {
+        let mut t = Tally::default();
+        // alloc_charge_folio: always succeeds in the model (no fragmentation, no memcg limit).
+        self.collapse_stats.thp_collapse_alloc += 1;
+        let placeholder = FolioOwner::Anon {
+            anon_vma: crate::rmap::AnonVmaId(0),
+            index: 0,
+        };
+        let new = self.alloc_folio(HPAGE_PMD_ORDER, placeholder, |_| 0);
+        let result = self.collapse_huge_page_inner(pid, haddr, cc, unmapped, new, &mut t);
+        if result != ScanResult::Succeed {
+            self.folio_put_refs(new, 1);
+        }
+        self.report(cc, CollapseStage::CollapseHugePage, pid, haddr, result, &t);
+        result
+    }
+
+    fn collapse_huge_page_inner(
+        &mut self,
+        pid: Pid,
+        haddr: u64,
+        cc: CollapseContext,
+        unmapped: u32,
+        new: FolioId,
+        t: &mut Tally,
+    ) -> ScanResult {
+        let r = self.hugepage_vma_revalidate(pid, haddr, cc, true);
+        if r != ScanResult::Succeed {
+            return r;
+        }
+        let r = self.find_pmd_or_thp_or_none(pid, haddr);
+        if r != ScanResult::Succeed {
+            return r;
+        }
+        let vma = self.mms[&pid]
+            .vmas
+            .find(haddr)
+            .cloned()
+            .expect("revalidated");
+        if unmapped > 0 {
+            // __collapse_huge_page_swapin: a read fault on every swap PTE.
+            for i in 0..HPAGE_PMD_NR {
+                let addr = haddr + i as u64 * PAGE_SIZE;
+                if let Pte::Swap { entry, exclusive } = self.mms[&pid].page_table.pte(addr) {
+                    if self
+                        .do_swap_page(pid, &vma, addr, entry, exclusive, Access::Read)
+                        .is_err()
+                    {
+                        return ScanResult::Fail;
+                    }
+                }
+            }
+        }
+        let r = self.collapse_huge_page_isolate(pid, haddr, cc, t);
+        if r != ScanResult::Succeed {
+            return r;
+        }
+        // Copy: holes and zero pages become zeroed subpages.
+        let mm_id = self.mms[&pid].mm_id;
+        let tracking = self.profile.mm_id;
+        let mut data = vec![0u64; HPAGE_PMD_NR];
+        let ptes: Vec<Pte> = (0..HPAGE_PMD_NR)
+            .map(|i| self.mms[&pid].page_table.pte(haddr + i as u64 * PAGE_SIZE))
+            .collect();
+        for (i, pte) in ptes.iter().enumerate() {
+            if let Pte::Present(p) = pte {
+                data[i] = self.folio(p.folio).pages[p.page as usize].data;
+            }
+        }
+        // Release the sources: each PTE's rmap and reference; swap cache freed when unmapped.
+        for (i, pte) in ptes.iter().enumerate() {
+            let Pte::Present(p) = *pte else { continue };
+            self.mms
+                .get_mut(&pid)
+                .expect("live")
+                .page_table
+                .set_pte(haddr + i as u64 * PAGE_SIZE, Pte::None);
+            let f = self.folios.folio_mut(p.folio);
+            rmap::folio_remove_rmap_ptes(f, p.page as usize, 1, mm_id, tracking);
+            if self.folio(p.folio).swapcache.is_some() && !self.folio(p.folio).folio_mapped() {
+                self.folio_free_swap(p.folio);
+            }
+            self.folio_put_refs(p.folio, 1);
+        }
+        let anon_vma = vma.anon_vma.expect("revalidated");
+        let index = vma.linear_page_index(haddr);
+        let f = self.folios.folio_mut(new);
+        f.owner = FolioOwner::Anon { anon_vma, index };
+        for (page, d) in f.pages.iter_mut().zip(data) {
+            page.data = d;
+        }
+        self.mms
+            .get_mut(&pid)
+            .expect("live")
+            .page_table
+            .set_pmd(haddr, Pmd::None);
+        self.map_anon_folio_pmd(pid, &vma, haddr, new);
+        ScanResult::Succeed
+    }
+
+    /// `__collapse_huge_page_isolate`: the second pass over the PTEs, with the PMD detached.
+    fn collapse_huge_page_isolate(
+        &mut self,
+        pid: Pid,
+        haddr: u64,
+        cc: CollapseContext,
+        t: &mut Tally,
+    ) -> ScanResult {
+        let limits = self.thp.khugepaged.clone();
+        let khugepaged = cc.is_khugepaged();
+        for i in 0..HPAGE_PMD_NR {
+            let pte = self.mms[&pid].page_table.pte(haddr + i as u64 * PAGE_SIZE);
+            let p = match pte {
+                Pte::None | Pte::Zero { .. } => {
+                    t.none_or_zero += 1;
+                    if !khugepaged || t.none_or_zero <= limits.max_ptes_none {
+                        continue;
+                    }
+                    return ScanResult::ExceedNonePte;
+                }
+                Pte::Swap { .. } => return ScanResult::PteNonPresent,
+                Pte::Present(p) => p,
+            };
+            let folio = self.folio(p.folio);
+            if !folio.is_anon() {
+                return ScanResult::PageAnon;
+            }
+            if self.khugepaged_sees_shared(p.folio, p.page as usize) {
+                t.shared += 1;
+                if khugepaged && t.shared > limits.max_ptes_shared {
+                    return ScanResult::ExceedSharedPte;
+                }
+            }
+            if folio.locked {
+                return ScanResult::PageLock;
+            }
+            if folio.folio_expected_ref_count() != folio.refcount {
+                return ScanResult::PageCount;
+            }
+            t.writable += p.write as u32;
+            if khugepaged && (p.young || folio.referenced) {
+                t.referenced += 1;
+            }
+        }
+        if self.profile.collapse_requires_writable_pte && t.writable == 0 {
+            return ScanResult::PageRo;
+        }
+        if khugepaged && t.referenced == 0 {
+            return ScanResult::LackReferencedPage;
+        }
+        ScanResult::Succeed
+    }
+
+    /// `hpage_collapse_scan_file` then `collapse_file` for the file range starting at page
+    /// `start` of `inode`, seen from `pid`'s mapping at `haddr`.
+    pub fn hpage_collapse_scan_file(
+        &mut self,
+        pid: Pid,
+        haddr: u64,
+        inode: InodeId,
+        start: u64,
+        cc: CollapseContext,
+    ) -> ScanResult {
+        let mut t = Tally::default();
+        let mut present = 0u32;
+        let limits = self.thp.khugepaged.clone();
+        let mut result = ScanResult::Succeed;
+        let mut index = start;
+        while index < start + HPAGE_PMD_NR as u64 {
+            let folios = &self.folios;
+            match self.inode(inode).lookup(index, |f| folios.folio(f).order) {
+                None => {
+                    index += 1;
+                }
+                Some((_, CacheEntry::Swap(_))) => {
+                    t.swap += 1;
+                    index += 1;
+                    if cc.is_khugepaged() && t.swap > limits.max_ptes_swap {
+                        result = ScanResult::ExceedSwapPte;
+                        break;
+                    }
+                }
+                Some((first, CacheEntry::Folio(f))) => {
+                    let folio = self.folio(f);
+                    if folio.order == HPAGE_PMD_ORDER && first == start {
+                        result = ScanResult::PteMappedHugepage;
+                        break;
+                    }
+                    if !folio.lru {
+                        result = ScanResult::PageLru;
+                        break;
+                    }
+                    if folio.folio_expected_ref_count() != folio.refcount {
+                        result = ScanResult::PageCount;
+                        break;
+                    }
+                    let end = first + folio.nr_pages() as u64;
+                    present += (end.min(start + HPAGE_PMD_NR as u64) - index) as u32;
+                    index = end;
+                }
+            }
+        }
+        t.none_or_zero = HPAGE_PMD_NR as u32 - present - t.swap;
+        t.present = present;
+        if result == ScanResult::Succeed
+            && cc.is_khugepaged()
+            && present < HPAGE_PMD_NR as u32 - limits.max_ptes_none
+        {
+            result = ScanResult::ExceedNonePte;
+        }
+        if result == ScanResult::Succeed {
+            result = self.collapse_file(inode, start);
+            if result == ScanResult::Succeed && cc == CollapseContext::Madvise {
+                // MADV_COLLAPSE maps the new THP itself.
+                result = ScanResult::PteMappedHugepage;
+            }
+        }
+        self.report(cc, CollapseStage::ScanFile, pid, haddr, result, &t);
+        result
+    }
+
+    /// `collapse_file` (shmem, or a regular file with READ_ONLY_THP_FOR_FS): builds a PMD THP
+    /// in the page cache from the range's pages, unmapping them everywhere, then retracts the
+    /// empty page tables.
+    fn collapse_file(&mut self, inode: InodeId, start: u64) -> ScanResult {
+        let end = start + HPAGE_PMD_NR as u64;
+        if self.inode(inode).cache.range(start..end).next().is_none() {
+            let folios = &self.folios;
+            if self
+                .inode(inode)
+                .lookup(start, |f| folios.folio(f).order)
+                .is_none()
+            {
+                return ScanResult::Truncated;
+            }
+        }
+        if !self.inode(inode).is_shmem() {
+            // Dirty or under-writeback folios would fail; the model's regular files are clean.
+            if self
+                .inode(inode)
+                .cache
+                .range(start..end)
+                .any(|(_, e)| matches!(e, CacheEntry::Folio(f) if self.folio(*f).dirty))
+            {
+                return ScanResult::Fail;
+            }
+        }
+        self.collapse_stats.thp_collapse_alloc += 1;
+        // Swap in shmem swap entries; read missing regular-file pages.
+        let mut data = vec![0u64; HPAGE_PMD_NR];
+        let mut old: Vec<FolioId> = Vec::new();
+        let mut index = start;
+        while index < end {
+            let folios = &self.folios;
+            let found = self.inode(inode).lookup(index, |f| folios.folio(f).order);
+            let folio = match found {
+                Some((_, CacheEntry::Swap(_))) => match self.shmem_get_folio(inode, index, None) {
+                    Ok((f, _)) => f,
+                    Err(_) => return ScanResult::Fail,
+                },
+                Some((_, CacheEntry::Folio(f))) => f,
+                None if !self.inode(inode).is_shmem() && index < self.inode(inode).size_pages => {
+                    self.filemap_get_folio(inode, index).0
+                }
+                None => {
+                    index += 1;
+                    continue;
+                }
+            };
+            let f = self.folio(folio);
+            let first = f.index();
+            for (i, pg) in f.pages.iter().enumerate() {
+                let idx = first + i as u64;
+                if idx >= start && idx < end {
+                    data[(idx - start) as usize] = pg.data;
+                }
+            }
+            index = first + f.nr_pages() as u64;
+            old.push(folio);
+        }
+        // Unmap the old folios from every MM and drop them from the page cache.
+        let shmem = self.inode(inode).is_shmem();
+        for f in old {
+            for hit in self.rmap_walk(f) {
+                match hit {
+                    crate::huge_memory::RmapHit::Pmd { pid, addr } => self.zap_huge_pmd(pid, addr),
+                    crate::huge_memory::RmapHit::Pte { pid, addr, .. } => self.zap_pte(pid, addr),
+                }
+            }
+            let first = self.folio(f).index();
+            let nr = self.folio(f).nr_pages() as i32;
+            self.inode_mut(inode).cache.remove(&first);
+            self.folio_put_refs(f, nr);
+        }
+        let new = self.alloc_folio(
+            HPAGE_PMD_ORDER,
+            FolioOwner::PageCache {
+                inode,
+                index: start,
+            },
+            |i| data[i],
+        );
+        let f = self.folios.folio_mut(new);
+        f.swapbacked = shmem;
+        f.dirty = shmem;
+        f.refcount = HPAGE_PMD_NR as i32;
+        self.inode_mut(inode)
+            .cache
+            .insert(start, CacheEntry::Folio(new));
+        self.retract_page_tables(inode, start);
+        ScanResult::Succeed
+    }
+
+    /// `retract_page_tables`: in every MM, a now-empty PTE table over the file range is
+    /// removed, leaving the PMD none, where the VMA has no anon_vma and covers the aligned
+    /// 2 MiB.
+    fn retract_page_tables(&mut self, inode: InodeId, pgoff: u64) {
+        let mut targets = Vec::new();
+        for (&pid, mm) in &self.mms {
+            for vma in mm.vmas.iter() {
+                if vma.inode() != Some(inode) || vma.anon_vma.is_some() {
+                    continue;
+                }
+                let Some(addr) = vma.address_of(pgoff) else {
+                    continue;
+                };
+                if addr % HPAGE_PMD_SIZE != 0 || addr + HPAGE_PMD_SIZE > vma.end {
+                    continue;
+                }
+                if let Pmd::Table(t) = mm.page_table.pmd(addr) {
+                    if t.iter().all(|p| p.is_none()) {
+                        targets.push((pid, addr));
+                    }
+                }
+            }
+        }
+        for (pid, addr) in targets {
+            self.mms
+                .get_mut(&pid)
+                .expect("live")
+                .page_table
+                .free_pmd_range(addr);
+        }
+    }
+
+    /// `collapse_pte_mapped_thp`: maps the page-cache THP at `haddr` by a PMD (with
+    /// `install_pmd`) or only removes its PTE table (khugepaged).
+    pub fn collapse_pte_mapped_thp(
+        &mut self,
+        pid: Pid,
+        haddr: u64,
+        install_pmd: bool,
+        cc: CollapseContext,
+    ) -> ScanResult {
+        let mut t = Tally::default();
+        let result = self.collapse_pte_mapped_thp_inner(pid, haddr, install_pmd, &mut t);
+        self.report(cc, CollapseStage::PteMappedThp, pid, haddr, result, &t);
+        result
+    }
+
+    fn collapse_pte_mapped_thp_inner(
+        &mut self,
+        pid: Pid,
+        haddr: u64,
+        install_pmd: bool,
+        t: &mut Tally,
+    ) -> ScanResult {
+        let Some(vma) = self.mms.get(&pid).and_then(|m| m.vmas.find(haddr)).cloned() else {
+            return ScanResult::VmaCheck;
+        };
+        if vma.is_anonymous() || haddr < vma.start || haddr + HPAGE_PMD_SIZE > vma.end {
+            return ScanResult::VmaCheck;
+        }
+        if matches!(self.mms[&pid].page_table.pmd(haddr), Pmd::Huge(_)) {
+            return ScanResult::PmdMapped;
+        }
+        if !self.thp_vma_allowable_order(pid, &vma, TvaType::ForcedCollapse, HPAGE_PMD_ORDER) {
+            return ScanResult::VmaCheck;
+        }
+        let inode = vma.inode().expect("file VMA");
+        let index = vma.linear_page_index(haddr);
+        let folios = &self.folios;
+        let folio = match self.inode(inode).lookup(index, |f| folios.folio(f).order) {
+            Some((_, CacheEntry::Folio(f))) => f,
+            _ => return ScanResult::PageNull,
+        };
+        if self.folio(folio).order != HPAGE_PMD_ORDER || self.folio(folio).index() != index {
+            return ScanResult::PageCompound;
+        }
+        if let Pmd::Table(table) = self.mms[&pid].page_table.pmd(haddr).clone() {
+            for (i, pte) in table.iter().enumerate() {
+                match *pte {
+                    Pte::None => t.none_or_zero += 1,
+                    Pte::Present(p) if p.folio == folio && p.page as usize == i => {
+                        t.writable += p.write as u32
+                    }
+                    Pte::Present(_) | Pte::Zero { .. } => return ScanResult::Fail,
+                    Pte::Swap { .. } => return ScanResult::PteNonPresent,
+                }
+            }
+            let mm_id = self.mms[&pid].mm_id;
+            let tracking = self.profile.mm_id;
+            let mut mapped = 0;
+            for (i, pte) in table.iter().enumerate() {
+                if let Pte::Present(p) = *pte {
+                    rmap::folio_remove_rmap_ptes(
+                        self.folios.folio_mut(folio),
+                        i,
+                        1,
+                        mm_id,
+                        tracking,
+                    );
+                    if p.dirty {
+                        self.folios.folio_mut(folio).dirty = true;
+                    }
+                    mapped += 1;
+                }
+            }
+            self.folio_put_refs(folio, mapped);
+            self.mms
+                .get_mut(&pid)
+                .expect("live")
+                .page_table
+                .free_pmd_range(haddr);
+        }
+        if install_pmd {
+            self.do_set_pmd(pid, &vma, haddr, folio, false);
+        }
+        ScanResult::Succeed
+    }
+
+    /// MADV_COLLAPSE over `[start, start + len)` (`madvise_collapse`, once per VMA).
+    pub fn madvise_collapse(&mut self, pid: Pid, start: u64, len: u64) -> Result<(), Errno> {
+        if !start.is_multiple_of(PAGE_SIZE) {
+            return Err(Errno::EINVAL);
+        }
+        let end = start
+            .checked_add(len.div_ceil(PAGE_SIZE) * PAGE_SIZE)
+            .ok_or(Errno::EINVAL)?;
+        let mapped = self.mm(pid)?.vmas.covers(start, end);
+        let vmas: Vec<(u64, u64)> = self
+            .mm(pid)?
+            .vmas
+            .overlapping(start, end)
+            .map(|v| (v.start, v.end))
+            .collect();
+        let has_page_ro = self.profile.collapse_requires_writable_pte;
+        for (vstart, vend) in vmas {
+            let vma = self
+                .mm(pid)?
+                .vmas
+                .find(vstart)
+                .cloned()
+                .ok_or(Errno::ENOMEM)?;
+            if !self.thp_vma_allowable_order(pid, &vma, TvaType::ForcedCollapse, HPAGE_PMD_ORDER) {
+                return Err(Errno::EINVAL);
+            }
+            let hstart = (start.max(vstart) + HPAGE_PMD_SIZE - 1) & !(HPAGE_PMD_SIZE - 1);
+            let hend = pmd_align_down(end.min(vend));
+            let blocks = if hend > hstart {
+                (hend - hstart) / HPAGE_PMD_SIZE
+            } else {
+                0
+            };
+            let mut thps = 0;
+            let mut last_fail = ScanResult::Succeed;
+            let mut addr = hstart;
+            while addr < hend {
+                let r = self.hugepage_vma_revalidate(pid, addr, CollapseContext::Madvise, false);
+                let mut result = if r != ScanResult::Succeed {
+                    last_fail = r;
+                    break;
+                } else {
+                    let vma = self.mms[&pid]
+                        .vmas
+                        .find(addr)
+                        .cloned()
+                        .expect("revalidated");
+                    match vma.backing {
+                        VmaBacking::Anon => {
+                            self.hpage_collapse_scan_pmd(pid, addr, CollapseContext::Madvise)
+                        }
+                        VmaBacking::Shmem(inode) | VmaBacking::File(inode) => {
+                            let index = vma.linear_page_index(addr);
+                            self.hpage_collapse_scan_file(
+                                pid,
+                                addr,
+                                inode,
+                                index,
+                                CollapseContext::Madvise,
+                            )
+                        }
+                    }
+                };
+                if result == ScanResult::PteMappedHugepage {
+                    result =
+                        self.collapse_pte_mapped_thp(pid, addr, true, CollapseContext::Madvise);
+                }
+                match result {
+                    ScanResult::Succeed | ScanResult::PmdMapped => thps += 1,
+                    r if r.madvise_collapse_continues(has_page_ro) => last_fail = r,
+                    r => {
+                        last_fail = r;
+                        break;
+                    }
+                }
+                addr += HPAGE_PMD_SIZE;
+            }
+            if thps != blocks {
+                return Err(last_fail.madvise_collapse_errno());
+            }
+        }
+        if mapped {
+            Ok(())
+        } else {
+            Err(Errno::ENOMEM)
+        }
+    }
+
+    /// One khugepaged wake-up (`khugepaged_do_scan`): scans up to `pages_to_scan` units from
+    /// the cursor, stopping after passing the list head twice. Does nothing while the thread
+    /// is stopped (no PMD THP enabled anywhere).
+    pub fn khugepaged_do_scan(&mut self) {
+        if !self.hugepage_pmd_enabled() {
+            return;
+        }
+        self.khugepaged_state.wakeups += 1;
+        let pages = self.thp.khugepaged.pages_to_scan.max(1) as u64;
+        let mut progress = 0u64;
+        let mut pass_through_head = 0;
+        loop {
+            if self.khugepaged_state.cursor.is_none() {
+                pass_through_head += 1;
+            }
+            if !self.khugepaged_mm_list.is_empty() && pass_through_head < 2 {
+                progress += self.khugepaged_scan_mm_slot(pages - progress);
+            } else {
+                progress = pages;
+            }
+            if progress >= pages {
+                break;
+            }
+        }
+    }
+
+    /// Wakes khugepaged until `full_scans` has advanced by `n` (or `max_wakeups` pass, for
+    /// a thread that is stopped or has nothing to scan). Returns the wake-ups used.
+    pub fn khugepaged_run_full_scans(&mut self, n: u64, max_wakeups: u64) -> u64 {
+        let target = self.khugepaged_state.full_scans + n;
+        let mut used = 0;
+        while self.khugepaged_state.full_scans < target && used < max_wakeups {
+            self.khugepaged_do_scan();
+            used += 1;
+        }
+        used
+    }
+
+    /// `khugepaged_scan_mm_slot`: scans the cursor's MM; returns the progress made.
+    fn khugepaged_scan_mm_slot(&mut self, budget: u64) -> u64 {
+        let (pid, mut address) = match self.khugepaged_state.cursor {
+            Some(c) => c,
+            None => (self.khugepaged_mm_list[0], 0),
+        };
+        self.khugepaged_state.cursor = Some((pid, address));
+        let mut progress = 1;
+        let mut finished_mm = true;
+        if self.mms.contains_key(&pid) {
+            let vmas: Vec<u64> = self.mms[&pid].vmas.iter().map(|v| v.start).collect();
+            'vmas: for vstart in vmas {
+                let Some(vma) = self.mms[&pid].vmas.find(vstart).cloned() else {
+                    continue;
+                };
+                if vma.end <= address {
+                    // The walk starts at the cursor: VMAs before it are not visited.
+                    continue;
+                }
+                if !self.thp_vma_allowable_order(pid, &vma, TvaType::Khugepaged, HPAGE_PMD_ORDER) {
+                    progress += 1;
+                    continue;
+                }
+                let hstart = (vma.start + HPAGE_PMD_SIZE - 1) & !(HPAGE_PMD_SIZE - 1);
+                let hend = pmd_align_down(vma.end);
+                if hstart >= hend || address > hend {
+                    progress += 1;
+                    continue;
+                }
+                address = address.max(hstart);
+                while address < hend {
+                    let lock_dropped = match vma.backing {
+                        VmaBacking::Anon => {
+                            let before = self.collapse_log.len();
+                            self.hpage_collapse_scan_pmd(pid, address, CollapseContext::Khugepaged);
+                            // A collapse attempt (the scan said go) drops the mmap lock.
+                            self.collapse_log[before..]
+                                .iter()
+                                .any(|rep| rep.stage == CollapseStage::CollapseHugePage)
+                        }
+                        VmaBacking::Shmem(inode) | VmaBacking::File(inode) => {
+                            let index = vma.linear_page_index(address);
+                            let mut r = self.hpage_collapse_scan_file(
+                                pid,
+                                address,
+                                inode,
+                                index,
+                                CollapseContext::Khugepaged,
+                            );
+                            if r == ScanResult::PteMappedHugepage {
+                                r = self.collapse_pte_mapped_thp(
+                                    pid,
+                                    address,
+                                    false,
+                                    CollapseContext::Khugepaged,
+                                );
+                                if r == ScanResult::PmdMapped {
+                                    r = ScanResult::Succeed;
+                                }
+                            }
+                            if r == ScanResult::Succeed {
+                                self.khugepaged_state.pages_collapsed += 1;
+                            }
+                            // The file scan always runs with the mmap lock dropped.
+                            true
+                        }
+                    };
+                    address += HPAGE_PMD_SIZE;
+                    progress += HPAGE_PMD_NR as u64;
+                    self.khugepaged_state.cursor = Some((pid, address));
+                    if lock_dropped || progress >= budget {
+                        finished_mm = false;
+                        break 'vmas;
+                    }
+                }
+            }
+        }
+        if finished_mm {
+            // Move on to the next MM; past the last one a full scan is complete.
+            let pos = self.khugepaged_mm_list.iter().position(|&p| p == pid);
+            let next = pos
+                .and_then(|i| self.khugepaged_mm_list.get(i + 1))
+                .copied();
+            if !self.mms.contains_key(&pid) {
+                self.khugepaged_mm_list.retain(|&p| p != pid);
+            }
+            match next {
+                Some(n) => self.khugepaged_state.cursor = Some((n, 0)),
+                None => {
+                    self.khugepaged_state.cursor = None;
+                    self.khugepaged_state.full_scans += 1;
+                }
+            }
+        }
+        progress
+    }
+}

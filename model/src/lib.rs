@@ -24,6 +24,7 @@ pub mod mremap;
 pub mod page_table;
 pub mod profile;
 pub mod rmap;
+pub mod scan_result;
 pub mod shmem;
 pub mod swap;
 pub mod task_mmu;

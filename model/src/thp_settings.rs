@@ -199,3 +199,173 @@ impl ThpSettings {
         mask
     }
 }
+
+use crate::errno::Errno;
+use crate::kernel::Kernel;
+
+/// The files under /sys/kernel/mm/transparent_hugepage that hold one value each.
+fn khugepaged_field<'a>(k: &'a mut KhugepagedSettings, name: &str) -> Option<&'a mut u32> {
+    Some(match name {
+        "max_ptes_none" => &mut k.max_ptes_none,
+        "max_ptes_swap" => &mut k.max_ptes_swap,
+        "max_ptes_shared" => &mut k.max_ptes_shared,
+        "pages_to_scan" => &mut k.pages_to_scan,
+        "scan_sleep_millisecs" => &mut k.scan_sleep_millisecs,
+        "alloc_sleep_millisecs" => &mut k.alloc_sleep_millisecs,
+        _ => return None,
+    })
+}
+
+/// Parses `hugepages-<N>kB` into an order.
+fn size_dir_order(dir: &str) -> Option<u8> {
+    let kb: u64 = dir
+        .strip_prefix("hugepages-")?
+        .strip_suffix("kB")?
+        .parse()
+        .ok()?;
+    (1..=crate::HPAGE_PMD_ORDER).find(|&o| (crate::PAGE_SIZE << o) / 1024 == kb)
+}
+
+/// Renders a sysfs choice file: every value, the selected one in brackets.
+fn choices<T: Copy + PartialEq + fmt::Display>(all: &[T], cur: T) -> String {
+    all.iter()
+        .map(|v| {
+            if *v == cur {
+                format!("[{v}]")
+            } else {
+                v.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+impl Kernel {
+    /// Reads a THP sysfs file by its path below /sys/kernel/mm/transparent_hugepage, as the
+    /// kernel prints it. ENOENT for unknown files.
+    pub fn sysfs_read(&self, path: &str) -> Result<String, Errno> {
+        let t = &self.thp;
+        let mut parts = path.trim_matches('/').splitn(2, '/');
+        let (first, rest) = (parts.next().unwrap_or(""), parts.next());
+        Ok(match (first, rest) {
+            ("enabled", None) => choices(ThpEnabled::ALL, t.enabled),
+            ("defrag", None) => choices(ThpDefrag::ALL, t.defrag),
+            ("shmem_enabled", None) => choices(ShmemEnabled::ALL, t.shmem_enabled),
+            ("use_zero_page", None) => (t.use_zero_page as u8).to_string(),
+            ("hpage_pmd_size", None) => crate::HPAGE_PMD_SIZE.to_string(),
+            ("khugepaged", Some("defrag")) => (t.khugepaged.defrag as u8).to_string(),
+            ("khugepaged", Some("full_scans")) => self.khugepaged_state.full_scans.to_string(),
+            ("khugepaged", Some("pages_collapsed")) => {
+                self.khugepaged_state.pages_collapsed.to_string()
+            }
+            ("khugepaged", Some(name)) => {
+                let mut k = t.khugepaged.clone();
+                khugepaged_field(&mut k, name)
+                    .ok_or(Errno::ENOENT)?
+                    .to_string()
+            }
+            (dir, Some(file)) => {
+                let order = size_dir_order(dir).ok_or(Errno::ENOENT)? as usize;
+                match file {
+                    "enabled" if order >= 2 => choices(ThpOrderEnabled::ALL, t.anon_orders[order]),
+                    "shmem_enabled" => choices(ShmemOrderEnabled::ALL, t.shmem_orders[order]),
+                    _ => return Err(Errno::ENOENT),
+                }
+            }
+            _ => return Err(Errno::ENOENT),
+        })
+    }
+
+    /// Writes a THP sysfs file with the kernel's validation: EINVAL for a value the file does
+    /// not accept (the write changes nothing then), ENOENT for unknown files, EPERM for the
+    /// read-only counters.
+    pub fn sysfs_write(&mut self, path: &str, value: &str) -> Result<(), Errno> {
+        let value = value.trim();
+        let mut parts = path.trim_matches('/').splitn(2, '/');
+        let (first, rest) = (parts.next().unwrap_or(""), parts.next());
+        let flag = |v: &str| match v {
+            "0" => Ok(false),
+            "1" => Ok(true),
+            _ => Err(Errno::EINVAL),
+        };
+        let t = &mut self.thp;
+        match (first, rest) {
+            ("enabled", None) => t.enabled = value.parse().map_err(|_| Errno::EINVAL)?,
+            ("defrag", None) => t.defrag = value.parse().map_err(|_| Errno::EINVAL)?,
+            ("shmem_enabled", None) => {
+                t.shmem_enabled = value.parse().map_err(|_| Errno::EINVAL)?
+            }
+            ("use_zero_page", None) => t.use_zero_page = flag(value)?,
+            ("khugepaged", Some("defrag")) => t.khugepaged.defrag = flag(value)?,
+            ("khugepaged", Some("full_scans" | "pages_collapsed")) => return Err(Errno::EPERM),
+            ("khugepaged", Some(name)) => {
+                let n: u32 = value.parse().map_err(|_| Errno::EINVAL)?;
+                let max = match name {
+                    "max_ptes_none" | "max_ptes_swap" | "max_ptes_shared" => {
+                        crate::HPAGE_PMD_NR as u32 - 1
+                    }
+                    _ => u32::MAX,
+                };
+                if n > max || (name == "pages_to_scan" && n == 0) {
+                    return Err(Errno::EINVAL);
+                }
+                *khugepaged_field(&mut t.khugepaged, name).ok_or(Errno::ENOENT)? = n;
+            }
+            (dir, Some(file)) => {
+                let order = size_dir_order(dir).ok_or(Errno::ENOENT)? as usize;
+                match file {
+                    "enabled" if order >= 2 => {
+                        t.anon_orders[order] = value.parse().map_err(|_| Errno::EINVAL)?
+                    }
+                    "shmem_enabled" => {
+                        t.shmem_orders[order] = value.parse().map_err(|_| Errno::EINVAL)?
+                    }
+                    _ => return Err(Errno::ENOENT),
+                }
+            }
+            _ => return Err(Errno::ENOENT),
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sysfs_round_trip_and_validation() {
+        let mut k = Kernel::default();
+        assert_eq!(k.sysfs_read("enabled").unwrap(), "always [madvise] never");
+        k.sysfs_write("enabled", "always").unwrap();
+        assert_eq!(k.thp.enabled, ThpEnabled::Always);
+        assert_eq!(k.sysfs_write("enabled", "sometimes"), Err(Errno::EINVAL));
+        k.sysfs_write("khugepaged/max_ptes_shared", "0").unwrap();
+        assert_eq!(k.thp.khugepaged.max_ptes_shared, 0);
+        assert_eq!(
+            k.sysfs_write("khugepaged/max_ptes_none", "512"),
+            Err(Errno::EINVAL)
+        );
+        assert_eq!(
+            k.sysfs_write("khugepaged/pages_to_scan", "0"),
+            Err(Errno::EINVAL)
+        );
+        assert_eq!(
+            k.sysfs_write("khugepaged/full_scans", "3"),
+            Err(Errno::EPERM)
+        );
+        k.sysfs_write("hugepages-64kB/enabled", "always").unwrap();
+        assert_eq!(k.thp.anon_orders[4], ThpOrderEnabled::Always);
+        assert_eq!(
+            k.sysfs_read("hugepages-2048kB/enabled").unwrap(),
+            "always [inherit] madvise never"
+        );
+        assert_eq!(
+            k.sysfs_read("hugepages-8kB/shmem_enabled").unwrap(),
+            "always inherit within_size advise [never]"
+        );
+        assert_eq!(k.sysfs_read("hugepages-8kB/enabled"), Err(Errno::ENOENT));
+        assert_eq!(k.sysfs_read("nope"), Err(Errno::ENOENT));
+        assert_eq!(k.sysfs_read("khugepaged/pages_to_scan").unwrap(), "4096");
+    }
+}
