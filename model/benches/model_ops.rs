@@ -152,9 +152,13 @@ fn main() {
     k.madvise(p, BASE, GIB, Advice::HugePage).unwrap();
     k.madvise(p, BASE, GIB, Advice::Cold).unwrap();
     k.thp.khugepaged.pages_to_scan = u32::MAX;
-    rate("khugepaged full scan of 1 GiB, per PTE scanned", pages, || {
-        k.khugepaged_run_full_scans(1, 4);
-    });
+    rate(
+        "khugepaged full scan of 1 GiB, per PTE scanned",
+        pages,
+        || {
+            k.khugepaged_run_full_scans(1, 4);
+        },
+    );
     let log = k.take_collapse_log();
     println!(
         "  ({} ranges scanned, {} collapsed, full_scans={})",
@@ -165,7 +169,10 @@ fn main() {
     rate("MADV_COLLAPSE of 1 GiB, per PTE collapsed", pages, || {
         k.madvise_collapse(p, BASE, GIB).unwrap();
     });
-    println!("  ({} THPs after MADV_COLLAPSE)", k.smaps(p, BASE).unwrap().anon_huge_pages / 2048);
+    println!(
+        "  ({} THPs after MADV_COLLAPSE)",
+        k.smaps(p, BASE).unwrap().anon_huge_pages / 2048
+    );
 
     // Scaling: the same 65536 faults in an empty address space and beside 1 GiB of mapped
     // memory (8 TiB away): cost follows the pages touched, not the address space.

@@ -46,19 +46,40 @@ pub enum RmapHit {
 impl Kernel {
     /// `vma_thp_disabled`: VM_NOHUGEPAGE or the prctl.
     pub fn vma_thp_disabled(&self, pid: Pid, vma: &Vma) -> bool {
-        vma.flags.contains(VmFlags::NOHUGEPAGE)
+        self.vm_flags_thp_disabled(pid, vma.flags)
+    }
+
+    fn vm_flags_thp_disabled(&self, pid: Pid, vm_flags: VmFlags) -> bool {
+        vm_flags.contains(VmFlags::NOHUGEPAGE)
             || self.mms.get(&pid).is_some_and(|mm| mm.thp_disabled)
     }
 
     /// `thp_vma_allowable_orders`: the subset of `orders` (a bitmask of folio orders) a VMA
     /// may use for THPs, for the asking context.
     pub fn thp_vma_allowable_orders(&self, pid: Pid, vma: &Vma, tva: TvaType, orders: u32) -> u32 {
+        self.thp_vma_allowable_orders_with_flags(pid, vma, vma.flags, tva, orders)
+    }
+
+    /// `thp_vma_allowable_orders(vma, vm_flags, ...)` with flags that may differ from the
+    /// VMA's own, as `hugepage_madvise` asks before the VMA is updated. The shmem path looks at
+    /// the VMA's current flags instead (`shmem_allowable_huge_orders` reads `vma->vm_flags`),
+    /// so MADV_HUGEPAGE on a memfd under shmem_enabled=advise does not register the MM with
+    /// khugepaged; seen on a 6.18 host: full_scans stays still until an anonymous VMA is
+    /// advised.
+    pub fn thp_vma_allowable_orders_with_flags(
+        &self,
+        pid: Pid,
+        vma: &Vma,
+        vm_flags: VmFlags,
+        tva: TvaType,
+        orders: u32,
+    ) -> u32 {
         let forced = tva == TvaType::ForcedCollapse;
         let mut orders = orders;
         if vma.is_anonymous() && !forced {
             orders &= self
                 .thp
-                .anon_orders_mask(vma.flags.contains(VmFlags::HUGEPAGE));
+                .anon_orders_mask(vm_flags.contains(VmFlags::HUGEPAGE));
             if orders == 0 {
                 return 0;
             }
@@ -68,7 +89,7 @@ impl Kernel {
         } else {
             FILE_ORDERS_MASK
         };
-        if orders == 0 || self.vma_thp_disabled(pid, vma) {
+        if orders == 0 || self.vm_flags_thp_disabled(pid, vm_flags) {
             return 0;
         }
         if tva != TvaType::PageFault {
@@ -93,7 +114,7 @@ impl Kernel {
                 if !forced {
                     let global_enabled = self.thp.enabled != ThpEnabled::Never;
                     let global_always = self.thp.enabled == ThpEnabled::Always;
-                    if !(global_enabled && (vma.flags.contains(VmFlags::HUGEPAGE) || global_always))
+                    if !(global_enabled && (vm_flags.contains(VmFlags::HUGEPAGE) || global_always))
                     {
                         return 0;
                     }
@@ -138,7 +159,7 @@ impl Kernel {
             .find(addr)
             .cloned()
             .expect("VMA checked by caller");
-        self.khugepaged_enter_vma(pid, &vma);
+        self.khugepaged_enter_vma(pid, &vma, vma.flags);
         if access == Access::Read && self.thp.use_zero_page {
             self.mm_mut(pid)?.page_table.set_pmd(haddr, Pmd::HugeZero);
             return Ok(true);

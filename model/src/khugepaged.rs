@@ -24,12 +24,20 @@ impl Kernel {
 
     /// `khugepaged_enter_vma`: registers the MM with khugepaged if the VMA could get a PMD THP
     /// from it. The MM joins the tail of the scan list once and stays until it exits.
-    pub(crate) fn khugepaged_enter_vma(&mut self, pid: Pid, vma: &Vma) {
+    pub(crate) fn khugepaged_enter_vma(
+        &mut self,
+        pid: Pid,
+        vma: &Vma,
+        vm_flags: crate::vma::VmFlags,
+    ) {
         let Some(mm) = self.mms.get(&pid) else { return };
         if mm.khugepaged_registered || !self.hugepage_pmd_enabled() {
             return;
         }
-        if !self.thp_vma_allowable_order(pid, vma, TvaType::Khugepaged, HPAGE_PMD_ORDER) {
+        let pmd = 1 << HPAGE_PMD_ORDER;
+        if self.thp_vma_allowable_orders_with_flags(pid, vma, vm_flags, TvaType::Khugepaged, pmd)
+            == 0
+        {
             return;
         }
         self.mms.get_mut(&pid).expect("live").khugepaged_registered = true;

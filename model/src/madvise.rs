@@ -135,9 +135,8 @@ impl Kernel {
                 .expect("listed above");
             let new_flags = (vma.flags & !clear) | set;
             if advice == Advice::HugePage {
-                let mut advised = vma.clone();
-                advised.flags = new_flags;
-                self.khugepaged_enter_vma(pid, &advised);
+                // hugepage_madvise asks with the new flags, before the VMA changes.
+                self.khugepaged_enter_vma(pid, &vma, new_flags);
             }
             if new_flags == vma.flags {
                 continue;

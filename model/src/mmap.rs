@@ -135,7 +135,7 @@ impl Kernel {
             && mm.vmas.find(start).is_some_and(|v| v.end == start + len)
         {
             // __mmap_region registers file VMAs that were not merged.
-            self.khugepaged_enter_vma(pid, &vma);
+            self.khugepaged_enter_vma(pid, &vma, vma.flags);
         }
         Ok(start)
     }
