@@ -50,6 +50,22 @@ impl Errno {
         }
     }
 
+    /// The C library's message (`strerror`), as `perror` prints it.
+    pub fn strerror(self) -> &'static str {
+        match self {
+            Errno::EPERM => "Operation not permitted",
+            Errno::ENOENT => "No such file or directory",
+            Errno::EINTR => "Interrupted system call",
+            Errno::EAGAIN => "Resource temporarily unavailable",
+            Errno::ENOMEM => "Cannot allocate memory",
+            Errno::EFAULT => "Bad address",
+            Errno::EBUSY => "Device or resource busy",
+            Errno::EEXIST => "File exists",
+            Errno::EINVAL => "Invalid argument",
+            Errno::ENOSPC => "No space left on device",
+        }
+    }
+
     /// Maps a raw errno back to the enum (None for values the model never produces).
     pub fn from_number(n: i32) -> Option<Errno> {
         [

@@ -38,8 +38,11 @@ pub struct Inode {
     pub cache: BTreeMap<u64, CacheEntry>,
     /// Contents on disk of a regular file, per page (absent pages read as 0).
     pub disk: BTreeMap<u64, u64>,
-    /// Open for writing somewhere (matters for READ_ONLY_THP_FOR_FS collapse eligibility).
+    /// Open for writing somewhere (matters for READ_ONLY_THP_FOR_FS collapse eligibility and
+    /// for shared writable mappings).
     pub open_for_write: bool,
+    /// Open file descriptions with write access.
+    pub writers: u32,
 }
 
 impl Inode {
@@ -50,6 +53,7 @@ impl Inode {
             cache: BTreeMap::new(),
             disk: BTreeMap::new(),
             open_for_write: false,
+            writers: 0,
         }
     }
 
@@ -89,6 +93,64 @@ impl Kernel {
             .map(|(i, d)| (i as u64, d))
             .collect();
         self.add_inode(inode)
+    }
+
+    /// A new, empty regular file, open for writing once (`open(O_CREAT|O_RDWR)`).
+    pub fn create_empty_file(&mut self) -> InodeId {
+        let mut inode = Inode::new(InodeKind::Regular);
+        inode.writers = 1;
+        inode.open_for_write = true;
+        self.add_inode(inode)
+    }
+
+    /// Another open of `inode`; `write` for O_WRONLY/O_RDWR.
+    pub fn inode_open(&mut self, inode: InodeId, write: bool) {
+        let i = self.inode_mut(inode);
+        if write {
+            i.writers += 1;
+            i.open_for_write = true;
+        }
+    }
+
+    /// Close of an open made with `write`.
+    pub fn inode_close(&mut self, inode: InodeId, write: bool) {
+        let i = self.inode_mut(inode);
+        if write {
+            i.writers = i.writers.saturating_sub(1);
+            i.open_for_write = i.writers > 0;
+        }
+    }
+
+    /// `pwrite` of whole pages to a regular file from page `first`: the disk contents and any
+    /// cached copy change, the size grows to cover them.
+    pub fn file_write_pages(&mut self, inode: InodeId, first: u64, data: &[u64]) {
+        if self.inode(inode).is_shmem() {
+            // shmem has no disk: the write lands in page-cache folios (`shmem_write_begin`).
+            let end = first + data.len() as u64;
+            let i = self.inode_mut(inode);
+            i.size_pages = i.size_pages.max(end);
+            for (n, &d) in data.iter().enumerate() {
+                let index = first + n as u64;
+                if let Ok((f, page)) = self.shmem_get_folio(inode, index, None) {
+                    let folio = self.folios.folio_mut(f);
+                    folio.pages[page].data = d;
+                    folio.dirty = true;
+                }
+            }
+            return;
+        }
+        for (i, &d) in data.iter().enumerate() {
+            let index = first + i as u64;
+            self.inode_mut(inode).disk.insert(index, d);
+            let folios = &self.folios;
+            if let Some((start, CacheEntry::Folio(f))) =
+                self.inode(inode).lookup(index, |f| folios.folio(f).order)
+            {
+                self.folios.folio_mut(f).pages[(index - start) as usize].data = d;
+            }
+        }
+        let i = self.inode_mut(inode);
+        i.size_pages = i.size_pages.max(first + data.len() as u64);
     }
 
     /// `filemap_fault`'s page-cache lookup of a regular file, reading the page from disk on a

@@ -436,8 +436,9 @@ impl Kernel {
             return Err(Errno::EFAULT);
         }
         let shared = vma.flags.contains(VmFlags::SHARED);
-        if access == Access::Read && !shared && matches!(vma.backing, VmaBacking::File(_)) {
-            self.do_fault_around(pid, vma, addr);
+        // do_read_fault: map what the page cache already holds around the address first.
+        if access == Access::Read && self.do_fault_around(pid, vma, addr) {
+            return Ok(());
         }
         let (folio, page) = match vma.backing {
             VmaBacking::Shmem(_) => self.shmem_get_folio(inode, index, Some((pid, vma, addr)))?,
@@ -480,10 +481,7 @@ impl Kernel {
     ) -> Result<(), Errno> {
         let f = self.folio(folio);
         let haddr = pmd_align_down(addr);
-        if f.is_pmd_mappable()
-            && matches!(self.mm(pid)?.page_table.pmd(addr), Pmd::None)
-            && vma.pmd_block_suitable(addr)
-        {
+        if self.can_set_pmd(pid, vma, haddr, folio) {
             self.do_set_pmd(pid, vma, haddr, folio, access == Access::Write);
             return Ok(());
         }
@@ -540,11 +538,47 @@ impl Kernel {
         Ok(())
     }
 
-    /// `do_fault_around` / `filemap_map_pages`: on a read fault of a file page, also map the
-    /// pages of the surrounding 64 KiB window that are already in the page cache.
-    fn do_fault_around(&mut self, pid: Pid, vma: &Vma, addr: u64) {
+    /// `do_set_pmd`'s preconditions: a PMD-order page-cache folio that starts at `haddr`'s
+    /// file offset, a suitable VMA that is not VM_NOHUGEPAGE (sysfs is not consulted), and a
+    /// none PMD.
+    pub(crate) fn can_set_pmd(&self, pid: Pid, vma: &Vma, haddr: u64, folio: FolioId) -> bool {
+        let f = self.folio(folio);
+        f.is_pmd_mappable()
+            && f.index() == vma.linear_page_index(haddr)
+            && vma.pmd_block_suitable(haddr)
+            && !self.vma_thp_disabled(pid, vma)
+            && matches!(self.mms[&pid].page_table.pmd(haddr), Pmd::None)
+    }
+
+    /// `do_fault_around` / `filemap_map_pages`: on a read fault of a file page, map the pages
+    /// of the surrounding 64 KiB window that are already in the page cache, or the whole PMD
+    /// when the first folio there is a PMD THP (`filemap_map_pmd`). Returns whether the
+    /// faulting address got mapped.
+    fn do_fault_around(&mut self, pid: Pid, vma: &Vma, addr: u64) -> bool {
         const FAULT_AROUND_BYTES: u64 = 64 * 1024;
         let inode = vma.inode().expect("file VMA");
+        let haddr = pmd_align_down(addr);
+        let window_start = (addr & !(FAULT_AROUND_BYTES - 1)).max(vma.start).max(haddr);
+        let folios = &self.folios;
+        let first = self
+            .inode(inode)
+            .lookup(vma.linear_page_index(window_start), |f| {
+                folios.folio(f).order
+            });
+        if let Some((_, CacheEntry::Folio(f))) = first {
+            if self.can_set_pmd(pid, vma, haddr, f) {
+                self.do_set_pmd(pid, vma, haddr, f, false);
+                return true;
+            }
+        }
+        if !matches!(
+            self.mms[&pid].page_table.pmd(addr),
+            Pmd::None | Pmd::Table(_)
+        ) {
+            return false;
+        }
+        let writable_prot =
+            vma.flags.contains(VmFlags::SHARED) && vma.flags.contains(VmFlags::WRITE);
         let start = (addr & !(FAULT_AROUND_BYTES - 1))
             .max(vma.start)
             .max(pmd_align_down(addr));
@@ -557,7 +591,7 @@ impl Kernel {
         while a < end {
             let this = a;
             a += PAGE_SIZE;
-            if this == addr || !self.mms[&pid].page_table.pte(this).is_none() {
+            if !self.mms[&pid].page_table.pte(this).is_none() {
                 continue;
             }
             let index = vma.linear_page_index(this);
@@ -585,12 +619,13 @@ impl Kernel {
                 Pte::Present(PresentPte {
                     folio,
                     page: page as u16,
-                    write: false,
+                    write: writable_prot,
                     young: true,
                     dirty: false,
                 }),
             );
         }
+        !self.mms[&pid].page_table.pte(addr).is_none()
     }
 
     /// Zaps one PTE (`zap_pte_range` for a single entry): drops the mapping, its reference,

@@ -130,21 +130,28 @@ impl Kernel {
             }
             None => {}
         }
-        let mut order = 0;
-        if let Some((pid, vma, addr)) = fault {
-            let allowed = self.shmem_allowable_huge_orders(pid, inode, Some(vma), index, false);
-            let aligned = index & !(HPAGE_PMD_NR as u64 - 1);
-            let range_empty = self
-                .inode(inode)
-                .cache
-                .range(aligned..aligned + HPAGE_PMD_NR as u64)
-                .next()
-                .is_none();
-            if allowed & (1 << HPAGE_PMD_ORDER) != 0 && vma.pmd_block_suitable(addr) && range_empty
-            {
-                order = HPAGE_PMD_ORDER;
-            }
-        }
+        // The huge policy applies to faults and to writes (no VMA then: advise never matches).
+        let (pid, vma, addr) = match fault {
+            Some((pid, vma, addr)) => (pid, Some(vma), Some(addr)),
+            None => (0, None, None),
+        };
+        let allowed = self.shmem_allowable_huge_orders(pid, inode, vma, index, false);
+        let aligned = index & !(HPAGE_PMD_NR as u64 - 1);
+        let range_empty = self
+            .inode(inode)
+            .cache
+            .range(aligned..aligned + HPAGE_PMD_NR as u64)
+            .next()
+            .is_none();
+        let suitable = match (vma, addr) {
+            (Some(v), Some(a)) => v.pmd_block_suitable(a),
+            _ => true,
+        };
+        let order = if allowed & (1 << HPAGE_PMD_ORDER) != 0 && suitable && range_empty {
+            HPAGE_PMD_ORDER
+        } else {
+            0
+        };
         let first = index & !((1u64 << order) - 1);
         let folio = self.alloc_folio(
             order,

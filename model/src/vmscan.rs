@@ -131,26 +131,37 @@ impl Kernel {
         match f.owner {
             FolioOwner::Anon { .. } => {
                 let nr = f.nr_pages();
-                let Some(swap) = self.swap.as_mut() else {
-                    return;
-                };
-                let Some(entry) = swap.alloc(nr) else {
-                    if nr > 1 {
-                        // No free cluster: split and reclaim the pages one by one.
-                        for (_, piece) in self.split_folio(folio) {
-                            self.shrink_folio(piece);
-                        }
+                // add_to_swap: a folio still in the swap cache (swapped in, then maybe
+                // written) goes back to its own slots.
+                let entry = match f.swapcache {
+                    Some(entry) => entry,
+                    None => {
+                        let Some(swap) = self.swap.as_mut() else {
+                            return;
+                        };
+                        let Some(entry) = swap.alloc(nr) else {
+                            if nr > 1 {
+                                // No free cluster: split and reclaim the pages one by one.
+                                for (_, piece) in self.split_folio(folio) {
+                                    self.shrink_folio(piece);
+                                }
+                            }
+                            return;
+                        };
+                        self.add_to_swap_cache(folio, entry);
+                        entry
                     }
-                    return;
                 };
-                self.add_to_swap_cache(folio, entry);
                 self.folios.folio_mut(folio).dirty = true;
                 self.try_to_unmap_to_swap(folio, entry);
                 // pageout(): write the contents, then the clean folio leaves the swap cache.
                 let f = self.folios.folio_mut(folio);
                 let data: Vec<u64> = f.pages.iter().map(|p| p.data).collect();
                 f.dirty = false;
-                let swap = self.swap.as_mut().expect("checked");
+                let swap = self
+                    .swap
+                    .as_mut()
+                    .expect("a swap-cache folio implies a device");
                 for (i, d) in data.iter().enumerate() {
                     swap.slot_mut(SwapEntry(entry.0 + i as u32)).data = *d;
                 }

@@ -281,3 +281,22 @@ fn exit_releases_everything() {
     assert_eq!(s.k.swap_device().unwrap().in_use(), 0);
     assert!(s.k.pids().is_empty());
 }
+
+#[test]
+fn page_swapped_in_by_a_read_goes_back_to_its_own_slot() {
+    let mut s = Sys::v618();
+    s.step("swapon", |k| k.swapon(1024)).unwrap();
+    let p = s.p;
+    s.mmap_anon(p, BASE, PMD);
+    s.fill(p, BASE, 0, 4 * PAGE);
+    s.madvise(p, BASE, 4 * PAGE, Advice::PageOut).unwrap();
+    // A read fault keeps the page in the swap cache (swap is not half full).
+    s.validate(p, BASE, 0, 4 * PAGE);
+    assert!(s.folio(p, BASE).swapcache.is_some());
+    assert_eq!(s.k.swap_device().unwrap().in_use(), 4);
+    s.write(p, BASE, 7);
+    s.madvise(p, BASE, 4 * PAGE, Advice::PageOut).unwrap();
+    assert_eq!(s.k.swap_device().unwrap().in_use(), 4, "no new slots");
+    assert!(s.k.folios.is_empty());
+    assert_eq!(s.read(p, BASE), 7, "the written value reached swap");
+}

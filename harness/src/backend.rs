@@ -1,0 +1,227 @@
+//! The backend trait: the system calls and observations khugepaged.c makes, so that the same
+//! test code runs on the model and on a real kernel.
+//!
+//! Methods are at the level of the C code (mmap, madvise, a 32-bit store into a page, a smaps
+//! lookup, a sysfs write), not at the level of test steps, so a test reads like its C original
+//! and a new backend only has to provide the primitives.
+
+use std::fmt;
+
+pub use model::Errno;
+
+/// The `advice` values the selftests pass to madvise(2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Madv {
+    DontNeed,
+    HugePage,
+    NoHugePage,
+    Cold,
+    PageOut,
+    PopulateRead,
+    PopulateWrite,
+    /// MADV_COLLAPSE (25).
+    Collapse,
+}
+
+impl Madv {
+    /// The Linux value.
+    pub fn number(self) -> i32 {
+        match self {
+            Madv::DontNeed => 4,
+            Madv::HugePage => 14,
+            Madv::NoHugePage => 15,
+            Madv::Cold => 20,
+            Madv::PageOut => 21,
+            Madv::PopulateRead => 22,
+            Madv::PopulateWrite => 23,
+            Madv::Collapse => 25,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Madv::DontNeed => "MADV_DONTNEED",
+            Madv::HugePage => "MADV_HUGEPAGE",
+            Madv::NoHugePage => "MADV_NOHUGEPAGE",
+            Madv::Cold => "MADV_COLD",
+            Madv::PageOut => "MADV_PAGEOUT",
+            Madv::PopulateRead => "MADV_POPULATE_READ",
+            Madv::PopulateWrite => "MADV_POPULATE_WRITE",
+            Madv::Collapse => "MADV_COLLAPSE",
+        }
+    }
+}
+
+/// What an mmap maps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MapTarget {
+    /// MAP_PRIVATE | MAP_ANONYMOUS, PROT_READ | PROT_WRITE.
+    PrivateAnon,
+    /// MAP_SHARED of a file descriptor, PROT_READ | PROT_WRITE.
+    SharedRw(Fd),
+    /// MAP_PRIVATE of a file descriptor, PROT_READ (the 6.18 selftest's file mapping).
+    PrivateRead(Fd),
+}
+
+/// A file descriptor in the backend's process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Fd(pub i32);
+
+/// The smaps fields the selftests read, in kB, for the VMA starting at an address.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SmapsFields {
+    pub rss: u64,
+    pub anon_huge_pages: u64,
+    pub shmem_pmd_mapped: u64,
+    pub file_pmd_mapped: u64,
+    pub swap: u64,
+}
+
+/// One page of a test area as /proc shows it: how it is mapped and by what.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct PageObs {
+    pub state: PageState,
+    /// Mapped by a PMD (a THP mapped whole).
+    pub pmd_mapped: bool,
+    /// A stable identity of the folio (model: folio id; host: PFN of the head page).
+    pub folio: Option<u64>,
+    /// Index of this page in its folio.
+    pub index_in_folio: u32,
+    /// Folio order (0 for a small page).
+    pub order: u8,
+    /// /proc/kpagecount: the precise mapcount of this page.
+    pub mapcount: i32,
+    /// pagemap PM_MMAP_EXCLUSIVE.
+    pub exclusive: bool,
+    /// Anonymous (kpageflags ANON).
+    pub anon: bool,
+}
+
+/// The mapping state of one page.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum PageState {
+    #[default]
+    None,
+    Present,
+    Swap,
+    Zero,
+}
+
+/// What a forked child hands back to its parent: its exit status and its step lines.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ChildResult {
+    pub status: i32,
+    pub steps: Vec<crate::steps::Step>,
+}
+
+/// Why a backend cannot run a case at all (reported as a skip, never as a pass).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unsupported(pub String);
+
+impl fmt::Display for Unsupported {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The operations khugepaged.c performs, on a model or on a real kernel.
+pub trait Backend {
+    /// "model" or "host".
+    fn name(&self) -> &'static str;
+
+    /// The kernel release string (model: its profile's era).
+    fn kernel_release(&self) -> String;
+
+    fn page_size(&self) -> u64 {
+        model::PAGE_SIZE
+    }
+
+    fn hpage_pmd_size(&self) -> u64 {
+        model::HPAGE_PMD_SIZE
+    }
+
+    /// Whether the kernel can collapse regular-file page cache
+    /// (CONFIG_READ_ONLY_THP_FOR_FS=y).
+    fn read_only_thp_for_fs(&mut self) -> bool;
+
+    /// mmap(addr, len, ...) without MAP_FIXED: the address is a hint.
+    fn mmap(&mut self, addr: u64, len: u64, target: MapTarget) -> Result<u64, Errno>;
+    fn munmap(&mut self, addr: u64, len: u64) -> Result<(), Errno>;
+    fn madvise(&mut self, addr: u64, len: u64, advice: Madv) -> Result<(), Errno>;
+    /// mremap(old, old_len, new_len, MREMAP_MAYMOVE | MREMAP_FIXED, new).
+    fn mremap_fixed(
+        &mut self,
+        old: u64,
+        old_len: u64,
+        new_len: u64,
+        new: u64,
+    ) -> Result<u64, Errno>;
+
+    /// A 32-bit store at `addr` (faults as the CPU would; EFAULT for SIGSEGV).
+    fn write_u32(&mut self, addr: u64, value: u32) -> Result<(), Errno>;
+    /// A 32-bit load at `addr`.
+    fn read_u32(&mut self, addr: u64) -> Result<u32, Errno>;
+
+    fn memfd_create(&mut self, name: &str) -> Result<Fd, Errno>;
+    fn ftruncate(&mut self, fd: Fd, len: u64) -> Result<(), Errno>;
+    /// open(path, O_DSYNC | O_CREAT | O_RDWR | O_TRUNC | O_EXCL).
+    fn create_file(&mut self, path: &str) -> Result<Fd, Errno>;
+    /// open(path, O_RDONLY).
+    fn open_read_only(&mut self, path: &str) -> Result<Fd, Errno>;
+    /// write(fd, addr, len) from this process's memory.
+    fn write_from(&mut self, fd: Fd, addr: u64, len: u64) -> Result<(), Errno>;
+    fn close(&mut self, fd: Fd) -> Result<(), Errno>;
+    fn unlink(&mut self, path: &str) -> Result<(), Errno>;
+    /// echo 3 > /proc/sys/vm/drop_caches.
+    fn drop_caches(&mut self) -> Result<(), Errno>;
+
+    /// The smaps block of the VMA starting exactly at `addr` (None when none starts there).
+    fn smaps(&mut self, addr: u64) -> Option<SmapsFields>;
+    /// The page map of `nr` pages from `addr`.
+    fn page_map(&mut self, addr: u64, nr: usize) -> Vec<PageObs>;
+
+    /// Reads a file below /sys/kernel/mm/transparent_hugepage.
+    fn thp_read(&mut self, path: &str) -> Result<String, Errno>;
+    /// Writes a file below /sys/kernel/mm/transparent_hugepage.
+    fn thp_write(&mut self, path: &str, value: &str) -> Result<(), Errno>;
+
+    /// Runs `child` in a forked child process and waits for it.
+    fn fork(
+        &mut self,
+        child: &mut dyn FnMut(&mut dyn Backend) -> ChildResult,
+    ) -> Result<ChildResult, Errno>;
+
+    /// Lets `usec` microseconds pass (the model advances khugepaged's virtual time instead).
+    fn sleep_us(&mut self, usec: u64);
+
+    /// khugepaged.c's wait_for_scan loop: polls `done` every 0.5 s, at most 6 times, and stops
+    /// early once full_scans reached `full_scans_target`. Returns true on timeout. A backend
+    /// may poll faster and judge progress by full_scans instead of wall time (the host does).
+    fn wait_for_scan(
+        &mut self,
+        full_scans_target: u64,
+        done: &mut dyn FnMut(&mut dyn Backend) -> bool,
+        tick: &mut dyn FnMut(),
+    ) -> bool {
+        let mut timeout: i32 = 6;
+        while timeout > 0 {
+            timeout -= 1;
+            if done(self.as_dyn()) {
+                return false;
+            }
+            let scans = self
+                .thp_read("khugepaged/full_scans")
+                .ok()
+                .and_then(|s| s.trim().parse::<u64>().ok());
+            if scans.is_some_and(|s| s >= full_scans_target) {
+                return false;
+            }
+            tick();
+            self.sleep_us(500_000);
+        }
+        true
+    }
+
+    /// Self as a trait object (for default methods).
+    fn as_dyn(&mut self) -> &mut dyn Backend;
+}

@@ -1,0 +1,1156 @@
+//! tools/testing/selftests/mm/khugepaged.c (Linux 6.18), written once against [`Backend`]:
+//! the same test functions, step messages, expectations and TEST() table, in the same
+//! mem_ops × collapse_context shape.
+
+use std::fmt;
+
+use crate::backend::{Backend, ChildResult, Errno, Fd, Madv, MapTarget};
+use crate::steps::{Step, Verdict};
+use crate::thp_settings::{SettingsStack, ThpSettings};
+
+/// The selftest's BASE_ADDR.
+pub const BASE_ADDR: u64 = 1 << 30;
+/// The selftest's TEST_FILE.
+pub const TEST_FILE: &str = "collapse_test_file";
+
+/// `struct mem_ops`: anon, file, shmem.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MemType {
+    Anon,
+    File,
+    Shmem,
+}
+
+impl MemType {
+    pub const ALL: [MemType; 3] = [MemType::Anon, MemType::File, MemType::Shmem];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            MemType::Anon => "anon",
+            MemType::File => "file",
+            MemType::Shmem => "shmem",
+        }
+    }
+}
+
+/// `struct collapse_context`: khugepaged, madvise.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Context {
+    Khugepaged,
+    Madvise,
+}
+
+impl Context {
+    pub const ALL: [Context; 2] = [Context::Khugepaged, Context::Madvise];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Context::Khugepaged => "khugepaged",
+            Context::Madvise => "madvise",
+        }
+    }
+
+    /// `enforce_pte_scan_limits`.
+    pub fn enforce_pte_scan_limits(self) -> bool {
+        self == Context::Khugepaged
+    }
+}
+
+/// The filesystem of the `[dir]` argument (`finfo.type`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DirKind {
+    /// A tmpfs mount (VMA_SHMEM), with its `huge=` option.
+    Tmpfs { huge: String },
+    /// Anything else (VMA_FILE), with the block device's read_ahead_kb path if found.
+    Disk { read_ahead_kb_path: Option<String> },
+}
+
+/// `struct file_info`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileInfo {
+    pub dir: String,
+    pub path: String,
+    pub kind: DirKind,
+}
+
+impl FileInfo {
+    pub fn new(dir: &str, kind: DirKind) -> FileInfo {
+        FileInfo {
+            dir: dir.to_string(),
+            path: format!("{}/{}", dir.trim_end_matches('/'), TEST_FILE),
+            kind,
+        }
+    }
+
+    fn is_tmpfs(&self) -> bool {
+        matches!(self.kind, DirKind::Tmpfs { .. })
+    }
+}
+
+/// What the command line chose: `-s anon_order` and `[dir]`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Env {
+    pub anon_order: u8,
+    pub finfo: Option<FileInfo>,
+}
+
+/// `exit(EXIT_FAILURE)` in the C code: the test process stops here.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Abort(pub String);
+
+impl fmt::Display for Abort {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+type R = Result<(), Abort>;
+
+/// One test process: the backend, its printed steps and khugepaged.c's globals.
+pub struct Ctx<'a> {
+    pub b: &'a mut dyn Backend,
+    pub env: Env,
+    pub steps: Vec<Step>,
+    /// Text printed since the last newline (a step waiting for its verdict).
+    pending: String,
+    /// khugepaged.c's exit_status: failures so far.
+    pub exit_status: i32,
+    pub settings: SettingsStack,
+    /// finfo.fd.
+    fd: Option<Fd>,
+    page_size: u64,
+    hpage_pmd_size: u64,
+    hpage_pmd_nr: u64,
+    /// The area the last check_huge looked at and what it saw, for failure diagnostics.
+    last_check: Option<(u64, u64, String)>,
+}
+
+impl<'a> Ctx<'a> {
+    pub fn new(b: &'a mut dyn Backend, env: Env) -> Ctx<'a> {
+        let page_size = b.page_size();
+        let hpage_pmd_size = b.hpage_pmd_size();
+        Ctx {
+            b,
+            env,
+            steps: Vec::new(),
+            pending: String::new(),
+            exit_status: 0,
+            settings: SettingsStack::default(),
+            fd: None,
+            page_size,
+            hpage_pmd_size,
+            hpage_pmd_nr: hpage_pmd_size / page_size,
+            last_check: None,
+        }
+    }
+
+    // ---- output, as khugepaged.c prints it ----
+
+    /// `printf` of text without a newline; a leading '\r' rewrites the pending line.
+    pub fn printf(&mut self, text: &str) {
+        match text.strip_prefix('\r') {
+            Some(rest) => self.pending = rest.to_string(),
+            None => self.pending.push_str(text),
+        }
+    }
+
+    fn finish(&mut self, verdict: Verdict, word: &str) {
+        let text = std::mem::take(&mut self.pending);
+        let mut detail = Vec::new();
+        if verdict == Verdict::Fail {
+            detail = self.diagnostics();
+        }
+        self.steps.push(Step {
+            text,
+            verdict,
+            word: word.to_string(),
+            detail,
+        });
+    }
+
+    /// `success()`.
+    pub fn success(&mut self, word: &str) {
+        self.finish(Verdict::Ok, word);
+    }
+
+    /// `fail()`: also counts a failure.
+    pub fn fail(&mut self, word: &str) {
+        self.exit_status += 1;
+        self.finish(Verdict::Fail, word);
+    }
+
+    /// `skip()`.
+    pub fn skip(&mut self, word: &str) {
+        self.finish(Verdict::Skip, word);
+    }
+
+    /// A message printed before `exit(EXIT_FAILURE)`.
+    fn abort(&mut self, msg: String) -> Abort {
+        let text = format!("{}{}", std::mem::take(&mut self.pending), msg);
+        let detail = self.diagnostics();
+        self.steps.push(Step {
+            text: text.clone(),
+            verdict: Verdict::Fail,
+            word: String::new(),
+            detail,
+        });
+        Abort(text)
+    }
+
+    /// `perror(msg)` then exit.
+    fn perror(&mut self, msg: &str, e: Errno) -> Abort {
+        self.abort(format!("{msg}: {}", e.strerror()))
+    }
+
+    /// What the last check saw and the page map of that area.
+    fn diagnostics(&mut self) -> Vec<String> {
+        let Some((addr, len, seen)) = self.last_check.clone() else {
+            return Vec::new();
+        };
+        let nr = (len / self.page_size) as usize;
+        let map = crate::page_map::render(&self.b.page_map(addr, nr));
+        vec![seen, format!("page map {addr:#x}+{nr} pages: {map}")]
+    }
+
+    // ---- helpers of khugepaged.c ----
+
+    fn alloc_mapping(&mut self, nr: u64) -> Result<u64, Abort> {
+        let p = self
+            .b
+            .mmap(BASE_ADDR, nr * self.hpage_pmd_size, MapTarget::PrivateAnon);
+        if p != Ok(BASE_ADDR) {
+            return Err(self.abort(format!("Failed to allocate VMA at {BASE_ADDR:#x}")));
+        }
+        Ok(BASE_ADDR)
+    }
+
+    fn fill_memory(&mut self, p: u64, start: u64, end: u64) -> R {
+        for i in start / self.page_size..end / self.page_size {
+            let addr = p + i * self.page_size;
+            if let Err(e) = self.b.write_u32(addr, (i as u32).wrapping_add(0xdead_0000)) {
+                return Err(self.abort(format!(
+                    "Segmentation fault writing page {i} at {addr:#x} ({e})"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_memory(&mut self, p: u64, start: u64, end: u64) -> R {
+        for i in start / self.page_size..end / self.page_size {
+            let addr = p + i * self.page_size;
+            let want = (i as u32).wrapping_add(0xdead_0000);
+            match self.b.read_u32(addr) {
+                Ok(v) if v == want => {}
+                Ok(v) => {
+                    self.last_check = Some((
+                        p,
+                        end,
+                        format!("page {i}: expected {want:#x}, found {v:#x}"),
+                    ));
+                    return Err(self.abort(format!("Page {i} is corrupted: {v:#x}")));
+                }
+                Err(e) => {
+                    return Err(self.abort(format!(
+                        "Segmentation fault reading page {i} at {addr:#x} ({e})"
+                    )))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn madvise_collapse_retry(&mut self, p: u64, size: u64) -> Result<(), Errno> {
+        match self.b.madvise(p, size, Madv::Collapse) {
+            Err(Errno::EAGAIN) => self.b.madvise(p, size, Madv::Collapse),
+            r => r,
+        }
+    }
+
+    fn alloc_hpage(&mut self, ops: MemType) -> Result<u64, Abort> {
+        let p = self.setup_area(ops, 1)?;
+        self.fault(ops, p, 0, self.hpage_pmd_size)?;
+        self.printf("Allocate huge page...");
+        if let Err(e) = self.madvise_collapse_retry(p, self.hpage_pmd_size) {
+            return Err(self.perror("madvise(MADV_COLLAPSE)", e));
+        }
+        if !self.check_huge(ops, p, 1) {
+            return Err(self.abort("madvise(MADV_COLLAPSE): Success".into()));
+        }
+        if let Err(e) = self.b.madvise(p, self.hpage_pmd_size, Madv::HugePage) {
+            return Err(self.perror("madvise(MADV_HUGEPAGE)", e));
+        }
+        self.success("OK");
+        Ok(p)
+    }
+
+    /// check_swap: the smaps `Swap:` of the VMA at `addr` equals `size`.
+    fn check_swap(&mut self, addr: u64, size: u64) -> bool {
+        let s = self.b.smaps(addr);
+        let swap = s.map(|s| s.swap);
+        self.last_check = Some((
+            addr,
+            self.hpage_pmd_size,
+            format!(
+                "check_swap: Swap {} kB, expected {} kB",
+                swap.map_or("?".into(), |v| v.to_string()),
+                size >> 10
+            ),
+        ));
+        swap == Some(size >> 10)
+    }
+
+    fn pageout(&mut self, p: u64, len: u64) -> R {
+        if let Err(e) = self.b.madvise(p, len, Madv::PageOut) {
+            return Err(self.perror("madvise(MADV_PAGEOUT)", e));
+        }
+        Ok(())
+    }
+
+    fn push_settings(&mut self, s: ThpSettings) -> R {
+        let r = self.settings.push(self.b, s);
+        r.map_err(|m| self.abort(m))
+    }
+
+    fn pop_settings(&mut self) -> R {
+        let r = self.settings.pop(self.b);
+        r.map_err(|m| self.abort(m))
+    }
+
+    fn current_settings(&mut self) -> Result<ThpSettings, Abort> {
+        match self.settings.current() {
+            Ok(s) => Ok(s.clone()),
+            Err(m) => Err(self.abort(m)),
+        }
+    }
+
+    fn thp_read_num(&mut self, path: &str) -> Result<u64, Abort> {
+        match self
+            .b
+            .thp_read(path)
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+        {
+            Some(n) => Ok(n),
+            None => Err(self.abort(format!("Failed to parse {path}"))),
+        }
+    }
+
+    fn thp_write_num(&mut self, path: &str, n: u64) -> R {
+        if self.b.thp_write(path, &n.to_string()).is_err() {
+            return Err(self.abort(format!("write({n})")));
+        }
+        Ok(())
+    }
+
+    // ---- mem_ops ----
+
+    pub fn setup_area(&mut self, ops: MemType, nr: u64) -> Result<u64, Abort> {
+        let size = nr * self.hpage_pmd_size;
+        match ops {
+            MemType::Anon => self.alloc_mapping(nr),
+            MemType::Shmem => {
+                let fd = self.b.memfd_create("khugepaged-selftest-collapse-shmem");
+                let fd = fd.map_err(|e| self.perror("memfd_create()", e))?;
+                self.fd = Some(fd);
+                if let Err(e) = self.b.ftruncate(fd, size) {
+                    return Err(self.perror("ftruncate()", e));
+                }
+                match self.b.mmap(BASE_ADDR, size, MapTarget::SharedRw(fd)) {
+                    Ok(p) if p == BASE_ADDR => Ok(p),
+                    Ok(_) => Err(self.abort("mmap(): Success".into())),
+                    Err(e) => Err(self.perror("mmap()", e)),
+                }
+            }
+            MemType::File => {
+                let finfo = self
+                    .env
+                    .finfo
+                    .clone()
+                    .ok_or_else(|| self.abort("file tests need a [dir] argument".into()))?;
+                let _ = self.b.unlink(&finfo.path);
+                let tmpfs = if finfo.is_tmpfs() { " (tmpfs)" } else { "" };
+                self.printf(&format!("Creating {} for collapse{}...", finfo.path, tmpfs));
+                let fd = self
+                    .b
+                    .create_file(&finfo.path)
+                    .map_err(|e| self.perror("open()", e))?;
+                let p = self.alloc_mapping(nr)?;
+                self.fill_memory(p, 0, size)?;
+                let _ = self.b.write_from(fd, p, size);
+                let _ = self.b.close(fd);
+                let _ = self.b.munmap(p, size);
+                self.success("OK");
+                self.printf(&format!("Opening {} read only for collapse...", finfo.path));
+                let fd = self
+                    .b
+                    .open_read_only(&finfo.path)
+                    .map_err(|e| self.perror("open()", e))?;
+                self.fd = Some(fd);
+                match self.b.mmap(BASE_ADDR, size, MapTarget::PrivateRead(fd)) {
+                    Ok(p) if p == BASE_ADDR => {}
+                    Ok(_) => return Err(self.abort("mmap(): Success".into())),
+                    Err(e) => return Err(self.perror("mmap()", e)),
+                }
+                let _ = self.b.drop_caches();
+                self.success("OK");
+                Ok(BASE_ADDR)
+            }
+        }
+    }
+
+    pub fn cleanup_area(&mut self, ops: MemType, p: u64, size: u64) {
+        let _ = self.b.munmap(p, size);
+        match ops {
+            MemType::Anon => {}
+            MemType::Shmem => {
+                if let Some(fd) = self.fd.take() {
+                    let _ = self.b.close(fd);
+                }
+            }
+            MemType::File => {
+                if let Some(fd) = self.fd.take() {
+                    let _ = self.b.close(fd);
+                }
+                if let Some(f) = self.env.finfo.clone() {
+                    let _ = self.b.unlink(&f.path);
+                }
+            }
+        }
+    }
+
+    pub fn fault(&mut self, ops: MemType, p: u64, start: u64, end: u64) -> R {
+        match ops {
+            MemType::Anon | MemType::Shmem => self.fill_memory(p, start, end),
+            MemType::File => match self.b.madvise(p + start, end - start, Madv::PopulateRead) {
+                Ok(()) => Ok(()),
+                Err(e) => Err(self.perror("madvise(MADV_POPULATE_READ", e)),
+            },
+        }
+    }
+
+    /// check_huge: the smaps field of the memory type equals `nr` PMD sizes.
+    pub fn check_huge(&mut self, ops: MemType, addr: u64, nr: u64) -> bool {
+        let (ok, seen) = check_huge_on(self.b, ops, self.env.finfo.as_ref(), addr, nr);
+        self.last_check = Some((addr, nr.max(1) * self.hpage_pmd_size, seen));
+        ok
+    }
+
+    fn is_tmpfs(&self, ops: MemType) -> bool {
+        ops == MemType::File && self.env.finfo.as_ref().is_some_and(|f| f.is_tmpfs())
+    }
+
+    // ---- collapse contexts ----
+
+    fn collapse(
+        &mut self,
+        c: Context,
+        msg: &str,
+        p: u64,
+        nr: u64,
+        ops: MemType,
+        expect: bool,
+    ) -> R {
+        match c {
+            Context::Khugepaged => self.khugepaged_collapse(msg, p, nr, ops, expect),
+            Context::Madvise => {
+                if !self.check_huge(ops, p, 0) {
+                    return Err(self.abort("Unexpected huge page".into()));
+                }
+                self.__madvise_collapse(msg, p, nr, ops, expect)
+            }
+        }
+    }
+
+    #[allow(non_snake_case)]
+    fn __madvise_collapse(&mut self, msg: &str, p: u64, nr: u64, ops: MemType, expect: bool) -> R {
+        let mut settings = self.current_settings()?;
+        self.printf(&format!("{msg}..."));
+        // Keep khugepaged out of the way, and show that MADV_COLLAPSE ignores `enabled`.
+        settings.thp_enabled = "never".into();
+        settings.shmem_enabled = "never".into();
+        self.push_settings(settings)?;
+        let _ = self.b.madvise(p, nr * self.hpage_pmd_size, Madv::HugePage);
+        let ret = self.madvise_collapse_retry(p, nr * self.hpage_pmd_size);
+        if ret.is_err() == expect {
+            self.last_check = Some((
+                p,
+                nr * self.hpage_pmd_size,
+                format!(
+                    "MADV_COLLAPSE returned {}, expected {}",
+                    describe(ret),
+                    if expect { "0" } else { "an error" }
+                ),
+            ));
+            self.fail("Fail: Bad return value");
+        } else if !self.check_huge(ops, p, if expect { nr } else { 0 }) {
+            self.fail("Fail: check_huge()");
+        } else {
+            self.success("OK");
+        }
+        self.pop_settings()
+    }
+
+    /// wait_for_scan; Ok(true) on timeout.
+    fn wait_for_scan(&mut self, msg: &str, p: u64, nr: u64, ops: MemType) -> Result<bool, Abort> {
+        if !self.check_huge(ops, p, 0) {
+            return Err(self.abort("Unexpected huge page".into()));
+        }
+        let _ = self.b.madvise(p, nr * self.hpage_pmd_size, Madv::HugePage);
+        let full_scans = self.thp_read_num("khugepaged/full_scans")? + 2;
+        self.printf(&format!("{msg}..."));
+        let finfo = self.env.finfo.clone();
+        let pending = &mut self.pending;
+        let timed_out = self.b.wait_for_scan(
+            full_scans,
+            &mut |b: &mut dyn Backend| check_huge_on(b, ops, finfo.as_ref(), p, nr).0,
+            &mut || pending.push('.'),
+        );
+        Ok(timed_out)
+    }
+
+    fn khugepaged_collapse(&mut self, msg: &str, p: u64, nr: u64, ops: MemType, expect: bool) -> R {
+        if self.wait_for_scan(msg, p, nr, ops)? {
+            let scans = self.b.thp_read("khugepaged/full_scans").unwrap_or_default();
+            self.last_check = Some((
+                p,
+                nr * self.hpage_pmd_size,
+                format!("no collapse and full_scans stuck at {}", scans.trim()),
+            ));
+            if expect {
+                self.fail("Timeout");
+            } else {
+                self.success("OK");
+            }
+            return Ok(());
+        }
+        // File and shmem THPs are only retracted by khugepaged: refault to map the PMD.
+        if ops != MemType::Anon {
+            self.fault(ops, p, 0, nr * self.hpage_pmd_size)?;
+        }
+        if self.check_huge(ops, p, if expect { nr } else { 0 }) {
+            self.success("OK");
+        } else {
+            self.fail("Fail");
+        }
+        Ok(())
+    }
+
+    /// fork(): runs `body` in a child with a copy of this process's state; returns the
+    /// child's exit status. The child's steps join this process's output.
+    fn fork_child(&mut self, body: &dyn Fn(&mut Ctx) -> R) -> Result<i32, Abort> {
+        let env = self.env.clone();
+        let settings = self.settings.clone();
+        let fd = self.fd;
+        // The parent's unfinished line is completed by the child's first verdict.
+        let pending = std::mem::take(&mut self.pending);
+        let r = self.b.fork(&mut |cb: &mut dyn Backend| {
+            let mut c = Ctx::new(cb, env.clone());
+            c.settings = settings.clone();
+            c.fd = fd;
+            c.pending = pending.clone();
+            c.exit_status = 0;
+            let status = match body(&mut c) {
+                Ok(()) => c.exit_status,
+                Err(_) => 1,
+            };
+            ChildResult {
+                status,
+                steps: c.steps,
+            }
+        });
+        match r {
+            Ok(res) => {
+                self.steps.extend(res.steps);
+                Ok(res.status)
+            }
+            Err(e) => Err(self.perror("fork()", e)),
+        }
+    }
+}
+
+fn describe(r: Result<(), Errno>) -> String {
+    match r {
+        Ok(()) => "0".into(),
+        Err(e) => format!("-1 ({})", e.name()),
+    }
+}
+
+/// check_huge_anon / check_huge_file / check_huge_shmem: the VMA starting at `addr` shows
+/// `nr` PMD-sized mappings in the field of its memory type. Returns the verdict and what was
+/// seen.
+pub fn check_huge_on(
+    b: &mut dyn Backend,
+    ops: MemType,
+    finfo: Option<&FileInfo>,
+    addr: u64,
+    nr: u64,
+) -> (bool, String) {
+    let want = nr * (b.hpage_pmd_size() >> 10);
+    let Some(s) = b.smaps(addr) else {
+        return (false, format!("check_huge: no VMA starts at {addr:#x}"));
+    };
+    let (field, have) = match ops {
+        MemType::Anon => ("AnonHugePages", s.anon_huge_pages),
+        MemType::Shmem => ("ShmemPmdMapped", s.shmem_pmd_mapped),
+        MemType::File => match finfo.map(|f| &f.kind) {
+            Some(DirKind::Tmpfs { .. }) => ("ShmemPmdMapped", s.shmem_pmd_mapped),
+            _ => ("FilePmdMapped", s.file_pmd_mapped),
+        },
+    };
+    (
+        have == want,
+        format!(
+            "check_huge: {field} {have} kB, expected {want} kB (Rss {} kB)",
+            s.rss
+        ),
+    )
+}
+
+// ---- the tests, in khugepaged.c's order ----
+
+/// alloc_at_fault: run by main() before every test.
+pub fn alloc_at_fault(t: &mut Ctx) -> R {
+    let mut settings = t.current_settings()?;
+    settings.thp_enabled = "always".into();
+    t.push_settings(settings)?;
+    let p = t.alloc_mapping(1)?;
+    if let Err(e) = t.b.write_u32(p, 1) {
+        return Err(t.abort(format!("Segmentation fault ({e})")));
+    }
+    t.printf("Allocate huge page on fault...");
+    if t.check_huge(MemType::Anon, p, 1) {
+        t.success("OK");
+    } else {
+        t.fail("Fail");
+    }
+    t.pop_settings()?;
+    let _ = t.b.madvise(p, t.page_size, Madv::DontNeed);
+    t.printf("Split huge PMD on MADV_DONTNEED...");
+    if t.check_huge(MemType::Anon, p, 0) {
+        t.success("OK");
+    } else {
+        t.fail("Fail");
+    }
+    let _ = t.b.munmap(p, t.hpage_pmd_size);
+    Ok(())
+}
+
+pub fn collapse_full(t: &mut Ctx, c: Context, ops: MemType) -> R {
+    let nr = 4;
+    let size = nr * t.hpage_pmd_size;
+    let p = t.setup_area(ops, nr)?;
+    t.fault(ops, p, 0, size)?;
+    t.collapse(
+        c,
+        "Collapse multiple fully populated PTE table",
+        p,
+        nr,
+        ops,
+        true,
+    )?;
+    t.validate_memory(p, 0, size)?;
+    t.cleanup_area(ops, p, size);
+    Ok(())
+}
+
+pub fn collapse_empty(t: &mut Ctx, c: Context, ops: MemType) -> R {
+    let p = t.setup_area(ops, 1)?;
+    t.collapse(c, "Do not collapse empty PTE table", p, 1, ops, false)?;
+    t.cleanup_area(ops, p, t.hpage_pmd_size);
+    Ok(())
+}
+
+pub fn collapse_single_pte_entry(t: &mut Ctx, c: Context, ops: MemType) -> R {
+    let p = t.setup_area(ops, 1)?;
+    t.fault(ops, p, 0, t.page_size)?;
+    t.collapse(
+        c,
+        "Collapse PTE table with single PTE entry present",
+        p,
+        1,
+        ops,
+        true,
+    )?;
+    t.cleanup_area(ops, p, t.hpage_pmd_size);
+    Ok(())
+}
+
+pub fn collapse_max_ptes_none(t: &mut Ctx, c: Context, ops: MemType) -> R {
+    let max_ptes_none = t.hpage_pmd_nr / 2;
+    let fault_nr_pages = if ops == MemType::Anon {
+        1u64 << t.env.anon_order
+    } else {
+        1
+    };
+    let mut settings = t.current_settings()?;
+    settings.max_ptes_none = max_ptes_none;
+    t.push_settings(settings)?;
+    let p = t.setup_area(ops, 1)?;
+    if t.is_tmpfs(ops) {
+        t.printf("tmpfs...");
+        t.skip("Skip");
+    } else {
+        let first = (t.hpage_pmd_nr - max_ptes_none - fault_nr_pages) * t.page_size;
+        t.fault(ops, p, 0, first)?;
+        t.collapse(
+            c,
+            "Maybe collapse with max_ptes_none exceeded",
+            p,
+            1,
+            ops,
+            !c.enforce_pte_scan_limits(),
+        )?;
+        t.validate_memory(p, 0, first)?;
+        if c.enforce_pte_scan_limits() {
+            let second = (t.hpage_pmd_nr - max_ptes_none) * t.page_size;
+            t.fault(ops, p, 0, second)?;
+            t.collapse(c, "Collapse with max_ptes_none PTEs empty", p, 1, ops, true)?;
+            t.validate_memory(p, 0, second)?;
+        }
+    }
+    t.cleanup_area(ops, p, t.hpage_pmd_size);
+    t.pop_settings()
+}
+
+pub fn collapse_swapin_single_pte(t: &mut Ctx, c: Context, ops: MemType) -> R {
+    let p = t.setup_area(ops, 1)?;
+    t.fault(ops, p, 0, t.hpage_pmd_size)?;
+    t.printf("Swapout one page...");
+    t.pageout(p, t.page_size)?;
+    if t.check_swap(p, t.page_size) {
+        t.success("OK");
+        t.collapse(
+            c,
+            "Collapse with swapping in single PTE entry",
+            p,
+            1,
+            ops,
+            true,
+        )?;
+        t.validate_memory(p, 0, t.hpage_pmd_size)?;
+    } else {
+        t.fail("Fail");
+    }
+    t.cleanup_area(ops, p, t.hpage_pmd_size);
+    Ok(())
+}
+
+pub fn collapse_max_ptes_swap(t: &mut Ctx, c: Context, ops: MemType) -> R {
+    let max_ptes_swap = t.thp_read_num("khugepaged/max_ptes_swap")?;
+    let p = t.setup_area(ops, 1)?;
+    t.fault(ops, p, 0, t.hpage_pmd_size)?;
+    'out: {
+        t.printf(&format!(
+            "Swapout {} of {} pages...",
+            max_ptes_swap + 1,
+            t.hpage_pmd_nr
+        ));
+        t.pageout(p, (max_ptes_swap + 1) * t.page_size)?;
+        if !t.check_swap(p, (max_ptes_swap + 1) * t.page_size) {
+            t.fail("Fail");
+            break 'out;
+        }
+        t.success("OK");
+        t.collapse(
+            c,
+            "Maybe collapse with max_ptes_swap exceeded",
+            p,
+            1,
+            ops,
+            !c.enforce_pte_scan_limits(),
+        )?;
+        t.validate_memory(p, 0, t.hpage_pmd_size)?;
+        if c.enforce_pte_scan_limits() {
+            t.fault(ops, p, 0, t.hpage_pmd_size)?;
+            t.printf(&format!(
+                "Swapout {} of {} pages...",
+                max_ptes_swap, t.hpage_pmd_nr
+            ));
+            t.pageout(p, max_ptes_swap * t.page_size)?;
+            if !t.check_swap(p, max_ptes_swap * t.page_size) {
+                t.fail("Fail");
+                break 'out;
+            }
+            t.success("OK");
+            t.collapse(
+                c,
+                "Collapse with max_ptes_swap pages swapped out",
+                p,
+                1,
+                ops,
+                true,
+            )?;
+            t.validate_memory(p, 0, t.hpage_pmd_size)?;
+        }
+    }
+    t.cleanup_area(ops, p, t.hpage_pmd_size);
+    Ok(())
+}
+
+pub fn collapse_single_pte_entry_compound(t: &mut Ctx, c: Context, ops: MemType) -> R {
+    let p = t.alloc_hpage(ops)?;
+    if t.is_tmpfs(ops) {
+        // MADV_DONTNEED won't evict tmpfs pages.
+        t.printf("tmpfs...");
+        t.skip("Skip");
+    } else {
+        let _ = t.b.madvise(p, t.hpage_pmd_size, Madv::NoHugePage);
+        t.printf("Split huge page leaving single PTE mapping compound page...");
+        let _ = t.b.madvise(
+            p + t.page_size,
+            t.hpage_pmd_size - t.page_size,
+            Madv::DontNeed,
+        );
+        if t.check_huge(ops, p, 0) {
+            t.success("OK");
+        } else {
+            t.fail("Fail");
+        }
+        t.collapse(
+            c,
+            "Collapse PTE table with single PTE mapping compound page",
+            p,
+            1,
+            ops,
+            true,
+        )?;
+        t.validate_memory(p, 0, t.page_size)?;
+    }
+    t.cleanup_area(ops, p, t.hpage_pmd_size);
+    Ok(())
+}
+
+pub fn collapse_full_of_compound(t: &mut Ctx, c: Context, ops: MemType) -> R {
+    let p = t.alloc_hpage(ops)?;
+    t.printf("Split huge page leaving single PTE page table full of compound pages...");
+    let _ = t.b.madvise(p, t.page_size, Madv::NoHugePage);
+    let _ = t.b.madvise(p, t.hpage_pmd_size, Madv::NoHugePage);
+    if t.check_huge(ops, p, 0) {
+        t.success("OK");
+    } else {
+        t.fail("Fail");
+    }
+    t.collapse(
+        c,
+        "Collapse PTE table full of compound pages",
+        p,
+        1,
+        ops,
+        true,
+    )?;
+    t.validate_memory(p, 0, t.hpage_pmd_size)?;
+    t.cleanup_area(ops, p, t.hpage_pmd_size);
+    Ok(())
+}
+
+pub fn collapse_compound_extreme(t: &mut Ctx, c: Context, ops: MemType) -> R {
+    let (ps, hs, nr) = (t.page_size, t.hpage_pmd_size, t.hpage_pmd_nr);
+    let mut p = t.setup_area(ops, 1)?;
+    for i in 0..nr {
+        t.printf(&format!(
+            "\rConstruct PTE page table full of different PTE-mapped compound pages {:3}/{}...",
+            i + 1,
+            nr
+        ));
+        let _ = t.b.madvise(BASE_ADDR, hs, Madv::HugePage);
+        t.fault(ops, BASE_ADDR, 0, hs)?;
+        if !t.check_huge(ops, BASE_ADDR, 1) {
+            return Err(t.abort("Failed to allocate huge page".into()));
+        }
+        let _ = t.b.madvise(BASE_ADDR, hs, Madv::NoHugePage);
+        if let Err(e) = t.b.mremap_fixed(
+            BASE_ADDR - i * ps,
+            i * ps + hs,
+            (i + 1) * ps,
+            BASE_ADDR + 2 * hs,
+        ) {
+            return Err(t.perror("mremap+unmap", e));
+        }
+        p = match t.b.mremap_fixed(
+            BASE_ADDR + 2 * hs,
+            (i + 1) * ps,
+            (i + 1) * ps + hs,
+            BASE_ADDR - (i + 1) * ps,
+        ) {
+            Ok(a) => a,
+            Err(e) => return Err(t.perror("mremap+alloc", e)),
+        };
+    }
+    t.cleanup_area(ops, BASE_ADDR, hs);
+    t.fault(ops, p, 0, hs)?;
+    if !t.check_huge(ops, p, 1) {
+        t.success("OK");
+    } else {
+        t.fail("Fail");
+    }
+    t.collapse(
+        c,
+        "Collapse PTE table full of different compound pages",
+        p,
+        1,
+        ops,
+        true,
+    )?;
+    t.validate_memory(p, 0, hs)?;
+    t.cleanup_area(ops, p, hs);
+    Ok(())
+}
+
+pub fn collapse_fork(t: &mut Ctx, c: Context, ops: MemType) -> R {
+    let p = t.setup_area(ops, 1)?;
+    t.printf("Allocate small page...");
+    t.fault(ops, p, 0, t.page_size)?;
+    if t.check_huge(ops, p, 0) {
+        t.success("OK");
+    } else {
+        t.fail("Fail");
+    }
+    t.printf("Share small page over fork()...");
+    let status = t.fork_child(&|t: &mut Ctx| {
+        // Do not touch settings on child exit.
+        if t.check_huge(ops, p, 0) {
+            t.success("OK");
+        } else {
+            t.fail("Fail");
+        }
+        t.fault(ops, p, t.page_size, 2 * t.page_size)?;
+        t.collapse(
+            c,
+            "Collapse PTE table with single page shared with parent process",
+            p,
+            1,
+            ops,
+            true,
+        )?;
+        t.validate_memory(p, 0, t.page_size)?;
+        t.cleanup_area(ops, p, t.hpage_pmd_size);
+        Ok(())
+    })?;
+    t.exit_status += status;
+    t.printf("Check if parent still has small page...");
+    if t.check_huge(ops, p, 0) {
+        t.success("OK");
+    } else {
+        t.fail("Fail");
+    }
+    t.validate_memory(p, 0, t.page_size)?;
+    t.cleanup_area(ops, p, t.hpage_pmd_size);
+    Ok(())
+}
+
+pub fn collapse_fork_compound(t: &mut Ctx, c: Context, ops: MemType) -> R {
+    let p = t.alloc_hpage(ops)?;
+    t.printf("Share huge page over fork()...");
+    let status = t.fork_child(&|t: &mut Ctx| {
+        if t.check_huge(ops, p, 1) {
+            t.success("OK");
+        } else {
+            t.fail("Fail");
+        }
+        t.printf("Split huge page PMD in child process...");
+        let _ = t.b.madvise(p, t.page_size, Madv::NoHugePage);
+        let _ = t.b.madvise(p, t.hpage_pmd_size, Madv::NoHugePage);
+        if t.check_huge(ops, p, 0) {
+            t.success("OK");
+        } else {
+            t.fail("Fail");
+        }
+        t.fault(ops, p, 0, t.page_size)?;
+        t.thp_write_num("khugepaged/max_ptes_shared", t.hpage_pmd_nr - 1)?;
+        t.collapse(
+            c,
+            "Collapse PTE table full of compound pages in child",
+            p,
+            1,
+            ops,
+            true,
+        )?;
+        let restore = t.current_settings()?.max_ptes_shared;
+        t.thp_write_num("khugepaged/max_ptes_shared", restore)?;
+        t.validate_memory(p, 0, t.hpage_pmd_size)?;
+        t.cleanup_area(ops, p, t.hpage_pmd_size);
+        Ok(())
+    })?;
+    t.exit_status += status;
+    t.printf("Check if parent still has huge page...");
+    if t.check_huge(ops, p, 1) {
+        t.success("OK");
+    } else {
+        t.fail("Fail");
+    }
+    t.validate_memory(p, 0, t.hpage_pmd_size)?;
+    t.cleanup_area(ops, p, t.hpage_pmd_size);
+    Ok(())
+}
+
+pub fn collapse_max_ptes_shared(t: &mut Ctx, c: Context, ops: MemType) -> R {
+    let max_ptes_shared = t.thp_read_num("khugepaged/max_ptes_shared")?;
+    let p = t.alloc_hpage(ops)?;
+    t.printf("Share huge page over fork()...");
+    let status = t.fork_child(&|t: &mut Ctx| {
+        let nr = t.hpage_pmd_nr;
+        if t.check_huge(ops, p, 1) {
+            t.success("OK");
+        } else {
+            t.fail("Fail");
+        }
+        t.printf(&format!(
+            "Trigger CoW on page {} of {}...",
+            nr - max_ptes_shared - 1,
+            nr
+        ));
+        t.fault(ops, p, 0, (nr - max_ptes_shared - 1) * t.page_size)?;
+        if t.check_huge(ops, p, 0) {
+            t.success("OK");
+        } else {
+            t.fail("Fail");
+        }
+        t.collapse(
+            c,
+            "Maybe collapse with max_ptes_shared exceeded",
+            p,
+            1,
+            ops,
+            !c.enforce_pte_scan_limits(),
+        )?;
+        if c.enforce_pte_scan_limits() {
+            t.printf(&format!(
+                "Trigger CoW on page {} of {}...",
+                nr - max_ptes_shared,
+                nr
+            ));
+            t.fault(ops, p, 0, (nr - max_ptes_shared) * t.page_size)?;
+            if t.check_huge(ops, p, 0) {
+                t.success("OK");
+            } else {
+                t.fail("Fail");
+            }
+            t.collapse(
+                c,
+                "Collapse with max_ptes_shared PTEs shared",
+                p,
+                1,
+                ops,
+                true,
+            )?;
+        }
+        t.validate_memory(p, 0, t.hpage_pmd_size)?;
+        t.cleanup_area(ops, p, t.hpage_pmd_size);
+        Ok(())
+    })?;
+    t.exit_status += status;
+    t.printf("Check if parent still has huge page...");
+    if t.check_huge(ops, p, 1) {
+        t.success("OK");
+    } else {
+        t.fail("Fail");
+    }
+    t.validate_memory(p, 0, t.hpage_pmd_size)?;
+    t.cleanup_area(ops, p, t.hpage_pmd_size);
+    Ok(())
+}
+
+pub fn madvise_collapse_existing_thps(t: &mut Ctx, c: Context, ops: MemType) -> R {
+    let size = t.hpage_pmd_size;
+    let p = t.setup_area(ops, 1)?;
+    t.fault(ops, p, 0, size)?;
+    t.collapse(c, "Collapse fully populated PTE table...", p, 1, ops, true)?;
+    t.validate_memory(p, 0, size)?;
+    // c->collapse() will find a hugepage and complain: call __madvise_collapse() directly.
+    t.__madvise_collapse("Re-collapse PMD-mapped hugepage", p, 1, ops, true)?;
+    t.validate_memory(p, 0, size)?;
+    t.cleanup_area(ops, p, size);
+    Ok(())
+}
+
+pub fn madvise_retracted_page_tables(t: &mut Ctx, c: Context, ops: MemType) -> R {
+    let size = t.hpage_pmd_size;
+    let p = t.setup_area(ops, 1)?;
+    t.fault(ops, p, 0, size)?;
+    // Let khugepaged collapse and leave the PMD cleared.
+    if t.wait_for_scan("Collapse and leave PMD cleared", p, 1, ops)? {
+        t.fail("Timeout");
+        return Ok(());
+    }
+    t.success("OK");
+    t.collapse(c, "Install huge PMD from page cache", p, 1, ops, true)?;
+    t.validate_memory(p, 0, size)?;
+    t.cleanup_area(ops, p, size);
+    Ok(())
+}
+
+/// Tests whose file variant prints "tmpfs... Skip" when `[dir]` is on tmpfs (the
+/// `is_tmpfs(ops)` branches above).
+pub const SKIPPED_ON_TMPFS: [&str; 2] = [
+    "collapse_max_ptes_none",
+    "collapse_single_pte_entry_compound",
+];
+
+/// A test function of the table.
+pub type TestFn = fn(&mut Ctx, Context, MemType) -> R;
+
+/// One line of main()'s TEST() list.
+#[derive(Clone, Copy)]
+pub struct TestEntry {
+    pub name: &'static str,
+    pub func: TestFn,
+    pub context: Context,
+    pub mem: MemType,
+}
+
+impl fmt::Debug for TestEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} ({}:{})",
+            self.name,
+            self.context.name(),
+            self.mem.name()
+        )
+    }
+}
+
+macro_rules! tests {
+    ($( $func:ident : [$( $ctx:ident $mem:ident ),+ $(,)?] ),+ $(,)?) => {
+        vec![$($(TestEntry {
+            name: stringify!($func),
+            func: $func,
+            context: Context::$ctx,
+            mem: MemType::$mem,
+        }),+),+]
+    };
+}
+
+/// main()'s TEST() list, in order.
+pub fn test_table() -> Vec<TestEntry> {
+    tests![
+        collapse_full: [Khugepaged Anon, Khugepaged File, Khugepaged Shmem, Madvise Anon, Madvise File, Madvise Shmem],
+        collapse_empty: [Khugepaged Anon, Madvise Anon],
+        collapse_single_pte_entry: [Khugepaged Anon, Khugepaged File, Khugepaged Shmem, Madvise Anon, Madvise File, Madvise Shmem],
+        collapse_max_ptes_none: [Khugepaged Anon, Khugepaged File, Madvise Anon, Madvise File],
+        collapse_single_pte_entry_compound: [Khugepaged Anon, Khugepaged File, Madvise Anon, Madvise File],
+        collapse_full_of_compound: [Khugepaged Anon, Khugepaged File, Khugepaged Shmem, Madvise Anon, Madvise File, Madvise Shmem],
+        collapse_compound_extreme: [Khugepaged Anon, Madvise Anon],
+        collapse_swapin_single_pte: [Khugepaged Anon, Madvise Anon],
+        collapse_max_ptes_swap: [Khugepaged Anon, Madvise Anon],
+        collapse_fork: [Khugepaged Anon, Madvise Anon],
+        collapse_fork_compound: [Khugepaged Anon, Madvise Anon],
+        collapse_max_ptes_shared: [Khugepaged Anon, Madvise Anon],
+        madvise_collapse_existing_thps: [Madvise Anon, Madvise File, Madvise Shmem],
+        madvise_retracted_page_tables: [Madvise File, Madvise Shmem],
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_has_the_selftests_45_entries() {
+        let t = test_table();
+        assert_eq!(t.len(), 45);
+        assert_eq!(t.iter().filter(|e| e.mem == MemType::Anon).count(), 25);
+        assert_eq!(format!("{:?}", t[0]), "collapse_full (khugepaged:anon)");
+    }
+}

@@ -1,0 +1,244 @@
+//! The `khugepaged` command: a drop-in for the selftest binary, with backend, profile and
+//! output-format options.
+
+use std::io::{IsTerminal, Write};
+
+use model::KernelProfile;
+
+use crate::catalogue::{test_table, Context, Env, FileInfo, MemType};
+use crate::model_backend::ModelBackend;
+use crate::report::{kernel_case, ktap_case, Format, Totals};
+use crate::runner::{run_case, Case, CaseResult};
+
+/// Which backend(s) to run on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BackendChoice {
+    Model,
+    Host,
+    Both,
+}
+
+/// Parsed command line.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub anon_order: u8,
+    pub contexts: Vec<Context>,
+    pub mems: Vec<MemType>,
+    pub dir: Option<String>,
+    pub backend: BackendChoice,
+    pub profile: Option<KernelProfile>,
+    pub format: Format,
+    pub read_only_thp_for_fs: bool,
+}
+
+/// The selftest's usage text, plus this tool's options.
+pub fn usage() -> String {
+    "\nUsage: khugepaged [OPTIONS] <test type> [dir]\n\n\
+     \t<test type>\t: <context>:<mem_type>\n\
+     \t<context>\t: [all|khugepaged|madvise]\n\
+     \t<mem_type>\t: [all|anon|file|shmem]\n\
+     \n\t\"file,all\" mem_type requires [dir] argument\n\
+     \n\t\"file,all\" mem_type requires kernel built with\n\
+     \tCONFIG_READ_ONLY_THP_FOR_FS=y\n\
+     \n\tif [dir] is a (sub)directory of a tmpfs mount, tmpfs must be\n\
+     \tmounted with huge=advise option for khugepaged tests to work\n\
+     \n\tSupported Options:\n\
+     \t\t-h: This help message.\n\
+     \t\t-s: mTHP size, expressed as page order.\n\
+     \t\t    Defaults to 0. Use this size for anon or shmem allocations.\n\
+     \t\t--backend model|host|both: where to run (default model; model never touches\n\
+     \t\t    the system).\n\
+     \t\t--profile 6.1|6.12|6.18: kernel era the model follows (default 6.18; with\n\
+     \t\t    the host, the host kernel's era).\n\
+     \t\t--format kernel|ktap: the selftest's own lines (default) or KTAP.\n\
+     \t\t--read-only-thp-for-fs: give the model CONFIG_READ_ONLY_THP_FOR_FS=y.\n"
+        .to_string()
+}
+
+/// Parses arguments (without the program name). Err is a one-line usage error; Ok(None)
+/// means help was asked for.
+pub fn parse(args: &[String]) -> Result<Option<Options>, String> {
+    let mut o = Options {
+        anon_order: 0,
+        contexts: Context::ALL.to_vec(),
+        mems: vec![MemType::Anon],
+        dir: None,
+        backend: BackendChoice::Model,
+        profile: None,
+        format: Format::Kernel,
+        read_only_thp_for_fs: false,
+    };
+    let mut positional = Vec::new();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut value = |name: &str| {
+            it.next()
+                .cloned()
+                .ok_or_else(|| format!("{name} needs a value"))
+        };
+        match a.as_str() {
+            "-h" | "--help" => return Ok(None),
+            "-s" => {
+                let v = value("-s")?;
+                o.anon_order = v
+                    .parse()
+                    .ok()
+                    .filter(|&n: &u8| n <= model::HPAGE_PMD_ORDER)
+                    .ok_or_else(|| {
+                        format!(
+                            "-s {v}: the mTHP order must be a number from 0 to {}",
+                            model::HPAGE_PMD_ORDER
+                        )
+                    })?;
+            }
+            "--backend" => {
+                o.backend = match value("--backend")?.as_str() {
+                    "model" => BackendChoice::Model,
+                    "host" => BackendChoice::Host,
+                    "both" => BackendChoice::Both,
+                    v => return Err(format!("--backend {v}: expected model, host or both")),
+                }
+            }
+            "--profile" => {
+                let v = value("--profile")?;
+                o.profile = Some(KernelProfile::by_name(&v).ok_or_else(|| {
+                    let names: Vec<&str> = KernelProfile::all().iter().map(|p| p.name).collect();
+                    format!("--profile {v}: expected one of {}", names.join(", "))
+                })?);
+            }
+            "--format" => {
+                o.format = match value("--format")?.as_str() {
+                    "kernel" => Format::Kernel,
+                    "ktap" => Format::Ktap,
+                    v => return Err(format!("--format {v}: expected kernel or ktap")),
+                }
+            }
+            "--read-only-thp-for-fs" => o.read_only_thp_for_fs = true,
+            s if s.starts_with('-') && s.len() > 1 => return Err(format!("unknown option {s}")),
+            s => positional.push(s.to_string()),
+        }
+    }
+    if let Some(tt) = positional.first() {
+        let (ctx, mem) = tt.split_once(':').ok_or_else(|| {
+            format!("test type {tt:?}: expected <context>:<mem_type>, e.g. all:anon")
+        })?;
+        o.contexts = match ctx {
+            "all" => Context::ALL.to_vec(),
+            "khugepaged" => vec![Context::Khugepaged],
+            "madvise" => vec![Context::Madvise],
+            v => {
+                return Err(format!(
+                    "context {v:?}: expected all, khugepaged or madvise"
+                ))
+            }
+        };
+        o.mems = match mem {
+            "all" => vec![MemType::File, MemType::Anon, MemType::Shmem],
+            "anon" => vec![MemType::Anon],
+            "file" => vec![MemType::File],
+            "shmem" => vec![MemType::Shmem],
+            v => return Err(format!("mem_type {v:?}: expected all, anon, file or shmem")),
+        };
+        if o.mems.contains(&MemType::File) {
+            match positional.len() {
+                2 => o.dir = Some(positional[1].clone()),
+                1 => return Err("\"file\" and \"all\" mem_type need a [dir] argument".into()),
+                _ => return Err(format!("unexpected argument {:?}", positional[2])),
+            }
+        } else if positional.len() > 1 {
+            return Err(format!(
+                "unexpected argument {:?} (only file tests take a [dir])",
+                positional[1]
+            ));
+        }
+    }
+    Ok(Some(o))
+}
+
+/// The cases the options select, in the TEST() table's order, after alloc_at_fault.
+pub fn select_cases(o: &Options) -> Vec<Case> {
+    let mut cases = vec![Case::AllocAtFault];
+    cases.extend(
+        test_table()
+            .into_iter()
+            .filter(|e| o.contexts.contains(&e.context) && o.mems.contains(&e.mem))
+            .map(Case::Test),
+    );
+    cases
+}
+
+/// Builds the environment: `-s` and the `[dir]` with its filesystem.
+pub fn env_for(o: &Options) -> Result<Env, String> {
+    let finfo = match &o.dir {
+        Some(d) => Some(FileInfo::new(d, crate::host::fsinfo::dir_kind(d)?)),
+        None => None,
+    };
+    Ok(Env {
+        anon_order: o.anon_order,
+        finfo,
+    })
+}
+
+/// A fresh model process for one case.
+pub fn model_backend(o: &Options, env: &Env) -> ModelBackend {
+    let mut b = ModelBackend::new(o.profile.clone().unwrap_or_default());
+    b.k.read_only_thp_for_fs = o.read_only_thp_for_fs;
+    b.dir = env.finfo.as_ref().map(|f| f.kind.clone());
+    b
+}
+
+/// Runs the selected cases on the model, printing as it goes. Returns the exit code.
+pub fn run(o: &Options, out: &mut dyn Write) -> Result<i32, String> {
+    let env = env_for(o)?;
+    if o.backend != BackendChoice::Model {
+        return Err(
+            "the host backend is not available in this build yet; use --backend model".into(),
+        );
+    }
+    let cases = select_cases(o);
+    let colour = o.format == Format::Kernel && std::io::stdout().is_terminal();
+    let mut totals = Totals::default();
+    let w = |out: &mut dyn Write, s: &str| {
+        out.write_all(s.as_bytes())
+            .map_err(|e| format!("writing output: {e}"))
+    };
+    match o.format {
+        Format::Kernel => {
+            w(out, &format!("{} ", "Save THP and khugepaged settings...")).and_then(|_| {
+                w(
+                    out,
+                    if colour {
+                        "\x1b[32mOK\x1b[0m\n"
+                    } else {
+                        "OK\n"
+                    },
+                )
+            })?
+        }
+        Format::Ktap => w(out, &format!("KTAP version 1\n1..{}\n", cases.len()))?,
+    }
+    for (n, case) in cases.iter().enumerate() {
+        let mut b = model_backend(o, &env);
+        let r: CaseResult = run_case(&mut b, &env, case);
+        totals.add(&r.outcome);
+        match o.format {
+            Format::Kernel => w(out, &kernel_case(&r, colour))?,
+            Format::Ktap => w(out, &ktap_case(n + 1, &r))?,
+        }
+    }
+    match o.format {
+        Format::Kernel => {
+            w(out, "Restore THP and khugepaged settings... ")?;
+            w(
+                out,
+                if colour {
+                    "\x1b[32mOK\x1b[0m\n"
+                } else {
+                    "OK\n"
+                },
+            )?;
+        }
+        Format::Ktap => w(out, &format!("{}\n", totals.ktap_line()))?,
+    }
+    Ok(totals.exit_code())
+}

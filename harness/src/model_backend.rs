@@ -1,0 +1,294 @@
+//! The model backend: khugepaged.c's system calls performed on a [`model::Kernel`].
+
+use std::collections::BTreeMap;
+
+use model::filemap::InodeId;
+use model::madvise::Advice;
+use model::mmap::{MapKind, Prot};
+use model::mremap::MremapFlags;
+use model::task_mmu::PagemapEntry;
+use model::{Errno, Kernel, KernelProfile, Pid, PAGE_SIZE};
+
+use crate::backend::{Backend, ChildResult, Fd, Madv, MapTarget, PageObs, PageState, SmapsFields};
+use crate::catalogue::DirKind;
+
+/// An open file description of the model process.
+#[derive(Clone, Copy, Debug)]
+struct OpenFile {
+    inode: InodeId,
+    write: bool,
+}
+
+/// One model process running the selftest, with its file descriptors and the files it made.
+pub struct ModelBackend {
+    pub k: Kernel,
+    pub pid: Pid,
+    fds: BTreeMap<i32, OpenFile>,
+    files: BTreeMap<String, InodeId>,
+    /// Virtual time not yet spent by khugepaged (microseconds).
+    khugepaged_debt_us: u64,
+    /// The filesystem the selftest's `[dir]` is on: where create_file makes its file.
+    pub dir: Option<DirKind>,
+}
+
+impl ModelBackend {
+    /// Swap the model machine has, like the swapfile the host harness sets up (1 GiB).
+    pub const DEFAULT_SWAP_PAGES: usize = 262_144;
+
+    /// A fresh machine running `profile`, with the host's boot-default THP settings and an
+    /// active swap device.
+    pub fn new(profile: KernelProfile) -> ModelBackend {
+        let mut k = Kernel::new(profile);
+        k.swapon(Self::DEFAULT_SWAP_PAGES)
+            .expect("a fresh model has no swap yet");
+        let pid = k.pids()[0];
+        ModelBackend {
+            k,
+            pid,
+            fds: BTreeMap::new(),
+            files: BTreeMap::new(),
+            khugepaged_debt_us: 0,
+            dir: None,
+        }
+    }
+
+    fn inode_of(&self, fd: Fd) -> Result<OpenFile, Errno> {
+        self.fds.get(&fd.0).copied().ok_or(Errno::EINVAL)
+    }
+
+    fn new_fd(&mut self, f: OpenFile) -> Fd {
+        let mut n = 3;
+        while self.fds.contains_key(&n) {
+            n += 1;
+        }
+        self.fds.insert(n, f);
+        Fd(n)
+    }
+
+    fn obs(&self, e: PagemapEntry) -> PageObs {
+        let state = if e.zero_page {
+            PageState::Zero
+        } else if e.present {
+            PageState::Present
+        } else if e.swap {
+            PageState::Swap
+        } else {
+            PageState::None
+        };
+        let mut o = PageObs {
+            state,
+            pmd_mapped: e.pmd_mapped,
+            exclusive: e.exclusive,
+            ..PageObs::default()
+        };
+        if let Some((folio, page)) = e.page {
+            let f = self.k.folio(folio);
+            o.folio = Some(folio.0 as u64);
+            o.index_in_folio = page as u32;
+            o.order = f.order;
+            o.mapcount = f.folio_precise_page_mapcount(page);
+            o.anon = f.is_anon();
+        }
+        o
+    }
+}
+
+fn advice(a: Madv) -> Option<Advice> {
+    Some(match a {
+        Madv::DontNeed => Advice::DontNeed,
+        Madv::HugePage => Advice::HugePage,
+        Madv::NoHugePage => Advice::NoHugePage,
+        Madv::Cold => Advice::Cold,
+        Madv::PageOut => Advice::PageOut,
+        Madv::PopulateRead => Advice::PopulateRead,
+        Madv::PopulateWrite => Advice::PopulateWrite,
+        Madv::Collapse => return None,
+    })
+}
+
+impl Backend for ModelBackend {
+    fn name(&self) -> &'static str {
+        "model"
+    }
+
+    fn kernel_release(&self) -> String {
+        format!("model-{}", self.k.profile.name)
+    }
+
+    fn read_only_thp_for_fs(&mut self) -> bool {
+        self.k.read_only_thp_for_fs
+    }
+
+    fn mmap(&mut self, addr: u64, len: u64, target: MapTarget) -> Result<u64, Errno> {
+        let (prot, kind) = match target {
+            MapTarget::PrivateAnon => (Prot::READ_WRITE, MapKind::PrivateAnon),
+            MapTarget::SharedRw(fd) => {
+                (Prot::READ_WRITE, MapKind::Shared(self.inode_of(fd)?.inode))
+            }
+            MapTarget::PrivateRead(fd) => (Prot::READ, MapKind::Private(self.inode_of(fd)?.inode)),
+        };
+        self.k.mmap(self.pid, addr, len, prot, kind, 0, false)
+    }
+
+    fn munmap(&mut self, addr: u64, len: u64) -> Result<(), Errno> {
+        self.k.munmap(self.pid, addr, len)
+    }
+
+    fn madvise(&mut self, addr: u64, len: u64, a: Madv) -> Result<(), Errno> {
+        match advice(a) {
+            Some(adv) => self.k.madvise(self.pid, addr, len, adv),
+            None => self.k.madvise_collapse(self.pid, addr, len),
+        }
+    }
+
+    fn mremap_fixed(
+        &mut self,
+        old: u64,
+        old_len: u64,
+        new_len: u64,
+        new: u64,
+    ) -> Result<u64, Errno> {
+        self.k.mremap(
+            self.pid,
+            old,
+            old_len,
+            new_len,
+            MremapFlags::MAYMOVE_FIXED,
+            new,
+        )
+    }
+
+    fn write_u32(&mut self, addr: u64, value: u32) -> Result<(), Errno> {
+        // The model keeps one word per page: the word at the page's start, which is what the
+        // selftests write and validate.
+        self.k.write(self.pid, addr, value as u64)
+    }
+
+    fn read_u32(&mut self, addr: u64) -> Result<u32, Errno> {
+        self.k.read(self.pid, addr).map(|v| v as u32)
+    }
+
+    fn memfd_create(&mut self, _name: &str) -> Result<Fd, Errno> {
+        let inode = self.k.memfd_create();
+        Ok(self.new_fd(OpenFile { inode, write: true }))
+    }
+
+    fn ftruncate(&mut self, fd: Fd, len: u64) -> Result<(), Errno> {
+        let f = self.inode_of(fd)?;
+        self.k.ftruncate(f.inode, len)
+    }
+
+    fn create_file(&mut self, path: &str) -> Result<Fd, Errno> {
+        if self.files.contains_key(path) {
+            return Err(Errno::EEXIST);
+        }
+        let inode = match &self.dir {
+            Some(DirKind::Tmpfs { huge }) => {
+                let huge = huge.parse().map_err(|_| Errno::EINVAL)?;
+                self.k.tmpfs_create(huge)
+            }
+            _ => self.k.create_empty_file(),
+        };
+        self.files.insert(path.to_string(), inode);
+        Ok(self.new_fd(OpenFile { inode, write: true }))
+    }
+
+    fn open_read_only(&mut self, path: &str) -> Result<Fd, Errno> {
+        let inode = *self.files.get(path).ok_or(Errno::ENOENT)?;
+        self.k.inode_open(inode, false);
+        Ok(self.new_fd(OpenFile {
+            inode,
+            write: false,
+        }))
+    }
+
+    fn write_from(&mut self, fd: Fd, addr: u64, len: u64) -> Result<(), Errno> {
+        let f = self.inode_of(fd)?;
+        if !f.write {
+            return Err(Errno::EINVAL);
+        }
+        let mut data = Vec::with_capacity((len / PAGE_SIZE) as usize);
+        for i in 0..len / PAGE_SIZE {
+            data.push(self.k.read(self.pid, addr + i * PAGE_SIZE)?);
+        }
+        self.k.file_write_pages(f.inode, 0, &data);
+        Ok(())
+    }
+
+    fn close(&mut self, fd: Fd) -> Result<(), Errno> {
+        let f = self.fds.remove(&fd.0).ok_or(Errno::EINVAL)?;
+        self.k.inode_close(f.inode, f.write);
+        Ok(())
+    }
+
+    fn unlink(&mut self, path: &str) -> Result<(), Errno> {
+        self.files.remove(path).map(|_| ()).ok_or(Errno::ENOENT)
+    }
+
+    fn drop_caches(&mut self) -> Result<(), Errno> {
+        self.k.drop_caches();
+        Ok(())
+    }
+
+    fn smaps(&mut self, addr: u64) -> Option<SmapsFields> {
+        let s = self.k.smaps(self.pid, addr).ok()?;
+        Some(SmapsFields {
+            rss: s.rss,
+            anon_huge_pages: s.anon_huge_pages,
+            shmem_pmd_mapped: s.shmem_pmd_mapped,
+            file_pmd_mapped: s.file_pmd_mapped,
+            swap: s.swap,
+        })
+    }
+
+    fn page_map(&mut self, addr: u64, nr: usize) -> Vec<PageObs> {
+        (0..nr as u64)
+            .map(|i| {
+                let e = self
+                    .k
+                    .pagemap(self.pid, addr + i * PAGE_SIZE)
+                    .unwrap_or_default();
+                self.obs(e)
+            })
+            .collect()
+    }
+
+    fn thp_read(&mut self, path: &str) -> Result<String, Errno> {
+        self.k.sysfs_read(path)
+    }
+
+    fn thp_write(&mut self, path: &str, value: &str) -> Result<(), Errno> {
+        self.k.sysfs_write(path, value)
+    }
+
+    fn fork(
+        &mut self,
+        child: &mut dyn FnMut(&mut dyn Backend) -> ChildResult,
+    ) -> Result<ChildResult, Errno> {
+        let parent = self.pid;
+        let child_pid = self.k.fork(parent)?;
+        let saved_fds = self.fds.clone();
+        self.pid = child_pid;
+        let result = child(self);
+        // The child exits: its address space goes, its descriptors close.
+        self.k.exit(child_pid)?;
+        self.pid = parent;
+        self.fds = saved_fds;
+        Ok(result)
+    }
+
+    fn sleep_us(&mut self, usec: u64) {
+        // khugepaged wakes every scan_sleep_millisecs (a sleep of 0 still yields once per
+        // wake-up); scanning itself takes no virtual time.
+        let period_us = (self.k.thp.khugepaged.scan_sleep_millisecs as u64 * 1000).max(1000);
+        self.khugepaged_debt_us += usec;
+        while self.khugepaged_debt_us >= period_us {
+            self.khugepaged_debt_us -= period_us;
+            self.k.khugepaged_do_scan();
+        }
+    }
+
+    fn as_dyn(&mut self) -> &mut dyn Backend {
+        self
+    }
+}

@@ -1,0 +1,121 @@
+//! Reports: the selftest's own output (kernel style) and KTAP.
+
+use std::fmt::Write as _;
+
+use crate::runner::{CaseResult, Outcome};
+use crate::steps::{Step, Verdict};
+
+/// Output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// The lines khugepaged.c prints ("Run test: ...", "msg... OK").
+    Kernel,
+    /// KTAP version 1: a plan, one result line per case, steps as diagnostics.
+    Ktap,
+}
+
+/// khugepaged.c's success/fail/skip colours, used only on a terminal.
+fn coloured(step: &Step, colour: bool) -> String {
+    if step.word.is_empty() {
+        return step.text.clone();
+    }
+    let code = match step.verdict {
+        Verdict::Ok => "32",
+        Verdict::Fail => "31",
+        Verdict::Skip => "33",
+        Verdict::Info => "0",
+    };
+    if colour {
+        format!("{} \x1b[{code}m{}\x1b[0m", step.text, step.word)
+    } else {
+        format!("{} {}", step.text, step.word)
+    }
+}
+
+/// The header line main() prints before a test ("Run test: ...").
+pub fn header(r: &CaseResult) -> String {
+    format!("Run test: {}", r.case.title())
+}
+
+/// One case in the kernel format (without the leading blank line).
+pub fn kernel_case(r: &CaseResult, colour: bool) -> String {
+    let mut out = String::new();
+    let is_alloc_at_fault = matches!(r.case, crate::runner::Case::AllocAtFault);
+    if !is_alloc_at_fault {
+        let _ = writeln!(out, "\n{}", header(r));
+    }
+    for s in &r.steps {
+        let _ = writeln!(out, "{}", coloured(s, colour));
+        for d in &s.detail {
+            let _ = writeln!(out, "    {d}");
+        }
+    }
+    if r.steps.is_empty() {
+        if let Outcome::Skip(reason) = &r.outcome {
+            let _ = writeln!(out, "Skip: {reason}");
+        }
+    }
+    out
+}
+
+/// One case as KTAP result line plus diagnostics.
+pub fn ktap_case(n: usize, r: &CaseResult) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "# {}", header(r));
+    for s in &r.steps {
+        let _ = writeln!(out, "# {}", coloured(s, false));
+        for d in &s.detail {
+            let _ = writeln!(out, "#     {d}");
+        }
+    }
+    let name = r.case.title();
+    match &r.outcome {
+        Outcome::Pass => {
+            let _ = writeln!(out, "ok {n} {name}");
+        }
+        Outcome::Fail(why) => {
+            let _ = writeln!(out, "# FAIL: {why}");
+            let _ = writeln!(out, "not ok {n} {name}");
+        }
+        Outcome::Skip(why) => {
+            let _ = writeln!(out, "ok {n} {name} # SKIP {}", why.replace('\n', " "));
+        }
+    }
+    out
+}
+
+/// Counts of a run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Totals {
+    pub pass: usize,
+    pub fail: usize,
+    pub skip: usize,
+}
+
+impl Totals {
+    pub fn add(&mut self, o: &Outcome) {
+        match o {
+            Outcome::Pass => self.pass += 1,
+            Outcome::Fail(_) => self.fail += 1,
+            Outcome::Skip(_) => self.skip += 1,
+        }
+    }
+
+    /// kselftest exit codes: 1 on any failure, 4 when everything skipped, else 0.
+    pub fn exit_code(&self) -> i32 {
+        if self.fail > 0 {
+            1
+        } else if self.pass == 0 && self.skip > 0 {
+            4
+        } else {
+            0
+        }
+    }
+
+    pub fn ktap_line(&self) -> String {
+        format!(
+            "# Totals: pass:{} fail:{} xfail:0 xpass:0 skip:{} error:0",
+            self.pass, self.fail, self.skip
+        )
+    }
+}

@@ -1,0 +1,142 @@
+//! Step lines: what a test prints ("Collapse multiple fully populated PTE table... OK"), kept
+//! as data so the runner can print them kernel-style or as KTAP diagnostics, and ship them from
+//! a forked child to its parent.
+
+use std::fmt;
+
+/// How a step ended: `success()`, `fail()` or `skip()` in khugepaged.c, or a message printed
+/// on its own line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Ok,
+    Fail,
+    Skip,
+    /// A line with no verdict (informational, or the message before an exit).
+    Info,
+}
+
+/// One printed step.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Step {
+    /// The text before the verdict, e.g. "Collapse multiple fully populated PTE table...".
+    pub text: String,
+    pub verdict: Verdict,
+    /// The verdict word(s) as printed: "OK", "Fail", "Timeout", "Fail: Bad return value".
+    pub word: String,
+    /// Extra diagnostics (expected vs observed, the page map), one line each.
+    pub detail: Vec<String>,
+}
+
+impl Step {
+    /// Serialises to one line per field group, for the pipe from a forked child.
+    pub fn encode(&self) -> String {
+        let v = match self.verdict {
+            Verdict::Ok => "ok",
+            Verdict::Fail => "fail",
+            Verdict::Skip => "skip",
+            Verdict::Info => "info",
+        };
+        let mut s = format!("S\t{v}\t{}\t{}\n", escape(&self.word), escape(&self.text));
+        for d in &self.detail {
+            s.push_str(&format!("D\t{}\n", escape(d)));
+        }
+        s
+    }
+
+    /// Parses what [`Step::encode`] wrote (several steps, in order).
+    pub fn decode_all(text: &str) -> Result<Vec<Step>, String> {
+        let mut out: Vec<Step> = Vec::new();
+        for (n, line) in text.lines().enumerate() {
+            let mut f = line.splitn(4, '\t');
+            match f.next() {
+                Some("S") => {
+                    let verdict = match f.next() {
+                        Some("ok") => Verdict::Ok,
+                        Some("fail") => Verdict::Fail,
+                        Some("skip") => Verdict::Skip,
+                        Some("info") => Verdict::Info,
+                        other => return Err(format!("line {}: bad verdict {other:?}", n + 1)),
+                    };
+                    let word = unescape(f.next().unwrap_or(""));
+                    let text = unescape(f.next().unwrap_or(""));
+                    out.push(Step {
+                        text,
+                        verdict,
+                        word,
+                        detail: Vec::new(),
+                    });
+                }
+                Some("D") => {
+                    let d = unescape(line.get(2..).unwrap_or(""));
+                    out.last_mut()
+                        .ok_or(format!("line {}: detail before any step", n + 1))?
+                        .detail
+                        .push(d);
+                }
+                Some("") | None => {}
+                Some(other) => return Err(format!("line {}: unknown record {other:?}", n + 1)),
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn escape(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('\t', "\\t")
+        .replace('\n', "\\n")
+}
+
+fn unescape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut it = s.chars();
+    while let Some(c) = it.next() {
+        if c == '\\' {
+            match it.next() {
+                Some('t') => out.push('\t'),
+                Some('n') => out.push('\n'),
+                Some(o) => out.push(o),
+                None => {}
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.word.is_empty() {
+            write!(f, "{}", self.text)
+        } else {
+            write!(f, "{} {}", self.text, self.word)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encode_round_trip() {
+        let steps = vec![
+            Step {
+                text: "Collapse\tweird\\name...".into(),
+                verdict: Verdict::Fail,
+                word: "Fail".into(),
+                detail: vec!["a\nb".into(), "c".into()],
+            },
+            Step {
+                text: "x".into(),
+                verdict: Verdict::Ok,
+                word: "OK".into(),
+                detail: vec![],
+            },
+        ];
+        let text: String = steps.iter().map(|s| s.encode()).collect();
+        assert_eq!(Step::decode_all(&text).unwrap(), steps);
+        assert!(Step::decode_all("X\tbad").is_err());
+    }
+}
