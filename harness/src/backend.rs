@@ -159,6 +159,17 @@ pub trait Backend {
 
     /// A 32-bit store at `addr` (faults as the CPU would; EFAULT for SIGSEGV).
     fn write_u32(&mut self, addr: u64, value: u32) -> Result<(), Errno>;
+    /// fill_memory's loop: stores `first + i` at the start of page `i` of the `pages` pages
+    /// from `addr`. On a fault, the page index and the error.
+    fn fill_pages(&mut self, addr: u64, pages: u64, first: u32) -> Result<(), (u64, Errno)> {
+        let ps = self.page_size();
+        for i in 0..pages {
+            self.write_u32(addr + i * ps, first.wrapping_add(i as u32))
+                .map_err(|e| (i, e))?;
+        }
+        Ok(())
+    }
+
     /// A 32-bit load at `addr`.
     fn read_u32(&mut self, addr: u64) -> Result<u32, Errno>;
 

@@ -225,13 +225,18 @@ impl<'a> Ctx<'a> {
     }
 
     fn fill_memory(&mut self, p: u64, start: u64, end: u64) -> R {
-        for i in start / self.page_size..end / self.page_size {
+        let (first, last) = (start / self.page_size, end / self.page_size);
+        if last <= first {
+            return Ok(());
+        }
+        let base = p + first * self.page_size;
+        let value = (first as u32).wrapping_add(0xdead_0000);
+        if let Err((k, e)) = self.b.fill_pages(base, last - first, value) {
+            let i = first + k;
             let addr = p + i * self.page_size;
-            if let Err(e) = self.b.write_u32(addr, (i as u32).wrapping_add(0xdead_0000)) {
-                return Err(self.abort(format!(
-                    "Segmentation fault writing page {i} at {addr:#x} ({e})"
-                )));
-            }
+            return Err(self.abort(format!(
+                "Segmentation fault writing page {i} at {addr:#x} ({e})"
+            )));
         }
         Ok(())
     }

@@ -164,6 +164,12 @@ impl Backend for ModelBackend {
         self.k.write(self.pid, addr, value as u64)
     }
 
+    fn fill_pages(&mut self, addr: u64, pages: u64, first: u32) -> Result<(), (u64, Errno)> {
+        self.k.write_pages(self.pid, addr, pages, |i| {
+            first.wrapping_add(i as u32) as u64
+        })
+    }
+
     fn read_u32(&mut self, addr: u64) -> Result<u32, Errno> {
         self.k.read(self.pid, addr).map(|v| v as u32)
     }

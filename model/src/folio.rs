@@ -269,7 +269,8 @@ const CHUNK: usize = 1024;
 #[derive(Clone, Debug, Default)]
 pub struct FolioStore {
     chunks: Vec<Vec<Option<Folio>>>,
-    free: std::collections::BTreeSet<u32>,
+    /// Freed slots; the lowest is reused first.
+    free: std::collections::BinaryHeap<std::cmp::Reverse<u32>>,
     /// Slots ever handed out (the next fresh id).
     high: u32,
     live: usize,
@@ -291,8 +292,8 @@ impl FolioStore {
     /// Stores `folio` and returns its id (the lowest free slot).
     pub fn insert(&mut self, folio: Folio) -> FolioId {
         self.live += 1;
-        let id = match self.free.pop_first() {
-            Some(id) => id,
+        let id = match self.free.pop() {
+            Some(std::cmp::Reverse(id)) => id,
             None => {
                 let id = self.high;
                 self.high += 1;
@@ -313,7 +314,7 @@ impl FolioStore {
             .slot_mut(id.0)
             .and_then(|s| s.take())
             .unwrap_or_else(|| panic!("model bug: freeing folio {} twice", id.0));
-        self.free.insert(id.0);
+        self.free.push(std::cmp::Reverse(id.0));
         self.live -= 1;
         folio
     }

@@ -4,7 +4,7 @@
 use crate::errno::Errno;
 use crate::kernel::{Kernel, Pid};
 use crate::mm::Mm;
-use crate::page_table::{Pmd, Pte};
+use crate::page_table::{Pmd, PmdView, Pte};
 use crate::rmap;
 use crate::{HPAGE_PMD_SIZE, PAGE_SIZE};
 
@@ -35,16 +35,16 @@ impl Kernel {
             for pmd_start in pmds {
                 let lo = vma.start.max(pmd_start);
                 let hi = vma.end.min(pmd_start + HPAGE_PMD_SIZE);
-                match self.mms[&parent].page_table.pmd(pmd_start).clone() {
-                    Pmd::None => {}
-                    Pmd::HugeZero => {
+                match self.mms[&parent].page_table.pmd_view(pmd_start) {
+                    PmdView::None => {}
+                    PmdView::HugeZero => {
                         self.mms
                             .get_mut(&child)
                             .expect("child")
                             .page_table
                             .set_pmd(pmd_start, Pmd::HugeZero);
                     }
-                    Pmd::Huge(mut h) => {
+                    PmdView::Huge(mut h) => {
                         if !self.folio(h.folio).is_anon() {
                             // A file PMD is not copied; the child refaults it.
                             continue;
@@ -67,7 +67,7 @@ impl Kernel {
                             .page_table
                             .set_pmd(pmd_start, Pmd::Huge(h));
                     }
-                    Pmd::Table(_) => {
+                    PmdView::Table => {
                         let mut a = lo;
                         while a < hi {
                             self.copy_pte(parent, child, a, cow);

@@ -9,7 +9,7 @@ use crate::filemap::CacheEntry;
 use crate::folio::{Folio, FolioId, FolioOwner};
 use crate::kernel::{Kernel, Pid};
 use crate::memory::Access;
-use crate::page_table::{HugePmd, Pmd, PresentPte, Pte};
+use crate::page_table::{HugePmd, Pmd, PmdView, PresentPte, Pte};
 use crate::rmap::{self, RmapFlags};
 use crate::swap::SwapEntry;
 use crate::thp_settings::ThpEnabled;
@@ -215,7 +215,7 @@ impl Kernel {
     /// its only user, else split the PMD and let the PTE-level fault copy one page.
     pub(crate) fn do_huge_pmd_wp_page(&mut self, pid: Pid, addr: u64) -> Result<(), Errno> {
         let haddr = pmd_align_down(addr);
-        let Pmd::Huge(h) = self.mm(pid)?.page_table.pmd(addr).clone() else {
+        let PmdView::Huge(h) = self.mm(pid)?.page_table.pmd_view(addr) else {
             unreachable!("caller saw a huge PMD")
         };
         if self.folio(h.folio).is_anon() {
@@ -304,21 +304,21 @@ impl Kernel {
         let haddr = pmd_align_down(haddr);
         let mm = self.mms.get_mut(&pid).expect("live process");
         let mm_id = mm.mm_id;
-        match mm.page_table.pmd(haddr).clone() {
-            Pmd::HugeZero => {
+        match mm.page_table.pmd_view(haddr) {
+            PmdView::HugeZero => {
                 mm.page_table.set_pmd(
                     haddr,
-                    Pmd::Table(Box::new([Pte::Zero { young: true }; HPAGE_PMD_NR])),
+                    Pmd::Table(crate::page_table::new_table(Pte::Zero { young: true })),
                 );
             }
-            Pmd::Huge(h) => {
+            PmdView::Huge(h) => {
                 self.vmstat.thp_split_pmd += 1;
                 let tracking = self.profile.mm_id;
                 if !self.folio(h.folio).is_anon() {
                     self.zap_huge_pmd(pid, haddr);
                     return;
                 }
-                let mut table = Box::new([Pte::None; HPAGE_PMD_NR]);
+                let mut table = crate::page_table::new_table(Pte::None);
                 for (i, pte) in table.iter_mut().enumerate() {
                     *pte = Pte::Present(PresentPte {
                         folio: h.folio,
@@ -343,7 +343,7 @@ impl Kernel {
                 rmap::folio_add_rmap_ptes(f, 0, HPAGE_PMD_NR, mm_id, flags, tracking);
                 rmap::folio_remove_rmap_pmd(f, mm_id, tracking);
             }
-            Pmd::None | Pmd::Table(_) => {}
+            PmdView::None | PmdView::Table => {}
         }
     }
 
@@ -353,7 +353,7 @@ impl Kernel {
         let folio = self.folio(id);
         let nr = folio.nr_pages() as u64;
         let mut hits = Vec::new();
-        for (&pid, mm) in &self.mms {
+        for (pid, mm) in self.mms.iter() {
             for vma in mm.vmas.iter() {
                 let relevant = match folio.owner {
                     FolioOwner::Anon { anon_vma, .. } => vma.anon_vma == Some(anon_vma),

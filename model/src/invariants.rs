@@ -50,7 +50,7 @@ impl Kernel {
         let mut swap_refs: BTreeMap<SwapEntry, u32> = BTreeMap::new();
         let mut exclusive_swap: Vec<(Pid, u64, SwapEntry)> = Vec::new();
 
-        for (&pid, mm) in &self.mms {
+        for (pid, mm) in self.mms.iter() {
             self.check_vmas(pid, &mut errs);
             for (pmd_start, pmd) in mm.page_table.iter() {
                 match pmd {
@@ -332,7 +332,7 @@ impl Kernel {
 
         // MM-IDs are unique.
         let mut ids = BTreeSet::new();
-        for (&pid, mm) in &self.mms {
+        for (pid, mm) in self.mms.iter() {
             if !ids.insert(mm.mm_id) {
                 errs.push(format!("pid {pid}: mm_id {} used twice", mm.mm_id));
             }

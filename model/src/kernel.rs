@@ -3,7 +3,7 @@
 //! [`Kernel`], defined in the module named after the kernel code it mirrors (faults in
 //! `memory`, THP paths in `huge_memory`, madvise in `madvise`, ...).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use crate::errno::Errno;
 use crate::filemap::{Inode, InodeId};
@@ -40,7 +40,7 @@ pub struct Kernel {
     pub profile: KernelProfile,
     pub thp: ThpSettings,
     pub folios: FolioStore,
-    pub(crate) mms: BTreeMap<Pid, Mm>,
+    pub(crate) mms: crate::mm::MmTable,
     pub(crate) inodes: Vec<Inode>,
     pub(crate) swap: Option<SwapDevice>,
     pub vmstat: VmStat,
@@ -68,7 +68,7 @@ impl Kernel {
             profile,
             thp: ThpSettings::default(),
             folios: FolioStore::default(),
-            mms: BTreeMap::new(),
+            mms: Default::default(),
             inodes: Vec::new(),
             swap: None,
             vmstat: VmStat::default(),
@@ -116,7 +116,7 @@ impl Kernel {
 
     /// Live process ids, in order.
     pub fn pids(&self) -> Vec<Pid> {
-        self.mms.keys().copied().collect()
+        self.mms.keys().collect()
     }
 
     /// The MM of `pid` (ESRCH is reported as EINVAL: the model has no signals).
@@ -130,7 +130,7 @@ impl Kernel {
 
     /// Iterates every MM with its pid.
     pub fn mms(&self) -> impl Iterator<Item = (Pid, &Mm)> {
-        self.mms.iter().map(|(p, m)| (*p, m))
+        self.mms.iter()
     }
 
     /// The VMA containing `addr` in `pid`.

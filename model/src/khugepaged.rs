@@ -226,8 +226,7 @@ impl Kernel {
             Pmd::Huge(_) | Pmd::HugeZero => ScanResult::PmdMapped,
             Pmd::Table(_) => ScanResult::Succeed,
             Pmd::None => {
-                let pud = haddr & !((1u64 << 30) - 1);
-                if pt.pmds_in(pud, pud + (1 << 30)).next().is_some() {
+                if pt.pud_present(haddr) {
                     ScanResult::PmdNone
                 } else {
                     ScanResult::PmdNull
@@ -687,7 +686,7 @@ impl Kernel {
     /// 2 MiB.
     fn retract_page_tables(&mut self, inode: InodeId, pgoff: u64) {
         let mut targets = Vec::new();
-        for (&pid, mm) in &self.mms {
+        for (pid, mm) in self.mms.iter() {
             for vma in mm.vmas.iter() {
                 if vma.inode() != Some(inode) || vma.anon_vma.is_some() {
                     continue;

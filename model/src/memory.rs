@@ -7,12 +7,19 @@ use crate::filemap::CacheEntry;
 use crate::folio::{FolioId, FolioOwner};
 use crate::huge_memory::TvaType;
 use crate::kernel::{Kernel, Pid};
-use crate::page_table::{Mapping, Pmd, PresentPte, Pte};
+use crate::page_table::{Pmd, PmdView, PresentPte, Pte};
 use crate::profile::LargeFolioCowReuse;
 use crate::rmap::{self, RmapFlags};
 use crate::swap::SwapEntry;
 use crate::vma::{VmFlags, Vma, VmaBacking};
-use crate::{pmd_align_down, PAGE_SIZE};
+use crate::{pmd_align_down, pte_index, PAGE_SIZE};
+
+/// What one access found.
+enum Hit {
+    Page(FolioId, usize),
+    ZeroPage,
+    Fault,
+}
 
 /// Whether a fault reads or writes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -26,79 +33,102 @@ impl Kernel {
     /// CPU would (EFAULT stands for SIGSEGV).
     pub fn write(&mut self, pid: Pid, addr: u64, value: u64) -> Result<(), Errno> {
         for _ in 0..4 {
-            if let Some((folio, page)) = self.translate(pid, addr, Access::Write)? {
-                self.mark_accessed(pid, addr, Access::Write);
-                self.folios.folio_mut(folio).pages[page].data = value;
-                return Ok(());
+            match self.access(pid, addr, Access::Write)? {
+                Hit::Page(folio, page) => {
+                    self.folios.folio_mut(folio).pages[page].data = value;
+                    return Ok(());
+                }
+                Hit::ZeroPage | Hit::Fault => self.handle_mm_fault(pid, addr, Access::Write)?,
             }
-            self.handle_mm_fault(pid, addr, Access::Write)?;
         }
         panic!("model bug: write at {addr:#x} still faults after handling the fault")
+    }
+
+    /// Writes `value(i)` into page `i` of the `n` pages from `addr`, as a loop of stores would,
+    /// with the same faults; stores into a writable PMD mapping are done a PMD at a time.
+    /// On a fault it cannot resolve, returns the page index and the error.
+    pub fn write_pages(
+        &mut self,
+        pid: Pid,
+        addr: u64,
+        n: u64,
+        value: impl Fn(u64) -> u64,
+    ) -> Result<(), (u64, Errno)> {
+        let mut i = 0;
+        while i < n {
+            let a = addr + i * PAGE_SIZE;
+            // Fast path: the rest of this PMD is one writable huge mapping.
+            let mm = self.mms.get_mut(&pid).ok_or((i, Errno::EINVAL))?;
+            let vma_ok = mm
+                .vmas
+                .find(a)
+                .is_some_and(|v| v.flags.contains(VmFlags::WRITE));
+            if let (true, Some(Pmd::Huge(h))) = (vma_ok, mm.page_table.pmd_mut(a)) {
+                if h.write {
+                    h.young = true;
+                    h.dirty = true;
+                    let folio = h.folio;
+                    let first = pte_index(a);
+                    let count = ((crate::HPAGE_PMD_NR - first) as u64).min(n - i);
+                    let f = self.folios.folio_mut(folio);
+                    for k in 0..count {
+                        f.pages[first + k as usize].data = value(i + k);
+                    }
+                    i += count;
+                    continue;
+                }
+            }
+            self.write(pid, a, value(i)).map_err(|e| (i, e))?;
+            i += 1;
+        }
+        Ok(())
     }
 
     /// Reads the contents of the page at `addr`, faulting as the CPU would.
     pub fn read(&mut self, pid: Pid, addr: u64) -> Result<u64, Errno> {
         for _ in 0..4 {
-            match self.mm(pid)?.page_table.lookup(addr) {
-                Mapping::HugeZero | Mapping::Pte(Pte::Zero { .. }) => {
-                    self.mark_accessed(pid, addr, Access::Read);
-                    return Ok(0);
-                }
-                _ => {}
+            match self.access(pid, addr, Access::Read)? {
+                Hit::Page(folio, page) => return Ok(self.folio(folio).pages[page].data),
+                Hit::ZeroPage => return Ok(0),
+                Hit::Fault => self.handle_mm_fault(pid, addr, Access::Read)?,
             }
-            if let Some((folio, page)) = self.translate(pid, addr, Access::Read)? {
-                self.mark_accessed(pid, addr, Access::Read);
-                return Ok(self.folio(folio).pages[page].data);
-            }
-            self.handle_mm_fault(pid, addr, Access::Read)?;
         }
         panic!("model bug: read at {addr:#x} still faults after handling the fault")
     }
 
-    /// The folio page `addr` resolves to without faulting, if the access is allowed as is.
-    fn translate(
-        &self,
-        pid: Pid,
-        addr: u64,
-        access: Access,
-    ) -> Result<Option<(FolioId, usize)>, Errno> {
-        let mm = self.mm(pid)?;
+    /// What the MMU does for one access: the permission check, the walk, and setting the
+    /// accessed (and, for writes, dirty) bit of the entry that satisfies it.
+    fn access(&mut self, pid: Pid, addr: u64, access: Access) -> Result<Hit, Errno> {
+        let mm = self.mms.get_mut(&pid).ok_or(Errno::EINVAL)?;
         let vma = mm.vmas.find(addr).ok_or(Errno::EFAULT)?;
         check_access(vma, access)?;
-        Ok(match mm.page_table.lookup(addr) {
-            Mapping::PmdMapped { pmd, page } if access == Access::Read || pmd.write => {
-                Some((pmd.folio, page))
+        let write = access == Access::Write;
+        Ok(match mm.page_table.pmd_mut(addr) {
+            Some(Pmd::Huge(h)) if !write || h.write => {
+                h.young = true;
+                h.dirty |= write;
+                Hit::Page(h.folio, pte_index(addr))
             }
-            Mapping::Pte(Pte::Present(p)) if access == Access::Read || p.write => {
-                Some((p.folio, p.page as usize))
-            }
-            _ => None,
+            Some(Pmd::HugeZero) if !write => Hit::ZeroPage,
+            Some(Pmd::Table(t)) => match &mut t[pte_index(addr)] {
+                Pte::Present(p) if !write || p.write => {
+                    p.young = true;
+                    p.dirty |= write;
+                    Hit::Page(p.folio, p.page as usize)
+                }
+                Pte::Zero { young } if !write => {
+                    *young = true;
+                    Hit::ZeroPage
+                }
+                _ => Hit::Fault,
+            },
+            _ => Hit::Fault,
         })
     }
 
     /// The hardware setting accessed/dirty bits on a successful access.
     fn mark_accessed(&mut self, pid: Pid, addr: u64, access: Access) {
-        let mm = self.mms.get_mut(&pid).expect("checked by translate");
-        let dirty = access == Access::Write;
-        match mm.page_table.pmd(addr).clone() {
-            Pmd::Huge(mut h) => {
-                h.young = true;
-                h.dirty |= dirty;
-                mm.page_table.set_pmd(addr, Pmd::Huge(h));
-            }
-            Pmd::Table(_) => match mm.page_table.pte(addr) {
-                Pte::Present(mut p) => {
-                    p.young = true;
-                    p.dirty |= dirty;
-                    mm.page_table.set_pte(addr, Pte::Present(p));
-                }
-                Pte::Zero { .. } => {
-                    mm.page_table.set_pte(addr, Pte::Zero { young: true });
-                }
-                _ => {}
-            },
-            _ => {}
-        }
+        let _ = self.access(pid, addr, access);
     }
 
     /// `handle_mm_fault`: resolves one fault at `addr`.
@@ -111,9 +141,9 @@ impl Kernel {
             .cloned()
             .ok_or(Errno::EFAULT)?;
         check_access(&vma, access)?;
-        let pmd = self.mm(pid)?.page_table.pmd(addr).clone();
+        let pmd = self.mm(pid)?.page_table.pmd_view(addr);
         match pmd {
-            Pmd::None => {
+            PmdView::None => {
                 if vma.is_anonymous()
                     && self.thp_vma_allowable_order(
                         pid,
@@ -127,7 +157,7 @@ impl Kernel {
                 }
                 self.handle_pte_fault(pid, &vma, addr, access)
             }
-            Pmd::Huge(h) => {
+            PmdView::Huge(h) => {
                 if access == Access::Write && !h.write {
                     self.do_huge_pmd_wp_page(pid, addr)
                 } else {
@@ -135,14 +165,14 @@ impl Kernel {
                     Ok(())
                 }
             }
-            Pmd::HugeZero => {
+            PmdView::HugeZero => {
                 if access == Access::Write {
                     self.do_huge_zero_wp_pmd(pid, &vma, addr)
                 } else {
                     Ok(())
                 }
             }
-            Pmd::Table(_) => self.handle_pte_fault(pid, &vma, addr, access),
+            PmdView::Table => self.handle_pte_fault(pid, &vma, addr, access),
         }
     }
 
@@ -632,24 +662,46 @@ impl Kernel {
     /// or the swap entry.
     pub(crate) fn zap_pte(&mut self, pid: Pid, addr: u64) {
         let mm = self.mms.get_mut(&pid).expect("live process");
-        let mm_id = mm.mm_id;
-        let old = match mm.page_table.pmd(addr) {
-            Pmd::Table(_) => mm.page_table.set_pte(addr, Pte::None),
-            Pmd::None => return,
+        let old = match mm.page_table.pmd_mut(addr) {
+            Some(Pmd::Table(t)) => std::mem::take(&mut t[pte_index(addr)]),
+            None | Some(Pmd::None) => return,
             _ => panic!("model bug: zap_pte under a huge PMD"),
         };
-        match old {
-            Pte::None | Pte::Zero { .. } => {}
-            Pte::Present(p) => {
-                let tracking = self.profile.mm_id;
-                let f = self.folios.folio_mut(p.folio);
-                rmap::folio_remove_rmap_ptes(f, p.page as usize, 1, mm_id, tracking);
-                if p.dirty {
-                    f.dirty = true;
+        self.release_ptes(pid, &[old]);
+    }
+
+    /// Drops what zapped PTEs held: rmap and references of present pages (batched over
+    /// consecutive pages of one folio, as `zap_present_ptes` does), swap entries.
+    fn release_ptes(&mut self, pid: Pid, old: &[Pte]) {
+        let mm_id = self.mms[&pid].mm_id;
+        let tracking = self.profile.mm_id;
+        let mut i = 0;
+        while i < old.len() {
+            match old[i] {
+                Pte::None | Pte::Zero { .. } => i += 1,
+                Pte::Swap { entry, .. } => {
+                    self.free_swap_and_cache(entry);
+                    i += 1;
                 }
-                self.folio_put_refs(p.folio, 1);
+                Pte::Present(p) => {
+                    let mut nr = 1;
+                    let mut dirty = p.dirty;
+                    while let Some(Pte::Present(q)) = old.get(i + nr) {
+                        if q.folio != p.folio || q.page as usize != p.page as usize + nr {
+                            break;
+                        }
+                        dirty |= q.dirty;
+                        nr += 1;
+                    }
+                    let f = self.folios.folio_mut(p.folio);
+                    rmap::folio_remove_rmap_ptes(f, p.page as usize, nr, mm_id, tracking);
+                    if dirty {
+                        f.dirty = true;
+                    }
+                    self.folio_put_refs(p.folio, nr as i32);
+                    i += nr;
+                }
             }
-            Pte::Swap { entry, .. } => self.free_swap_and_cache(entry),
         }
     }
 
@@ -677,11 +729,18 @@ impl Kernel {
             if !matches!(self.mms[&pid].page_table.pmd(pmd_start), Pmd::Table(_)) {
                 continue;
             }
-            let mut a = lo;
-            while a < hi {
-                self.zap_pte(pid, a);
-                a += PAGE_SIZE;
+            let table = self
+                .mms
+                .get_mut(&pid)
+                .expect("live")
+                .page_table
+                .table_mut(pmd_start);
+            let (first, last) = (pte_index(lo), pte_index(hi - 1));
+            let mut old = [Pte::None; crate::HPAGE_PMD_NR];
+            for (dst, src) in old.iter_mut().zip(table[first..=last].iter_mut()) {
+                *dst = std::mem::take(src);
             }
+            self.release_ptes(pid, &old[..=last - first]);
         }
     }
 }

@@ -4,7 +4,7 @@
 use crate::errno::Errno;
 use crate::kernel::{Kernel, Pid};
 use crate::page_table::{Pmd, Pte};
-use crate::{pmd_align_down, HPAGE_PMD_SIZE, PAGE_SIZE};
+use crate::{pmd_align_down, pte_index, HPAGE_PMD_SIZE, PAGE_SIZE};
 
 /// mremap flags.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -160,13 +160,19 @@ impl Kernel {
             }
             let mm = self.mms.get_mut(&pid).expect("live");
             if matches!(mm.page_table.pmd(old), Pmd::Table(_)) {
-                let mut a = 0;
-                while a < extent {
-                    let pte = mm.page_table.set_pte(old + a, Pte::None);
-                    if !pte.is_none() {
-                        mm.page_table.set_pte(new + a, pte);
+                // move_ptes: take the source entries, then store them at the destination.
+                let n = (extent / PAGE_SIZE) as usize;
+                let src = pte_index(old);
+                let moved: Vec<Pte> = mm.page_table.table_mut(old)[src..src + n]
+                    .iter_mut()
+                    .map(std::mem::take)
+                    .collect();
+                if moved.iter().any(|p| !p.is_none()) {
+                    let dst = pte_index(new);
+                    let table = mm.page_table.table_mut(new);
+                    for (slot, pte) in table[dst..dst + n].iter_mut().zip(moved) {
+                        *slot = pte;
                     }
-                    a += PAGE_SIZE;
                 }
             }
             off += extent;

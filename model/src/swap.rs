@@ -20,25 +20,37 @@ pub struct SwapSlot {
     pub data: u64,
 }
 
-/// The active swap device, if any.
+/// The active swap device, if any. Slots are materialised as they are first handed out, so
+/// a large, mostly idle device costs nothing.
 #[derive(Clone, Debug, Default)]
 pub struct SwapDevice {
-    slots: Vec<SwapSlot>,
     /// Slot 0 is the header page of a swapfile and never handed out, as in the kernel.
+    slots: Vec<SwapSlot>,
+    /// Pages of the device, header included.
+    pages: usize,
     in_use: usize,
+    /// No free slot lies below this index (keeps allocation from rescanning used slots).
+    low_free: usize,
 }
 
 impl SwapDevice {
     /// `swapon` of a device with `pages` pages (including the header page).
     pub fn new(pages: usize) -> SwapDevice {
-        let mut slots = vec![SwapSlot::default(); pages.max(1)];
-        slots[0].used = true;
-        SwapDevice { slots, in_use: 0 }
+        let header = SwapSlot {
+            used: true,
+            ..SwapSlot::default()
+        };
+        SwapDevice {
+            slots: vec![header],
+            pages: pages.max(1),
+            in_use: 0,
+            low_free: 1,
+        }
     }
 
     /// Total usable pages.
     pub fn capacity(&self) -> usize {
-        self.slots.len() - 1
+        self.pages - 1
     }
 
     /// Pages in use.
@@ -49,8 +61,13 @@ impl SwapDevice {
     /// `folio_alloc_swap`: `nr` contiguous, naturally aligned slots (a THP needs a free
     /// cluster, otherwise the caller splits it), lowest first for determinism.
     pub fn alloc(&mut self, nr: usize) -> Option<SwapEntry> {
-        let mut base = nr.max(1);
-        while base + nr <= self.slots.len() {
+        let nr = nr.max(1);
+        // The first naturally aligned block at or above the lowest free slot.
+        let mut base = self.low_free.div_ceil(nr).max(1) * nr;
+        while base + nr <= self.pages {
+            if base + nr > self.slots.len() {
+                self.slots.resize(base + nr, SwapSlot::default());
+            }
             if self.slots[base..base + nr].iter().all(|s| !s.used) {
                 for s in &mut self.slots[base..base + nr] {
                     *s = SwapSlot {
@@ -59,6 +76,12 @@ impl SwapDevice {
                     };
                 }
                 self.in_use += nr;
+                if base == self.low_free {
+                    self.low_free = base + nr;
+                    while self.slots.get(self.low_free).is_some_and(|s| s.used) {
+                        self.low_free += 1;
+                    }
+                }
                 return Some(SwapEntry(base as u32));
             }
             base += nr;
@@ -85,6 +108,7 @@ impl SwapDevice {
         if slot.used && slot.count == 0 && slot.cache.is_none() {
             *slot = SwapSlot::default();
             self.in_use -= 1;
+            self.low_free = self.low_free.min(entry.0 as usize);
             true
         } else {
             false

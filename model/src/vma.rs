@@ -2,7 +2,6 @@
 //! ranges of an address space with their flags and backing, split and merged on ranged
 //! operations the way the kernel does.
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::ops::{BitAnd, BitOr, BitOrAssign, Not};
 
@@ -187,37 +186,41 @@ impl Vma {
     }
 }
 
-/// The VMAs of one MM, keyed by start address.
+/// The VMAs of one MM, sorted by start address (a VMA count is small; binary search beats a
+/// tree walk on the per-access lookup).
 #[derive(Clone, Debug, Default)]
 pub struct VmaTree {
-    vmas: BTreeMap<u64, Vma>,
+    vmas: Vec<Vma>,
 }
 
 impl VmaTree {
+    /// Index of the VMA containing `addr`.
+    fn index_of(&self, addr: u64) -> Option<usize> {
+        let i = self
+            .vmas
+            .partition_point(|v| v.start <= addr)
+            .checked_sub(1)?;
+        self.vmas[i].contains(addr).then_some(i)
+    }
+
+    /// Index of the VMA starting exactly at `start`.
+    fn index_at(&self, start: u64) -> Option<usize> {
+        self.vmas.binary_search_by_key(&start, |v| v.start).ok()
+    }
+
     /// `find_vma`-style lookup of the VMA containing `addr`.
     pub fn find(&self, addr: u64) -> Option<&Vma> {
-        self.vmas
-            .range(..=addr)
-            .next_back()
-            .map(|(_, v)| v)
-            .filter(|v| v.contains(addr))
+        self.index_of(addr).map(|i| &self.vmas[i])
     }
 
     pub fn find_mut(&mut self, addr: u64) -> Option<&mut Vma> {
-        self.vmas
-            .range_mut(..=addr)
-            .next_back()
-            .map(|(_, v)| v)
-            .filter(|v| v.contains(addr))
+        self.index_of(addr).map(|i| &mut self.vmas[i])
     }
 
     /// VMAs intersecting `[start, end)`, in order.
     pub fn overlapping(&self, start: u64, end: u64) -> impl Iterator<Item = &Vma> {
-        let first = self.find(start).map(|v| v.start).unwrap_or(start);
-        self.vmas
-            .range(first..end)
-            .map(|(_, v)| v)
-            .filter(move |v| v.end > start)
+        let first = self.vmas.partition_point(|v| v.end <= start);
+        self.vmas[first..].iter().take_while(move |v| v.start < end)
     }
 
     /// Whether `[start, end)` is entirely covered by VMAs without holes.
@@ -236,61 +239,56 @@ impl VmaTree {
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Vma> {
-        self.vmas.values()
+        self.vmas.iter()
     }
 
     pub fn insert(&mut self, vma: Vma) {
         debug_assert!(self.overlapping(vma.start, vma.end).next().is_none());
-        self.vmas.insert(vma.start, vma);
+        let at = self.vmas.partition_point(|v| v.start < vma.start);
+        self.vmas.insert(at, vma);
     }
 
     pub fn remove(&mut self, start: u64) -> Option<Vma> {
-        self.vmas.remove(&start)
+        self.index_at(start).map(|i| self.vmas.remove(i))
     }
 
     /// Splits the VMA containing `addr` so that a VMA starts at `addr` (`split_vma`). Returns
     /// true if a split happened. The caller splits any PMD straddling `addr` first.
     pub fn split_at(&mut self, addr: u64) -> bool {
-        let Some(vma) = self.find(addr).cloned() else {
+        let Some(i) = self.index_of(addr) else {
             return false;
         };
-        if vma.start == addr {
+        if self.vmas[i].start == addr {
             return false;
         }
-        let mut tail = vma.clone();
+        let mut tail = self.vmas[i].clone();
         tail.start = addr;
-        tail.pgoff = vma.linear_page_index(addr);
-        self.vmas.get_mut(&vma.start).expect("vma present").end = addr;
-        self.vmas.insert(addr, tail);
+        tail.pgoff = self.vmas[i].linear_page_index(addr);
+        self.vmas[i].end = addr;
+        self.vmas.insert(i + 1, tail);
         true
     }
 
     /// Merges the VMA starting at `start` with its neighbours where the kernel would
     /// (`vma_merge_existing_range` / `vma_merge_new_range`). Returns the start of the result.
     pub fn try_merge(&mut self, start: u64) -> u64 {
-        let mut start = start;
-        // With the previous VMA.
-        if let Some(prev) = self.vmas.range(..start).next_back().map(|(_, v)| v.clone()) {
-            let cur = self.vmas[&start].clone();
-            if prev.can_merge_with_next(&cur) {
-                self.vmas.remove(&start);
-                let p = self.vmas.get_mut(&prev.start).expect("prev present");
-                p.end = cur.end;
-                p.anon_vma = p.anon_vma.or(cur.anon_vma);
-                start = prev.start;
-            }
+        let Some(mut i) = self.index_at(start) else {
+            return start;
+        };
+        if i > 0 && self.vmas[i - 1].can_merge_with_next(&self.vmas[i]) {
+            let cur = self.vmas.remove(i);
+            i -= 1;
+            let p = &mut self.vmas[i];
+            p.end = cur.end;
+            p.anon_vma = p.anon_vma.or(cur.anon_vma);
         }
-        // With the next VMA.
-        let cur = self.vmas[&start].clone();
-        if let Some(next) = self.vmas.get(&cur.end).cloned() {
-            if cur.can_merge_with_next(&next) {
-                self.vmas.remove(&next.start);
-                let c = self.vmas.get_mut(&start).expect("cur present");
-                c.end = next.end;
-                c.anon_vma = c.anon_vma.or(next.anon_vma);
-            }
+        if i + 1 < self.vmas.len() && self.vmas[i].can_merge_with_next(&self.vmas[i + 1]) {
+            let next = self.vmas.remove(i + 1);
+            let c = &mut self.vmas[i];
+            c.end = next.end;
+            c.anon_vma = c.anon_vma.or(next.anon_vma);
         }
-        start
+        self.vmas[i].start
     }
 
     pub fn len(&self) -> usize {

@@ -7,7 +7,7 @@ use crate::filemap::CacheEntry;
 use crate::folio::{Folio, FolioId, FolioOwner};
 use crate::huge_memory::RmapHit;
 use crate::kernel::{Kernel, Pid};
-use crate::page_table::{Pmd, Pte};
+use crate::page_table::{Pmd, PmdView, Pte};
 use crate::profile::SharingPredicate;
 use crate::rmap;
 use crate::swap::SwapEntry;
@@ -45,9 +45,9 @@ impl Kernel {
         for pmd_start in pmds {
             let lo = start.max(pmd_start);
             let hi = end.min(pmd_start + HPAGE_PMD_SIZE);
-            match self.mms[&pid].page_table.pmd(pmd_start).clone() {
-                Pmd::None | Pmd::HugeZero => continue,
-                Pmd::Huge(mut h) => {
+            match self.mms[&pid].page_table.pmd_view(pmd_start) {
+                PmdView::None | PmdView::HugeZero => continue,
+                PmdView::Huge(mut h) => {
                     if self.reclaim_sees_shared(self.folio(h.folio)) {
                         continue;
                     }
@@ -66,7 +66,7 @@ impl Kernel {
                     }
                     self.split_folio(h.folio);
                 }
-                Pmd::Table(_) => {}
+                PmdView::Table => {}
             }
             let mut a = lo;
             while a < hi {

@@ -182,3 +182,31 @@ fn faults_outside_vmas_or_without_permission_are_efault() {
     assert_eq!(s.k.write(p, BASE, 1), Err(model::Errno::EFAULT));
     assert_eq!(s.read(p, BASE), 0);
 }
+
+#[test]
+fn write_pages_matches_a_loop_of_writes() {
+    // The batched store used by fill_memory must leave exactly the state single stores do.
+    let build = |batched: bool| {
+        let mut s = Sys::v618();
+        let p = s.p;
+        s.mmap_anon(p, BASE, 3 * PMD);
+        s.madvise(p, BASE + PMD, PMD, Advice::HugePage).unwrap();
+        let n = 3 * 512 - 7;
+        if batched {
+            s.step("write_pages", |k| {
+                k.write_pages(p, BASE + PAGE, n, |i| i * 3)
+            })
+            .unwrap();
+        } else {
+            for i in 0..n {
+                s.write(p, BASE + PAGE + i * PAGE, i * 3);
+            }
+        }
+        let map: Vec<_> = (0..3 * 512)
+            .map(|i| s.k.pagemap(p, BASE + i * PAGE).unwrap())
+            .collect();
+        let data: Vec<u64> = (0..3 * 512).map(|i| s.read(p, BASE + i * PAGE)).collect();
+        (map, data, s.k.smaps(p, BASE).unwrap())
+    };
+    assert_eq!(build(true), build(false));
+}

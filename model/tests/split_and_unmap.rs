@@ -227,6 +227,18 @@ fn collapse_compound_extreme_construction() {
         });
         assert_eq!(r, Ok(BASE - (i + 1) * PAGE));
     }
+    assert_eq!(
+        s.k.mm(p).unwrap().vmas.len(),
+        1,
+        "{:?}",
+        s.k.mm(p)
+            .unwrap()
+            .vmas
+            .iter()
+            .map(|v| (v.start, v.end))
+            .collect::<Vec<_>>()
+            .len()
+    );
     // The selftest then unmaps [BASE, BASE + 2M): what is left is [BASE - 2M, BASE).
     s.step("munmap", |k| k.munmap(p, BASE, PMD)).unwrap();
     let area = BASE - PMD;

@@ -1,0 +1,52 @@
+//! Runs one catalogue case many times on the model, for profiling: `cargo run --release
+//! -p harness --example profile_case -- <case id> [iterations]`.
+
+use harness::catalogue::{Context, DirKind, Env, FileInfo, MemType};
+use harness::cli::{select_cases, BackendChoice, Options};
+use harness::model_backend::ModelBackend;
+use harness::report::Format;
+use harness::runner::run_case;
+use model::KernelProfile;
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some(id) = args.first() else {
+        eprintln!("usage: profile_case <case id, e.g. khugepaged:anon/collapse_full, or all> [iterations]");
+        std::process::exit(2);
+    };
+    let n: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(10);
+    let opts = Options {
+        anon_order: 0,
+        contexts: Context::ALL.to_vec(),
+        mems: MemType::ALL.to_vec(),
+        dir: None,
+        backend: BackendChoice::Model,
+        profile: None,
+        format: Format::Kernel,
+        read_only_thp_for_fs: false,
+    };
+    let env = Env {
+        anon_order: 0,
+        finfo: Some(FileInfo::new(
+            "/model-tmpfs",
+            DirKind::Tmpfs {
+                huge: "advise".into(),
+            },
+        )),
+    };
+    let cases: Vec<_> = select_cases(&opts)
+        .into_iter()
+        .filter(|c| id == "all" || &c.id() == id)
+        .collect();
+    if cases.is_empty() {
+        eprintln!("no case {id}");
+        std::process::exit(2);
+    }
+    for _ in 0..n {
+        for case in &cases {
+            let mut b = ModelBackend::new(KernelProfile::v6_18());
+            b.dir = env.finfo.as_ref().map(|f| f.kind.clone());
+            run_case(&mut b, &env, case);
+        }
+    }
+}
