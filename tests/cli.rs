@@ -1,0 +1,141 @@
+//! The khugepaged command line: usage errors, output formats, exit codes.
+
+use std::process::Command;
+
+fn khugepaged(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_khugepaged"))
+        .args(args)
+        .output()
+        .expect("run khugepaged");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn usage_errors_are_one_line_and_exit_2() {
+    for (args, needle) in [
+        (vec!["bogus"], "expected <context>:<mem_type>"),
+        (vec!["sometimes:anon"], "context \"sometimes\""),
+        (vec!["all:bytes"], "mem_type \"bytes\""),
+        (vec!["all:file"], "need a [dir] argument"),
+        (vec!["-s", "12"], "-s 12"),
+        (vec!["--backend", "vm"], "--backend vm"),
+        (vec!["--profile", "5.4"], "--profile 5.4"),
+        (vec!["--format", "json"], "--format json"),
+        (vec!["--frobnicate"], "unknown option --frobnicate"),
+        (
+            vec!["all:file", "/nonexistent-dir-for-test"],
+            "/nonexistent-dir-for-test",
+        ),
+    ] {
+        let (code, stdout, stderr) = khugepaged(&args);
+        assert_eq!(code, 2, "{args:?}: {stderr}");
+        assert!(stdout.is_empty(), "{args:?} printed {stdout}");
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn help_prints_the_selftest_usage() {
+    let (code, stdout, _) = khugepaged(&["-h"]);
+    assert_eq!(code, 0);
+    assert!(stdout.contains("Usage: khugepaged [OPTIONS] <test type> [dir]"));
+    assert!(stdout.contains("<mem_type>\t: [all|anon|file|shmem]"));
+}
+
+#[test]
+fn default_run_prints_the_selftest_lines() {
+    let (code, stdout, _) = khugepaged(&[]);
+    assert_eq!(code, 0, "{stdout}");
+    assert!(stdout.starts_with(
+        "Save THP and khugepaged settings... OK\nAllocate huge page on fault... OK\n"
+    ));
+    assert!(stdout.contains("\nRun test: collapse_max_ptes_shared (khugepaged:anon)\n"));
+    assert!(stdout.contains("Trigger CoW on page 255 of 512... OK\n"));
+    assert!(stdout.contains("Maybe collapse with max_ptes_shared exceeded.... OK\n"));
+    assert!(stdout.ends_with("Restore THP and khugepaged settings... OK\n"));
+    assert!(
+        !stdout.contains("\x1b["),
+        "no colour when stdout is not a terminal"
+    );
+    // No arguments: anon only, both contexts (25 tests plus alloc_at_fault).
+    assert_eq!(stdout.matches("Run test:").count(), 25);
+}
+
+#[test]
+fn ktap_output_has_a_plan_results_and_totals() {
+    let (code, stdout, _) = khugepaged(&["--format", "ktap", "madvise:anon"]);
+    assert_eq!(code, 0, "{stdout}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines[0], "KTAP version 1");
+    let plan: usize = lines[1]
+        .strip_prefix("1..")
+        .expect("plan line")
+        .parse()
+        .unwrap();
+    let results: Vec<&&str> = lines
+        .iter()
+        .filter(|l| l.starts_with("ok ") || l.starts_with("not ok "))
+        .collect();
+    assert_eq!(results.len(), plan);
+    assert_eq!(*results[0], "ok 1 alloc_at_fault");
+    assert!(results
+        .iter()
+        .any(|l| l.ends_with("collapse_fork (madvise:anon)")));
+    assert!(
+        lines.contains(&"# Collapse PTE table with single page shared with parent process... OK")
+    );
+    assert_eq!(
+        *lines.last().unwrap(),
+        format!("# Totals: pass:{plan} fail:0 xfail:0 xpass:0 skip:0 error:0")
+    );
+}
+
+#[test]
+fn file_cases_skip_with_the_reason_outside_tmpfs() {
+    let dir = std::env::temp_dir();
+    let (code, stdout, _) =
+        khugepaged(&["--format", "ktap", "khugepaged:file", dir.to_str().unwrap()]);
+    if stdout.contains("# SKIP") {
+        assert_eq!(code, 0, "alloc_at_fault passed, the rest skipped: {stdout}");
+        assert!(stdout.contains("CONFIG_READ_ONLY_THP_FOR_FS"), "{stdout}");
+    }
+}
+
+#[test]
+fn mthp_order_makes_anon_faults_use_that_size() {
+    use harness::catalogue::{test_table, Env};
+    use harness::model_backend::ModelBackend;
+    use harness::runner::{run_case, Case, Outcome};
+    let entry = test_table()
+        .into_iter()
+        .find(|e| {
+            e.name == "collapse_max_ptes_none"
+                && e.context.name() == "khugepaged"
+                && e.mem.name() == "anon"
+        })
+        .unwrap();
+    let mut faults = Vec::new();
+    for order in [0u8, 2] {
+        let mut b = ModelBackend::new(model::KernelProfile::v6_18());
+        let env = Env {
+            anon_order: order,
+            finfo: None,
+        };
+        let r = run_case(&mut b, &env, &Case::Test(entry));
+        assert_eq!(r.outcome, Outcome::Pass, "-s {order}: {:?}", r.steps);
+        faults.push(b.k.vmstat.thp_fault_alloc);
+        assert_eq!(
+            b.k.thp.anon_orders[2].as_str(),
+            "never",
+            "settings restored after the case"
+        );
+    }
+    // -s 0: only alloc_at_fault's PMD THP; -s 2: every anon fault of the test is a 16 KiB mTHP.
+    assert_eq!(faults[0], 1);
+    assert!(faults[1] > 60, "{faults:?}");
+}
