@@ -19,6 +19,7 @@ fn model_trials() -> Vec<Trial> {
         profile: None,
         format: Format::Kernel,
         read_only_thp_for_fs: false,
+        swapfile: true,
     };
     // The model's file tests use a tmpfs directory mounted huge=advise, as the selftest asks.
     let env = Env {

@@ -24,6 +24,7 @@ fn main() {
         profile: None,
         format: Format::Kernel,
         read_only_thp_for_fs: false,
+        swapfile: true,
     };
     let env = Env {
         anon_order: 0,

@@ -8,7 +8,7 @@ use model::KernelProfile;
 use crate::catalogue::{test_table, Context, Env, FileInfo, MemType};
 use crate::model_backend::ModelBackend;
 use crate::report::{kernel_case, ktap_case, Format, Totals};
-use crate::runner::{run_case, Case, CaseResult};
+use crate::runner::{run_case, Case, CaseResult, Outcome};
 
 /// Which backend(s) to run on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -29,6 +29,8 @@ pub struct Options {
     pub profile: Option<KernelProfile>,
     pub format: Format,
     pub read_only_thp_for_fs: bool,
+    /// Host: create a temporary swapfile for the swap cases when no swap is active.
+    pub swapfile: bool,
 }
 
 /// The selftest's usage text, plus this tool's options.
@@ -67,6 +69,7 @@ pub fn parse(args: &[String]) -> Result<Option<Options>, String> {
         profile: None,
         format: Format::Kernel,
         read_only_thp_for_fs: false,
+        swapfile: true,
     };
     let mut positional = Vec::new();
     let mut it = args.iter();
@@ -114,6 +117,7 @@ pub fn parse(args: &[String]) -> Result<Option<Options>, String> {
                 }
             }
             "--read-only-thp-for-fs" => o.read_only_thp_for_fs = true,
+            "--no-swapfile" => o.swapfile = false,
             s if s.starts_with('-') && s.len() > 1 => return Err(format!("unknown option {s}")),
             s => positional.push(s.to_string()),
         }
@@ -167,6 +171,13 @@ pub fn select_cases(o: &Options) -> Vec<Case> {
     cases
 }
 
+/// Every case of the table (all contexts and memory types), after alloc_at_fault.
+pub fn all_cases() -> Vec<Case> {
+    let mut cases = vec![Case::AllocAtFault];
+    cases.extend(test_table().into_iter().map(Case::Test));
+    cases
+}
+
 /// Builds the environment: `-s` and the `[dir]` with its filesystem.
 pub fn env_for(o: &Options) -> Result<Env, String> {
     let finfo = match &o.dir {
@@ -181,63 +192,103 @@ pub fn env_for(o: &Options) -> Result<Env, String> {
 
 /// A fresh model process for one case.
 pub fn model_backend(o: &Options, env: &Env) -> ModelBackend {
-    let mut b = ModelBackend::new(o.profile.clone().unwrap_or_default());
+    let mut b = ModelBackend::new(effective_profile(o));
     b.k.read_only_thp_for_fs = o.read_only_thp_for_fs;
     b.dir = env.finfo.as_ref().map(|f| f.kind.clone());
     b
 }
 
-/// Runs the selected cases on the model, printing as it goes. Returns the exit code.
+/// Runs one case on the chosen backend(s).
+fn run_one(o: &Options, env: &Env, case: &Case) -> Result<Vec<(&'static str, CaseResult)>, String> {
+    let mut out = Vec::new();
+    if matches!(o.backend, BackendChoice::Host | BackendChoice::Both) {
+        let exe = std::env::current_exe().map_err(|e| format!("finding this program: {e}"))?;
+        let hopts = crate::host::isolate::HostRunOptions {
+            exe,
+            swapfile: o.swapfile,
+            private_tmpfs: false,
+        };
+        out.push((
+            "host",
+            crate::host::isolate::run_case_isolated(case, env, &hopts),
+        ));
+    }
+    if matches!(o.backend, BackendChoice::Model | BackendChoice::Both) {
+        let mut b = model_backend(o, env);
+        out.push(("model", run_case(&mut b, env, case)));
+    }
+    Ok(out)
+}
+
+/// The model profile for a run: the one asked for, else (with the host) the host kernel's
+/// era, else 6.18.
+pub fn effective_profile(o: &Options) -> KernelProfile {
+    if let Some(p) = &o.profile {
+        return p.clone();
+    }
+    if o.backend != BackendChoice::Model {
+        if let Ok(u) = nix::sys::utsname::uname() {
+            if let Some(p) = KernelProfile::for_release(&u.release().to_string_lossy()) {
+                return p;
+            }
+        }
+    }
+    KernelProfile::default()
+}
+
+/// Runs the selected cases, printing as it goes. Returns the exit code.
 pub fn run(o: &Options, out: &mut dyn Write) -> Result<i32, String> {
     let env = env_for(o)?;
-    if o.backend != BackendChoice::Model {
-        return Err(
-            "the host backend is not available in this build yet; use --backend model".into(),
-        );
-    }
-    let cases = select_cases(o);
+    let mut o = o.clone();
+    o.profile = Some(effective_profile(&o));
+    let cases = select_cases(&o);
     let colour = o.format == Format::Kernel && std::io::stdout().is_terminal();
     let mut totals = Totals::default();
     let w = |out: &mut dyn Write, s: &str| {
         out.write_all(s.as_bytes())
             .map_err(|e| format!("writing output: {e}"))
     };
+    let ok = if colour {
+        "\x1b[32mOK\x1b[0m\n"
+    } else {
+        "OK\n"
+    };
+    let per_case = if o.backend == BackendChoice::Both {
+        2
+    } else {
+        1
+    };
     match o.format {
-        Format::Kernel => {
-            w(out, &format!("{} ", "Save THP and khugepaged settings...")).and_then(|_| {
-                w(
-                    out,
-                    if colour {
-                        "\x1b[32mOK\x1b[0m\n"
-                    } else {
-                        "OK\n"
-                    },
-                )
-            })?
-        }
-        Format::Ktap => w(out, &format!("KTAP version 1\n1..{}\n", cases.len()))?,
+        Format::Kernel => w(out, &format!("Save THP and khugepaged settings... {ok}"))?,
+        Format::Ktap => w(
+            out,
+            &format!("KTAP version 1\n1..{}\n", cases.len() * per_case),
+        )?,
     }
-    for (n, case) in cases.iter().enumerate() {
-        let mut b = model_backend(o, &env);
-        let r: CaseResult = run_case(&mut b, &env, case);
-        totals.add(&r.outcome);
-        match o.format {
-            Format::Kernel => w(out, &kernel_case(&r, colour))?,
-            Format::Ktap => w(out, &ktap_case(n + 1, &r))?,
+    let mut n = 0;
+    for case in cases.iter() {
+        for (backend, r) in run_one(&o, &env, case)? {
+            n += 1;
+            totals.add(&r.outcome);
+            let mut r = r;
+            if o.backend == BackendChoice::Both {
+                if let Outcome::Fail(why) = &mut r.outcome {
+                    *why = format!("{backend}: {why}");
+                }
+            }
+            match o.format {
+                Format::Kernel => {
+                    if o.backend == BackendChoice::Both {
+                        w(out, &format!("\n[{backend}]"))?;
+                    }
+                    w(out, &kernel_case(&r, colour))?
+                }
+                Format::Ktap => w(out, &ktap_case(n, &r))?,
+            }
         }
     }
     match o.format {
-        Format::Kernel => {
-            w(out, "Restore THP and khugepaged settings... ")?;
-            w(
-                out,
-                if colour {
-                    "\x1b[32mOK\x1b[0m\n"
-                } else {
-                    "OK\n"
-                },
-            )?;
-        }
+        Format::Kernel => w(out, &format!("Restore THP and khugepaged settings... {ok}"))?,
         Format::Ktap => w(out, &format!("{}\n", totals.ktap_line()))?,
     }
     Ok(totals.exit_code())

@@ -6,6 +6,10 @@ use harness::cli;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    // The host backend re-executes this binary to run each case in its own process.
+    if args.first().map(String::as_str) == Some("--host-case") {
+        std::process::exit(harness::host::isolate::case_process_main(&args));
+    }
     let opts = match cli::parse(&args) {
         Ok(Some(o)) => o,
         Ok(None) => {

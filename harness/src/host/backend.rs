@@ -1,0 +1,322 @@
+//! The host backend: khugepaged.c's system calls on this machine's kernel. It runs inside a
+//! single-threaded case process (see `isolate`), so fork(2) is safe here.
+
+use std::ffi::CString;
+use std::io::{Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::time::{Duration, Instant};
+
+use crate::backend::{Backend, ChildResult, Errno, Fd, Madv, MapTarget, PageObs, SmapsFields};
+use crate::steps::Step;
+
+use super::{proc, sysfs};
+
+fn last_errno() -> Errno {
+    std::io::Error::last_os_error()
+        .raw_os_error()
+        .and_then(Errno::from_number)
+        .unwrap_or(Errno::EINVAL)
+}
+
+fn io_errno(e: std::io::Error) -> Errno {
+    e.raw_os_error()
+        .and_then(Errno::from_number)
+        .unwrap_or(Errno::EINVAL)
+}
+
+/// This process, as the test process of one case.
+pub struct HostBackend {
+    /// Longest time to wait for khugepaged without any full_scans progress.
+    pub stall_timeout: Duration,
+    /// Print khugepaged wait progress on stderr.
+    pub show_progress: bool,
+}
+
+impl Default for HostBackend {
+    fn default() -> Self {
+        HostBackend {
+            stall_timeout: Duration::from_secs(30),
+            show_progress: true,
+        }
+    }
+}
+
+impl Backend for HostBackend {
+    fn name(&self) -> &'static str {
+        "host"
+    }
+
+    fn kernel_release(&self) -> String {
+        nix::sys::utsname::uname()
+            .map(|u| u.release().to_string_lossy().into_owned())
+            .unwrap_or_else(|_| "unknown".into())
+    }
+
+    fn read_only_thp_for_fs(&mut self) -> bool {
+        super::probe::read_only_thp_for_fs()
+    }
+
+    fn mmap(&mut self, addr: u64, len: u64, target: MapTarget) -> Result<u64, Errno> {
+        let (prot, flags, fd) = match target {
+            MapTarget::PrivateAnon => (
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+            ),
+            MapTarget::SharedRw(fd) => (libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, fd.0),
+            MapTarget::PrivateRead(fd) => (libc::PROT_READ, libc::MAP_PRIVATE, fd.0),
+        };
+        // SAFETY: a hint address without MAP_FIXED cannot replace existing mappings.
+        let p = unsafe { libc::mmap(addr as *mut libc::c_void, len as usize, prot, flags, fd, 0) };
+        if p == libc::MAP_FAILED {
+            Err(last_errno())
+        } else {
+            Ok(p as u64)
+        }
+    }
+
+    fn munmap(&mut self, addr: u64, len: u64) -> Result<(), Errno> {
+        // SAFETY: the test areas are only ever touched through this backend.
+        let r = unsafe { libc::munmap(addr as *mut libc::c_void, len as usize) };
+        if r == 0 {
+            Ok(())
+        } else {
+            Err(last_errno())
+        }
+    }
+
+    fn madvise(&mut self, addr: u64, len: u64, advice: Madv) -> Result<(), Errno> {
+        // SAFETY: madvise on the test area; MADV_DONTNEED discards only what the test asks.
+        let r = unsafe { libc::madvise(addr as *mut libc::c_void, len as usize, advice.number()) };
+        if r == 0 {
+            Ok(())
+        } else {
+            Err(last_errno())
+        }
+    }
+
+    fn mremap_fixed(
+        &mut self,
+        old: u64,
+        old_len: u64,
+        new_len: u64,
+        new: u64,
+    ) -> Result<u64, Errno> {
+        // SAFETY: MREMAP_FIXED replaces whatever is at `new`, which the selftest owns.
+        let p = unsafe {
+            libc::mremap(
+                old as *mut libc::c_void,
+                old_len as usize,
+                new_len as usize,
+                libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED,
+                new as *mut libc::c_void,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            Err(last_errno())
+        } else {
+            Ok(p as u64)
+        }
+    }
+
+    fn write_u32(&mut self, addr: u64, value: u32) -> Result<(), Errno> {
+        // SAFETY: the address lies in a test area mapped by this backend; a bad address
+        // raises SIGSEGV in the case process, as in the C selftest.
+        unsafe { std::ptr::write_volatile(addr as *mut u32, value) };
+        Ok(())
+    }
+
+    fn read_u32(&mut self, addr: u64) -> Result<u32, Errno> {
+        // SAFETY: as for write_u32.
+        Ok(unsafe { std::ptr::read_volatile(addr as *const u32) })
+    }
+
+    fn memfd_create(&mut self, name: &str) -> Result<Fd, Errno> {
+        let c = CString::new(name).map_err(|_| Errno::EINVAL)?;
+        // SAFETY: a valid NUL-terminated name, no flags.
+        let fd = unsafe { libc::memfd_create(c.as_ptr(), 0) };
+        if fd < 0 {
+            Err(last_errno())
+        } else {
+            Ok(Fd(fd))
+        }
+    }
+
+    fn ftruncate(&mut self, fd: Fd, len: u64) -> Result<(), Errno> {
+        // SAFETY: plain ftruncate(2) on a descriptor this backend opened.
+        let r = unsafe { libc::ftruncate(fd.0, len as libc::off_t) };
+        if r == 0 {
+            Ok(())
+        } else {
+            Err(last_errno())
+        }
+    }
+
+    fn create_file(&mut self, path: &str) -> Result<Fd, Errno> {
+        // O_EXCL and O_NOFOLLOW: never reuse or follow what is already there; mode 0600.
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_DSYNC | libc::O_NOFOLLOW)
+            .open(path)
+            .map_err(io_errno)?;
+        Ok(Fd(std::os::fd::IntoRawFd::into_raw_fd(f)))
+    }
+
+    fn open_read_only(&mut self, path: &str) -> Result<Fd, Errno> {
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path)
+            .map_err(io_errno)?;
+        Ok(Fd(std::os::fd::IntoRawFd::into_raw_fd(f)))
+    }
+
+    fn write_from(&mut self, fd: Fd, addr: u64, len: u64) -> Result<(), Errno> {
+        let mut done = 0u64;
+        while done < len {
+            // SAFETY: write(2) from the test area, which is mapped and readable.
+            let n = unsafe {
+                libc::write(
+                    fd.0,
+                    (addr + done) as *const libc::c_void,
+                    (len - done) as usize,
+                )
+            };
+            if n <= 0 {
+                return Err(last_errno());
+            }
+            done += n as u64;
+        }
+        Ok(())
+    }
+
+    fn close(&mut self, fd: Fd) -> Result<(), Errno> {
+        nix::unistd::close(fd.0).map_err(|e| Errno::from_number(e as i32).unwrap_or(Errno::EINVAL))
+    }
+
+    fn unlink(&mut self, path: &str) -> Result<(), Errno> {
+        std::fs::remove_file(path).map_err(io_errno)
+    }
+
+    fn drop_caches(&mut self) -> Result<(), Errno> {
+        sysfs::write_abs("/proc/sys/vm/drop_caches", "3")
+    }
+
+    fn smaps(&mut self, addr: u64) -> Option<SmapsFields> {
+        proc::smaps_at(addr)
+    }
+
+    fn page_map(&mut self, addr: u64, nr: usize) -> Vec<PageObs> {
+        proc::page_map(addr, nr)
+    }
+
+    fn thp_read(&mut self, path: &str) -> Result<String, Errno> {
+        sysfs::read(path)
+    }
+
+    fn thp_write(&mut self, path: &str, value: &str) -> Result<(), Errno> {
+        sysfs::write(path, value)
+    }
+
+    fn fork(
+        &mut self,
+        child: &mut dyn FnMut(&mut dyn Backend) -> ChildResult,
+    ) -> Result<ChildResult, Errno> {
+        let (r, w) = nix::unistd::pipe()
+            .map_err(|e| Errno::from_number(e as i32).unwrap_or(Errno::EINVAL))?;
+        std::io::stdout().flush().ok();
+        // SAFETY: the case process is single-threaded (it was spawned to run one case).
+        match unsafe { nix::unistd::fork() } {
+            Err(e) => Err(Errno::from_number(e as i32).unwrap_or(Errno::EAGAIN)),
+            Ok(nix::unistd::ForkResult::Child) => {
+                drop(r);
+                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| child(self)));
+                let (status, text) = match result {
+                    Ok(res) => (
+                        res.status,
+                        res.steps.iter().map(Step::encode).collect::<String>(),
+                    ),
+                    Err(_) => (1, String::new()),
+                };
+                let mut f = std::fs::File::from(w);
+                let _ = f.write_all(text.as_bytes());
+                drop(f);
+                // SAFETY: leave the child without running the parent's exit handlers.
+                unsafe { libc::_exit(status & 0xff) }
+            }
+            Ok(nix::unistd::ForkResult::Parent { child: pid }) => {
+                drop(w);
+                let mut text = String::new();
+                let mut f = std::fs::File::from(r);
+                let _ = f.read_to_string(&mut text);
+                let status = match nix::sys::wait::waitpid(pid, None) {
+                    Ok(nix::sys::wait::WaitStatus::Exited(_, code)) => code,
+                    Ok(nix::sys::wait::WaitStatus::Signaled(_, sig, _)) => 128 + sig as i32,
+                    _ => 1,
+                };
+                let steps = Step::decode_all(&text).unwrap_or_default();
+                Ok(ChildResult { status, steps })
+            }
+        }
+    }
+
+    fn sleep_us(&mut self, usec: u64) {
+        std::thread::sleep(Duration::from_micros(usec));
+    }
+
+    /// Polls every 20 ms; done when the range is huge or full_scans reached the target. It
+    /// times out only when full_scans stops moving for `stall_timeout` (a busy machine slows
+    /// khugepaged down, it does not make the wait fail). A dot per 0.5 s, like the selftest.
+    fn wait_for_scan(
+        &mut self,
+        full_scans_target: u64,
+        done: &mut dyn FnMut(&mut dyn Backend) -> bool,
+        tick: &mut dyn FnMut(),
+    ) -> bool {
+        let read_scans = || {
+            sysfs::read("khugepaged/full_scans")
+                .ok()
+                .and_then(|s| s.trim().parse::<u64>().ok())
+        };
+        let start = Instant::now();
+        let mut last_scans = read_scans();
+        let mut last_progress = Instant::now();
+        let mut last_dot = Instant::now();
+        loop {
+            if done(self) {
+                return false;
+            }
+            let scans = read_scans();
+            if scans.is_some_and(|s| s >= full_scans_target) {
+                return false;
+            }
+            if scans != last_scans {
+                last_scans = scans;
+                last_progress = Instant::now();
+            }
+            if last_progress.elapsed() >= self.stall_timeout {
+                return true;
+            }
+            if last_dot.elapsed() >= Duration::from_millis(500) {
+                tick();
+                last_dot = Instant::now();
+                if self.show_progress && start.elapsed() >= Duration::from_secs(3) {
+                    eprint!(
+                        "\rwaiting for khugepaged: full_scans {}/{} ({:.0} s)   ",
+                        scans.map_or("?".into(), |s| s.to_string()),
+                        full_scans_target,
+                        start.elapsed().as_secs_f64()
+                    );
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn as_dyn(&mut self) -> &mut dyn Backend {
+        self
+    }
+}

@@ -1,0 +1,77 @@
+//! What this machine allows: root, THP, MADV_COLLAPSE, CONFIG_READ_ONLY_THP_FOR_FS.
+
+use std::sync::OnceLock;
+
+/// Why host cases cannot run here at all, or None when they can.
+pub fn host_unsupported_reason() -> Option<String> {
+    static REASON: OnceLock<Option<String>> = OnceLock::new();
+    REASON.get_or_init(probe).clone()
+}
+
+fn probe() -> Option<String> {
+    if !cfg!(target_os = "linux") {
+        return Some("the host backend needs Linux".into());
+    }
+    if !nix::unistd::geteuid().is_root() {
+        return Some(
+            "not root: the host cases write THP sysfs settings, read pagemap PFNs and manage swap"
+                .into(),
+        );
+    }
+    if std::fs::metadata(super::sysfs::THP_ROOT).is_err() {
+        return Some("no /sys/kernel/mm/transparent_hugepage: this kernel has no THP".into());
+    }
+    let enabled = super::sysfs::read("enabled").map(|v| crate::thp_settings::selected(&v));
+    if !matches!(enabled.as_deref(), Ok("always") | Ok("madvise")) {
+        // thp_is_enabled() in khugepaged.c: the selftest skips everything then.
+        return Some(format!(
+            "Transparent Hugepages not available (enabled={})",
+            enabled.unwrap_or_default()
+        ));
+    }
+    if !madv_collapse_supported() {
+        return Some("MADV_COLLAPSE is not supported by this kernel (before 6.1)".into());
+    }
+    None
+}
+
+/// Tries MADV_COLLAPSE on a private 2 MiB range: anything but EINVAL means the kernel knows it.
+fn madv_collapse_supported() -> bool {
+    let len = 4 * model::HPAGE_PMD_SIZE as usize;
+    // SAFETY: a fresh private anonymous mapping, unmapped before returning.
+    unsafe {
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        );
+        if p == libc::MAP_FAILED {
+            return false;
+        }
+        let aligned = ((p as usize + model::HPAGE_PMD_SIZE as usize - 1)
+            & !(model::HPAGE_PMD_SIZE as usize - 1)) as *mut u8;
+        std::ptr::write_volatile(aligned, 1);
+        let r = libc::madvise(
+            aligned as *mut libc::c_void,
+            model::HPAGE_PMD_SIZE as usize,
+            25,
+        );
+        let err = std::io::Error::last_os_error().raw_os_error();
+        libc::munmap(p, len);
+        r == 0 || err != Some(libc::EINVAL)
+    }
+}
+
+/// CONFIG_READ_ONLY_THP_FOR_FS=y, from /proc/config.gz or /boot/config-$(uname -r).
+pub fn read_only_thp_for_fs() -> bool {
+    static V: OnceLock<bool> = OnceLock::new();
+    *V.get_or_init(|| {
+        procfs::kernel_config()
+            .ok()
+            .and_then(|c| c.get("CONFIG_READ_ONLY_THP_FOR_FS").cloned())
+            .is_some_and(|v| v == procfs::ConfigSetting::Yes)
+    })
+}
