@@ -1,26 +1,38 @@
 //! The khugepaged.c catalogue as libtest-mimic trials: one per (backend, context, mem_type,
-//! test), named like `model/khugepaged:anon/collapse_max_ptes_shared`.
+//! test), named like `model/khugepaged:anon/collapse_max_ptes_shared` and
+//! `host/khugepaged:anon/collapse_max_ptes_shared`. Host trials run this machine's kernel
+//! (root, THP and MADV_COLLAPSE needed) and are listed as ignored, with the reason, elsewhere.
 
 use harness::catalogue::{DirKind, Env, FileInfo, MemType, SKIPPED_ON_TMPFS};
-use harness::cli::{select_cases, Options};
+use harness::cli::all_cases;
+use harness::host::isolate::{run_case_isolated, HostRunOptions};
 use harness::model_backend::ModelBackend;
-use harness::report::Format;
-use harness::runner::{run_case, Case, Outcome};
+use harness::runner::{run_case, Case, CaseResult, Outcome};
 use libtest_mimic::{Arguments, Failed, Trial};
 use model::KernelProfile;
 
+/// Whether khugepaged.c itself prints "tmpfs... Skip" for this case (file tests on tmpfs).
+fn skipped_on_tmpfs(case: &Case) -> bool {
+    matches!(case, Case::Test(e) if e.mem == MemType::File && SKIPPED_ON_TMPFS.contains(&e.name))
+}
+
+/// Turns a case result into a trial verdict; `expect_skip` for the selftest's own skips.
+fn verdict(r: &CaseResult, expect_skip: bool) -> Result<(), Failed> {
+    match &r.outcome {
+        Outcome::Pass if expect_skip => Err(Failed::from(
+            "expected khugepaged.c's tmpfs skip, but the case ran",
+        )),
+        Outcome::Pass => Ok(()),
+        Outcome::Skip(_) if expect_skip => Ok(()),
+        Outcome::Skip(reason) => Err(Failed::from(format!("unexpected skip: {reason}"))),
+        Outcome::Fail(why) => {
+            let text = harness::report::kernel_case(r, false);
+            Err(Failed::from(format!("{why}\n{text}")))
+        }
+    }
+}
+
 fn model_trials() -> Vec<Trial> {
-    let opts = Options {
-        anon_order: 0,
-        contexts: harness::catalogue::Context::ALL.to_vec(),
-        mems: harness::catalogue::MemType::ALL.to_vec(),
-        dir: None,
-        backend: harness::cli::BackendChoice::Model,
-        profile: None,
-        format: Format::Kernel,
-        read_only_thp_for_fs: false,
-        swapfile: true,
-    };
     // The model's file tests use a tmpfs directory mounted huge=advise, as the selftest asks.
     let env = Env {
         anon_order: 0,
@@ -31,12 +43,11 @@ fn model_trials() -> Vec<Trial> {
             },
         )),
     };
-    select_cases(&opts)
+    all_cases()
         .into_iter()
         .map(|case| {
             let env = env.clone();
-            // The selftest itself skips these on tmpfs: list them as ignored, with the reason.
-            let skipped = matches!(case, Case::Test(e) if e.mem == MemType::File && SKIPPED_ON_TMPFS.contains(&e.name));
+            let expect_skip = skipped_on_tmpfs(&case);
             let trial = Trial::test(format!("model/{}", case.id()), move || {
                 let mut b = ModelBackend::new(KernelProfile::v6_18());
                 b.dir = env.finfo.as_ref().map(|f| f.kind.clone());
@@ -46,19 +57,12 @@ fn model_trials() -> Vec<Trial> {
                         "model invariants broken after the case:\n{v}"
                     )));
                 }
-                match &r.outcome {
-                    Outcome::Pass if skipped => Err(Failed::from("expected khugepaged.c's tmpfs skip, but the case ran")),
-                    Outcome::Pass => Ok(()),
-                    Outcome::Skip(_) if skipped => Ok(()),
-                    Outcome::Skip(reason) => Err(Failed::from(format!("unexpected skip: {reason}"))),
-                    Outcome::Fail(why) => {
-                        let text = harness::report::kernel_case(&r, false);
-                        Err(Failed::from(format!("{why}\n{text}")))
-                    }
-                }
+                verdict(&r, expect_skip)
             });
-            if skipped {
-                trial.with_kind("skipped by khugepaged.c on tmpfs").with_ignored_flag(true)
+            if expect_skip {
+                trial
+                    .with_kind("skipped by khugepaged.c on tmpfs")
+                    .with_ignored_flag(true)
             } else {
                 trial
             }
@@ -66,7 +70,39 @@ fn model_trials() -> Vec<Trial> {
         .collect()
 }
 
+fn host_trials() -> Vec<Trial> {
+    let unsupported = harness::host::probe::host_unsupported_reason();
+    let opts = HostRunOptions {
+        exe: env!("CARGO_BIN_EXE_khugepaged").into(),
+        swapfile: true,
+        // File cases get a private tmpfs mounted huge=advise (the selftest's tmpfs setup).
+        private_tmpfs: true,
+    };
+    all_cases()
+        .into_iter()
+        .map(|case| {
+            let opts = opts.clone();
+            let expect_skip = skipped_on_tmpfs(&case);
+            let trial = Trial::test(format!("host/{}", case.id()), move || {
+                let r = run_case_isolated(&case, &Env::default(), &opts);
+                verdict(&r, expect_skip)
+            });
+            match (&unsupported, expect_skip) {
+                (Some(reason), _) => trial
+                    .with_kind(format!("host: {reason}"))
+                    .with_ignored_flag(true),
+                (None, true) => trial
+                    .with_kind("skipped by khugepaged.c on tmpfs")
+                    .with_ignored_flag(true),
+                (None, false) => trial,
+            }
+        })
+        .collect()
+}
+
 fn main() {
     let args = Arguments::from_args();
-    libtest_mimic::run(&args, model_trials()).exit();
+    let mut trials = model_trials();
+    trials.extend(host_trials());
+    libtest_mimic::run(&args, trials).exit();
 }

@@ -6,7 +6,6 @@
 
 use std::fs;
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use super::sysfs;
@@ -152,12 +151,7 @@ impl Journal {
         let tmp = self
             .path
             .with_extension(format!("tmp.{}", std::process::id()));
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&tmp)
+        let mut f = super::create_private_file(&tmp)
             .map_err(|e| format!("creating {}: {e}", tmp.display()))?;
         f.write_all(self.state.encode().as_bytes())
             .and_then(|_| f.sync_all())

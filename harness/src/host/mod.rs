@@ -10,3 +10,15 @@ pub mod probe;
 pub mod proc;
 pub mod swapfile;
 pub mod sysfs;
+
+/// Creates a new file readable and writable by the owner only (mode 0600), refusing to reuse
+/// an existing name (O_EXCL) or to follow a symlink (O_NOFOLLOW).
+pub fn create_private_file(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+}

@@ -4,7 +4,6 @@
 
 use std::fs;
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 /// Size of the swapfile: the selftests page out at most 65 pages at a time.
@@ -32,12 +31,7 @@ fn swap_header(pages: usize) -> Vec<u8> {
 /// Creates `dir/swapfile` and enables it. `dir` must be a private directory of the harness.
 pub fn create_and_enable(dir: &Path) -> Result<PathBuf, String> {
     let path = dir.join("swapfile");
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(&path)
+    let mut f = super::create_private_file(&path)
         .map_err(|e| format!("creating {}: {e}", path.display()))?;
     let ps = model::PAGE_SIZE as usize;
     let pages = SWAPFILE_BYTES / ps;
