@@ -52,6 +52,7 @@ fn main() {
         format: Format::Kernel,
         read_only_thp_for_fs: false,
         swapfile: true,
+        private_tmpfs: false,
     };
     let env = Env {
         anon_order: 0,

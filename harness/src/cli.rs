@@ -31,6 +31,8 @@ pub struct Options {
     pub read_only_thp_for_fs: bool,
     /// Host: create a temporary swapfile for the swap cases when no swap is active.
     pub swapfile: bool,
+    /// File tests on a private tmpfs mounted huge=advise instead of a `[dir]`.
+    pub private_tmpfs: bool,
 }
 
 /// The selftest's usage text, plus this tool's options.
@@ -70,6 +72,7 @@ pub fn parse(args: &[String]) -> Result<Option<Options>, String> {
         format: Format::Kernel,
         read_only_thp_for_fs: false,
         swapfile: true,
+        private_tmpfs: false,
     };
     let mut positional = Vec::new();
     let mut it = args.iter();
@@ -118,6 +121,7 @@ pub fn parse(args: &[String]) -> Result<Option<Options>, String> {
             }
             "--read-only-thp-for-fs" => o.read_only_thp_for_fs = true,
             "--no-swapfile" => o.swapfile = false,
+            "--tmpfs" => o.private_tmpfs = true,
             s if s.starts_with('-') && s.len() > 1 => return Err(format!("unknown option {s}")),
             s => positional.push(s.to_string()),
         }
@@ -145,8 +149,14 @@ pub fn parse(args: &[String]) -> Result<Option<Options>, String> {
         };
         if o.mems.contains(&MemType::File) {
             match positional.len() {
+                2 if o.private_tmpfs => return Err("--tmpfs and a [dir] exclude each other".into()),
                 2 => o.dir = Some(positional[1].clone()),
-                1 => return Err("\"file\" and \"all\" mem_type need a [dir] argument".into()),
+                1 if o.private_tmpfs => {}
+                1 => {
+                    return Err(
+                        "\"file\" and \"all\" mem_type need a [dir] argument (or --tmpfs)".into(),
+                    )
+                }
                 _ => return Err(format!("unexpected argument {:?}", positional[2])),
             }
         } else if positional.len() > 1 {
@@ -184,6 +194,16 @@ pub fn env_for(o: &Options) -> Result<Env, String> {
         Some(d) => Some(FileInfo::new(d, crate::host::fsinfo::dir_kind(d)?)),
         None => None,
     };
+    if o.private_tmpfs && o.backend != BackendChoice::Host && finfo.is_none() {
+        // The model's stand-in for the private tmpfs.
+        let kind = crate::catalogue::DirKind::Tmpfs {
+            huge: "advise".into(),
+        };
+        return Ok(Env {
+            anon_order: o.anon_order,
+            finfo: Some(FileInfo::new("/model-tmpfs", kind)),
+        });
+    }
     Ok(Env {
         anon_order: o.anon_order,
         finfo,
@@ -206,11 +226,20 @@ fn run_one(o: &Options, env: &Env, case: &Case) -> Result<Vec<(&'static str, Cas
         let hopts = crate::host::isolate::HostRunOptions {
             exe,
             swapfile: o.swapfile,
-            private_tmpfs: false,
+            private_tmpfs: o.private_tmpfs,
+        };
+        // With --tmpfs the host makes its own tmpfs per case; the model keeps its stand-in.
+        let host_env = if o.private_tmpfs {
+            Env {
+                finfo: None,
+                ..env.clone()
+            }
+        } else {
+            env.clone()
         };
         out.push((
             "host",
-            crate::host::isolate::run_case_isolated(case, env, &hopts),
+            crate::host::isolate::run_case_isolated(case, &host_env, &hopts),
         ));
     }
     if matches!(o.backend, BackendChoice::Model | BackendChoice::Both) {
