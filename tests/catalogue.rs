@@ -77,6 +77,7 @@ fn host_trials() -> Vec<Trial> {
         swapfile: true,
         // File cases get a private tmpfs mounted huge=advise (the selftest's tmpfs setup).
         private_tmpfs: true,
+        trace: false,
     };
     all_cases()
         .into_iter()

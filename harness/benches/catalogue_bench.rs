@@ -53,6 +53,7 @@ fn main() {
         read_only_thp_for_fs: false,
         swapfile: true,
         private_tmpfs: false,
+        record: None,
     };
     let env = Env {
         anon_order: 0,

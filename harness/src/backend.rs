@@ -233,6 +233,12 @@ pub trait Backend {
         true
     }
 
+    /// The system calls recorded since the last call (a tracing wrapper records them; plain
+    /// backends have none).
+    fn take_trace_calls(&mut self) -> Vec<String> {
+        Vec::new()
+    }
+
     /// Self as a trait object (for default methods).
     fn as_dyn(&mut self) -> &mut dyn Backend;
 }

@@ -123,6 +123,15 @@ pub struct Ctx<'a> {
     hpage_pmd_nr: u64,
     /// The area the last check_huge looked at and what it saw, for failure diagnostics.
     last_check: Option<(u64, u64, String)>,
+    /// Record system calls and observations at every step (for traces).
+    pub tracing: bool,
+    /// The test area: where observations look.
+    area: Option<(u64, u64)>,
+    /// The test last advised MADV_HUGEPAGE (not since undone by MADV_NOHUGEPAGE): with
+    /// khugepaged running, the kernel may collapse at any moment, not only during a wait.
+    hugepage_advised: bool,
+    /// The step being finished ends a khugepaged wait.
+    ending_wait: bool,
 }
 
 impl<'a> Ctx<'a> {
@@ -141,6 +150,73 @@ impl<'a> Ctx<'a> {
             hpage_pmd_size,
             hpage_pmd_nr: hpage_pmd_size / page_size,
             last_check: None,
+            tracing: false,
+            area: None,
+            hugepage_advised: false,
+            ending_wait: false,
+        }
+    }
+
+    /// madvise(2) through the backend, remembering MADV_HUGEPAGE/NOHUGEPAGE for traces.
+    pub fn madvise(&mut self, addr: u64, len: u64, advice: Madv) -> Result<(), Errno> {
+        match advice {
+            Madv::HugePage => self.hugepage_advised = true,
+            Madv::NoHugePage => self.hugepage_advised = false,
+            _ => {}
+        }
+        self.b.madvise(addr, len, advice)
+    }
+
+    /// Whether khugepaged may change the test area between waits right now: it runs (the
+    /// settings enable PMD THPs) and the area is advised. Observations taken then depend on
+    /// timing on a real kernel, and traces mark them volatile.
+    fn khugepaged_may_act(&self) -> bool {
+        let running = self.settings.current().is_ok_and(|s| {
+            s.thp_enabled != "never" || !matches!(s.shmem_enabled.as_str(), "never" | "deny")
+        });
+        running && self.hugepage_advised && !self.ending_wait
+    }
+
+    /// When tracing: the calls since the last step, and what /proc shows of the test area.
+    fn trace_point(&mut self) -> (Vec<String>, Vec<String>) {
+        if !self.tracing {
+            return (Vec::new(), Vec::new());
+        }
+        let calls = self.b.take_trace_calls();
+        let mut obs = Vec::new();
+        if self.khugepaged_may_act() {
+            // What khugepaged did by now depends on timing, and reading /proc takes long
+            // enough to change the race: leave the area alone ("~": replays skip the line).
+            obs.push("~not observed: khugepaged may act on the area now".to_string());
+            return (calls, obs);
+        }
+        if let Some((addr, len)) = self.area {
+            obs.push(match self.b.smaps(addr) {
+                Some(s) => format!(
+                    "smaps({addr:#x}): rss={} anon_huge={} shmem_pmd={} file_pmd={} swap={}",
+                    s.rss, s.anon_huge_pages, s.shmem_pmd_mapped, s.file_pmd_mapped, s.swap
+                ),
+                None => format!("smaps({addr:#x}): no VMA starts here"),
+            });
+            let nr = (len / self.page_size) as usize;
+            obs.push(format!(
+                "map({addr:#x}+{nr}): {}",
+                crate::page_map::render(&self.b.page_map(addr, nr))
+            ));
+        }
+        (calls, obs)
+    }
+
+    /// When tracing: a last record for the calls after the final step (cleanup).
+    pub fn trace_end(&mut self) {
+        if self.tracing {
+            let (calls, obs) = self.trace_point();
+            self.steps.push(Step {
+                text: "(end of test)".into(),
+                calls,
+                obs,
+                ..Step::default()
+            });
         }
     }
 
@@ -160,11 +236,15 @@ impl<'a> Ctx<'a> {
         if verdict == Verdict::Fail {
             detail = self.diagnostics();
         }
+        let (calls, obs) = self.trace_point();
+        self.ending_wait = false;
         self.steps.push(Step {
             text,
             verdict,
             word: word.to_string(),
             detail,
+            calls,
+            obs,
         });
     }
 
@@ -188,11 +268,14 @@ impl<'a> Ctx<'a> {
     fn abort(&mut self, msg: String) -> Abort {
         let text = format!("{}{}", std::mem::take(&mut self.pending), msg);
         let detail = self.diagnostics();
+        let (calls, obs) = self.trace_point();
         self.steps.push(Step {
             text: text.clone(),
             verdict: Verdict::Fail,
             word: String::new(),
             detail,
+            calls,
+            obs,
         });
         Abort(text)
     }
@@ -282,7 +365,7 @@ impl<'a> Ctx<'a> {
         if !self.check_huge(ops, p, 1) {
             return Err(self.abort("madvise(MADV_COLLAPSE): Success".into()));
         }
-        if let Err(e) = self.b.madvise(p, self.hpage_pmd_size, Madv::HugePage) {
+        if let Err(e) = self.madvise(p, self.hpage_pmd_size, Madv::HugePage) {
             return Err(self.perror("madvise(MADV_HUGEPAGE)", e));
         }
         self.success("OK");
@@ -352,6 +435,7 @@ impl<'a> Ctx<'a> {
 
     pub fn setup_area(&mut self, ops: MemType, nr: u64) -> Result<u64, Abort> {
         let size = nr * self.hpage_pmd_size;
+        self.area = Some((BASE_ADDR, size));
         match ops {
             MemType::Anon => self.alloc_mapping(nr),
             MemType::Shmem => {
@@ -437,6 +521,10 @@ impl<'a> Ctx<'a> {
     /// check_huge: the smaps field of the memory type equals `nr` PMD sizes.
     pub fn check_huge(&mut self, ops: MemType, addr: u64, nr: u64) -> bool {
         let (ok, seen) = check_huge_on(self.b, ops, self.env.finfo.as_ref(), addr, nr);
+        let len = nr.max(1) * self.hpage_pmd_size;
+        if self.area.is_none_or(|(a, l)| a != addr || l < len) {
+            self.area = Some((addr, len));
+        }
         self.last_check = Some((addr, nr.max(1) * self.hpage_pmd_size, seen));
         ok
     }
@@ -475,7 +563,7 @@ impl<'a> Ctx<'a> {
         settings.thp_enabled = "never".into();
         settings.shmem_enabled = "never".into();
         self.push_settings(settings)?;
-        let _ = self.b.madvise(p, nr * self.hpage_pmd_size, Madv::HugePage);
+        let _ = self.madvise(p, nr * self.hpage_pmd_size, Madv::HugePage);
         let ret = self.madvise_collapse_retry(p, nr * self.hpage_pmd_size);
         if ret.is_err() == expect {
             self.last_check = Some((
@@ -501,7 +589,7 @@ impl<'a> Ctx<'a> {
         if !self.check_huge(ops, p, 0) {
             return Err(self.abort("Unexpected huge page".into()));
         }
-        let _ = self.b.madvise(p, nr * self.hpage_pmd_size, Madv::HugePage);
+        let _ = self.madvise(p, nr * self.hpage_pmd_size, Madv::HugePage);
         let full_scans = self.thp_read_num("khugepaged/full_scans")? + 2;
         self.printf(&format!("{msg}..."));
         let finfo = self.env.finfo.clone();
@@ -511,6 +599,8 @@ impl<'a> Ctx<'a> {
             &mut |b: &mut dyn Backend| check_huge_on(b, ops, finfo.as_ref(), p, nr).0,
             &mut || pending.push('.'),
         );
+        // The step that reports this wait observes the state the wait ended in.
+        self.ending_wait = true;
         Ok(timed_out)
     }
 
@@ -547,10 +637,13 @@ impl<'a> Ctx<'a> {
         let env = self.env.clone();
         let settings = self.settings.clone();
         let fd = self.fd;
+        let (tracing, area) = (self.tracing, self.area);
         // The parent's unfinished line is completed by the child's first verdict.
         let pending = std::mem::take(&mut self.pending);
         let r = self.b.fork(&mut |cb: &mut dyn Backend| {
             let mut c = Ctx::new(cb, env.clone());
+            c.tracing = tracing;
+            c.area = area;
             c.settings = settings.clone();
             c.fd = fd;
             c.pending = pending.clone();
@@ -630,7 +723,7 @@ pub fn alloc_at_fault(t: &mut Ctx) -> R {
         t.fail("Fail");
     }
     t.pop_settings()?;
-    let _ = t.b.madvise(p, t.page_size, Madv::DontNeed);
+    let _ = t.madvise(p, t.page_size, Madv::DontNeed);
     t.printf("Split huge PMD on MADV_DONTNEED...");
     if t.check_huge(MemType::Anon, p, 0) {
         t.success("OK");
@@ -800,9 +893,9 @@ pub fn collapse_single_pte_entry_compound(t: &mut Ctx, c: Context, ops: MemType)
         t.printf("tmpfs...");
         t.skip("Skip");
     } else {
-        let _ = t.b.madvise(p, t.hpage_pmd_size, Madv::NoHugePage);
+        let _ = t.madvise(p, t.hpage_pmd_size, Madv::NoHugePage);
         t.printf("Split huge page leaving single PTE mapping compound page...");
-        let _ = t.b.madvise(
+        let _ = t.madvise(
             p + t.page_size,
             t.hpage_pmd_size - t.page_size,
             Madv::DontNeed,
@@ -829,8 +922,8 @@ pub fn collapse_single_pte_entry_compound(t: &mut Ctx, c: Context, ops: MemType)
 pub fn collapse_full_of_compound(t: &mut Ctx, c: Context, ops: MemType) -> R {
     let p = t.alloc_hpage(ops)?;
     t.printf("Split huge page leaving single PTE page table full of compound pages...");
-    let _ = t.b.madvise(p, t.page_size, Madv::NoHugePage);
-    let _ = t.b.madvise(p, t.hpage_pmd_size, Madv::NoHugePage);
+    let _ = t.madvise(p, t.page_size, Madv::NoHugePage);
+    let _ = t.madvise(p, t.hpage_pmd_size, Madv::NoHugePage);
     if t.check_huge(ops, p, 0) {
         t.success("OK");
     } else {
@@ -858,12 +951,12 @@ pub fn collapse_compound_extreme(t: &mut Ctx, c: Context, ops: MemType) -> R {
             i + 1,
             nr
         ));
-        let _ = t.b.madvise(BASE_ADDR, hs, Madv::HugePage);
+        let _ = t.madvise(BASE_ADDR, hs, Madv::HugePage);
         t.fault(ops, BASE_ADDR, 0, hs)?;
         if !t.check_huge(ops, BASE_ADDR, 1) {
             return Err(t.abort("Failed to allocate huge page".into()));
         }
-        let _ = t.b.madvise(BASE_ADDR, hs, Madv::NoHugePage);
+        let _ = t.madvise(BASE_ADDR, hs, Madv::NoHugePage);
         if let Err(e) = t.b.mremap_fixed(
             BASE_ADDR - i * ps,
             i * ps + hs,
@@ -954,8 +1047,8 @@ pub fn collapse_fork_compound(t: &mut Ctx, c: Context, ops: MemType) -> R {
             t.fail("Fail");
         }
         t.printf("Split huge page PMD in child process...");
-        let _ = t.b.madvise(p, t.page_size, Madv::NoHugePage);
-        let _ = t.b.madvise(p, t.hpage_pmd_size, Madv::NoHugePage);
+        let _ = t.madvise(p, t.page_size, Madv::NoHugePage);
+        let _ = t.madvise(p, t.hpage_pmd_size, Madv::NoHugePage);
         if t.check_huge(ops, p, 0) {
             t.success("OK");
         } else {

@@ -33,6 +33,8 @@ pub struct Options {
     pub swapfile: bool,
     /// File tests on a private tmpfs mounted huge=advise instead of a `[dir]`.
     pub private_tmpfs: bool,
+    /// Record host traces as fixtures under this directory.
+    pub record: Option<String>,
 }
 
 /// The selftest's usage text, plus this tool's options.
@@ -73,6 +75,7 @@ pub fn parse(args: &[String]) -> Result<Option<Options>, String> {
         read_only_thp_for_fs: false,
         swapfile: true,
         private_tmpfs: false,
+        record: None,
     };
     let mut positional = Vec::new();
     let mut it = args.iter();
@@ -122,6 +125,10 @@ pub fn parse(args: &[String]) -> Result<Option<Options>, String> {
             "--read-only-thp-for-fs" => o.read_only_thp_for_fs = true,
             "--no-swapfile" => o.swapfile = false,
             "--tmpfs" => o.private_tmpfs = true,
+            "--record" => {
+                o.record = Some(value("--record")?);
+                o.backend = BackendChoice::Host;
+            }
             s if s.starts_with('-') && s.len() > 1 => return Err(format!("unknown option {s}")),
             s => positional.push(s.to_string()),
         }
@@ -227,6 +234,7 @@ fn run_one(o: &Options, env: &Env, case: &Case) -> Result<Vec<(&'static str, Cas
             exe,
             swapfile: o.swapfile,
             private_tmpfs: o.private_tmpfs,
+            trace: false,
         };
         // With --tmpfs the host makes its own tmpfs per case; the model keeps its stand-in.
         let host_env = if o.private_tmpfs {
@@ -265,9 +273,169 @@ pub fn effective_profile(o: &Options) -> KernelProfile {
     KernelProfile::default()
 }
 
+fn host_options(o: &Options) -> Result<crate::host::isolate::HostRunOptions, String> {
+    Ok(crate::host::isolate::HostRunOptions {
+        exe: std::env::current_exe().map_err(|e| format!("finding this program: {e}"))?,
+        swapfile: o.swapfile,
+        private_tmpfs: o.private_tmpfs,
+        trace: false,
+    })
+}
+
+fn write_out(out: &mut dyn Write, s: &str) -> Result<(), String> {
+    out.write_all(s.as_bytes())
+        .map_err(|e| format!("writing output: {e}"))
+}
+
+/// `--backend both`: every case on the host and on the model, traces compared.
+fn compare_all(o: &Options, env: &Env, out: &mut dyn Write) -> Result<i32, String> {
+    use crate::crosscheck::{cross_check, model_env, Comparison};
+    let hopts = host_options(o)?;
+    let profile = effective_profile(o);
+    let host_env = if o.private_tmpfs {
+        Env {
+            finfo: None,
+            ..env.clone()
+        }
+    } else {
+        env.clone()
+    };
+    let menv = model_env(env, o.private_tmpfs);
+    let cases = select_cases(o);
+    let (mut agree, mut disagree, mut skipped) = (0, 0, 0);
+    if o.format == Format::Ktap {
+        write_out(out, &format!("KTAP version 1\n1..{}\n", cases.len()))?;
+    } else {
+        write_out(
+            out,
+            &format!(
+                "Comparing this kernel with the model (profile {})\n",
+                profile.name
+            ),
+        )?;
+    }
+    for (n, case) in cases.iter().enumerate() {
+        let (_host, _model, cmp) = cross_check(case, &host_env, &menv, &hopts, &profile);
+        let title = case.title();
+        let text = match &cmp {
+            Comparison::Agree => {
+                agree += 1;
+                match o.format {
+                    Format::Kernel => format!("agree     {title}\n"),
+                    Format::Ktap => format!("ok {} {title}\n", n + 1),
+                }
+            }
+            Comparison::HostSkipped(why) => {
+                skipped += 1;
+                match o.format {
+                    Format::Kernel => {
+                        format!("skipped   {title}: the host could not run it: {why}\n")
+                    }
+                    Format::Ktap => format!("ok {} {title} # SKIP host: {why}\n", n + 1),
+                }
+            }
+            Comparison::Disagree(d) => {
+                disagree += 1;
+                let detail = crate::trace::describe(d, "host", "model");
+                match o.format {
+                    Format::Kernel => format!("DISAGREE  {title}\n{}", indent(&detail, "    ")),
+                    Format::Ktap => format!("{}not ok {} {title}\n", indent(&detail, "# "), n + 1),
+                }
+            }
+        };
+        write_out(out, &text)?;
+    }
+    let summary = format!("{agree} agree, {disagree} disagree, {skipped} skipped");
+    match o.format {
+        Format::Kernel => write_out(out, &format!("{summary}\n"))?,
+        Format::Ktap => write_out(out, &format!("# {summary}\n# Totals: pass:{agree} fail:{disagree} xfail:0 xpass:0 skip:{skipped} error:0\n"))?,
+    }
+    Ok(if disagree > 0 {
+        1
+    } else if agree == 0 && skipped > 0 {
+        4
+    } else {
+        0
+    })
+}
+
+fn indent(text: &str, prefix: &str) -> String {
+    text.lines().map(|l| format!("{prefix}{l}\n")).collect()
+}
+
+/// `--record DIR`: host traces of the selected cases, written as fixtures.
+fn record(o: &Options, env: &Env, root: &str, out: &mut dyn Write) -> Result<i32, String> {
+    let mut hopts = host_options(o)?;
+    hopts.trace = true;
+    let host_env = if o.private_tmpfs {
+        Env {
+            finfo: None,
+            ..env.clone()
+        }
+    } else {
+        env.clone()
+    };
+    let release = nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .map_err(|e| format!("uname: {e}"))?;
+    let dir = crate::crosscheck::fixture_dir(std::path::Path::new(root), &release);
+    let (mut written, mut not) = (0, 0);
+    for case in select_cases(o) {
+        let r = crate::host::isolate::run_case_isolated(&case, &host_env, &hopts);
+        match &r.trace {
+            Some(t) => {
+                let path = dir.join(crate::crosscheck::fixture_name(&case));
+                crate::crosscheck::write_atomically(&path, t)?;
+                written += 1;
+                write_out(
+                    out,
+                    &format!(
+                        "recorded {} ({})\n",
+                        path.display(),
+                        outcome_word(&r.outcome)
+                    ),
+                )?;
+            }
+            None => {
+                not += 1;
+                write_out(
+                    out,
+                    &format!(
+                        "not recorded {}: {}\n",
+                        case.title(),
+                        outcome_word(&r.outcome)
+                    ),
+                )?;
+            }
+        }
+    }
+    write_out(
+        out,
+        &format!(
+            "{written} fixture(s) written to {}, {not} case(s) not recorded\n",
+            dir.display()
+        ),
+    )?;
+    Ok(if written == 0 { 4 } else { 0 })
+}
+
+fn outcome_word(o: &Outcome) -> String {
+    match o {
+        Outcome::Pass => "pass".into(),
+        Outcome::Fail(w) => format!("fail: {w}"),
+        Outcome::Skip(w) => format!("skip: {w}"),
+    }
+}
+
 /// Runs the selected cases, printing as it goes. Returns the exit code.
 pub fn run(o: &Options, out: &mut dyn Write) -> Result<i32, String> {
     let env = env_for(o)?;
+    if let Some(root) = &o.record {
+        return record(o, &env, root, out);
+    }
+    if o.backend == BackendChoice::Both {
+        return compare_all(o, &env, out);
+    }
     let mut o = o.clone();
     o.profile = Some(effective_profile(&o));
     let cases = select_cases(&o);

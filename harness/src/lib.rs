@@ -5,6 +5,7 @@
 pub mod backend;
 pub mod catalogue;
 pub mod cli;
+pub mod crosscheck;
 pub mod host;
 pub mod model_backend;
 pub mod page_map;
@@ -12,3 +13,4 @@ pub mod report;
 pub mod runner;
 pub mod steps;
 pub mod thp_settings;
+pub mod trace;

@@ -7,6 +7,7 @@ use crate::backend::Backend;
 use crate::catalogue::{alloc_at_fault, Ctx, DirKind, Env, MemType, TestEntry};
 use crate::steps::{Step, Verdict};
 use crate::thp_settings::ThpSettings;
+use crate::trace::TracingBackend;
 
 /// A case: one TEST() line, or alloc_at_fault (which main() always runs first).
 #[derive(Clone, Copy, Debug)]
@@ -57,6 +58,58 @@ pub struct CaseResult {
     pub steps: Vec<Step>,
     pub outcome: Outcome,
     pub elapsed: Duration,
+    /// The trace, when the case ran traced.
+    pub trace: Option<String>,
+}
+
+impl CaseResult {
+    /// A case that did not run.
+    pub fn skipped(case: Case, reason: String) -> CaseResult {
+        CaseResult {
+            case,
+            steps: Vec::new(),
+            outcome: Outcome::Skip(reason),
+            elapsed: Duration::ZERO,
+            trace: None,
+        }
+    }
+}
+
+/// The trace header's description of the environment.
+pub fn env_description(env: &Env) -> String {
+    let file = match env.finfo.as_ref().map(|f| &f.kind) {
+        None => "-".to_string(),
+        Some(DirKind::Tmpfs { huge }) => format!("tmpfs(huge={huge})"),
+        Some(DirKind::Disk { .. }) => "disk".to_string(),
+    };
+    format!("anon_order={} file={file}", env.anon_order)
+}
+
+/// The settings a case runs under, for the trace header.
+pub fn settings_description(s: &ThpSettings) -> String {
+    let mut parts = vec![
+        format!("enabled={}", s.thp_enabled),
+        format!("defrag={}", s.thp_defrag),
+        format!("shmem_enabled={}", s.shmem_enabled),
+        format!("use_zero_page={}", s.use_zero_page),
+        format!("khugepaged/defrag={}", s.khugepaged_defrag),
+        format!("max_ptes_none={}", s.max_ptes_none),
+        format!("max_ptes_swap={}", s.max_ptes_swap),
+        format!("max_ptes_shared={}", s.max_ptes_shared),
+        format!("pages_to_scan={}", s.pages_to_scan),
+        format!("scan_sleep_millisecs={}", s.scan_sleep_millisecs),
+    ];
+    for (o, v) in s.hugepages.iter().enumerate() {
+        if let Some(v) = v {
+            parts.push(format!("{}kB={v}", (model::PAGE_SIZE << o) / 1024));
+        }
+    }
+    for (o, v) in s.shmem_hugepages.iter().enumerate() {
+        if let Some(v) = v {
+            parts.push(format!("shmem-{}kB={v}", (model::PAGE_SIZE << o) / 1024));
+        }
+    }
+    parts.join(" ")
 }
 
 /// Why a case cannot run on this backend with this environment, if it cannot.
@@ -81,14 +134,26 @@ pub fn unsupported_reason(b: &mut dyn Backend, env: &Env, case: &Case) -> Option
 
 /// Runs `case` in the process `b` stands for.
 pub fn run_case(b: &mut dyn Backend, env: &Env, case: &Case) -> CaseResult {
+    run_case_inner(b, env, case, None)
+}
+
+/// Runs `case` and records its trace; `profile` names the model profile the run stands for
+/// (the model's own, or the host kernel's era).
+pub fn run_case_traced(b: &mut dyn Backend, env: &Env, case: &Case, profile: &str) -> CaseResult {
+    let kernel = b.kernel_release();
+    let mut tb = TracingBackend::new(b);
+    run_case_inner(&mut tb, env, case, Some((kernel, profile.to_string())))
+}
+
+fn run_case_inner(
+    b: &mut dyn Backend,
+    env: &Env,
+    case: &Case,
+    trace: Option<(String, String)>,
+) -> CaseResult {
     let start = Instant::now();
     if let Some(reason) = unsupported_reason(b, env, case) {
-        return CaseResult {
-            case: *case,
-            steps: Vec::new(),
-            outcome: Outcome::Skip(reason),
-            elapsed: start.elapsed(),
-        };
+        return CaseResult::skipped(*case, reason);
     }
     let saved = match ThpSettings::read(b) {
         Ok(s) => s,
@@ -99,13 +164,17 @@ pub fn run_case(b: &mut dyn Backend, env: &Env, case: &Case) -> CaseResult {
                 steps: Vec::new(),
                 outcome,
                 elapsed: start.elapsed(),
+                trace: None,
             };
         }
     };
+    let defaults = ThpSettings::selftest_defaults(&saved, env.anon_order);
+    let settings_text = settings_description(&defaults);
     let mut t = Ctx::new(b, env.clone());
+    t.tracing = trace.is_some();
     let mut result = t
         .settings
-        .push(t.b, ThpSettings::selftest_defaults(&saved, env.anon_order))
+        .push(t.b, defaults)
         .map_err(crate::catalogue::Abort);
     if result.is_ok() {
         // main() runs alloc_at_fault before the TEST() list: every test starts in a process
@@ -114,6 +183,8 @@ pub fn run_case(b: &mut dyn Backend, env: &Env, case: &Case) -> CaseResult {
         if let Case::Test(entry) = case {
             if result.is_ok() && t.exit_status == 0 {
                 t.steps.clear();
+                // The prologue's calls belong to alloc_at_fault, not to this case's trace.
+                let _ = t.b.take_trace_calls();
                 result = (entry.func)(&mut t, entry.context, entry.mem);
             } else {
                 result = Err(crate::catalogue::Abort(
@@ -122,6 +193,7 @@ pub fn run_case(b: &mut dyn Backend, env: &Env, case: &Case) -> CaseResult {
             }
         }
     }
+    t.trace_end();
     let exit_status = t.exit_status;
     let steps = std::mem::take(&mut t.steps);
     drop(t);
@@ -140,10 +212,22 @@ pub fn run_case(b: &mut dyn Backend, env: &Env, case: &Case) -> CaseResult {
             None => Outcome::Pass,
         },
     };
+    let trace = trace.map(|(kernel, profile)| {
+        let header = crate::trace::Header {
+            kernel,
+            profile,
+            case: case.id(),
+            env: env_description(env),
+            settings: settings_text,
+            unmodelled: Vec::new(),
+        };
+        crate::trace::render(&header, &steps, &outcome)
+    });
     CaseResult {
         case: *case,
         steps,
         outcome,
         elapsed: start.elapsed(),
+        trace,
     }
 }

@@ -6,17 +6,18 @@ use std::fmt;
 
 /// How a step ended: `success()`, `fail()` or `skip()` in khugepaged.c, or a message printed
 /// on its own line.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Verdict {
     Ok,
     Fail,
     Skip,
     /// A line with no verdict (informational, or the message before an exit).
+    #[default]
     Info,
 }
 
 /// One printed step.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct Step {
     /// The text before the verdict, e.g. "Collapse multiple fully populated PTE table...".
     pub text: String,
@@ -25,6 +26,10 @@ pub struct Step {
     pub word: String,
     /// Extra diagnostics (expected vs observed, the page map), one line each.
     pub detail: Vec<String>,
+    /// When tracing: the system calls made since the previous step, one line each.
+    pub calls: Vec<String>,
+    /// When tracing: what /proc showed of the test area at this step.
+    pub obs: Vec<String>,
 }
 
 impl Step {
@@ -39,6 +44,12 @@ impl Step {
         let mut s = format!("S\t{v}\t{}\t{}\n", escape(&self.word), escape(&self.text));
         for d in &self.detail {
             s.push_str(&format!("D\t{}\n", escape(d)));
+        }
+        for c in &self.calls {
+            s.push_str(&format!("C\t{}\n", escape(c)));
+        }
+        for o in &self.obs {
+            s.push_str(&format!("V\t{}\n", escape(o)));
         }
         s
     }
@@ -63,15 +74,19 @@ impl Step {
                         text,
                         verdict,
                         word,
-                        detail: Vec::new(),
+                        ..Step::default()
                     });
                 }
-                Some("D") => {
+                Some(kind @ ("D" | "C" | "V")) => {
                     let d = unescape(line.get(2..).unwrap_or(""));
-                    out.last_mut()
-                        .ok_or(format!("line {}: detail before any step", n + 1))?
-                        .detail
-                        .push(d);
+                    let last = out
+                        .last_mut()
+                        .ok_or(format!("line {}: record before any step", n + 1))?;
+                    match kind {
+                        "D" => last.detail.push(d),
+                        "C" => last.calls.push(d),
+                        _ => last.obs.push(d),
+                    }
                 }
                 Some("") | None => {}
                 Some(other) => return Err(format!("line {}: unknown record {other:?}", n + 1)),
@@ -127,12 +142,14 @@ mod tests {
                 verdict: Verdict::Fail,
                 word: "Fail".into(),
                 detail: vec!["a\nb".into(), "c".into()],
+                calls: vec!["mmap(0x40000000, 0x200000, anon) = 0x40000000".into()],
+                obs: vec!["map(0x40000000+1): 0 none".into()],
             },
             Step {
                 text: "x".into(),
                 verdict: Verdict::Ok,
                 word: "OK".into(),
-                detail: vec![],
+                ..Step::default()
             },
         ];
         let text: String = steps.iter().map(|s| s.encode()).collect();

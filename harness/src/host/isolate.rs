@@ -34,6 +34,8 @@ pub struct HostRunOptions {
     pub swapfile: bool,
     /// Mount a private tmpfs (huge=advise) for file cases when no `[dir]` was given.
     pub private_tmpfs: bool,
+    /// Record the case's trace (with the private directory shown as `$DIR`).
+    pub trace: bool,
 }
 
 /// Cases that need an active swap device (check_swap).
@@ -137,6 +139,7 @@ fn skip(case: &Case, reason: String) -> CaseResult {
         steps: Vec::new(),
         outcome: Outcome::Skip(reason),
         elapsed: Default::default(),
+        trace: None,
     }
 }
 
@@ -146,6 +149,7 @@ fn fail(case: &Case, reason: String, steps: Vec<Step>, start: Instant) -> CaseRe
         steps,
         outcome: Outcome::Fail(reason),
         elapsed: start.elapsed(),
+        trace: None,
     }
 }
 
@@ -222,13 +226,14 @@ pub fn run_case_isolated(case: &Case, env: &Env, opts: &HostRunOptions) -> CaseR
         std::process::exit(128 + sig);
     }
     match result {
-        Ok((steps, outcome)) if errs.is_empty() => CaseResult {
+        Ok((steps, outcome, trace)) if errs.is_empty() => CaseResult {
             case: *case,
             steps,
             outcome,
             elapsed: start.elapsed(),
+            trace,
         },
-        Ok((steps, _)) => fail(
+        Ok((steps, _, _)) => fail(
             case,
             format!(
                 "restoring settings after the case failed: {}",
@@ -298,13 +303,16 @@ fn prepare(
 }
 
 /// Arguments that describe a case and its environment to the case process.
-fn case_args(case: &Case, env: &Env) -> Vec<String> {
+fn case_args(case: &Case, env: &Env, trace: bool) -> Vec<String> {
     let mut a = vec![
         "--host-case".to_string(),
         case.id(),
         "--anon-order".into(),
         env.anon_order.to_string(),
     ];
+    if trace {
+        a.push("--trace".into());
+    }
     if let Some(f) = &env.finfo {
         a.push("--file-dir".into());
         a.push(f.dir.clone());
@@ -319,11 +327,11 @@ fn case_args(case: &Case, env: &Env) -> Vec<String> {
     a
 }
 
-type CaseOutput = Result<(Vec<Step>, Outcome), (String, Vec<Step>)>;
+type CaseOutput = Result<(Vec<Step>, Outcome, Option<String>), (String, Vec<Step>)>;
 
 fn spawn_case(case: &Case, env: &Env, opts: &HostRunOptions) -> CaseOutput {
     let out = Command::new(&opts.exe)
-        .args(case_args(case, env))
+        .args(case_args(case, env, opts.trace))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -334,7 +342,35 @@ fn spawn_case(case: &Case, env: &Env, opts: &HostRunOptions) -> CaseOutput {
                 Vec::new(),
             )
         })?;
-    let text = String::from_utf8_lossy(&out.stdout);
+    let all = String::from_utf8_lossy(&out.stdout);
+    // Trace lines ("T\t...") follow the verdict; the rest is steps and the verdict.
+    let mut trace = String::new();
+    let mut rest = String::new();
+    for line in all.lines() {
+        match line.strip_prefix("T\t") {
+            Some(t) => {
+                trace.push_str(t);
+                trace.push('\n');
+            }
+            None => {
+                rest.push_str(line);
+                rest.push('\n');
+            }
+        }
+    }
+    let text = rest;
+    let trace = (!trace.is_empty()).then(|| {
+        let dir = env
+            .finfo
+            .as_ref()
+            .map(|f| f.dir.clone())
+            .unwrap_or_default();
+        if dir.is_empty() {
+            trace.clone()
+        } else {
+            trace.replace(&dir, "$DIR")
+        }
+    });
     let (steps_text, outcome_line) = match text
         .rfind("\nO\t")
         .map(|i| i + 1)
@@ -359,6 +395,7 @@ fn spawn_case(case: &Case, env: &Env, opts: &HostRunOptions) -> CaseOutput {
                 "skip" => Outcome::Skip(f.get(2).unwrap_or(&"").to_string()),
                 _ => Outcome::Fail(f.get(2).unwrap_or(&"").to_string()),
             },
+            trace,
         )),
         _ => Err((
             format!(
@@ -374,6 +411,7 @@ fn spawn_case(case: &Case, env: &Env, opts: &HostRunOptions) -> CaseOutput {
 /// and writes its steps and outcome to stdout. Returns the exit code.
 pub fn case_process_main(args: &[String]) -> i32 {
     let mut id = None;
+    let mut traced = false;
     let mut env = Env::default();
     let (mut dir, mut kind) = (None, None);
     let mut it = args.iter();
@@ -383,6 +421,7 @@ pub fn case_process_main(args: &[String]) -> i32 {
             "--anon-order" => env.anon_order = it.next().and_then(|v| v.parse().ok()).unwrap_or(0),
             "--file-dir" => dir = it.next().cloned(),
             "--file-kind" => kind = it.next().cloned(),
+            "--trace" => traced = true,
             _ => {}
         }
     }
@@ -407,7 +446,14 @@ pub fn case_process_main(args: &[String]) -> i32 {
         return 2;
     };
     let mut b = HostBackend::default();
-    let r = run_case(&mut b, &env, &case);
+    let r = if traced {
+        let profile =
+            model::KernelProfile::for_release(&crate::backend::Backend::kernel_release(&b))
+                .map_or("none".to_string(), |p| p.name.to_string());
+        crate::runner::run_case_traced(&mut b, &env, &case, &profile)
+    } else {
+        run_case(&mut b, &env, &case)
+    };
     let mut out = String::new();
     for s in &r.steps {
         out.push_str(&s.encode());
@@ -418,6 +464,11 @@ pub fn case_process_main(args: &[String]) -> i32 {
         Outcome::Skip(w) => format!("O\tskip\t{}\n", w.replace(['\t', '\n'], " ")),
     };
     out.push_str(&line);
+    if let Some(t) = &r.trace {
+        for l in t.lines() {
+            out.push_str(&format!("T\t{l}\n"));
+        }
+    }
     let mut stdout = std::io::stdout();
     let _ = stdout.write_all(out.as_bytes());
     let _ = stdout.flush();

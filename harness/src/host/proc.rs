@@ -74,8 +74,44 @@ impl FlagBlocks {
     }
 }
 
-/// The page map of `nr` pages from `addr` in this process. Needs root for PFNs.
+/// The page map of `nr` pages from `addr` in this process. Needs root for PFNs. The pagemap
+/// is read again after kpageflags and kpagecount; if a page changed meanwhile (khugepaged
+/// runs concurrently), the whole picture is taken again, so it is never torn.
 pub fn page_map(addr: u64, nr: usize) -> Vec<PageObs> {
+    let mut last = Vec::new();
+    for _ in 0..8 {
+        let Some(before) = pagemap_raw(addr, nr) else {
+            return vec![PageObs::default(); nr];
+        };
+        last = page_map_once(addr, nr);
+        if pagemap_raw(addr, nr).as_ref() == Some(&before) {
+            return last;
+        }
+    }
+    last
+}
+
+/// The raw pagemap words of the range (for the stability check).
+fn pagemap_raw(addr: u64, nr: usize) -> Option<Vec<u64>> {
+    let first = (addr / model::PAGE_SIZE) as usize;
+    let infos = Process::myself()
+        .ok()?
+        .pagemap()
+        .ok()?
+        .get_range_info(first..first + nr)
+        .ok()?;
+    Some(
+        infos
+            .iter()
+            .map(|i| match i {
+                PageInfo::MemoryPage(m) => m.bits(),
+                PageInfo::SwapPage(s) => s.bits(),
+            })
+            .collect(),
+    )
+}
+
+fn page_map_once(addr: u64, nr: usize) -> Vec<PageObs> {
     let ps = model::PAGE_SIZE;
     let Ok(me) = Process::myself() else {
         return vec![PageObs::default(); nr];
@@ -96,6 +132,7 @@ pub fn page_map(addr: u64, nr: usize) -> Vec<PageObs> {
     for info in &infos {
         let mut o = PageObs::default();
         match info {
+            PageInfo::MemoryPage(m) if !m.contains(procfs::process::MemoryPageFlags::PRESENT) => {}
             PageInfo::MemoryPage(m) => {
                 let pfn: u64 = m.get_page_frame_number().0;
                 o.state = PageState::Present;

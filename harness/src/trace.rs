@@ -1,0 +1,458 @@
+//! Traces: a plain-text, line-oriented, diff-friendly record of one run of a case. A header
+//! (kernel release, profile, case, environment, settings), then per step the system calls made
+//! since the previous step with their results, the step line and its verdict, the smaps
+//! counters and a run-length page map of the test area, and finally the outcome.
+//!
+//! ```text
+//! khugepaged-trace 1
+//! kernel: 6.18.44-fc-v669
+//! profile: 6.18
+//! case: madvise:anon/collapse_full
+//! env: anon_order=0 file=-
+//! settings: enabled=madvise defrag=always ...
+//! --
+//!   mmap(0x40000000, 0x800000, anon) = 0x40000000
+//!   fill(0x40000000, 2048 pages) = 0
+//!   madvise(0x40000000, 0x800000, MADV_HUGEPAGE) = 0
+//!   madvise(0x40000000, 0x800000, MADV_COLLAPSE) = 0
+//! step ok: Collapse multiple fully populated PTE table... OK
+//!   smaps(0x40000000): rss=8192 anon_huge=8192 shmem_pmd=0 file_pmd=0 swap=0
+//!   map(0x40000000+2048): 0-511 pmd f0[0..] o9 mc1 ex | 512-1023 pmd f1[0..] o9 mc1 ex | ...
+//! outcome: pass
+//! ```
+
+use std::fmt::Write as _;
+
+use crate::backend::{Backend, ChildResult, Errno, Fd, Madv, MapTarget, PageObs, SmapsFields};
+use crate::runner::Outcome;
+use crate::steps::{Step, Verdict};
+
+/// Wraps a backend and records the calls that change state (not loads, /proc reads or sysfs
+/// writes, which the header and the observations cover).
+pub struct TracingBackend<'a> {
+    inner: &'a mut dyn Backend,
+    calls: Vec<String>,
+}
+
+impl<'a> TracingBackend<'a> {
+    pub fn new(inner: &'a mut dyn Backend) -> TracingBackend<'a> {
+        TracingBackend {
+            inner,
+            calls: Vec::new(),
+        }
+    }
+
+    fn log<T>(&mut self, call: String, r: &Result<T, Errno>, show: impl Fn(&T) -> String) {
+        let result = match r {
+            Ok(v) => show(v),
+            Err(e) => format!("-1 {}", e.name()),
+        };
+        self.calls.push(format!("{call} = {result}"));
+    }
+}
+
+fn target(t: MapTarget) -> &'static str {
+    match t {
+        MapTarget::PrivateAnon => "anon",
+        MapTarget::SharedRw(_) => "shared fd",
+        MapTarget::PrivateRead(_) => "private-read fd",
+    }
+}
+
+impl Backend for TracingBackend<'_> {
+    fn name(&self) -> &'static str {
+        self.inner.name()
+    }
+    fn kernel_release(&self) -> String {
+        self.inner.kernel_release()
+    }
+    fn page_size(&self) -> u64 {
+        self.inner.page_size()
+    }
+    fn hpage_pmd_size(&self) -> u64 {
+        self.inner.hpage_pmd_size()
+    }
+    fn read_only_thp_for_fs(&mut self) -> bool {
+        self.inner.read_only_thp_for_fs()
+    }
+    fn mmap(&mut self, addr: u64, len: u64, t: MapTarget) -> Result<u64, Errno> {
+        let r = self.inner.mmap(addr, len, t);
+        self.log(
+            format!("mmap({addr:#x}, {len:#x}, {})", target(t)),
+            &r,
+            |v| format!("{v:#x}"),
+        );
+        r
+    }
+    fn munmap(&mut self, addr: u64, len: u64) -> Result<(), Errno> {
+        let r = self.inner.munmap(addr, len);
+        self.log(format!("munmap({addr:#x}, {len:#x})"), &r, |_| "0".into());
+        r
+    }
+    fn madvise(&mut self, addr: u64, len: u64, a: Madv) -> Result<(), Errno> {
+        let r = self.inner.madvise(addr, len, a);
+        self.log(
+            format!("madvise({addr:#x}, {len:#x}, {})", a.name()),
+            &r,
+            |_| "0".into(),
+        );
+        r
+    }
+    fn mremap_fixed(
+        &mut self,
+        old: u64,
+        old_len: u64,
+        new_len: u64,
+        new: u64,
+    ) -> Result<u64, Errno> {
+        let r = self.inner.mremap_fixed(old, old_len, new_len, new);
+        self.log(
+            format!("mremap({old:#x}, {old_len:#x}, {new_len:#x}, MAYMOVE|FIXED, {new:#x})"),
+            &r,
+            |v| format!("{v:#x}"),
+        );
+        r
+    }
+    fn write_u32(&mut self, addr: u64, value: u32) -> Result<(), Errno> {
+        let r = self.inner.write_u32(addr, value);
+        self.log(format!("store({addr:#x})"), &r, |_| "0".into());
+        r
+    }
+    fn fill_pages(&mut self, addr: u64, pages: u64, first: u32) -> Result<(), (u64, Errno)> {
+        let r = self.inner.fill_pages(addr, pages, first);
+        let result = match &r {
+            Ok(()) => "0".to_string(),
+            Err((i, e)) => format!("fault at page {i}: {}", e.name()),
+        };
+        self.calls
+            .push(format!("fill({addr:#x}, {pages} pages) = {result}"));
+        r
+    }
+    fn read_u32(&mut self, addr: u64) -> Result<u32, Errno> {
+        self.inner.read_u32(addr)
+    }
+    fn memfd_create(&mut self, name: &str) -> Result<Fd, Errno> {
+        let r = self.inner.memfd_create(name);
+        self.log("memfd_create()".into(), &r, |_| "fd".into());
+        r
+    }
+    fn ftruncate(&mut self, fd: Fd, len: u64) -> Result<(), Errno> {
+        let r = self.inner.ftruncate(fd, len);
+        self.log(format!("ftruncate(fd, {len:#x})"), &r, |_| "0".into());
+        r
+    }
+    fn create_file(&mut self, path: &str) -> Result<Fd, Errno> {
+        let r = self.inner.create_file(path);
+        self.log(format!("open({path}, O_CREAT|O_EXCL|O_RDWR)"), &r, |_| {
+            "fd".into()
+        });
+        r
+    }
+    fn open_read_only(&mut self, path: &str) -> Result<Fd, Errno> {
+        let r = self.inner.open_read_only(path);
+        self.log(format!("open({path}, O_RDONLY)"), &r, |_| "fd".into());
+        r
+    }
+    fn write_from(&mut self, fd: Fd, addr: u64, len: u64) -> Result<(), Errno> {
+        let r = self.inner.write_from(fd, addr, len);
+        self.log(format!("write(fd, {addr:#x}, {len:#x})"), &r, |_| {
+            format!("{len:#x}")
+        });
+        r
+    }
+    fn close(&mut self, fd: Fd) -> Result<(), Errno> {
+        let r = self.inner.close(fd);
+        self.log("close(fd)".into(), &r, |_| "0".into());
+        r
+    }
+    fn unlink(&mut self, path: &str) -> Result<(), Errno> {
+        let r = self.inner.unlink(path);
+        self.log(format!("unlink({path})"), &r, |_| "0".into());
+        r
+    }
+    fn drop_caches(&mut self) -> Result<(), Errno> {
+        let r = self.inner.drop_caches();
+        self.log("drop_caches(3)".into(), &r, |_| "0".into());
+        r
+    }
+    fn smaps(&mut self, addr: u64) -> Option<SmapsFields> {
+        self.inner.smaps(addr)
+    }
+    fn page_map(&mut self, addr: u64, nr: usize) -> Vec<PageObs> {
+        self.inner.page_map(addr, nr)
+    }
+    fn thp_read(&mut self, path: &str) -> Result<String, Errno> {
+        self.inner.thp_read(path)
+    }
+    fn thp_write(&mut self, path: &str, value: &str) -> Result<(), Errno> {
+        self.inner.thp_write(path, value)
+    }
+    fn fork(
+        &mut self,
+        child: &mut dyn FnMut(&mut dyn Backend) -> ChildResult,
+    ) -> Result<ChildResult, Errno> {
+        self.calls.push("fork()".into());
+        let r = self.inner.fork(&mut |cb: &mut dyn Backend| {
+            let mut t = TracingBackend::new(cb);
+            child(&mut t)
+        });
+        let result = match &r {
+            Ok(c) => format!("child exit status {}", c.status),
+            Err(e) => format!("-1 {}", e.name()),
+        };
+        self.calls.push(format!("wait() = {result}"));
+        r
+    }
+    fn sleep_us(&mut self, usec: u64) {
+        self.inner.sleep_us(usec)
+    }
+    fn wait_for_scan(
+        &mut self,
+        full_scans_target: u64,
+        done: &mut dyn FnMut(&mut dyn Backend) -> bool,
+        tick: &mut dyn FnMut(),
+    ) -> bool {
+        let r = self.inner.wait_for_scan(full_scans_target, done, tick);
+        self.calls.push(format!(
+            "wait for khugepaged = {}",
+            if r { "timeout" } else { "done" }
+        ));
+        r
+    }
+    fn take_trace_calls(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.calls)
+    }
+    fn as_dyn(&mut self) -> &mut dyn Backend {
+        self
+    }
+}
+
+/// The header of a trace.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Header {
+    pub kernel: String,
+    pub profile: String,
+    pub case: String,
+    pub env: String,
+    pub settings: String,
+    /// Reasons the recorded run depends on something the model does not model; a replay
+    /// shows the fixture as ignored with them.
+    pub unmodelled: Vec<String>,
+}
+
+/// Magic first line.
+pub const MAGIC: &str = "khugepaged-trace 1";
+
+fn verdict_word(v: Verdict) -> &'static str {
+    match v {
+        Verdict::Ok => "ok",
+        Verdict::Fail => "fail",
+        Verdict::Skip => "skip",
+        Verdict::Info => "info",
+    }
+}
+
+/// Renders a whole trace.
+pub fn render(h: &Header, steps: &[Step], outcome: &Outcome) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "{MAGIC}");
+    let _ = writeln!(out, "kernel: {}", h.kernel);
+    let _ = writeln!(out, "profile: {}", h.profile);
+    let _ = writeln!(out, "case: {}", h.case);
+    let _ = writeln!(out, "env: {}", h.env);
+    let _ = writeln!(out, "settings: {}", h.settings);
+    for u in &h.unmodelled {
+        let _ = writeln!(out, "unmodelled: {u}");
+    }
+    let _ = writeln!(out, "--");
+    for s in steps {
+        for c in &s.calls {
+            let _ = writeln!(out, "  {c}");
+        }
+        let _ = writeln!(
+            out,
+            "step {}: {}",
+            verdict_word(s.verdict),
+            s.to_string().trim_end()
+        );
+        for o in &s.obs {
+            let _ = writeln!(out, "  {o}");
+        }
+    }
+    let _ = match outcome {
+        Outcome::Pass => writeln!(out, "outcome: pass"),
+        Outcome::Fail(w) => writeln!(out, "outcome: fail: {}", w.replace('\n', " ")),
+        Outcome::Skip(w) => writeln!(out, "outcome: skip: {}", w.replace('\n', " ")),
+    };
+    out
+}
+
+/// Splits a trace into its header and body lines.
+pub fn parse(text: &str) -> Result<(Header, Vec<String>), String> {
+    let mut lines = text.lines();
+    if lines.next() != Some(MAGIC) {
+        return Err(format!("not a trace: the first line must be {MAGIC:?}"));
+    }
+    let mut h = Header {
+        kernel: String::new(),
+        profile: String::new(),
+        case: String::new(),
+        env: String::new(),
+        settings: String::new(),
+        unmodelled: Vec::new(),
+    };
+    for (n, line) in lines.by_ref().enumerate() {
+        if line == "--" {
+            break;
+        }
+        let (k, v) = line
+            .split_once(": ")
+            .ok_or_else(|| format!("header line {}: expected 'key: value', got {line:?}", n + 2))?;
+        match k {
+            "kernel" => h.kernel = v.into(),
+            "profile" => h.profile = v.into(),
+            "case" => h.case = v.into(),
+            "env" => h.env = v.into(),
+            "settings" => h.settings = v.into(),
+            "unmodelled" => h.unmodelled.push(v.into()),
+            other => return Err(format!("header line {}: unknown key {other:?}", n + 2)),
+        }
+    }
+    if h.case.is_empty() {
+        return Err("the header names no case".into());
+    }
+    Ok((h, lines.map(str::to_string).collect()))
+}
+
+/// Makes a body comparable across runs: the private directory becomes `$DIR`, the progress
+/// dots a khugepaged wait adds after "..." (their number depends on timing) go, and so do
+/// volatile observations ("~"), taken while khugepaged could act on the area at any moment.
+pub fn normalize(body: &[String], dir: Option<&str>) -> Vec<String> {
+    body.iter()
+        .filter(|l| !l.trim_start().starts_with('~'))
+        .map(|l| {
+            let mut l = match dir {
+                Some(d) if !d.is_empty() => l.replace(d, "$DIR"),
+                _ => l.clone(),
+            };
+            if l.starts_with("step ") {
+                while l.contains("....") {
+                    l = l.replace("....", "...");
+                }
+            }
+            l
+        })
+        .collect()
+}
+
+/// The first difference between two normalized bodies: (line index, expected, actual), and
+/// the map lines of the step around it on each side.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Difference {
+    pub line: usize,
+    pub left: String,
+    pub right: String,
+    pub step: String,
+    pub left_map: Option<String>,
+    pub right_map: Option<String>,
+}
+
+/// Compares two normalized bodies.
+pub fn first_difference(left: &[String], right: &[String]) -> Option<Difference> {
+    let n = left.len().max(right.len());
+    let i = (0..n).find(|&i| left.get(i) != right.get(i))?;
+    let step = left[..i.min(left.len())]
+        .iter()
+        .rev()
+        .find(|l| l.starts_with("step "))
+        .cloned()
+        .unwrap_or_else(|| "(before the first step)".into());
+    let map_near = |v: &[String]| -> Option<String> {
+        v.iter()
+            .skip(i)
+            .take_while(|l| !l.starts_with("step ") || l.starts_with("  "))
+            .find(|l| l.trim_start().starts_with("map("))
+            .cloned()
+            .or_else(|| {
+                v[..i.min(v.len())]
+                    .iter()
+                    .rev()
+                    .find(|l| l.trim_start().starts_with("map("))
+                    .cloned()
+            })
+    };
+    Some(Difference {
+        line: i,
+        left: left
+            .get(i)
+            .cloned()
+            .unwrap_or_else(|| "(end of trace)".into()),
+        right: right
+            .get(i)
+            .cloned()
+            .unwrap_or_else(|| "(end of trace)".into()),
+        step,
+        left_map: map_near(left),
+        right_map: map_near(right),
+    })
+}
+
+/// A readable report of a difference, the two page maps one above the other, aligned.
+pub fn describe(d: &Difference, left_name: &str, right_name: &str) -> String {
+    let w = left_name.len().max(right_name.len());
+    let mut s = format!(
+        "first difference at body line {} (after {}):\n  {left_name:>w$}: {}\n  {right_name:>w$}: {}\n",
+        d.line + 1,
+        d.step,
+        d.left.trim(),
+        d.right.trim()
+    );
+    if d.left_map != d.right_map {
+        s.push_str(&format!(
+            "page maps there:\n  {left_name:>w$}: {}\n  {right_name:>w$}: {}\n",
+            d.left_map.as_deref().unwrap_or("-").trim(),
+            d.right_map.as_deref().unwrap_or("-").trim()
+        ));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn render_parse_round_trip_and_difference() {
+        let h = Header {
+            kernel: "6.18.44".into(),
+            profile: "6.18".into(),
+            case: "madvise:anon/collapse_full".into(),
+            env: "anon_order=0 file=-".into(),
+            settings: "enabled=madvise".into(),
+            unmodelled: vec!["THP allocation failed".into()],
+        };
+        let steps = vec![Step {
+            text: "Collapse multiple fully populated PTE table....".into(),
+            verdict: Verdict::Ok,
+            word: "OK".into(),
+            calls: vec!["madvise(0x40000000, 0x800000, MADV_COLLAPSE) = 0".into()],
+            obs: vec!["map(0x40000000+4): 0-3 pmd f0[0..] o9 mc1 ex".into()],
+            ..Step::default()
+        }];
+        let text = render(&h, &steps, &Outcome::Pass);
+        let (h2, body) = parse(&text).unwrap();
+        assert_eq!(h2, h);
+        let norm = normalize(&body, None);
+        assert_eq!(
+            norm[1],
+            "step ok: Collapse multiple fully populated PTE table... OK"
+        );
+        let mut other = norm.clone();
+        other[2] = "  map(0x40000000+4): 0-3 pte f0[0..] o9 mc1 ex".into();
+        let d = first_difference(&norm, &other).unwrap();
+        assert_eq!(d.line, 2);
+        assert!(describe(&d, "host", "model").contains("page maps there"));
+        assert!(first_difference(&norm, &norm).is_none());
+        assert!(parse("garbage").is_err());
+    }
+}
