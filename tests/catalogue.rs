@@ -5,7 +5,7 @@
 
 use harness::catalogue::{DirKind, Env, FileInfo, MemType, SKIPPED_ON_TMPFS};
 use harness::cli::all_cases;
-use harness::host::isolate::{run_case_isolated, HostRunOptions};
+use harness::host::isolate::{run_case_retrying_races, HostRunOptions};
 use harness::model_backend::ModelBackend;
 use harness::runner::{run_case, Case, CaseResult, Outcome};
 use libtest_mimic::{Arguments, Failed, Trial};
@@ -85,7 +85,7 @@ fn host_trials() -> Vec<Trial> {
             let opts = opts.clone();
             let expect_skip = skipped_on_tmpfs(&case);
             let trial = Trial::test(format!("host/{}", case.id()), move || {
-                let r = run_case_isolated(&case, &Env::default(), &opts);
+                let r = run_case_retrying_races(&case, &Env::default(), &opts);
                 verdict(&r, expect_skip)
             });
             match (&unsupported, expect_skip) {

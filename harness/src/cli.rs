@@ -247,7 +247,7 @@ fn run_one(o: &Options, env: &Env, case: &Case) -> Result<Vec<(&'static str, Cas
         };
         out.push((
             "host",
-            crate::host::isolate::run_case_isolated(case, &host_env, &hopts),
+            crate::host::isolate::run_case_retrying_races(case, &host_env, &hopts),
         ));
     }
     if matches!(o.backend, BackendChoice::Model | BackendChoice::Both) {
@@ -302,7 +302,7 @@ fn compare_all(o: &Options, env: &Env, out: &mut dyn Write) -> Result<i32, Strin
     };
     let menv = model_env(env, o.private_tmpfs);
     let cases = select_cases(o);
-    let (mut agree, mut disagree, mut skipped) = (0, 0, 0);
+    let (mut agree, mut disagree, mut skipped, mut unmodelled) = (0, 0, 0, 0);
     if o.format == Format::Ktap {
         write_out(out, &format!("KTAP version 1\n1..{}\n", cases.len()))?;
     } else {
@@ -334,6 +334,18 @@ fn compare_all(o: &Options, env: &Env, out: &mut dyn Write) -> Result<i32, Strin
                     Format::Ktap => format!("ok {} {title} # SKIP host: {why}\n", n + 1),
                 }
             }
+            Comparison::Unmodelled(reasons, d) => {
+                unmodelled += 1;
+                let detail = format!(
+                    "{}because: {}\n",
+                    crate::trace::describe(d, "host", "model"),
+                    reasons.join("; ")
+                );
+                match o.format {
+                    Format::Kernel => format!("explained {title}: the host run depends on what the model does not model\n{}", indent(&detail, "    ")),
+                    Format::Ktap => format!("{}ok {} {title} # SKIP unmodelled: {}\n", indent(&detail, "# "), n + 1, reasons.join("; ")),
+                }
+            }
             Comparison::Disagree(d) => {
                 disagree += 1;
                 let detail = crate::trace::describe(d, "host", "model");
@@ -345,10 +357,13 @@ fn compare_all(o: &Options, env: &Env, out: &mut dyn Write) -> Result<i32, Strin
         };
         write_out(out, &text)?;
     }
-    let summary = format!("{agree} agree, {disagree} disagree, {skipped} skipped");
+    let summary = format!("{agree} agree, {disagree} disagree, {unmodelled} explained (unmodelled), {skipped} skipped");
     match o.format {
         Format::Kernel => write_out(out, &format!("{summary}\n"))?,
-        Format::Ktap => write_out(out, &format!("# {summary}\n# Totals: pass:{agree} fail:{disagree} xfail:0 xpass:0 skip:{skipped} error:0\n"))?,
+        Format::Ktap => write_out(
+            out,
+            &format!("# {summary}\n# Totals: pass:{agree} fail:{disagree} xfail:0 xpass:0 skip:{} error:0\n", skipped + unmodelled),
+        )?,
     }
     Ok(if disagree > 0 {
         1
@@ -381,11 +396,15 @@ fn record(o: &Options, env: &Env, root: &str, out: &mut dyn Write) -> Result<i32
     let dir = crate::crosscheck::fixture_dir(std::path::Path::new(root), &release);
     let (mut written, mut not) = (0, 0);
     for case in select_cases(o) {
-        let r = crate::host::isolate::run_case_isolated(&case, &host_env, &hopts);
+        let r = crate::host::isolate::run_case_retrying_races(&case, &host_env, &hopts);
         match &r.trace {
             Some(t) => {
-                let path = dir.join(crate::crosscheck::fixture_name(&case));
-                crate::crosscheck::write_atomically(&path, t)?;
+                let path = dir.join(crate::crosscheck::fixture_name(&case, env));
+                let reasons = crate::crosscheck::unmodelled_reasons(&r);
+                crate::crosscheck::write_atomically(
+                    &path,
+                    &crate::crosscheck::annotate(t, &reasons),
+                )?;
                 written += 1;
                 write_out(
                     out,

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use model::KernelProfile;
 
 use crate::catalogue::{DirKind, Env, FileInfo};
-use crate::host::isolate::{run_case_isolated, HostRunOptions};
+use crate::host::isolate::HostRunOptions;
 use crate::model_backend::ModelBackend;
 use crate::runner::{run_case_traced, Case, CaseResult, Outcome};
 use crate::trace::{self, Difference};
@@ -21,6 +21,59 @@ pub enum Comparison {
     Disagree(Difference),
     /// The host could not run the case (the model's result alone proves nothing).
     HostSkipped(String),
+    /// The host's run depended on something the model does not model; the reasons.
+    Unmodelled(Vec<String>, Difference),
+}
+
+/// Known ways a host run can depend on what the model does not model, recognised from the
+/// host's own result: allocation failures and khugepaged's timing.
+pub fn unmodelled_reasons(host: &CaseResult) -> Vec<String> {
+    let mut reasons = Vec::new();
+    let texts: Vec<String> = host
+        .steps
+        .iter()
+        .map(|s| s.to_string())
+        .chain(match &host.outcome {
+            Outcome::Fail(w) => Some(w.clone()),
+            _ => None,
+        })
+        .collect();
+    let khugepaged_ctx = host.case.id().starts_with("khugepaged:");
+    if khugepaged_ctx && texts.iter().any(|t| t.contains("Unexpected huge page")) {
+        reasons.push(
+            "khugepaged collapsed the area between two waits (the range was advised and collapsible); \
+             the model runs khugepaged only while the test waits for it"
+                .into(),
+        );
+    }
+    if texts.iter().any(|t| {
+        t.contains("Cannot allocate memory")
+            || t.contains("Failed to allocate huge page")
+            || t.contains("ENOMEM")
+    }) {
+        reasons.push("a THP allocation failed on the host (fragmentation); the model's allocations always succeed".into());
+    }
+    reasons
+}
+
+/// Adds `unmodelled:` header lines to a trace.
+pub fn annotate(trace_text: &str, reasons: &[String]) -> String {
+    if reasons.is_empty() {
+        return trace_text.to_string();
+    }
+    let mut out = String::new();
+    let mut done = false;
+    for line in trace_text.lines() {
+        if !done && line == "--" {
+            for r in reasons {
+                out.push_str(&format!("unmodelled: {r}\n"));
+            }
+            done = true;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
 }
 
 /// Runs `case` traced on the model with `profile`, in `env`.
@@ -60,7 +113,14 @@ pub fn compare(host: &CaseResult, model: &CaseResult, model_dir: Option<&str>) -
     match (h, m) {
         (Ok(h), Ok(m)) => match trace::first_difference(&h, &m) {
             None => Comparison::Agree,
-            Some(d) => Comparison::Disagree(d),
+            Some(d) => {
+                let reasons = unmodelled_reasons(host);
+                if reasons.is_empty() {
+                    Comparison::Disagree(d)
+                } else {
+                    Comparison::Unmodelled(reasons, d)
+                }
+            }
         },
         (Err(e), _) | (_, Err(e)) => Comparison::Disagree(Difference {
             line: 0,
@@ -102,7 +162,7 @@ pub fn cross_check(
 ) -> (CaseResult, CaseResult, Comparison) {
     let mut hopts = hopts.clone();
     hopts.trace = true;
-    let host = run_case_isolated(case, host_env, &hopts);
+    let host = crate::host::isolate::run_case_retrying_races(case, host_env, &hopts);
     let model = model_trace(
         profile,
         crate::host::probe::read_only_thp_for_fs(),
@@ -114,9 +174,15 @@ pub fn cross_check(
     (host, model, cmp)
 }
 
-/// The fixture file name of a case: `khugepaged_anon_collapse_full.trace`.
-pub fn fixture_name(case: &Case) -> String {
-    format!("{}.trace", case.id().replace([':', '/'], "_"))
+/// The fixture file name of a case: `khugepaged_anon_collapse_full.trace`, with `-s2` etc.
+/// for an mTHP order.
+pub fn fixture_name(case: &Case, env: &Env) -> String {
+    let order = if env.anon_order > 0 {
+        format!("-s{}", env.anon_order)
+    } else {
+        String::new()
+    };
+    format!("{}{order}.trace", case.id().replace([':', '/'], "_"))
 }
 
 /// Writes `text` to `path` atomically: a temporary file in the same directory, then a rename,

@@ -38,6 +38,36 @@ pub struct HostRunOptions {
     pub trace: bool,
 }
 
+/// Runs a host case; a failure that only shows khugepaged racing ahead of the test (see
+/// `crosscheck::unmodelled_reasons`; khugepaged.c since 6.17 leaves the range advised between
+/// waits, so the daemon may collapse it before the next sanity check) is retried once, and
+/// the result says so.
+pub fn run_case_retrying_races(case: &Case, env: &Env, opts: &HostRunOptions) -> CaseResult {
+    let first = run_case_isolated(case, env, opts);
+    let raced = matches!(first.outcome, Outcome::Fail(_))
+        && crate::crosscheck::unmodelled_reasons(&first)
+            .iter()
+            .any(|r| r.starts_with("khugepaged collapsed"));
+    if !raced {
+        return first;
+    }
+    let mut second = run_case_isolated(case, env, opts);
+    let why = match &first.outcome {
+        Outcome::Fail(w) => w.clone(),
+        _ => String::new(),
+    };
+    second.steps.insert(
+        0,
+        Step {
+            text: format!(
+                "(first attempt failed: {why}: khugepaged raced ahead of the test; retried once)"
+            ),
+            ..Step::default()
+        },
+    );
+    second
+}
+
 /// Cases that need an active swap device (check_swap).
 pub fn needs_swap(case: &Case) -> bool {
     matches!(case, Case::Test(e) if e.name == "collapse_swapin_single_pte" || e.name == "collapse_max_ptes_swap")
