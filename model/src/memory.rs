@@ -736,6 +736,9 @@ impl Kernel {
                 .page_table
                 .table_mut(pmd_start);
             let (first, last) = (pte_index(lo), pte_index(hi - 1));
+            if table[first..=last].iter().all(|p| p.is_none()) {
+                continue;
+            }
             let mut old = [Pte::None; crate::HPAGE_PMD_NR];
             for (dst, src) in old.iter_mut().zip(table[first..=last].iter_mut()) {
                 *dst = std::mem::take(src);

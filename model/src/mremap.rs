@@ -125,7 +125,7 @@ impl Kernel {
         self.mm_mut(pid)?.vmas.insert(dst);
         self.move_page_tables(pid, old_addr, new_addr, old_len);
         self.mm_mut(pid)?.vmas.remove(src.start);
-        self.zap_range(pid, old_addr, old_addr + old_len);
+        // Every entry moved, so the old range holds nothing to zap: only tables to free.
         self.free_pgtables(pid, old_addr, old_addr + old_len);
         self.mm_mut(pid)?.vmas.try_merge(new_addr);
         Ok(())
