@@ -155,12 +155,6 @@ impl PudMap {
         &mut self.entries[i].1
     }
 
-    fn remove(&mut self, key: &u64) {
-        if let Ok(i) = self.pos(*key) {
-            self.entries.remove(i);
-        }
-    }
-
     fn range(&self, r: std::ops::RangeInclusive<u64>) -> impl Iterator<Item = (&u64, &PmdPage)> {
         let lo = self.entries.partition_point(|(k, _)| k < r.start());
         let hi = self.entries.partition_point(|(k, _)| k <= r.end());
@@ -224,9 +218,8 @@ impl PageTable {
             (true, false) => page.populated -= 1,
             _ => {}
         }
-        if page.populated == 0 {
-            self.puds.remove(&key);
-        }
+        // An emptied page of PMD entries is kept for reuse (building one costs 512 entries);
+        // `pud_present` looks at its population.
         old
     }
 
@@ -313,7 +306,9 @@ impl PageTable {
 
     /// Whether any PMD entry in the 1 GiB range of `addr` is populated (the PUD entry exists).
     pub fn pud_present(&self, addr: u64) -> bool {
-        self.puds.contains_key(&pud_key(addr))
+        self.puds
+            .get(&pud_key(addr))
+            .is_some_and(|p| p.populated > 0)
     }
 }
 
