@@ -36,12 +36,13 @@ fn per_case(env: &Env, opts: &Options) {
         })
         .collect();
     v.sort();
-    for (t, id) in v.iter().rev().take(5) {
+    for (t, id) in v.iter().rev().take(14) {
         println!("  slowest: {id:<55} {:.2} ms", t.as_secs_f64() * 1e3);
     }
 }
 
 fn main() {
+    harness::tune_allocator();
     let opts = Options {
         anon_order: 0,
         contexts: Context::ALL.to_vec(),

@@ -9,6 +9,7 @@ use harness::runner::run_case;
 use model::KernelProfile;
 
 fn main() {
+    harness::tune_allocator();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some(id) = args.first() else {
         eprintln!("usage: profile_case <case id, e.g. khugepaged:anon/collapse_full, or all> [iterations]");

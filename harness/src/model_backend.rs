@@ -294,6 +294,34 @@ impl Backend for ModelBackend {
         }
     }
 
+    /// khugepaged.c's wait in virtual time: the selftest's 6 ticks of 0.5 s (3 s), but the
+    /// condition is looked at after every khugepaged wake-up rather than every 0.5 s, so the
+    /// wait ends in the same state without scanning on after it was met. A dot per 0.5 s.
+    fn wait_for_scan(
+        &mut self,
+        full_scans_target: u64,
+        done: &mut dyn FnMut(&mut dyn Backend) -> bool,
+        tick: &mut dyn FnMut(),
+    ) -> bool {
+        let period_us = (self.k.thp.khugepaged.scan_sleep_millisecs as u64 * 1000).max(1000);
+        let total_us = 6 * 500_000;
+        let mut elapsed = 0;
+        loop {
+            if done(self) || self.k.khugepaged_state.full_scans >= full_scans_target {
+                return false;
+            }
+            if elapsed >= total_us {
+                return true;
+            }
+            let before = elapsed;
+            elapsed += period_us;
+            if before / 500_000 != elapsed / 500_000 || before == 0 {
+                tick();
+            }
+            self.k.khugepaged_do_scan();
+        }
+    }
+
     fn as_dyn(&mut self) -> &mut dyn Backend {
         self
     }

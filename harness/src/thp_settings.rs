@@ -27,8 +27,17 @@ pub struct ThpSettings {
     pub shmem_hugepages: [Option<String>; 10],
 }
 
-fn dir(order: u8) -> String {
-    format!("hugepages-{}kB", (model::PAGE_SIZE << order) / 1024)
+/// `hugepages-<N>kB/enabled` and `.../shmem_enabled` by order (built once).
+fn size_files(order: u8) -> &'static (String, String) {
+    static FILES: std::sync::OnceLock<Vec<(String, String)>> = std::sync::OnceLock::new();
+    &FILES.get_or_init(|| {
+        (0..=model::HPAGE_PMD_ORDER)
+            .map(|o| {
+                let dir = format!("hugepages-{}kB", (model::PAGE_SIZE << o) / 1024);
+                (format!("{dir}/enabled"), format!("{dir}/shmem_enabled"))
+            })
+            .collect()
+    })[order as usize]
 }
 
 /// The selected value of a sysfs choice file ("always [madvise] never" -> "madvise").
@@ -49,14 +58,8 @@ impl ThpSettings {
         let mut hugepages: [Option<String>; 10] = Default::default();
         let mut shmem_hugepages: [Option<String>; 10] = Default::default();
         for o in ORDERS {
-            hugepages[o as usize] = b
-                .thp_read(&format!("{}/enabled", dir(o)))
-                .ok()
-                .map(|v| selected(&v));
-            shmem_hugepages[o as usize] = b
-                .thp_read(&format!("{}/shmem_enabled", dir(o)))
-                .ok()
-                .map(|v| selected(&v));
+            hugepages[o as usize] = b.thp_read(&size_files(o).0).ok().map(|v| selected(&v));
+            shmem_hugepages[o as usize] = b.thp_read(&size_files(o).1).ok().map(|v| selected(&v));
         }
         Ok(ThpSettings {
             thp_enabled: selected(&b.thp_read("enabled")?),
@@ -99,12 +102,12 @@ impl ThpSettings {
         b.thp_write("khugepaged/pages_to_scan", &self.pages_to_scan.to_string())?;
         for o in ORDERS {
             if let Some(v) = &self.hugepages[o as usize] {
-                b.thp_write(&format!("{}/enabled", dir(o)), v)?;
+                b.thp_write(&size_files(o).0, v)?;
             }
         }
         for o in ORDERS {
             if let Some(v) = &self.shmem_hugepages[o as usize] {
-                b.thp_write(&format!("{}/shmem_enabled", dir(o)), v)?;
+                b.thp_write(&size_files(o).1, v)?;
             }
         }
         Ok(())

@@ -68,7 +68,11 @@ impl Inode {
         index: u64,
         order_of: impl Fn(FolioId) -> u8,
     ) -> Option<(u64, CacheEntry)> {
-        let (&first, &entry) = self.cache.range(..=index).next_back()?;
+        // Most entries are small folios found at their own index; look there first.
+        if let Some(&entry) = self.cache.get(&index) {
+            return Some((index, entry));
+        }
+        let (&first, &entry) = self.cache.range(..index).next_back()?;
         let span = match entry {
             CacheEntry::Folio(f) => 1u64 << order_of(f),
             CacheEntry::Swap(_) => 1,

@@ -535,22 +535,29 @@ impl Kernel {
         let mut present = 0u32;
         let limits = self.thp.khugepaged.clone();
         let mut result = ScanResult::Succeed;
-        let mut index = start;
-        while index < start + HPAGE_PMD_NR as u64 {
-            let folios = &self.folios;
-            match self.inode(inode).lookup(index, |f| folios.folio(f).order) {
-                None => {
-                    index += 1;
-                }
-                Some((_, CacheEntry::Swap(_))) => {
+        let end = start + HPAGE_PMD_NR as u64;
+        // The entries of the range in index order: a folio that starts before the range but
+        // reaches into it, then every entry that starts inside (holes are simply absent).
+        let folios = &self.folios;
+        let cache = &self.inode(inode).cache;
+        let leading = self
+            .inode(inode)
+            .lookup(start, |f| folios.folio(f).order)
+            .filter(|(first, _)| *first < start);
+        let entries: Vec<(u64, CacheEntry)> = leading
+            .into_iter()
+            .chain(cache.range(start..end).map(|(i, e)| (*i, *e)))
+            .collect();
+        for (first, entry) in entries {
+            match entry {
+                CacheEntry::Swap(_) => {
                     t.swap += 1;
-                    index += 1;
                     if cc.is_khugepaged() && t.swap > limits.max_ptes_swap {
                         result = ScanResult::ExceedSwapPte;
                         break;
                     }
                 }
-                Some((first, CacheEntry::Folio(f))) => {
+                CacheEntry::Folio(f) => {
                     let folio = self.folio(f);
                     if folio.order == HPAGE_PMD_ORDER && first == start {
                         result = ScanResult::PteMappedHugepage;
@@ -564,9 +571,8 @@ impl Kernel {
                         result = ScanResult::PageCount;
                         break;
                     }
-                    let end = first + folio.nr_pages() as u64;
-                    present += (end.min(start + HPAGE_PMD_NR as u64) - index) as u32;
-                    index = end;
+                    let last = first + folio.nr_pages() as u64;
+                    present += (last.min(end) - first.max(start)) as u32;
                 }
             }
         }

@@ -136,18 +136,22 @@ impl Kernel {
             None => (0, None, None),
         };
         let allowed = self.shmem_allowable_huge_orders(pid, inode, vma, index, false);
-        let aligned = index & !(HPAGE_PMD_NR as u64 - 1);
-        let range_empty = self
-            .inode(inode)
-            .cache
-            .range(aligned..aligned + HPAGE_PMD_NR as u64)
-            .next()
-            .is_none();
+        let pmd_allowed = allowed & (1 << HPAGE_PMD_ORDER) != 0;
         let suitable = match (vma, addr) {
             (Some(v), Some(a)) => v.pmd_block_suitable(a),
             _ => true,
         };
-        let order = if allowed & (1 << HPAGE_PMD_ORDER) != 0 && suitable && range_empty {
+        // A PMD folio only fits where the aligned range of the page cache is still empty.
+        let aligned = index & !(HPAGE_PMD_NR as u64 - 1);
+        let order = if pmd_allowed
+            && suitable
+            && self
+                .inode(inode)
+                .cache
+                .range(aligned..aligned + HPAGE_PMD_NR as u64)
+                .next()
+                .is_none()
+        {
             HPAGE_PMD_ORDER
         } else {
             0

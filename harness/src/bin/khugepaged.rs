@@ -5,6 +5,7 @@
 use harness::cli;
 
 fn main() {
+    harness::tune_allocator();
     let args: Vec<String> = std::env::args().skip(1).collect();
     // The host backend re-executes this binary to run each case in its own process.
     if args.first().map(String::as_str) == Some("--host-case") {
