@@ -28,6 +28,7 @@ fn main() {
         swapfile: true,
         private_tmpfs: false,
         record: None,
+        trace: false,
     };
     let env = Env {
         anon_order: 0,

@@ -239,6 +239,12 @@ pub trait Backend {
         Vec::new()
     }
 
+    /// Explanations the backend can give of what just happened (the model's collapse
+    /// reports), one line each, since the last call. Traces show them as `#` comments.
+    fn take_notes(&mut self) -> Vec<String> {
+        Vec::new()
+    }
+
     /// Self as a trait object (for default methods).
     fn as_dyn(&mut self) -> &mut dyn Backend;
 }

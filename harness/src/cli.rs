@@ -35,6 +35,8 @@ pub struct Options {
     pub private_tmpfs: bool,
     /// Record host traces as fixtures under this directory.
     pub record: Option<String>,
+    /// Print each case's trace after its lines.
+    pub trace: bool,
 }
 
 /// The selftest's usage text, plus this tool's options.
@@ -76,6 +78,7 @@ pub fn parse(args: &[String]) -> Result<Option<Options>, String> {
         swapfile: true,
         private_tmpfs: false,
         record: None,
+        trace: false,
     };
     let mut positional = Vec::new();
     let mut it = args.iter();
@@ -125,6 +128,7 @@ pub fn parse(args: &[String]) -> Result<Option<Options>, String> {
             "--read-only-thp-for-fs" => o.read_only_thp_for_fs = true,
             "--no-swapfile" => o.swapfile = false,
             "--tmpfs" => o.private_tmpfs = true,
+            "--trace" => o.trace = true,
             "--record" => {
                 o.record = Some(value("--record")?);
                 o.backend = BackendChoice::Host;
@@ -234,7 +238,7 @@ fn run_one(o: &Options, env: &Env, case: &Case) -> Result<Vec<(&'static str, Cas
             exe,
             swapfile: o.swapfile,
             private_tmpfs: o.private_tmpfs,
-            trace: false,
+            trace: o.trace,
         };
         // With --tmpfs the host makes its own tmpfs per case; the model keeps its stand-in.
         let host_env = if o.private_tmpfs {
@@ -252,7 +256,13 @@ fn run_one(o: &Options, env: &Env, case: &Case) -> Result<Vec<(&'static str, Cas
     }
     if matches!(o.backend, BackendChoice::Model | BackendChoice::Both) {
         let mut b = model_backend(o, env);
-        out.push(("model", run_case(&mut b, env, case)));
+        let r = if o.trace {
+            let profile = effective_profile(o);
+            crate::runner::run_case_traced(&mut b, env, case, profile.name)
+        } else {
+            run_case(&mut b, env, case)
+        };
+        out.push(("model", r));
     }
     Ok(out)
 }
@@ -497,7 +507,13 @@ pub fn run(o: &Options, out: &mut dyn Write) -> Result<i32, String> {
                     if o.backend == BackendChoice::Both {
                         w(out, &format!("\n[{backend}]"))?;
                     }
-                    w(out, &kernel_case(&r, colour))?
+                    w(out, &kernel_case(&r, colour))?;
+                    if let Some(t) = &r.trace {
+                        w(
+                            out,
+                            &format!("--- trace ({backend}) ---\n{t}--- end of trace ---\n"),
+                        )?;
+                    }
                 }
                 Format::Ktap => w(out, &ktap_case(n, &r))?,
             }

@@ -322,6 +322,31 @@ impl Backend for ModelBackend {
         }
     }
 
+    /// The model's collapse reports: for every scan and attempt, the result code and the
+    /// counts that decided it.
+    fn take_notes(&mut self) -> Vec<String> {
+        self.k
+            .take_collapse_log()
+            .into_iter()
+            .map(|r| {
+                let ctx = match r.context {
+                    model::khugepaged::CollapseContext::Khugepaged => "khugepaged",
+                    model::khugepaged::CollapseContext::Madvise => "MADV_COLLAPSE",
+                };
+                let stage = match r.stage {
+                    model::khugepaged::CollapseStage::ScanPmd => "scan_pmd",
+                    model::khugepaged::CollapseStage::CollapseHugePage => "collapse_huge_page",
+                    model::khugepaged::CollapseStage::ScanFile => "scan_file",
+                    model::khugepaged::CollapseStage::PteMappedThp => "collapse_pte_mapped_thp",
+                };
+                format!(
+                    "{ctx} {stage} {:#x} (pid {}): {} none={} swap={} shared={} referenced={} writable={} present={}",
+                    r.addr, r.pid, r.result, r.none_or_zero, r.swap, r.shared, r.referenced, r.writable, r.present
+                )
+            })
+            .collect()
+    }
+
     fn as_dyn(&mut self) -> &mut dyn Backend {
         self
     }

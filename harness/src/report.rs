@@ -32,6 +32,11 @@ fn coloured(step: &Step, colour: bool) -> String {
     }
 }
 
+/// The record a traced run adds after the last step: trace data, not a printed line.
+fn is_trace_marker(s: &Step) -> bool {
+    s.verdict == Verdict::Info && s.word.is_empty() && s.text == "(end of test)"
+}
+
 /// The header line main() prints before a test ("Run test: ...").
 pub fn header(r: &CaseResult) -> String {
     format!("Run test: {}", r.case.title())
@@ -44,7 +49,7 @@ pub fn kernel_case(r: &CaseResult, colour: bool) -> String {
     if !is_alloc_at_fault {
         let _ = writeln!(out, "\n{}", header(r));
     }
-    for s in &r.steps {
+    for s in r.steps.iter().filter(|s| !is_trace_marker(s)) {
         let _ = writeln!(out, "{}", coloured(s, colour));
         for d in &s.detail {
             let _ = writeln!(out, "    {d}");
@@ -62,7 +67,7 @@ pub fn kernel_case(r: &CaseResult, colour: bool) -> String {
 pub fn ktap_case(n: usize, r: &CaseResult) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "# {}", header(r));
-    for s in &r.steps {
+    for s in r.steps.iter().filter(|s| !is_trace_marker(s)) {
         let _ = writeln!(out, "# {}", coloured(s, false));
         for d in &s.detail {
             let _ = writeln!(out, "#     {d}");

@@ -15,6 +15,7 @@
 //!   fill(0x40000000, 2048 pages) = 0
 //!   madvise(0x40000000, 0x800000, MADV_HUGEPAGE) = 0
 //!   madvise(0x40000000, 0x800000, MADV_COLLAPSE) = 0
+//!   # MADV_COLLAPSE scan_pmd 0x40000000 (pid 1): SCAN_SUCCEED none=0 swap=0 shared=0 ...
 //! step ok: Collapse multiple fully populated PTE table... OK
 //!   smaps(0x40000000): rss=8192 anon_huge=8192 shmem_pmd=0 file_pmd=0 swap=0
 //!   map(0x40000000+2048): 0-511 pmd f0[0..] o9 mc1 ex | 512-1023 pmd f1[0..] o9 mc1 ex | ...
@@ -42,12 +43,21 @@ impl<'a> TracingBackend<'a> {
         }
     }
 
+    /// The backend's explanations so far, as `#` lines in call order.
+    fn collect_notes(&mut self) {
+        for n in self.inner.take_notes() {
+            self.calls.push(format!("# {n}"));
+        }
+    }
+
     fn log<T>(&mut self, call: String, r: &Result<T, Errno>, show: impl Fn(&T) -> String) {
+        // Notes produced by this call (a collapse) come right after it.
         let result = match r {
             Ok(v) => show(v),
             Err(e) => format!("-1 {}", e.name()),
         };
         self.calls.push(format!("{call} = {result}"));
+        self.collect_notes();
     }
 }
 
@@ -220,6 +230,7 @@ impl Backend for TracingBackend<'_> {
         r
     }
     fn take_trace_calls(&mut self) -> Vec<String> {
+        self.collect_notes();
         std::mem::take(&mut self.calls)
     }
     fn as_dyn(&mut self) -> &mut dyn Backend {
@@ -326,10 +337,14 @@ pub fn parse(text: &str) -> Result<(Header, Vec<String>), String> {
 
 /// Makes a body comparable across runs: the private directory becomes `$DIR`, the progress
 /// dots a khugepaged wait adds after "..." (their number depends on timing) go, and so do
-/// volatile observations ("~"), taken while khugepaged could act on the area at any moment.
+/// volatile observations ("~"), taken while khugepaged could act on the area at any moment,
+/// and a backend's own explanations ("#", e.g. the model's collapse reports).
 pub fn normalize(body: &[String], dir: Option<&str>) -> Vec<String> {
     body.iter()
-        .filter(|l| !l.trim_start().starts_with('~'))
+        .filter(|l| {
+            let t = l.trim_start();
+            !t.starts_with('~') && !t.starts_with('#')
+        })
         .map(|l| {
             let mut l = match dir {
                 Some(d) if !d.is_empty() => l.replace(d, "$DIR"),
