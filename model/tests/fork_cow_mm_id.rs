@@ -251,3 +251,29 @@ fn average_page_mapcount_matches_the_kernel_formula() {
     // E = 1, M = 2: 1 + (1 + 256) >> 9 = 1.
     assert_eq!(s.folio(a, BASE).folio_average_page_mapcount(), 1);
 }
+
+/// Parent PMD-maps a THP; the child split its PMD and COWed page 0, so pages 1..511 are mapped
+/// by both. pagemap's PM_MMAP_EXCLUSIVE on the parent's PMD mapping tests the head page on
+/// 6.15..6.18 (all 512 set; measured on this project's 6.18 host: 512/512 with
+/// kpagecount(page 1) = 2) and each subpage on 6.11..6.14.
+fn parent_pagemap_exclusive(profile: KernelProfile) -> (usize, i32) {
+    let mut s = Sys::new(profile);
+    let a = s.p;
+    s.mmap_anon(a, BASE, PMD);
+    s.thp_at(a, BASE);
+    let b = s.fork(a);
+    s.madvise(b, BASE, PAGE, Advice::NoHugePage).unwrap();
+    s.write(b, BASE, 1);
+    let ex = (0..512)
+        .filter(|i| s.k.pagemap(a, BASE + i * PAGE).unwrap().exclusive)
+        .count();
+    let (id, _) = s.folio_at(a, BASE);
+    (ex, s.k.kpagecount(id, 1))
+}
+
+#[test]
+fn pagemap_exclusive_of_a_pmd_mapping_per_profile() {
+    assert_eq!(parent_pagemap_exclusive(KernelProfile::v6_18()), (512, 2));
+    assert_eq!(parent_pagemap_exclusive(KernelProfile::v6_12()), (1, 2));
+    assert_eq!(parent_pagemap_exclusive(KernelProfile::v6_1()), (512, 2));
+}
