@@ -139,3 +139,34 @@ fn mthp_order_makes_anon_faults_use_that_size() {
     assert_eq!(faults[0], 1);
     assert!(faults[1] > 60, "{faults:?}");
 }
+
+#[test]
+fn linux_mm_extra_collapses_only_under_the_6_12_heuristic() {
+    use harness::catalogue::Env;
+    use harness::extras::extra_table;
+    use harness::model_backend::ModelBackend;
+    use harness::runner::{run_case_traced, Case, Outcome};
+    let entry = extra_table()
+        .into_iter()
+        .find(|e| e.name == "collapse_shared_thp_first_page_unmapped")
+        .unwrap();
+    for (profile, decision) in [
+        (model::KernelProfile::v6_1(), "SCAN_EXCEED_SHARED_PTE"),
+        (
+            model::KernelProfile::v6_12(),
+            "collapse_huge_page 0x40000000 (pid 2): SCAN_SUCCEED",
+        ),
+        (model::KernelProfile::v6_18(), "SCAN_EXCEED_SHARED_PTE"),
+    ] {
+        let mut b = ModelBackend::new(profile.clone());
+        let r = run_case_traced(&mut b, &Env::default(), &Case::Extra(entry), profile.name);
+        assert_eq!(r.outcome, Outcome::Pass, "{}: {:?}", profile.name, r.steps);
+        let trace = r.trace.unwrap();
+        let child_scans: Vec<&str> = trace.lines().filter(|l| l.contains("(pid 2)")).collect();
+        assert!(
+            child_scans.iter().any(|l| l.contains(decision)),
+            "{}: {child_scans:?}",
+            profile.name
+        );
+    }
+}

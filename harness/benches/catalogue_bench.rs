@@ -56,6 +56,7 @@ fn main() {
         private_tmpfs: false,
         record: None,
         trace: false,
+        extras: false,
     };
     let env = Env {
         anon_order: 0,

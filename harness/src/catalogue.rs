@@ -132,6 +132,8 @@ pub struct Ctx<'a> {
     hugepage_advised: bool,
     /// The step being finished ends a khugepaged wait.
     ending_wait: bool,
+    /// The kernel era the backend stands for (the model's profile, or the host kernel's).
+    pub era: Option<model::KernelProfile>,
 }
 
 impl<'a> Ctx<'a> {
@@ -154,7 +156,16 @@ impl<'a> Ctx<'a> {
             area: None,
             hugepage_advised: false,
             ending_wait: false,
+            era: None,
         }
+    }
+
+    pub(crate) fn page_size(&self) -> u64 {
+        self.page_size
+    }
+
+    pub(crate) fn hpage_pmd_size(&self) -> u64 {
+        self.hpage_pmd_size
     }
 
     /// madvise(2) through the backend, remembering MADV_HUGEPAGE/NOHUGEPAGE for traces.
@@ -324,7 +335,7 @@ impl<'a> Ctx<'a> {
         Ok(())
     }
 
-    fn validate_memory(&mut self, p: u64, start: u64, end: u64) -> R {
+    pub(crate) fn validate_memory(&mut self, p: u64, start: u64, end: u64) -> R {
         for i in start / self.page_size..end / self.page_size {
             let addr = p + i * self.page_size;
             let want = (i as u32).wrapping_add(0xdead_0000);
@@ -355,7 +366,7 @@ impl<'a> Ctx<'a> {
         }
     }
 
-    fn alloc_hpage(&mut self, ops: MemType) -> Result<u64, Abort> {
+    pub(crate) fn alloc_hpage(&mut self, ops: MemType) -> Result<u64, Abort> {
         let p = self.setup_area(ops, 1)?;
         self.fault(ops, p, 0, self.hpage_pmd_size)?;
         self.printf("Allocate huge page...");
@@ -395,17 +406,17 @@ impl<'a> Ctx<'a> {
         Ok(())
     }
 
-    fn push_settings(&mut self, s: ThpSettings) -> R {
+    pub(crate) fn push_settings(&mut self, s: ThpSettings) -> R {
         let r = self.settings.push(self.b, s);
         r.map_err(|m| self.abort(m))
     }
 
-    fn pop_settings(&mut self) -> R {
+    pub(crate) fn pop_settings(&mut self) -> R {
         let r = self.settings.pop(self.b);
         r.map_err(|m| self.abort(m))
     }
 
-    fn current_settings(&mut self) -> Result<ThpSettings, Abort> {
+    pub(crate) fn current_settings(&mut self) -> Result<ThpSettings, Abort> {
         match self.settings.current() {
             Ok(s) => Ok(s.clone()),
             Err(m) => Err(self.abort(m)),
@@ -535,7 +546,7 @@ impl<'a> Ctx<'a> {
 
     // ---- collapse contexts ----
 
-    fn collapse(
+    pub(crate) fn collapse(
         &mut self,
         c: Context,
         msg: &str,
@@ -633,17 +644,18 @@ impl<'a> Ctx<'a> {
 
     /// fork(): runs `body` in a child with a copy of this process's state; returns the
     /// child's exit status. The child's steps join this process's output.
-    fn fork_child(&mut self, body: &dyn Fn(&mut Ctx) -> R) -> Result<i32, Abort> {
+    pub(crate) fn fork_child(&mut self, body: &dyn Fn(&mut Ctx) -> R) -> Result<i32, Abort> {
         let env = self.env.clone();
         let settings = self.settings.clone();
         let fd = self.fd;
-        let (tracing, area) = (self.tracing, self.area);
+        let (tracing, area, era) = (self.tracing, self.area, self.era.clone());
         // The parent's unfinished line is completed by the child's first verdict.
         let pending = std::mem::take(&mut self.pending);
         let r = self.b.fork(&mut |cb: &mut dyn Backend| {
             let mut c = Ctx::new(cb, env.clone());
             c.tracing = tracing;
             c.area = area;
+            c.era = era.clone();
             c.settings = settings.clone();
             c.fd = fd;
             c.pending = pending.clone();

@@ -37,6 +37,8 @@ pub struct Options {
     pub record: Option<String>,
     /// Print each case's trace after its lines.
     pub trace: bool,
+    /// Also run this project's own tests (`extras`), after the selftest's.
+    pub extras: bool,
 }
 
 /// The selftest's usage text, plus this tool's options.
@@ -79,6 +81,7 @@ pub fn parse(args: &[String]) -> Result<Option<Options>, String> {
         private_tmpfs: false,
         record: None,
         trace: false,
+        extras: false,
     };
     let mut positional = Vec::new();
     let mut it = args.iter();
@@ -129,6 +132,7 @@ pub fn parse(args: &[String]) -> Result<Option<Options>, String> {
             "--no-swapfile" => o.swapfile = false,
             "--tmpfs" => o.private_tmpfs = true,
             "--trace" => o.trace = true,
+            "--extras" => o.extras = true,
             "--record" => {
                 o.record = Some(value("--record")?);
                 o.backend = BackendChoice::Host;
@@ -189,6 +193,14 @@ pub fn select_cases(o: &Options) -> Vec<Case> {
             .filter(|e| o.contexts.contains(&e.context) && o.mems.contains(&e.mem))
             .map(Case::Test),
     );
+    if o.extras {
+        cases.extend(
+            crate::extras::extra_table()
+                .into_iter()
+                .filter(|e| o.contexts.contains(&e.context) && o.mems.contains(&e.mem))
+                .map(Case::Extra),
+        );
+    }
     cases
 }
 
@@ -196,6 +208,7 @@ pub fn select_cases(o: &Options) -> Vec<Case> {
 pub fn all_cases() -> Vec<Case> {
     let mut cases = vec![Case::AllocAtFault];
     cases.extend(test_table().into_iter().map(Case::Test));
+    cases.extend(crate::extras::extra_table().into_iter().map(Case::Extra));
     cases
 }
 

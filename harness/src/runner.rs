@@ -14,6 +14,8 @@ use crate::trace::TracingBackend;
 pub enum Case {
     AllocAtFault,
     Test(TestEntry),
+    /// A test of this project's own, in the selftest's style (`extras`), not in khugepaged.c.
+    Extra(TestEntry),
 }
 
 impl Case {
@@ -22,6 +24,7 @@ impl Case {
         match self {
             Case::AllocAtFault => "alloc_at_fault".into(),
             Case::Test(e) => format!("{} ({}:{})", e.name, e.context.name(), e.mem.name()),
+            Case::Extra(e) => format!("{} ({}:{}) [extra]", e.name, e.context.name(), e.mem.name()),
         }
     }
 
@@ -30,13 +33,14 @@ impl Case {
         match self {
             Case::AllocAtFault => "alloc_at_fault".into(),
             Case::Test(e) => format!("{}:{}/{}", e.context.name(), e.mem.name(), e.name),
+            Case::Extra(e) => format!("extra/{}:{}/{}", e.context.name(), e.mem.name(), e.name),
         }
     }
 
     pub fn mem(&self) -> Option<MemType> {
         match self {
             Case::AllocAtFault => None,
-            Case::Test(e) => Some(e.mem),
+            Case::Test(e) | Case::Extra(e) => Some(e.mem),
         }
     }
 }
@@ -170,8 +174,10 @@ fn run_case_inner(
     };
     let defaults = ThpSettings::selftest_defaults(&saved, env.anon_order);
     let settings_text = settings_description(&defaults);
+    let era = model::KernelProfile::for_release(&b.kernel_release());
     let mut t = Ctx::new(b, env.clone());
     t.tracing = trace.is_some();
+    t.era = era;
     let mut result = t
         .settings
         .push(t.b, defaults)
@@ -180,7 +186,7 @@ fn run_case_inner(
         // main() runs alloc_at_fault before the TEST() list: every test starts in a process
         // with that history (it registered the process with khugepaged).
         result = alloc_at_fault(&mut t);
-        if let Case::Test(entry) = case {
+        if let Case::Test(entry) | Case::Extra(entry) = case {
             if result.is_ok() && t.exit_status == 0 {
                 t.steps.clear();
                 // The prologue's calls belong to alloc_at_fault, not to this case's trace.
