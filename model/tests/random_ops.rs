@@ -1,0 +1,284 @@
+//! Random sequences of user operations (several processes, all the advice the selftests use,
+//! mremap, fork, exit, khugepaged) on every profile. After every operation the model's
+//! invariants must hold, and every read must return what a shadow of the contents says:
+//! contents follow pages through COW, swap, splits, mremap and collapse. Deterministic seeds.
+
+mod common;
+use std::collections::BTreeMap;
+
+use common::*;
+use model::madvise::Advice;
+use model::mremap::MremapFlags;
+use model::thp_settings::ThpOrderEnabled;
+use model::{Errno, KernelProfile, Pid};
+
+/// xorshift64*: small, deterministic.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// The window the operations use: 8 MiB around BASE.
+const WINDOW: u64 = 4 * PMD;
+
+struct World {
+    s: Sys,
+    /// Per process: page address -> value last written (absent = zero).
+    shadow: BTreeMap<Pid, BTreeMap<u64, u64>>,
+    rng: Rng,
+    log: Vec<String>,
+}
+
+impl World {
+    fn addr(&mut self) -> u64 {
+        BASE + self.rng.below(WINDOW / PAGE) * PAGE
+    }
+
+    fn range(&mut self) -> (u64, u64) {
+        let a = self.addr();
+        let big = self.rng.below(3) == 0;
+        let pages = 1 + self.rng.below(if big { 600 } else { 40 });
+        (a, (pages * PAGE).min(BASE + WINDOW - a))
+    }
+
+    fn pid(&mut self) -> Pid {
+        let pids = self.s.k.pids();
+        pids[self.rng.below(pids.len() as u64) as usize]
+    }
+
+    fn clear(&mut self, pid: Pid, start: u64, len: u64) {
+        if let Some(m) = self.shadow.get_mut(&pid) {
+            let keys: Vec<u64> = m.range(start..start + len).map(|(k, _)| *k).collect();
+            for k in keys {
+                m.remove(&k);
+            }
+        }
+    }
+
+    fn step(&mut self) {
+        let pid = self.pid();
+        let op = self.rng.below(100);
+        let what: String;
+        match op {
+            0..=29 => {
+                let a = self.addr();
+                let v = self.rng.next() | 1;
+                what = format!("pid {pid} write {a:#x}");
+                if self.s.k.write(pid, a, v).is_ok() {
+                    self.shadow.entry(pid).or_default().insert(a, v);
+                }
+            }
+            30..=44 => {
+                let a = self.addr();
+                what = format!("pid {pid} read {a:#x}");
+                if let Ok(v) = self.s.k.read(pid, a) {
+                    let want = self
+                        .shadow
+                        .get(&pid)
+                        .and_then(|m| m.get(&a))
+                        .copied()
+                        .unwrap_or(0);
+                    assert_eq!(
+                        v,
+                        want,
+                        "contents at {a:#x} in pid {pid}; ops so far:\n{}",
+                        self.log.join("\n")
+                    );
+                }
+            }
+            45..=49 => {
+                let (a, len) = self.range();
+                what = format!("pid {pid} mmap {a:#x}+{len:#x}");
+                let _ = self.s.k.mmap(
+                    pid,
+                    a,
+                    len,
+                    model::mmap::Prot::READ_WRITE,
+                    model::mmap::MapKind::PrivateAnon,
+                    0,
+                    true,
+                );
+                self.clear(pid, a, len);
+            }
+            50..=53 => {
+                let (a, len) = self.range();
+                what = format!("pid {pid} munmap {a:#x}+{len:#x}");
+                if self.s.k.munmap(pid, a, len).is_ok() {
+                    self.clear(pid, a, len);
+                }
+            }
+            54..=58 => {
+                let (a, len) = self.range();
+                what = format!("pid {pid} DONTNEED {a:#x}+{len:#x}");
+                let _ = self.s.k.madvise(pid, a, len, Advice::DontNeed);
+                self.clear(pid, a, len);
+            }
+            59..=64 => {
+                let (a, len) = self.range();
+                let advice = [
+                    Advice::HugePage,
+                    Advice::NoHugePage,
+                    Advice::PageOut,
+                    Advice::Cold,
+                    Advice::PopulateRead,
+                    Advice::PopulateWrite,
+                ][self.rng.below(6) as usize];
+                what = format!("pid {pid} {advice:?} {a:#x}+{len:#x}");
+                let _ = self.s.k.madvise(pid, a, len, advice);
+            }
+            65..=69 => {
+                let (a, len) = self.range();
+                what = format!("pid {pid} MADV_COLLAPSE {a:#x}+{len:#x}");
+                let _ = self.s.k.madvise_collapse(pid, a, len);
+            }
+            70..=73 => {
+                what = "khugepaged wake-up".into();
+                self.s.k.khugepaged_do_scan();
+            }
+            74..=78 => {
+                // mremap of a range inside one VMA, to a free-or-not destination in the window.
+                let a = self.addr();
+                let Some(vma) = self.s.k.vma(pid, a).cloned() else {
+                    self.log.push(format!("pid {pid} mremap skipped"));
+                    return;
+                };
+                let old_len = (vma.end - a).min((1 + self.rng.below(600)) * PAGE);
+                let new_len = (1 + self.rng.below(600)) * PAGE;
+                let dest = BASE + self.rng.below(WINDOW / PAGE) * PAGE;
+                what = format!("pid {pid} mremap {a:#x}+{old_len:#x} -> {dest:#x}+{new_len:#x}");
+                let overlap = dest < a + old_len && a < dest + new_len;
+                match self
+                    .s
+                    .k
+                    .mremap(pid, a, old_len, new_len, MremapFlags::MAYMOVE_FIXED, dest)
+                {
+                    Ok(_) => {
+                        let moved: Vec<(u64, u64)> = self
+                            .shadow
+                            .get(&pid)
+                            .map(|m| {
+                                m.range(a..a + old_len.min(new_len))
+                                    .map(|(k, v)| (*k, *v))
+                                    .collect()
+                            })
+                            .unwrap_or_default();
+                        self.clear(pid, a, old_len);
+                        self.clear(pid, dest, new_len);
+                        let m = self.shadow.entry(pid).or_default();
+                        for (k, v) in moved {
+                            m.insert(k - a + dest, v);
+                        }
+                    }
+                    Err(e) => assert!(
+                        overlap || e == Errno::EFAULT || e == Errno::EINVAL,
+                        "mremap failed with {e}"
+                    ),
+                }
+            }
+            79..=83 => {
+                what = format!("pid {pid} fork");
+                if self.s.k.pids().len() < 5 {
+                    let child = self.s.k.fork(pid).unwrap();
+                    let copy = self.shadow.get(&pid).cloned().unwrap_or_default();
+                    self.shadow.insert(child, copy);
+                }
+            }
+            84..=86 => {
+                what = format!("pid {pid} exit");
+                if self.s.k.pids().len() > 1 {
+                    self.s.k.exit(pid).unwrap();
+                    self.shadow.remove(&pid);
+                }
+            }
+            87..=89 => {
+                let order = [2u8, 4, 9][self.rng.below(3) as usize];
+                let v = [
+                    ThpOrderEnabled::Always,
+                    ThpOrderEnabled::Never,
+                    ThpOrderEnabled::Inherit,
+                    ThpOrderEnabled::Madvise,
+                ][self.rng.below(4) as usize];
+                what = format!("hugepages order {order} = {v}");
+                self.s.k.thp.anon_orders[order as usize] = v;
+            }
+            90..=92 => {
+                let (path, vals): (&str, &[&str]) = match self.rng.below(4) {
+                    0 => ("enabled", &["always", "madvise", "never"]),
+                    1 => ("khugepaged/max_ptes_shared", &["0", "256", "511"]),
+                    2 => ("khugepaged/max_ptes_none", &["0", "255", "511"]),
+                    _ => ("use_zero_page", &["0", "1"]),
+                };
+                let v = vals[self.rng.below(vals.len() as u64) as usize];
+                what = format!("sysfs {path} = {v}");
+                self.s.k.sysfs_write(path, v).unwrap();
+            }
+            _ => {
+                // A whole-area write, to make THPs and full ranges common.
+                let a = BASE + self.rng.below(4) * PMD;
+                what = format!("pid {pid} fill {a:#x}");
+                let base = self.rng.next();
+                if self
+                    .s
+                    .k
+                    .write_pages(pid, a, 512, |i| base ^ (i + 1))
+                    .is_ok()
+                {
+                    let m = self.shadow.entry(pid).or_default();
+                    for i in 0..512 {
+                        m.insert(a + i * PAGE, base ^ (i + 1));
+                    }
+                } else {
+                    // A partial fill stops at the first unmapped page; resync the shadow by reading.
+                    for i in 0..512 {
+                        let addr = a + i * PAGE;
+                        if let Ok(v) = self.s.k.read(pid, addr) {
+                            self.shadow.entry(pid).or_default().insert(addr, v);
+                        }
+                    }
+                }
+            }
+        }
+        self.log.push(what);
+        if let Err(v) = self.s.k.check_invariants() {
+            let tail: Vec<&String> = self.log.iter().rev().take(25).collect();
+            panic!(
+                "after {:?}: {v}\nlast operations (newest first):\n{tail:#?}",
+                self.log.last()
+            );
+        }
+    }
+}
+
+fn run(profile: KernelProfile, seed: u64, ops: usize) {
+    let mut s = Sys::new(profile);
+    s.k.swapon(1 << 16).unwrap();
+    let p = s.p;
+    s.mmap_anon(p, BASE, WINDOW);
+    let mut w = World {
+        s,
+        shadow: BTreeMap::new(),
+        rng: Rng(seed.max(1)),
+        log: Vec::new(),
+    };
+    for _ in 0..ops {
+        w.step();
+    }
+}
+
+#[test]
+fn random_operation_sequences_keep_invariants_and_contents() {
+    for seed in 1..=20u64 {
+        for profile in KernelProfile::all() {
+            run(profile, seed * 7919, 300);
+        }
+    }
+}
