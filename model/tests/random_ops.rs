@@ -1,7 +1,9 @@
 //! Random sequences of user operations (several processes, all the advice the selftests use,
 //! mremap, fork, exit, khugepaged) on every profile. After every operation the model's
 //! invariants must hold, and every read must return what a shadow of the contents says:
-//! contents follow pages through COW, swap, splits, mremap and collapse. Deterministic seeds.
+//! contents follow pages through COW, swap, splits, mremap and collapse, for private anonymous
+//! memory and for a memfd every process maps shared (shmem page cache, shmem collapse).
+//! Deterministic seeds.
 
 mod common;
 use std::collections::BTreeMap;
@@ -27,13 +29,17 @@ impl Rng {
     }
 }
 
-/// The window the operations use: 8 MiB around BASE.
-const WINDOW: u64 = 4 * PMD;
+/// The window the operations use: 8 MiB of anonymous memory at BASE, then 4 MiB of a memfd
+/// mapped shared (every process maps it: fork keeps shared mappings).
+const ANON: u64 = 4 * PMD;
+const WINDOW: u64 = ANON + 2 * PMD;
 
 struct World {
     s: Sys,
-    /// Per process: page address -> value last written (absent = zero).
+    /// Per process: page address -> value last written to private memory (absent = zero).
     shadow: BTreeMap<Pid, BTreeMap<u64, u64>>,
+    /// The memfd's pages: (inode, page index) -> value last written (absent = zero).
+    shared: BTreeMap<(u32, u64), u64>,
     rng: Rng,
     log: Vec<String>,
 }
@@ -48,6 +54,15 @@ impl World {
         let big = self.rng.below(3) == 0;
         let pages = 1 + self.rng.below(if big { 600 } else { 40 });
         (a, (pages * PAGE).min(BASE + WINDOW - a))
+    }
+
+    /// Where a store or load at `addr` lands: the memfd page, if a shared VMA maps it.
+    fn shared_key(&self, pid: Pid, addr: u64) -> Option<(u32, u64)> {
+        let vma = self.s.k.vma(pid, addr)?;
+        match vma.backing {
+            model::vma::VmaBacking::Shmem(inode) => Some((inode.0, vma.linear_page_index(addr))),
+            _ => None,
+        }
     }
 
     fn pid(&mut self) -> Pid {
@@ -73,24 +88,37 @@ impl World {
                 let a = self.addr();
                 let v = self.rng.next() | 1;
                 what = format!("pid {pid} write {a:#x}");
+                let key = self.shared_key(pid, a);
                 if self.s.k.write(pid, a, v).is_ok() {
-                    self.shadow.entry(pid).or_default().insert(a, v);
+                    match key {
+                        Some(k) => {
+                            self.shared.insert(k, v);
+                        }
+                        None => {
+                            self.shadow.entry(pid).or_default().insert(a, v);
+                        }
+                    }
                 }
             }
             30..=44 => {
                 let a = self.addr();
                 what = format!("pid {pid} read {a:#x}");
+                let key = self.shared_key(pid, a);
                 if let Ok(v) = self.s.k.read(pid, a) {
-                    let want = self
-                        .shadow
-                        .get(&pid)
-                        .and_then(|m| m.get(&a))
-                        .copied()
-                        .unwrap_or(0);
+                    let want = match key {
+                        Some(k) => self.shared.get(&k).copied().unwrap_or(0),
+                        None => self
+                            .shadow
+                            .get(&pid)
+                            .and_then(|m| m.get(&a))
+                            .copied()
+                            .unwrap_or(0),
+                    };
                     assert_eq!(
                         v,
                         want,
-                        "contents at {a:#x} in pid {pid}; ops so far:\n{}",
+                        "contents at {a:#x} in pid {pid} (VMA {:?}); ops so far:\n{}",
+                        self.s.k.vma(pid, a),
                         self.log.join("\n")
                     );
                 }
@@ -226,21 +254,22 @@ impl World {
                 let a = BASE + self.rng.below(4) * PMD;
                 what = format!("pid {pid} fill {a:#x}");
                 let base = self.rng.next();
-                if self
-                    .s
-                    .k
-                    .write_pages(pid, a, 512, |i| base ^ (i + 1))
-                    .is_ok()
-                {
-                    let m = self.shadow.entry(pid).or_default();
-                    for i in 0..512 {
-                        m.insert(a + i * PAGE, base ^ (i + 1));
-                    }
-                } else {
-                    // A partial fill stops at the first unmapped page; resync the shadow by reading.
-                    for i in 0..512 {
-                        let addr = a + i * PAGE;
-                        if let Ok(v) = self.s.k.read(pid, addr) {
+                let keys: Vec<Option<(u32, u64)>> = (0..512)
+                    .map(|i| self.shared_key(pid, a + i * PAGE))
+                    .collect();
+                // A partial fill stops at the first page that cannot be written.
+                let written = match self.s.k.write_pages(pid, a, 512, |i| base ^ (i + 1)) {
+                    Ok(()) => 512,
+                    Err((i, _)) => i,
+                };
+                for (i, key) in (0..written).zip(keys) {
+                    let addr = a + i * PAGE;
+                    let v = base ^ (i + 1);
+                    match key {
+                        Some(k) => {
+                            self.shared.insert(k, v);
+                        }
+                        None => {
                             self.shadow.entry(pid).or_default().insert(addr, v);
                         }
                     }
@@ -261,11 +290,26 @@ impl World {
 fn run(profile: KernelProfile, seed: u64, ops: usize) {
     let mut s = Sys::new(profile);
     s.k.swapon(1 << 16).unwrap();
+    s.k.sysfs_write("shmem_enabled", "advise").unwrap();
     let p = s.p;
-    s.mmap_anon(p, BASE, WINDOW);
+    s.mmap_anon(p, BASE, ANON);
+    let fd = s.k.memfd_create();
+    s.k.ftruncate(fd, WINDOW - ANON).unwrap();
+    let kind = model::mmap::MapKind::Shared(fd);
+    s.k.mmap(
+        p,
+        BASE + ANON,
+        WINDOW - ANON,
+        model::mmap::Prot::READ_WRITE,
+        kind,
+        0,
+        true,
+    )
+    .unwrap();
     let mut w = World {
         s,
         shadow: BTreeMap::new(),
+        shared: BTreeMap::new(),
         rng: Rng(seed.max(1)),
         log: Vec::new(),
     };
