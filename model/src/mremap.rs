@@ -4,7 +4,7 @@
 use crate::errno::Errno;
 use crate::kernel::{Kernel, Pid};
 use crate::page_table::{Pmd, Pte};
-use crate::{pmd_align_down, pte_index, HPAGE_PMD_SIZE, PAGE_SIZE};
+use crate::{pmd_align_down, pte_index, HPAGE_PMD_NR, HPAGE_PMD_SIZE, PAGE_SIZE};
 
 /// mremap flags.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -163,16 +163,13 @@ impl Kernel {
                 // move_ptes: take the source entries, then store them at the destination.
                 let n = (extent / PAGE_SIZE) as usize;
                 let src = pte_index(old);
-                let moved: Vec<Pte> = mm.page_table.table_mut(old)[src..src + n]
-                    .iter_mut()
-                    .map(std::mem::take)
-                    .collect();
-                if moved.iter().any(|p| !p.is_none()) {
+                let mut moved = [Pte::None; HPAGE_PMD_NR];
+                let from = &mut mm.page_table.table_mut(old)[src..src + n];
+                moved[..n].copy_from_slice(from);
+                from.fill(Pte::None);
+                if moved[..n].iter().any(|p| !p.is_none()) {
                     let dst = pte_index(new);
-                    let table = mm.page_table.table_mut(new);
-                    for (slot, pte) in table[dst..dst + n].iter_mut().zip(moved) {
-                        *slot = pte;
-                    }
+                    mm.page_table.table_mut(new)[dst..dst + n].copy_from_slice(&moved[..n]);
                 }
             }
             off += extent;
