@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use crate::folio::FolioId;
+use crate::page_cache::PageCache;
 use crate::swap::SwapEntry;
 use crate::thp_settings::ShmemEnabled;
 
@@ -34,8 +35,8 @@ pub struct Inode {
     pub kind: InodeKind,
     /// Size in pages (`i_size` rounded up).
     pub size_pages: u64,
-    /// Page cache, keyed by the first page index of each entry.
-    pub cache: BTreeMap<u64, CacheEntry>,
+    /// Page cache (`i_pages`).
+    pub cache: PageCache,
     /// Contents on disk of a regular file, per page (absent pages read as 0).
     pub disk: BTreeMap<u64, u64>,
     /// Open for writing somewhere (matters for READ_ONLY_THP_FOR_FS collapse eligibility and
@@ -50,7 +51,7 @@ impl Inode {
         Inode {
             kind,
             size_pages: 0,
-            cache: BTreeMap::new(),
+            cache: PageCache::default(),
             disk: BTreeMap::new(),
             open_for_write: false,
             writers: 0,
@@ -61,23 +62,10 @@ impl Inode {
         matches!(self.kind, InodeKind::Shmem { .. })
     }
 
-    /// The cache entry covering page `index`, with the entry's first index. `order_of` gives
-    /// a folio's order, so a large folio is found from any of its pages (`filemap_get_entry`).
-    pub fn lookup(
-        &self,
-        index: u64,
-        order_of: impl Fn(FolioId) -> u8,
-    ) -> Option<(u64, CacheEntry)> {
-        // Most entries are small folios found at their own index; look there first.
-        if let Some(&entry) = self.cache.get(&index) {
-            return Some((index, entry));
-        }
-        let (&first, &entry) = self.cache.range(..index).next_back()?;
-        let span = match entry {
-            CacheEntry::Folio(f) => 1u64 << order_of(f),
-            CacheEntry::Swap(_) => 1,
-        };
-        (index < first + span).then_some((first, entry))
+    /// The cache entry covering page `index`, with the entry's first index: a large folio
+    /// is found from any of its pages (`filemap_get_entry`).
+    pub fn lookup(&self, index: u64) -> Option<(u64, CacheEntry)> {
+        self.cache.lookup(index)
     }
 }
 
@@ -146,10 +134,7 @@ impl Kernel {
         for (i, &d) in data.iter().enumerate() {
             let index = first + i as u64;
             self.inode_mut(inode).disk.insert(index, d);
-            let folios = &self.folios;
-            if let Some((start, CacheEntry::Folio(f))) =
-                self.inode(inode).lookup(index, |f| folios.folio(f).order)
-            {
+            if let Some((start, CacheEntry::Folio(f))) = self.inode(inode).lookup(index) {
                 self.folios.folio_mut(f).pages[(index - start) as usize].data = d;
             }
         }
@@ -160,10 +145,7 @@ impl Kernel {
     /// `filemap_fault`'s page-cache lookup of a regular file, reading the page from disk on a
     /// miss (read_ahead_kb=0: one order-0 folio per miss). Marks the folio accessed.
     pub(crate) fn filemap_get_folio(&mut self, inode: InodeId, index: u64) -> (FolioId, usize) {
-        let folios = &self.folios;
-        if let Some((first, CacheEntry::Folio(f))) =
-            self.inode(inode).lookup(index, |f| folios.folio(f).order)
-        {
+        if let Some((first, CacheEntry::Folio(f))) = self.inode(inode).lookup(index) {
             self.folios.folio_mut(f).referenced = true;
             return (f, (index - first) as usize);
         }
@@ -172,7 +154,7 @@ impl Kernel {
         self.folios.folio_mut(folio).referenced = true;
         self.inode_mut(inode)
             .cache
-            .insert(index, CacheEntry::Folio(folio));
+            .insert(index, CacheEntry::Folio(folio), 0);
         (folio, 0)
     }
 
@@ -187,7 +169,7 @@ impl Kernel {
             return false;
         }
         let nr = f.nr_pages() as i32;
-        self.inode_mut(inode).cache.remove(&index);
+        self.inode_mut(inode).cache.remove(index);
         self.folio_put_refs(folio, nr);
         true
     }

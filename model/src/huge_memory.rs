@@ -458,10 +458,10 @@ impl Kernel {
         }
         if let FolioOwner::PageCache { inode, index } = old.owner {
             let cache = &mut self.inode_mut(inode).cache;
-            cache.remove(&index);
+            cache.remove(index);
             for (i, new) in new_ids.iter().enumerate() {
                 if let Some(n) = new {
-                    cache.insert(index + i as u64, CacheEntry::Folio(*n));
+                    cache.insert(index + i as u64, CacheEntry::Folio(*n), 0);
                 }
             }
         }

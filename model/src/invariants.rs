@@ -176,8 +176,8 @@ impl Kernel {
         // Page cache references and shmem swap entries.
         let mut cache_refs: BTreeMap<FolioId, i32> = BTreeMap::new();
         for (ino, inode) in self.inodes.iter().enumerate() {
-            for (&index, entry) in &inode.cache {
-                match *entry {
+            for (index, entry, order) in inode.cache.iter() {
+                match entry {
                     CacheEntry::Folio(f) => match self.folios.get(f) {
                         None => errs.push(format!(
                             "inode {ino}: page cache index {index} holds freed folio {}",
@@ -194,10 +194,23 @@ impl Kernel {
                                     f.0, folio.owner
                                 ));
                             }
+                            if folio.order != order {
+                                errs.push(format!(
+                                    "inode {ino}: folio {} of order {} cached as order {order}",
+                                    f.0, folio.order
+                                ));
+                            }
                             *cache_refs.entry(f).or_default() += folio.nr_pages() as i32;
                         }
                     },
-                    CacheEntry::Swap(e) => *swap_refs.entry(e).or_default() += 1,
+                    CacheEntry::Swap(e) => {
+                        if order != 0 {
+                            errs.push(format!(
+                                "inode {ino}: swap entry at index {index} cached as order {order}"
+                            ));
+                        }
+                        *swap_refs.entry(e).or_default() += 1
+                    }
                 }
             }
         }

@@ -538,15 +538,14 @@ impl Kernel {
         let end = start + HPAGE_PMD_NR as u64;
         // The entries of the range in index order: a folio that starts before the range but
         // reaches into it, then every entry that starts inside (holes are simply absent).
-        let folios = &self.folios;
         let cache = &self.inode(inode).cache;
         let leading = self
             .inode(inode)
-            .lookup(start, |f| folios.folio(f).order)
+            .lookup(start)
             .filter(|(first, _)| *first < start);
         let entries: Vec<(u64, CacheEntry)> = leading
             .into_iter()
-            .chain(cache.range(start..end).map(|(i, e)| (*i, *e)))
+            .chain(cache.range(start..end).map(|(i, e, _)| (i, e)))
             .collect();
         for (first, entry) in entries {
             match entry {
@@ -600,15 +599,10 @@ impl Kernel {
     /// empty page tables.
     fn collapse_file(&mut self, inode: InodeId, start: u64) -> ScanResult {
         let end = start + HPAGE_PMD_NR as u64;
-        if self.inode(inode).cache.range(start..end).next().is_none() {
-            let folios = &self.folios;
-            if self
-                .inode(inode)
-                .lookup(start, |f| folios.folio(f).order)
-                .is_none()
-            {
-                return ScanResult::Truncated;
-            }
+        if self.inode(inode).cache.range(start..end).next().is_none()
+            && self.inode(inode).lookup(start).is_none()
+        {
+            return ScanResult::Truncated;
         }
         if !self.inode(inode).is_shmem() {
             // Dirty or under-writeback folios would fail; the model's regular files are clean.
@@ -616,7 +610,7 @@ impl Kernel {
                 .inode(inode)
                 .cache
                 .range(start..end)
-                .any(|(_, e)| matches!(e, CacheEntry::Folio(f) if self.folio(*f).dirty))
+                .any(|(_, e, _)| matches!(e, CacheEntry::Folio(f) if self.folio(f).dirty))
             {
                 return ScanResult::Fail;
             }
@@ -627,8 +621,7 @@ impl Kernel {
         let mut old: Vec<FolioId> = Vec::new();
         let mut index = start;
         while index < end {
-            let folios = &self.folios;
-            let found = self.inode(inode).lookup(index, |f| folios.folio(f).order);
+            let found = self.inode(inode).lookup(index);
             let folio = match found {
                 Some((_, CacheEntry::Swap(_))) => match self.shmem_get_folio(inode, index, None) {
                     Ok((f, _)) => f,
@@ -665,7 +658,7 @@ impl Kernel {
             }
             let first = self.folio(f).index();
             let nr = self.folio(f).nr_pages() as i32;
-            self.inode_mut(inode).cache.remove(&first);
+            self.inode_mut(inode).cache.remove(first);
             self.folio_put_refs(f, nr);
         }
         let new = self.alloc_folio(
@@ -682,7 +675,7 @@ impl Kernel {
         f.refcount = HPAGE_PMD_NR as i32;
         self.inode_mut(inode)
             .cache
-            .insert(start, CacheEntry::Folio(new));
+            .insert(start, CacheEntry::Folio(new), HPAGE_PMD_ORDER);
         self.retract_page_tables(inode, start);
         ScanResult::Succeed
     }
@@ -755,8 +748,7 @@ impl Kernel {
         }
         let inode = vma.inode().expect("file VMA");
         let index = vma.linear_page_index(haddr);
-        let folios = &self.folios;
-        let folio = match self.inode(inode).lookup(index, |f| folios.folio(f).order) {
+        let folio = match self.inode(inode).lookup(index) {
             Some((_, CacheEntry::Folio(f))) => f,
             _ => return ScanResult::PageNull,
         };

@@ -21,6 +21,7 @@ pub mod mm;
 pub mod mm_id;
 pub mod mmap;
 pub mod mremap;
+pub mod page_cache;
 pub mod page_table;
 pub mod profile;
 pub mod rmap;

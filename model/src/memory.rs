@@ -589,12 +589,9 @@ impl Kernel {
         let inode = vma.inode().expect("file VMA");
         let haddr = pmd_align_down(addr);
         let window_start = (addr & !(FAULT_AROUND_BYTES - 1)).max(vma.start).max(haddr);
-        let folios = &self.folios;
         let first = self
             .inode(inode)
-            .lookup(vma.linear_page_index(window_start), |f| {
-                folios.folio(f).order
-            });
+            .lookup(vma.linear_page_index(window_start));
         if let Some((_, CacheEntry::Folio(f))) = first {
             if self.can_set_pmd(pid, vma, haddr, f) {
                 self.do_set_pmd(pid, vma, haddr, f, false);
@@ -628,10 +625,7 @@ impl Kernel {
             if index >= self.inode(inode).size_pages {
                 break;
             }
-            let folios = &self.folios;
-            let Some((first, CacheEntry::Folio(folio))) =
-                self.inode(inode).lookup(index, |f| folios.folio(f).order)
-            else {
+            let Some((first, CacheEntry::Folio(folio))) = self.inode(inode).lookup(index) else {
                 continue;
             };
             let page = (index - first) as usize;

@@ -34,17 +34,17 @@ impl Kernel {
             .inode(inode)
             .cache
             .range(pages..)
-            .map(|(i, e)| (*i, *e))
+            .map(|(i, e, _)| (i, e))
             .collect();
-        for (_, entry) in &dropped {
+        for &(_, entry) in &dropped {
             if let CacheEntry::Folio(f) = entry {
-                if self.folio(*f).folio_mapped() {
+                if self.folio(f).folio_mapped() {
                     return Err(Errno::EBUSY);
                 }
             }
         }
         for (index, entry) in dropped {
-            self.inode_mut(inode).cache.remove(&index);
+            self.inode_mut(inode).cache.remove(index);
             match entry {
                 CacheEntry::Folio(f) => {
                     let nr = self.folio(f).nr_pages() as i32;
@@ -122,8 +122,7 @@ impl Kernel {
         index: u64,
         fault: Option<(Pid, &Vma, u64)>,
     ) -> Result<(FolioId, usize), Errno> {
-        let folios = &self.folios;
-        match self.inode(inode).lookup(index, |f| folios.folio(f).order) {
+        match self.inode(inode).lookup(index) {
             Some((first, CacheEntry::Folio(f))) => return Ok((f, (index - first) as usize)),
             Some((_, CacheEntry::Swap(entry))) => {
                 return Ok((self.shmem_swapin(inode, index, entry), 0))
@@ -171,7 +170,7 @@ impl Kernel {
         f.refcount = f.nr_pages() as i32;
         self.inode_mut(inode)
             .cache
-            .insert(first, CacheEntry::Folio(folio));
+            .insert(first, CacheEntry::Folio(folio), order);
         if order > 0 {
             self.vmstat.thp_fault_alloc += 1;
         }
@@ -198,7 +197,7 @@ impl Kernel {
         f.dirty = true;
         self.inode_mut(inode)
             .cache
-            .insert(index, CacheEntry::Folio(folio));
+            .insert(index, CacheEntry::Folio(folio), 0);
         self.swap_free(entry);
         self.vmstat.pswpin += 1;
         folio

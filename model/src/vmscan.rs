@@ -251,7 +251,7 @@ impl Kernel {
         slot.count = 1;
         self.inode_mut(inode)
             .cache
-            .insert(index, CacheEntry::Swap(entry));
+            .insert(index, CacheEntry::Swap(entry), 0);
         self.vmstat.pswpout += 1;
         self.folio_put_refs(folio, 1);
     }
@@ -263,9 +263,9 @@ impl Kernel {
             .inodes
             .iter()
             .filter(|i| !i.is_shmem())
-            .flat_map(|i| i.cache.values())
-            .filter_map(|e| match e {
-                CacheEntry::Folio(f) => Some(*f),
+            .flat_map(|i| i.cache.iter())
+            .filter_map(|(_, e, _)| match e {
+                CacheEntry::Folio(f) => Some(f),
                 CacheEntry::Swap(_) => None,
             })
             .collect();
