@@ -5,6 +5,7 @@ mod common;
 use common::*;
 use model::folio::ENTIRELY_MAPPED;
 use model::madvise::Advice;
+use model::mmap::{MapKind, Prot};
 use model::KernelProfile;
 
 #[test]
@@ -276,4 +277,65 @@ fn pagemap_exclusive_of_a_pmd_mapping_per_profile() {
     assert_eq!(parent_pagemap_exclusive(KernelProfile::v6_18()), (512, 2));
     assert_eq!(parent_pagemap_exclusive(KernelProfile::v6_12()), (1, 2));
     assert_eq!(parent_pagemap_exclusive(KernelProfile::v6_1()), (512, 2));
+}
+
+/// The kernel's documented corner case: an MM that mapped pages while both slots were taken
+/// gets a freed slot on its next mapping, and the slot counts only the mappings added since.
+/// The slot under-counts, the shared bit stays set, and the slot is given up when its count
+/// would go negative.
+#[test]
+fn late_slot_owner_under_counts_and_keeps_the_shared_bit() {
+    let mut s = Sys::v618();
+    s.k.sysfs_write("shmem_enabled", "advise").unwrap();
+    let a = s.p;
+    let fd = s.k.memfd_create();
+    s.k.ftruncate(fd, PMD).unwrap();
+    s.step("mmap memfd", |k| {
+        k.mmap(a, BASE, PMD, Prot::READ_WRITE, MapKind::Shared(fd), 0, true)
+    })
+    .unwrap();
+    s.madvise(a, BASE, PMD, Advice::HugePage).unwrap();
+    s.fill(a, BASE, 0, PMD);
+    let (id, _) = s.folio_at(a, BASE);
+    assert_eq!(s.k.folio(id).order, 9, "a shmem THP");
+    let b = s.fork(a);
+    let c = s.fork(a);
+    let mm = |s: &Sys, pid| s.k.mm(pid).unwrap().mm_id;
+    s.read(b, BASE);
+    // C may not map it with a PMD, so fault-around maps 16 PTEs; both slots are taken.
+    s.madvise(c, BASE, PMD, Advice::NoHugePage).unwrap();
+    s.read(c, BASE);
+    let f = s.k.folio(id);
+    assert_eq!(f.mm_id, [mm(&s, a), mm(&s, b)]);
+    assert!(f.mm_ids_shared);
+    // B goes away; C's next fault takes B's slot and counts only its new 16 PTEs.
+    s.step("munmap b", |k| k.munmap(b, BASE, PMD)).unwrap();
+    s.read(c, BASE + PMD / 2);
+    let f = s.k.folio(id);
+    assert_eq!(f.mm_id, [mm(&s, a), mm(&s, c)]);
+    assert_eq!(
+        f.mm_id_mapcount[1] + 1,
+        16,
+        "C maps 32 PTEs, its slot counts 16"
+    );
+    // A goes away: only C maps the folio, yet its slot is not the whole count.
+    s.step("munmap a", |k| k.munmap(a, BASE, PMD)).unwrap();
+    let f = s.k.folio(id);
+    assert_eq!(f.folio_mapcount(), 32);
+    assert!(
+        f.folio_maybe_mapped_shared(true),
+        "a false positive, as in the kernel"
+    );
+    // C unmaps its first 16 pages: the slot would go negative and is given up.
+    s.step("munmap c low", |k| k.munmap(c, BASE, 16 * PAGE))
+        .unwrap();
+    let f = s.k.folio(id);
+    assert_eq!(
+        f.mm_id,
+        [0, 0],
+        "both slots free while C still maps 16 pages"
+    );
+    assert!(f.mm_ids_shared);
+    s.step("munmap c", |k| k.munmap(c, BASE, PMD)).unwrap();
+    assert!(!s.k.folio(id).mm_ids_shared, "unmapped: exclusive again");
 }

@@ -30,18 +30,25 @@ impl Rng {
 }
 
 /// The window the operations use: 8 MiB of anonymous memory at BASE, then 4 MiB of a memfd
-/// mapped shared (every process maps it: fork keeps shared mappings).
+/// mapped shared (every process maps it: fork keeps shared mappings), then 8 MiB of a
+/// regular file mapped private: writable (reads see the file until a write gives the page a
+/// COW copy), then read-only (where file THPs can be collapsed and PMD-mapped).
 const ANON: u64 = 4 * PMD;
-const WINDOW: u64 = ANON + 2 * PMD;
+const SHARED: u64 = ANON + 2 * PMD;
+const FILE_RO: u64 = SHARED + 2 * PMD;
+const WINDOW: u64 = FILE_RO + 2 * PMD;
 
 struct World {
     s: Sys,
-    /// Per process: page address -> value last written to private memory (absent = zero).
+    /// Per process: page address -> value last written to private memory (absent = what
+    /// backs the mapping: zero, or the file's contents).
     shadow: BTreeMap<Pid, BTreeMap<u64, u64>>,
     /// The memfd's pages: (inode, page index) -> value last written (absent = zero).
     shared: BTreeMap<(u32, u64), u64>,
     rng: Rng,
     log: Vec<String>,
+    /// Kinds of VMA backing (Anon, Shme, File) that MADV_COLLAPSE left PMD-mapped.
+    collapsed: std::collections::BTreeSet<String>,
 }
 
 impl World {
@@ -62,6 +69,22 @@ impl World {
         match vma.backing {
             model::vma::VmaBacking::Shmem(inode) => Some((inode.0, vma.linear_page_index(addr))),
             _ => None,
+        }
+    }
+
+    /// What a private page reads before it is written: the file's contents for a private
+    /// file mapping, zero for anonymous memory.
+    fn backing(&self, pid: Pid, addr: u64) -> u64 {
+        match self
+            .s
+            .k
+            .vma(pid, addr)
+            .map(|v| (v.backing, v.linear_page_index(addr)))
+        {
+            Some((model::vma::VmaBacking::File(inode), index)) => {
+                self.s.k.inode(inode).disk.get(&index).copied().unwrap_or(0)
+            }
+            _ => 0,
         }
     }
 
@@ -107,12 +130,10 @@ impl World {
                 if let Ok(v) = self.s.k.read(pid, a) {
                     let want = match key {
                         Some(k) => self.shared.get(&k).copied().unwrap_or(0),
-                        None => self
-                            .shadow
-                            .get(&pid)
-                            .and_then(|m| m.get(&a))
-                            .copied()
-                            .unwrap_or(0),
+                        None => match self.shadow.get(&pid).and_then(|m| m.get(&a)) {
+                            Some(&v) => v,
+                            None => self.backing(pid, a),
+                        },
                     };
                     assert_eq!(
                         v,
@@ -164,9 +185,31 @@ impl World {
                 let _ = self.s.k.madvise(pid, a, len, advice);
             }
             65..=69 => {
-                let (a, len) = self.range();
+                // Half of them on one aligned PMD range, so that collapses happen often.
+                let (a, len) = if self.rng.below(2) == 0 {
+                    (BASE + self.rng.below(WINDOW / PMD) * PMD, PMD)
+                } else {
+                    self.range()
+                };
                 what = format!("pid {pid} MADV_COLLAPSE {a:#x}+{len:#x}");
+                // A failure in one PMD range fails the call but not the others.
                 let _ = self.s.k.madvise_collapse(pid, a, len);
+                {
+                    // Note which kinds of memory got collapsed, to show the sequences reach
+                    // every collapse path.
+                    let mut h = (a + PMD - 1) & !(PMD - 1);
+                    while h + PMD <= a + len {
+                        let huge = matches!(
+                            self.s.k.mm(pid).map(|mm| mm.page_table.pmd(h)),
+                            Ok(model::page_table::Pmd::Huge(_))
+                        );
+                        if let (true, Some(vma)) = (huge, self.s.k.vma(pid, h)) {
+                            self.collapsed
+                                .insert(format!("{:?}", vma.backing).chars().take(4).collect());
+                        }
+                        h += PMD;
+                    }
+                }
             }
             70..=73 => {
                 what = "khugepaged wake-up".into();
@@ -251,7 +294,7 @@ impl World {
             }
             _ => {
                 // A whole-area write, to make THPs and full ranges common.
-                let a = BASE + self.rng.below(4) * PMD;
+                let a = BASE + self.rng.below(WINDOW / PMD) * PMD;
                 what = format!("pid {pid} fill {a:#x}");
                 let base = self.rng.next();
                 let keys: Vec<Option<(u32, u64)>> = (0..512)
@@ -280,49 +323,78 @@ impl World {
         if let Err(v) = self.s.k.check_invariants() {
             let tail: Vec<&String> = self.log.iter().rev().take(25).collect();
             panic!(
-                "after {:?}: {v}\nlast operations (newest first):\n{tail:#?}",
+                "{}, after step {} {:?}: {v}\nlast operations (newest first):\n{tail:#?}",
+                self.log[0],
+                self.log.len() - 1,
                 self.log.last()
             );
         }
     }
 }
 
-fn run(profile: KernelProfile, seed: u64, ops: usize) {
+fn world(profile: KernelProfile, seed: u64) -> World {
+    let label = format!("profile {}, seed {seed}", profile.name);
     let mut s = Sys::new(profile);
     s.k.swapon(1 << 16).unwrap();
     s.k.sysfs_write("shmem_enabled", "advise").unwrap();
     let p = s.p;
     s.mmap_anon(p, BASE, ANON);
     let fd = s.k.memfd_create();
-    s.k.ftruncate(fd, WINDOW - ANON).unwrap();
+    s.k.ftruncate(fd, SHARED - ANON).unwrap();
     let kind = model::mmap::MapKind::Shared(fd);
     s.k.mmap(
         p,
         BASE + ANON,
-        WINDOW - ANON,
+        SHARED - ANON,
         model::mmap::Prot::READ_WRITE,
         kind,
         0,
         true,
     )
     .unwrap();
-    let mut w = World {
+    // Odd seeds let khugepaged and MADV_COLLAPSE take the regular file's pages too.
+    s.k.read_only_thp_for_fs = seed % 2 == 1;
+    let contents: Vec<u64> = (0..(WINDOW - SHARED) / PAGE)
+        .map(|i| (seed << 32) | (i + 1))
+        .collect();
+    let file = s.k.create_file(&contents);
+    let kind = model::mmap::MapKind::Private(file);
+    let rw = model::mmap::Prot::READ_WRITE;
+    s.k.mmap(p, BASE + SHARED, FILE_RO - SHARED, rw, kind, 0, true)
+        .unwrap();
+    let ro = model::mmap::Prot::READ;
+    let offset = FILE_RO - SHARED;
+    s.k.mmap(p, BASE + FILE_RO, WINDOW - FILE_RO, ro, kind, offset, true)
+        .unwrap();
+    World {
         s,
         shadow: BTreeMap::new(),
         shared: BTreeMap::new(),
         rng: Rng(seed.max(1)),
-        log: Vec::new(),
-    };
+        log: vec![label],
+        collapsed: Default::default(),
+    }
+}
+
+fn run(profile: KernelProfile, seed: u64, ops: usize) -> std::collections::BTreeSet<String> {
+    let mut w = world(profile, seed);
     for _ in 0..ops {
         w.step();
     }
+    w.collapsed
 }
 
 #[test]
 fn random_operation_sequences_keep_invariants_and_contents() {
+    let mut collapsed = std::collections::BTreeSet::new();
     for seed in 1..=20u64 {
         for profile in KernelProfile::all() {
-            run(profile, seed * 7919, 300);
+            collapsed.extend(run(profile, seed * 7919, 300));
         }
     }
+    assert_eq!(
+        collapsed.into_iter().collect::<Vec<_>>(),
+        ["Anon", "File", "Shme"],
+        "MADV_COLLAPSE should have collapsed anonymous, file and shmem memory"
+    );
 }
