@@ -573,9 +573,10 @@ impl Kernel {
     /// none PMD.
     pub(crate) fn can_set_pmd(&self, pid: Pid, vma: &Vma, haddr: u64, folio: FolioId) -> bool {
         let f = self.folio(folio);
+        // Suitability first: it keeps `haddr` inside the VMA for the index computation.
         f.is_pmd_mappable()
-            && f.index() == vma.linear_page_index(haddr)
             && vma.pmd_block_suitable(haddr)
+            && f.index() == vma.linear_page_index(haddr)
             && !self.vma_thp_disabled(pid, vma)
             && matches!(self.mms[&pid].page_table.pmd(haddr), Pmd::None)
     }
