@@ -386,10 +386,18 @@ fn run(profile: KernelProfile, seed: u64, ops: usize) -> std::collections::BTree
 
 #[test]
 fn random_operation_sequences_keep_invariants_and_contents() {
+    // RANDOM_OPS_SEEDS=N and RANDOM_OPS_STEPS=N make a longer fuzzing session.
+    let env = |name: &str, default: u64| match std::env::var(name) {
+        Ok(v) => v
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}={v:?}: expected a whole number")),
+        Err(_) => default,
+    };
+    let (seeds, steps) = (env("RANDOM_OPS_SEEDS", 20), env("RANDOM_OPS_STEPS", 300));
     let mut collapsed = std::collections::BTreeSet::new();
-    for seed in 1..=20u64 {
+    for seed in 1..=seeds {
         for profile in KernelProfile::all() {
-            collapsed.extend(run(profile, seed * 7919, 300));
+            collapsed.extend(run(profile, seed * 7919, steps as usize));
         }
     }
     assert_eq!(
