@@ -9,48 +9,9 @@ use std::fmt;
 
 pub use model::Errno;
 
-/// The `advice` values the selftests pass to madvise(2).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Madv {
-    DontNeed,
-    HugePage,
-    NoHugePage,
-    Cold,
-    PageOut,
-    PopulateRead,
-    PopulateWrite,
-    /// MADV_COLLAPSE (25).
-    Collapse,
-}
-
-impl Madv {
-    /// The Linux value.
-    pub fn number(self) -> i32 {
-        match self {
-            Madv::DontNeed => 4,
-            Madv::HugePage => 14,
-            Madv::NoHugePage => 15,
-            Madv::Cold => 20,
-            Madv::PageOut => 21,
-            Madv::PopulateRead => 22,
-            Madv::PopulateWrite => 23,
-            Madv::Collapse => 25,
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Madv::DontNeed => "MADV_DONTNEED",
-            Madv::HugePage => "MADV_HUGEPAGE",
-            Madv::NoHugePage => "MADV_NOHUGEPAGE",
-            Madv::Cold => "MADV_COLD",
-            Madv::PageOut => "MADV_PAGEOUT",
-            Madv::PopulateRead => "MADV_POPULATE_READ",
-            Madv::PopulateWrite => "MADV_POPULATE_WRITE",
-            Madv::Collapse => "MADV_COLLAPSE",
-        }
-    }
-}
+/// The `advice` values the selftests pass to madvise(2): the model's own vocabulary, so a
+/// scenario line means the same on both backends.
+pub use model::madvise::Advice as Madv;
 
 /// What an mmap maps.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -3,7 +3,6 @@
 use std::collections::BTreeMap;
 
 use model::filemap::InodeId;
-use model::madvise::Advice;
 use model::mmap::{MapKind, Prot};
 use model::mremap::MremapFlags;
 use model::task_mmu::PagemapEntry;
@@ -93,19 +92,6 @@ impl ModelBackend {
     }
 }
 
-fn advice(a: Madv) -> Option<Advice> {
-    Some(match a {
-        Madv::DontNeed => Advice::DontNeed,
-        Madv::HugePage => Advice::HugePage,
-        Madv::NoHugePage => Advice::NoHugePage,
-        Madv::Cold => Advice::Cold,
-        Madv::PageOut => Advice::PageOut,
-        Madv::PopulateRead => Advice::PopulateRead,
-        Madv::PopulateWrite => Advice::PopulateWrite,
-        Madv::Collapse => return None,
-    })
-}
-
 impl Backend for ModelBackend {
     fn name(&self) -> &'static str {
         "model"
@@ -135,10 +121,7 @@ impl Backend for ModelBackend {
     }
 
     fn madvise(&mut self, addr: u64, len: u64, a: Madv) -> Result<(), Errno> {
-        match advice(a) {
-            Some(adv) => self.k.madvise(self.pid, addr, len, adv),
-            None => self.k.madvise_collapse(self.pid, addr, len),
-        }
+        self.k.madvise(self.pid, addr, len, a)
     }
 
     fn mremap_fixed(

@@ -19,6 +19,8 @@ pub enum Advice {
     PageOut,
     PopulateRead,
     PopulateWrite,
+    /// MADV_COLLAPSE, handled by `madvise_collapse`.
+    Collapse,
 }
 
 impl Advice {
@@ -32,6 +34,21 @@ impl Advice {
             Advice::PageOut => 21,
             Advice::PopulateRead => 22,
             Advice::PopulateWrite => 23,
+            Advice::Collapse => 25,
+        }
+    }
+
+    /// The MADV_* name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Advice::DontNeed => "MADV_DONTNEED",
+            Advice::HugePage => "MADV_HUGEPAGE",
+            Advice::NoHugePage => "MADV_NOHUGEPAGE",
+            Advice::Cold => "MADV_COLD",
+            Advice::PageOut => "MADV_PAGEOUT",
+            Advice::PopulateRead => "MADV_POPULATE_READ",
+            Advice::PopulateWrite => "MADV_POPULATE_WRITE",
+            Advice::Collapse => "MADV_COLLAPSE",
         }
     }
 }
@@ -54,6 +71,8 @@ impl Kernel {
             return Err(Errno::ENOMEM);
         }
         match advice {
+            // It reports holes and per-range failures itself.
+            Advice::Collapse => return self.madvise_collapse(pid, addr, end - addr),
             Advice::HugePage | Advice::NoHugePage => {
                 self.madvise_update_vma_flags(pid, addr, end, advice)
             }
