@@ -3,7 +3,7 @@
 //! `host/khugepaged:anon/collapse_max_ptes_shared`. Host trials run this machine's kernel
 //! (root, THP and MADV_COLLAPSE needed) and are listed as ignored, with the reason, elsewhere.
 
-use harness::catalogue::{DirKind, Env, FileInfo, MemType, SKIPPED_ON_TMPFS};
+use harness::catalogue::{Env, FileInfo, MemType, SKIPPED_ON_TMPFS};
 use harness::cli::all_cases;
 use harness::host::isolate::{run_case_retrying_races, HostRunOptions};
 use harness::model_backend::ModelBackend;
@@ -36,12 +36,7 @@ fn model_trials() -> Vec<Trial> {
     // The model's file tests use a tmpfs directory mounted huge=advise, as the selftest asks.
     let env = Env {
         anon_order: 0,
-        finfo: Some(FileInfo::new(
-            "/model-tmpfs",
-            DirKind::Tmpfs {
-                huge: "advise".into(),
-            },
-        )),
+        finfo: Some(FileInfo::model_tmpfs("advise")),
     };
     all_cases()
         .into_iter()

@@ -3,10 +3,9 @@
 
 use std::time::{Duration, Instant};
 
-use harness::catalogue::{Context, DirKind, Env, FileInfo, MemType};
-use harness::cli::{select_cases, BackendChoice, Options};
+use harness::catalogue::{Env, FileInfo, MemType};
+use harness::cli::{select_cases, Options};
 use harness::model_backend::ModelBackend;
-use harness::report::Format;
 use harness::runner::{run_case, Outcome};
 use model::KernelProfile;
 
@@ -44,28 +43,12 @@ fn per_case(env: &Env, opts: &Options) {
 fn main() {
     harness::tune_allocator();
     let opts = Options {
-        anon_order: 0,
-        contexts: Context::ALL.to_vec(),
         mems: MemType::ALL.to_vec(),
-        dir: None,
-        backend: BackendChoice::Model,
-        profile: None,
-        format: Format::Kernel,
-        read_only_thp_for_fs: false,
-        swapfile: true,
-        private_tmpfs: false,
-        record: None,
-        trace: false,
-        extras: false,
+        ..Options::default()
     };
     let env = Env {
         anon_order: 0,
-        finfo: Some(FileInfo::new(
-            "/model-tmpfs",
-            DirKind::Tmpfs {
-                huge: "advise".into(),
-            },
-        )),
+        finfo: Some(FileInfo::model_tmpfs("advise")),
     };
     let mut times = Vec::new();
     let mut counts = (0, 0);

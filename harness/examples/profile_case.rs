@@ -1,10 +1,9 @@
 //! Runs one catalogue case many times on the model, for profiling: `cargo run --release
 //! -p harness --example profile_case -- <case id> [iterations]`.
 
-use harness::catalogue::{Context, DirKind, Env, FileInfo, MemType};
-use harness::cli::{select_cases, BackendChoice, Options};
+use harness::catalogue::{Env, FileInfo, MemType};
+use harness::cli::{select_cases, Options};
 use harness::model_backend::ModelBackend;
-use harness::report::Format;
 use harness::runner::run_case;
 use model::KernelProfile;
 
@@ -17,28 +16,12 @@ fn main() {
     };
     let n: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(10);
     let opts = Options {
-        anon_order: 0,
-        contexts: Context::ALL.to_vec(),
         mems: MemType::ALL.to_vec(),
-        dir: None,
-        backend: BackendChoice::Model,
-        profile: None,
-        format: Format::Kernel,
-        read_only_thp_for_fs: false,
-        swapfile: true,
-        private_tmpfs: false,
-        record: None,
-        trace: false,
-        extras: false,
+        ..Options::default()
     };
     let env = Env {
         anon_order: 0,
-        finfo: Some(FileInfo::new(
-            "/model-tmpfs",
-            DirKind::Tmpfs {
-                huge: "advise".into(),
-            },
-        )),
+        finfo: Some(FileInfo::model_tmpfs("advise")),
     };
     let cases: Vec<_> = select_cases(&opts)
         .into_iter()

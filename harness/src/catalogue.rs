@@ -82,6 +82,11 @@ impl FileInfo {
         }
     }
 
+    /// The model's stand-in for a directory on a tmpfs mounted with `huge=`.
+    pub fn model_tmpfs(huge: &str) -> FileInfo {
+        FileInfo::new("/model-tmpfs", DirKind::Tmpfs { huge: huge.into() })
+    }
+
     fn is_tmpfs(&self) -> bool {
         matches!(self.kind, DirKind::Tmpfs { .. })
     }

@@ -41,6 +41,28 @@ pub struct Options {
     pub extras: bool,
 }
 
+/// What a run does with no flags: both contexts, anonymous memory (the selftest without
+/// arguments), on the model.
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            anon_order: 0,
+            contexts: Context::ALL.to_vec(),
+            mems: vec![MemType::Anon],
+            dir: None,
+            backend: BackendChoice::Model,
+            profile: None,
+            format: Format::Kernel,
+            read_only_thp_for_fs: false,
+            swapfile: true,
+            private_tmpfs: false,
+            record: None,
+            trace: false,
+            extras: false,
+        }
+    }
+}
+
 /// The selftest's usage text, plus this tool's options.
 pub fn usage() -> String {
     "\nUsage: khugepaged [OPTIONS] <test type> [dir]\n\n\
@@ -68,21 +90,7 @@ pub fn usage() -> String {
 /// Parses arguments (without the program name). Err is a one-line usage error; Ok(None)
 /// means help was asked for.
 pub fn parse(args: &[String]) -> Result<Option<Options>, String> {
-    let mut o = Options {
-        anon_order: 0,
-        contexts: Context::ALL.to_vec(),
-        mems: vec![MemType::Anon],
-        dir: None,
-        backend: BackendChoice::Model,
-        profile: None,
-        format: Format::Kernel,
-        read_only_thp_for_fs: false,
-        swapfile: true,
-        private_tmpfs: false,
-        record: None,
-        trace: false,
-        extras: false,
-    };
+    let mut o = Options::default();
     let mut positional = Vec::new();
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -220,12 +228,9 @@ pub fn env_for(o: &Options) -> Result<Env, String> {
     };
     if o.private_tmpfs && o.backend != BackendChoice::Host && finfo.is_none() {
         // The model's stand-in for the private tmpfs.
-        let kind = crate::catalogue::DirKind::Tmpfs {
-            huge: "advise".into(),
-        };
         return Ok(Env {
             anon_order: o.anon_order,
-            finfo: Some(FileInfo::new("/model-tmpfs", kind)),
+            finfo: Some(FileInfo::model_tmpfs("advise")),
         });
     }
     Ok(Env {
@@ -246,25 +251,10 @@ pub fn model_backend(o: &Options, env: &Env) -> ModelBackend {
 fn run_one(o: &Options, env: &Env, case: &Case) -> Result<Vec<(&'static str, CaseResult)>, String> {
     let mut out = Vec::new();
     if matches!(o.backend, BackendChoice::Host | BackendChoice::Both) {
-        let exe = std::env::current_exe().map_err(|e| format!("finding this program: {e}"))?;
-        let hopts = crate::host::isolate::HostRunOptions {
-            exe,
-            swapfile: o.swapfile,
-            private_tmpfs: o.private_tmpfs,
-            trace: o.trace,
-        };
-        // With --tmpfs the host makes its own tmpfs per case; the model keeps its stand-in.
-        let host_env = if o.private_tmpfs {
-            Env {
-                finfo: None,
-                ..env.clone()
-            }
-        } else {
-            env.clone()
-        };
+        let hopts = host_options(o, o.trace)?;
         out.push((
             "host",
-            crate::host::isolate::run_case_retrying_races(case, &host_env, &hopts),
+            crate::host::isolate::run_case_retrying_races(case, &host_env(o, env), &hopts),
         ));
     }
     if matches!(o.backend, BackendChoice::Model | BackendChoice::Both) {
@@ -296,13 +286,26 @@ pub fn effective_profile(o: &Options) -> KernelProfile {
     KernelProfile::default()
 }
 
-fn host_options(o: &Options) -> Result<crate::host::isolate::HostRunOptions, String> {
+fn host_options(o: &Options, trace: bool) -> Result<crate::host::isolate::HostRunOptions, String> {
     Ok(crate::host::isolate::HostRunOptions {
         exe: std::env::current_exe().map_err(|e| format!("finding this program: {e}"))?,
         swapfile: o.swapfile,
         private_tmpfs: o.private_tmpfs,
-        trace: false,
+        trace,
     })
+}
+
+/// The host's environment: with --tmpfs the host makes its own tmpfs per case (the model
+/// keeps its stand-in).
+fn host_env(o: &Options, env: &Env) -> Env {
+    if o.private_tmpfs {
+        Env {
+            finfo: None,
+            ..env.clone()
+        }
+    } else {
+        env.clone()
+    }
 }
 
 fn write_out(out: &mut dyn Write, s: &str) -> Result<(), String> {
@@ -313,16 +316,9 @@ fn write_out(out: &mut dyn Write, s: &str) -> Result<(), String> {
 /// `--backend both`: every case on the host and on the model, traces compared.
 fn compare_all(o: &Options, env: &Env, out: &mut dyn Write) -> Result<i32, String> {
     use crate::crosscheck::{cross_check, model_env, Comparison};
-    let hopts = host_options(o)?;
+    let hopts = host_options(o, false)?;
     let profile = effective_profile(o);
-    let host_env = if o.private_tmpfs {
-        Env {
-            finfo: None,
-            ..env.clone()
-        }
-    } else {
-        env.clone()
-    };
+    let host_env = host_env(o, env);
     let menv = model_env(env, o.private_tmpfs);
     let cases = select_cases(o);
     let (mut agree, mut disagree, mut skipped, mut unmodelled) = (0, 0, 0, 0);
@@ -403,16 +399,8 @@ fn indent(text: &str, prefix: &str) -> String {
 
 /// `--record DIR`: host traces of the selected cases, written as fixtures.
 fn record(o: &Options, env: &Env, root: &str, out: &mut dyn Write) -> Result<i32, String> {
-    let mut hopts = host_options(o)?;
-    hopts.trace = true;
-    let host_env = if o.private_tmpfs {
-        Env {
-            finfo: None,
-            ..env.clone()
-        }
-    } else {
-        env.clone()
-    };
+    let hopts = host_options(o, true)?;
+    let host_env = host_env(o, env);
     let release = nix::sys::utsname::uname()
         .map(|u| u.release().to_string_lossy().into_owned())
         .map_err(|e| format!("uname: {e}"))?;

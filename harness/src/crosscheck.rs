@@ -138,12 +138,7 @@ pub fn compare(host: &CaseResult, model: &CaseResult, model_dir: Option<&str>) -
 pub fn model_env(env: &Env, private_tmpfs: bool) -> Env {
     if private_tmpfs && env.finfo.is_none() {
         Env {
-            finfo: Some(FileInfo::new(
-                "/model-tmpfs",
-                DirKind::Tmpfs {
-                    huge: "advise".into(),
-                },
-            )),
+            finfo: Some(FileInfo::model_tmpfs("advise")),
             ..env.clone()
         }
     } else {
@@ -261,10 +256,7 @@ pub fn env_from_header(text: &str) -> Result<Env, String> {
                     .strip_prefix("tmpfs(huge=")
                     .and_then(|h| h.strip_suffix(')'))
                     .ok_or_else(|| format!("bad file kind {v:?}"))?;
-                env.finfo = Some(FileInfo::new(
-                    "/model-tmpfs",
-                    DirKind::Tmpfs { huge: huge.into() },
-                ));
+                env.finfo = Some(FileInfo::model_tmpfs(huge));
             }
             _ => return Err(format!("bad env item {part:?}")),
         }
