@@ -52,15 +52,6 @@ impl PageCache {
         self.entries == 0
     }
 
-    /// The entry whose first page is `index`.
-    pub fn get(&self, index: u64) -> Option<CacheEntry> {
-        let (c, s) = split(index);
-        match self.chunks.get(&c)?.slots[s] {
-            Slot::Head { entry, .. } => Some(entry),
-            _ => None,
-        }
-    }
-
     /// The entry covering page `index` from any of its pages, with its first index
     /// (`filemap_get_entry`).
     pub fn lookup(&self, index: u64) -> Option<(u64, CacheEntry)> {
@@ -183,7 +174,11 @@ mod tests {
             pc.lookup(1024 + 300),
             Some((1024, CacheEntry::Folio(FolioId(7))))
         );
-        assert_eq!(pc.get(1025), None);
+        assert_eq!(
+            pc.range(1025..1026).count(),
+            0,
+            "a tail page is no entry's first"
+        );
         assert_eq!(pc.lookup(4), None);
         let all: Vec<u64> = pc.iter().map(|(i, _, _)| i).collect();
         assert_eq!(all, vec![3, 1024]);

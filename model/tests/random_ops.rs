@@ -47,8 +47,8 @@ struct World {
     shared: BTreeMap<(u32, u64), u64>,
     rng: Rng,
     log: Vec<String>,
-    /// Kinds of VMA backing (Anon, Shme, File) that MADV_COLLAPSE left PMD-mapped.
-    collapsed: std::collections::BTreeSet<String>,
+    /// Kinds of VMA backing (Anon, File, Shmem) that MADV_COLLAPSE left PMD-mapped.
+    collapsed: std::collections::BTreeSet<&'static str>,
 }
 
 impl World {
@@ -204,8 +204,11 @@ impl World {
                             Ok(model::page_table::Pmd::Huge(_))
                         );
                         if let (true, Some(vma)) = (huge, self.s.k.vma(pid, h)) {
-                            self.collapsed
-                                .insert(format!("{:?}", vma.backing).chars().take(4).collect());
+                            self.collapsed.insert(match vma.backing {
+                                model::vma::VmaBacking::Anon => "Anon",
+                                model::vma::VmaBacking::File(_) => "File",
+                                model::vma::VmaBacking::Shmem(_) => "Shmem",
+                            });
                         }
                         h += PMD;
                     }
@@ -376,7 +379,7 @@ fn world(profile: KernelProfile, seed: u64) -> World {
     }
 }
 
-fn run(profile: KernelProfile, seed: u64, ops: usize) -> std::collections::BTreeSet<String> {
+fn run(profile: KernelProfile, seed: u64, ops: usize) -> std::collections::BTreeSet<&'static str> {
     let mut w = world(profile, seed);
     for _ in 0..ops {
         w.step();
@@ -402,7 +405,7 @@ fn random_operation_sequences_keep_invariants_and_contents() {
     }
     assert_eq!(
         collapsed.into_iter().collect::<Vec<_>>(),
-        ["Anon", "File", "Shme"],
+        ["Anon", "File", "Shmem"],
         "MADV_COLLAPSE should have collapsed anonymous, file and shmem memory"
     );
 }
