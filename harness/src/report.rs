@@ -60,7 +60,39 @@ pub fn kernel_case(r: &CaseResult, colour: bool) -> String {
             let _ = writeln!(out, "Skip: {reason}");
         }
     }
+    if let Some(why) = unexplained_failure(r) {
+        let _ = writeln!(out, "Fail: {why}");
+    }
     out
+}
+
+/// The reason of a failure that no printed step line shows: the case process killed by a
+/// signal, alloc_at_fault failing before a test, a setup error. Without it the kernel-style
+/// output would end the case with no word of what went wrong.
+pub fn unexplained_failure(r: &CaseResult) -> Option<&str> {
+    let Outcome::Fail(why) = &r.outcome else {
+        return None;
+    };
+    // Tabs and newlines are flattened when a host case process reports its verdict.
+    let flat = |s: &str| s.replace(['\t', '\n'], " ");
+    let shown = r
+        .steps
+        .iter()
+        .any(|s| s.verdict == Verdict::Fail && flat(&s.to_string()) == flat(why));
+    (!shown).then_some(why.as_str())
+}
+
+/// The line main() prints after the last test, or why it cannot say OK.
+pub fn restore_line(error: Option<&str>, colour: bool) -> String {
+    let (word, code) = match error {
+        None => ("OK".to_string(), "32"),
+        Some(why) => (format!("FAIL: {why}"), "31"),
+    };
+    if colour {
+        format!("Restore THP and khugepaged settings... \x1b[{code}m{word}\x1b[0m\n")
+    } else {
+        format!("Restore THP and khugepaged settings... {word}\n")
+    }
 }
 
 /// One case as KTAP result line plus diagnostics.

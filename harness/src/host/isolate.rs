@@ -170,6 +170,7 @@ fn skip(case: &Case, reason: String) -> CaseResult {
         outcome: Outcome::Skip(reason),
         elapsed: Default::default(),
         trace: None,
+        restore_error: None,
     }
 }
 
@@ -180,6 +181,7 @@ fn fail(case: &Case, reason: String, steps: Vec<Step>, start: Instant) -> CaseRe
         outcome: Outcome::Fail(reason),
         elapsed: start.elapsed(),
         trace: None,
+        restore_error: None,
     }
 }
 
@@ -262,6 +264,7 @@ pub fn run_case_isolated(case: &Case, env: &Env, opts: &HostRunOptions) -> CaseR
             outcome,
             elapsed: start.elapsed(),
             trace,
+            restore_error: None,
         },
         Ok((steps, _, _)) => fail(
             case,
