@@ -163,13 +163,16 @@ fn parse_map_line(line: &str) -> Option<(String, Vec<ParsedRun>)> {
     Some((head.to_string(), out))
 }
 
+static IN_FOLIO: once_cell::sync::Lazy<regex::Regex> =
+    once_cell::sync::Lazy::new(|| regex::Regex::new(r"f(\d+)\[(\d+)\.\.\]").expect("valid"));
+static SMALL: once_cell::sync::Lazy<regex::Regex> =
+    once_cell::sync::Lazy::new(|| regex::Regex::new(r"f(\d+)-f(\d+)").expect("valid"));
+static ONE: once_cell::sync::Lazy<regex::Regex> =
+    once_cell::sync::Lazy::new(|| regex::Regex::new(r"\bf(\d+)(\[\d+\])?").expect("valid"));
+
 /// The description of pages `from..=to` of `run` (inside it): a folio range keeps its
 /// notation, starting at the right page (`f0[256..]`, `f3-f5`).
 fn slice_key(run: &ParsedRun, from: usize, to: usize) -> String {
-    static IN_FOLIO: once_cell::sync::Lazy<regex::Regex> =
-        once_cell::sync::Lazy::new(|| regex::Regex::new(r"f(\d+)\[(\d+)\.\.\]").expect("valid"));
-    static SMALL: once_cell::sync::Lazy<regex::Regex> =
-        once_cell::sync::Lazy::new(|| regex::Regex::new(r"f(\d+)-f(\d+)").expect("valid"));
     let k = from - run.first;
     let single = from == to;
     if let Some(c) = IN_FOLIO.captures(&run.key) {
@@ -191,6 +194,47 @@ fn slice_key(run: &ParsedRun, from: usize, to: usize) -> String {
         return SMALL.replace(&run.key, sub.as_str()).into_owned();
     }
     run.key.clone()
+}
+
+/// Page `page` of `run`: its folio's number, if any, and the rest of its description with the
+/// number left out (`pmd f#[3] o9 mc1 ex`). Folios are numbered by first appearance on each
+/// side, so one extra folio on one side renumbers all later ones: only the shape and a
+/// consistent pairing of numbers make a difference.
+fn page_shape(run: &ParsedRun, page: usize) -> (Option<usize>, String) {
+    let key = slice_key(run, page, page);
+    match ONE.captures(&key) {
+        Some(c) => {
+            let n = c[1].parse().ok();
+            let idx = c.get(2).map_or("", |m| m.as_str()).to_string();
+            (
+                n,
+                ONE.replace(&key, format!("f#{idx}").as_str()).into_owned(),
+            )
+        }
+        None => (None, key),
+    }
+}
+
+/// Pairs folio numbers of two sides as pages are compared in order; a number paired with two
+/// different ones is a real difference.
+#[derive(Default)]
+struct FolioPairing {
+    left_to_right: BTreeMap<usize, usize>,
+    right_to_left: BTreeMap<usize, usize>,
+}
+
+impl FolioPairing {
+    fn consistent(&mut self, l: Option<usize>, r: Option<usize>) -> bool {
+        match (l, r) {
+            (None, None) => true,
+            (Some(l), Some(r)) => {
+                let a = *self.left_to_right.entry(l).or_insert(r);
+                let b = *self.right_to_left.entry(r).or_insert(l);
+                a == r && b == l
+            }
+            _ => false,
+        }
+    }
 }
 
 /// The description of each range of pages on which neither side changes, for one side.
@@ -229,7 +273,25 @@ pub fn aligned_diff(
     let bounds: Vec<(usize, usize)> = cuts.windows(2).map(|w| (w[0], w[1] - 1)).collect();
     let lkeys = segment_keys(&lruns, &bounds);
     let rkeys = segment_keys(&rruns, &bounds);
-    let differs: Vec<bool> = lkeys.iter().zip(&rkeys).map(|(l, r)| l != r).collect();
+    let mut pairing = FolioPairing::default();
+    let differs: Vec<bool> = bounds
+        .iter()
+        .map(|&(a, b)| {
+            let lrun = lruns.iter().find(|r| r.first <= a && b <= r.last);
+            let rrun = rruns.iter().find(|r| r.first <= a && b <= r.last);
+            let (Some(lrun), Some(rrun)) = (lrun, rrun) else {
+                return lrun.is_some() || rrun.is_some();
+            };
+            let mut differ = false;
+            for page in a..=b {
+                let (ln, ls) = page_shape(lrun, page);
+                let (rn, rs) = page_shape(rrun, page);
+                // Every page is paired, even after a difference, so later pages compare.
+                differ |= !pairing.consistent(ln, rn) | (ls != rs);
+            }
+            differ
+        })
+        .collect();
     let shown: Vec<bool> = (0..bounds.len())
         .map(|i| {
             let lo = i.saturating_sub(context);
@@ -405,13 +467,27 @@ mod tests {
     fn aligned_diff_slices_small_page_runs() {
         let host = "map(0x40000000+4): 0-3 pte f0-f3 o0 mc1 ex";
         let model = "map(0x40000000+4): 0-1 pte f0-f1 o0 mc1 ex | 2 swap | 3 pte f2 o0 mc1 ex";
-        let d = aligned_diff(host, model, "host", "model", 0).unwrap();
-        assert!(d.contains("! 2      pte f2 o0 mc1 ex  swap"), "{d}");
-        assert!(
-            d.contains("! 3      pte f3 o0 mc1 ex  pte f2 o0 mc1 ex"),
+        let d = aligned_diff(host, model, "host", "model", 1).unwrap();
+        let lines: Vec<&str> = d.lines().collect();
+        assert_eq!(lines.len(), 4, "{d}");
+        assert_eq!(
+            lines[1], "    0-1    pte f0-f1 o0 mc1 ex  pte f0-f1 o0 mc1 ex",
             "{d}"
         );
-        assert!(!d.contains("0-1"), "{d}");
+        assert_eq!(lines[2], "  ! 2      pte f2 o0 mc1 ex     swap", "{d}");
+        // Page 3 is the host's fourth folio and the model's third: numbered apart, alike.
+        assert_eq!(
+            lines[3], "    3      pte f3 o0 mc1 ex     pte f2 o0 mc1 ex",
+            "{d}"
+        );
+        // A folio that one side maps twice and the other maps as two is a difference.
+        let shared = "map(0x40000000+2): 0 pte f0 o0 mc1 ex | 1 pte f0 o0 mc1 ex";
+        let apart = "map(0x40000000+2): 0-1 pte f0-f1 o0 mc1 ex";
+        let d = aligned_diff(shared, apart, "host", "model", 0).unwrap();
+        assert!(
+            d.contains("! 1      pte f0 o0 mc1 ex  pte f1 o0 mc1 ex"),
+            "{d}"
+        );
     }
 
     #[test]

@@ -156,3 +156,57 @@ impl Totals {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runner::Case;
+
+    fn failed(why: &str, steps: Vec<Step>) -> CaseResult {
+        CaseResult {
+            case: Case::AllocAtFault,
+            steps,
+            outcome: Outcome::Fail(why.into()),
+            elapsed: Default::default(),
+            trace: None,
+            restore_error: None,
+        }
+    }
+
+    #[test]
+    fn a_failure_outside_the_steps_gets_its_own_line() {
+        let killed = failed("the case process was killed by signal 9", Vec::new());
+        assert_eq!(
+            kernel_case(&killed, false),
+            "Fail: the case process was killed by signal 9\n"
+        );
+        // A failing step already says it: no second line.
+        let step = Step {
+            text: "Allocate huge page on fault...".into(),
+            verdict: Verdict::Fail,
+            word: "Fail".into(),
+            ..Step::default()
+        };
+        let at_step = failed("Allocate huge page on fault... Fail", vec![step.clone()]);
+        assert_eq!(
+            kernel_case(&at_step, false),
+            "Allocate huge page on fault... Fail\n"
+        );
+        // alloc_at_fault failing before a test: the step, then why the test did not run.
+        let before = failed("alloc_at_fault, run first by main(), failed", vec![step]);
+        assert!(kernel_case(&before, false)
+            .ends_with("Fail\nFail: alloc_at_fault, run first by main(), failed\n"));
+    }
+
+    #[test]
+    fn restore_line_says_ok_only_when_restored() {
+        assert_eq!(
+            restore_line(None, false),
+            "Restore THP and khugepaged settings... OK\n"
+        );
+        assert_eq!(
+            restore_line(Some("enabled: EBUSY"), false),
+            "Restore THP and khugepaged settings... FAIL: enabled: EBUSY\n"
+        );
+    }
+}
