@@ -10,18 +10,32 @@ use std::process::{Command, Stdio};
 use harness::host::{journal, probe, proc, sysfs};
 use libtest_mimic::{Arguments, Failed, Trial};
 
-/// The cross-process lock every host case takes (harness/src/host/isolate.rs).
-fn host_lock() -> nix::fcntl::Flock<fs::File> {
-    let f = fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open("/run/lock/khugepaged-harness.lock")
-        .expect("open the host lock");
-    nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive)
-        .map_err(|(_, e)| e)
-        .expect("take the host lock")
+/// The cross-process lock every host case takes (`/run/lock/khugepaged-harness.lock`), and
+/// the one of the journal's state directory where that exists (`/run/khugepaged-harness/lock`,
+/// taken second, never created here), so this holds off host runs of either kind.
+fn host_lock() -> Vec<nix::fcntl::Flock<fs::File>> {
+    let mut held = Vec::new();
+    for (path, create) in [
+        ("/run/lock/khugepaged-harness.lock", true),
+        ("/run/khugepaged-harness/lock", false),
+    ] {
+        let f = match fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(create)
+            .truncate(false)
+            .open(path)
+        {
+            Ok(f) => f,
+            Err(_) if !create => continue,
+            Err(e) => panic!("opening {path}: {e}"),
+        };
+        let lock = nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive)
+            .map_err(|(_, e)| e)
+            .expect("take the host lock");
+        held.push(lock);
+    }
+    held
 }
 
 /// Every writable THP file with its value, plus the active swap areas and mounts, read while
@@ -90,7 +104,9 @@ fn pmd_mapped_thp_is_labelled_pmd() -> Result<(), Failed> {
                 return Err(Failed::from("mprotect failed"));
             }
             let both = harness::page_map::render(&proc::page_map(area as u64, 1024));
-            if !(both.starts_with("0-511 pmd f0[0..] o9") && both.contains("512-1023 pte f1[0..] o9")) {
+            if !(both.starts_with("0-511 pmd f0[0..] o9")
+                && both.contains("512-1023 pte f1[0..] o9"))
+            {
                 return Err(format!("expected one pmd and one pte-mapped THP: {both}").into());
             }
             Ok(())
