@@ -30,11 +30,17 @@ struct Run {
     recorded: f64,
 }
 
-/// Counts failing step lines in a run's output.
-fn failing_steps(text: &str) -> usize {
-    text.lines()
+/// The failing step lines of a run's output (the C selftest colours its verdicts even into a
+/// pipe: the escapes are dropped first).
+fn failing_steps(text: &str) -> Vec<String> {
+    let plain = regex::Regex::new("\x1b\\[[0-9;]*m")
+        .expect("valid")
+        .replace_all(text, "");
+    plain
+        .lines()
         .filter(|l| l.ends_with(" Fail") || l.contains("Fail:") || l.ends_with(" Timeout"))
-        .count()
+        .map(str::to_string)
+        .collect()
 }
 
 /// The cross-process lock host cases take (`/run/lock/khugepaged-harness.lock`), and the one
@@ -216,9 +222,13 @@ fn main() {
             Some(c) => match run_c_selftest(c, &run.theirs) {
                 Ok((c_secs, c_out, code)) => {
                     theirs += c_secs;
+                    let fails = failing_steps(&c_out);
+                    for f in &fails {
+                        eprintln!("  C selftest ({}): {f}", run.name);
+                    }
                     format!(
                         "C selftest {c_secs:5.2} s, exit {code}, {} failing step(s)",
-                        failing_steps(&c_out)
+                        fails.len()
                     )
                 }
                 Err(e) => {
@@ -235,7 +245,7 @@ fn main() {
             "{:<22} {secs:6.2} s, exit {}, {} failing step(s); {c_text}",
             run.name,
             out.status.code().unwrap_or(-1),
-            failing_steps(&text)
+            failing_steps(&text).len()
         );
         ours += secs;
     }
