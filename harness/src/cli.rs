@@ -39,6 +39,10 @@ pub struct Options {
     pub trace: bool,
     /// Also run this project's own tests (`extras`), after the selftest's.
     pub extras: bool,
+    /// Only the cases whose id (`khugepaged:anon/collapse_full`) matches this regex.
+    pub only: Option<regex::Regex>,
+    /// Only restore what an interrupted host run left, then exit.
+    pub recover: bool,
 }
 
 /// What a run does with no flags: both contexts, anonymous memory (the selftest without
@@ -59,6 +63,8 @@ impl Default for Options {
             record: None,
             trace: false,
             extras: false,
+            only: None,
+            recover: false,
         }
     }
 }
@@ -83,7 +89,11 @@ pub fn usage() -> String {
      \t\t--profile 6.1|6.12|6.18: kernel era the model follows (default 6.18; with\n\
      \t\t    the host, the host kernel's era).\n\
      \t\t--format kernel|ktap: the selftest's own lines (default) or KTAP.\n\
-     \t\t--read-only-thp-for-fs: give the model CONFIG_READ_ONLY_THP_FOR_FS=y.\n"
+     \t\t--read-only-thp-for-fs: give the model CONFIG_READ_ONLY_THP_FOR_FS=y.\n\
+     \t\t--only REGEX: only the cases whose id (e.g. khugepaged:anon/collapse_full)\n\
+     \t\t    matches REGEX (alloc_at_fault runs first in every case regardless).\n\
+     \t\t--recover: only restore what an interrupted host run left (its journal), then\n\
+     \t\t    exit.\n"
         .to_string()
 }
 
@@ -141,6 +151,14 @@ pub fn parse(args: &[String]) -> Result<Option<Options>, String> {
             "--tmpfs" => o.private_tmpfs = true,
             "--trace" => o.trace = true,
             "--extras" => o.extras = true,
+            "--only" => {
+                let v = value("--only")?;
+                o.only = Some(
+                    regex::Regex::new(&v)
+                        .map_err(|e| format!("--only {v:?}: not a regular expression: {e}"))?,
+                );
+            }
+            "--recover" => o.recover = true,
             "--record" => {
                 o.record = Some(value("--record")?);
                 o.backend = BackendChoice::Host;
@@ -194,6 +212,14 @@ pub fn parse(args: &[String]) -> Result<Option<Options>, String> {
 
 /// The cases the options select, in the TEST() table's order, after alloc_at_fault.
 pub fn select_cases(o: &Options) -> Vec<Case> {
+    let mut cases = select_unfiltered(o);
+    if let Some(re) = &o.only {
+        cases.retain(|c| re.is_match(&c.id()));
+    }
+    cases
+}
+
+fn select_unfiltered(o: &Options) -> Vec<Case> {
     let mut cases = vec![Case::AllocAtFault];
     cases.extend(
         test_table()
@@ -305,6 +331,46 @@ fn host_env(o: &Options, env: &Env) -> Env {
         }
     } else {
         env.clone()
+    }
+}
+
+/// Before the first host case: restore what an interrupted run left (said on stderr and in
+/// the output), stop on a journal that cannot be used, and print a skip that applies to every
+/// case once. Some(exit code) when the run ends here.
+fn host_preflight(o: &Options, out: &mut dyn Write) -> Result<Option<i32>, String> {
+    use crate::host::isolate::{preflight, Preflight};
+    let p = preflight();
+    let ktap = o.format == Format::Ktap;
+    let note = |out: &mut dyn Write, msg: &str| {
+        eprintln!("khugepaged: {msg}");
+        write_out(out, &format!("{}{msg}\n", if ktap { "# " } else { "" }))
+    };
+    match p {
+        Preflight::Broken(e) => {
+            note(out, &e)?;
+            Ok(Some(1))
+        }
+        Preflight::Ready(restored) => {
+            match restored {
+                Some(msg) => note(out, &msg)?,
+                None if o.recover => eprintln!("khugepaged: no interrupted run to restore"),
+                None => {}
+            }
+            Ok(o.recover.then_some(0))
+        }
+        Preflight::SkipAll(reason) if o.recover => {
+            // Nothing was left to restore; the machine's own state is not ours to judge.
+            let _ = reason;
+            Ok(Some(0))
+        }
+        Preflight::SkipAll(reason) => {
+            if ktap {
+                write_out(out, &format!("KTAP version 1\n1..0 # SKIP {reason}\n"))?;
+            } else {
+                write_out(out, &format!("{reason}\n"))?;
+            }
+            Ok(Some(4))
+        }
     }
 }
 
@@ -459,6 +525,11 @@ fn outcome_word(o: &Outcome) -> String {
 
 /// Runs the selected cases, printing as it goes. Returns the exit code.
 pub fn run(o: &Options, out: &mut dyn Write) -> Result<i32, String> {
+    if o.recover || o.backend != BackendChoice::Model || o.record.is_some() {
+        if let Some(code) = host_preflight(o, out)? {
+            return Ok(code);
+        }
+    }
     let env = env_for(o)?;
     if let Some(root) = &o.record {
         return record(o, &env, root, out);
