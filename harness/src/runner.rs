@@ -64,6 +64,10 @@ pub struct CaseResult {
     pub elapsed: Duration,
     /// The trace, when the case ran traced.
     pub trace: Option<String>,
+    /// Why the THP and khugepaged settings (and whatever else the case changed on the machine)
+    /// could not be restored after the case; None when they were restored. Reported apart from
+    /// the outcome: the case may have passed and still left the machine changed.
+    pub restore_error: Option<String>,
 }
 
 impl CaseResult {
@@ -75,6 +79,7 @@ impl CaseResult {
             outcome: Outcome::Skip(reason),
             elapsed: Duration::ZERO,
             trace: None,
+            restore_error: None,
         }
     }
 }
@@ -193,6 +198,7 @@ fn run_case_inner(
                 outcome,
                 elapsed: start.elapsed(),
                 trace: None,
+                restore_error: None,
             };
         }
     };
@@ -235,7 +241,10 @@ fn run_case_inner(
     let exit_status = t.exit_status;
     let steps = std::mem::take(&mut t.steps);
     drop(t);
-    let _ = saved.write(b);
+    let restore_error = saved
+        .write(b)
+        .err()
+        .map(|e| format!("writing the saved THP settings back: {}", e.name()));
     let outcome = match result {
         Err(abort) => Outcome::Fail(abort.0),
         Ok(()) if exit_status > 0 => {
@@ -267,5 +276,6 @@ fn run_case_inner(
         outcome,
         elapsed: start.elapsed(),
         trace,
+        restore_error,
     }
 }

@@ -44,7 +44,18 @@ pub struct HostRunOptions {
 /// waits, so the daemon may collapse it before the next sanity check) is retried once, and
 /// the result says so.
 pub fn run_case_retrying_races(case: &Case, env: &Env, opts: &HostRunOptions) -> CaseResult {
-    let first = run_case_isolated(case, env, opts);
+    run_case_retrying_races_streaming(case, env, opts, &mut |_| {})
+}
+
+/// [`run_case_retrying_races`], handing each step to `on_step` as it ends: the first
+/// attempt's steps, then a line saying that the case runs again, then the second attempt's.
+pub fn run_case_retrying_races_streaming(
+    case: &Case,
+    env: &Env,
+    opts: &HostRunOptions,
+    on_step: &mut dyn FnMut(&Step),
+) -> CaseResult {
+    let first = run_case_isolated_streaming(case, env, opts, on_step);
     let raced = matches!(first.outcome, Outcome::Fail(_))
         && crate::crosscheck::unmodelled_reasons(&first)
             .iter()
@@ -52,7 +63,11 @@ pub fn run_case_retrying_races(case: &Case, env: &Env, opts: &HostRunOptions) ->
     if !raced {
         return first;
     }
-    let mut second = run_case_isolated(case, env, opts);
+    on_step(&Step {
+        text: "(khugepaged raced ahead of the test: running the case once more)".into(),
+        ..Step::default()
+    });
+    let mut second = run_case_isolated_streaming(case, env, opts, on_step);
     let why = match &first.outcome {
         Outcome::Fail(w) => w.clone(),
         _ => String::new(),
@@ -168,6 +183,7 @@ fn skip(case: &Case, reason: String) -> CaseResult {
         outcome: Outcome::Skip(reason),
         elapsed: Default::default(),
         trace: None,
+        restore_error: None,
     }
 }
 
@@ -178,6 +194,7 @@ fn fail(case: &Case, reason: String, steps: Vec<Step>, start: Instant) -> CaseRe
         outcome: Outcome::Fail(reason),
         elapsed: start.elapsed(),
         trace: None,
+        restore_error: None,
     }
 }
 
@@ -279,33 +296,21 @@ pub fn run_case_isolated_streaming(
         }
         std::process::exit(128 + sig);
     }
-    match result {
-        Ok((steps, outcome, trace)) if errs.is_empty() => CaseResult {
+    let restore_error = (!errs.is_empty()).then(|| errs.join("; "));
+    let mut r = match result {
+        Ok((steps, outcome, trace)) => CaseResult {
             case: *case,
             steps,
             outcome,
             elapsed: start.elapsed(),
             trace,
+            restore_error: None,
         },
-        Ok((steps, _, _)) => fail(
-            case,
-            format!(
-                "restoring settings after the case failed: {}",
-                errs.join("; ")
-            ),
-            steps,
-            start,
-        ),
-        Err((why, steps)) => fail(case, format!("{why}{}", restore_note(&errs)), steps, start),
-    }
-}
-
-fn restore_note(errs: &[String]) -> String {
-    if errs.is_empty() {
-        String::new()
-    } else {
-        format!(" (and restoring settings failed: {})", errs.join("; "))
-    }
+        Err((why, steps)) => fail(case, why, steps, start),
+    };
+    // The case's own verdict stands; the machine left changed is reported apart from it.
+    r.restore_error = restore_error;
+    r
 }
 
 /// Swapfile, private directory for the test file, private tmpfs: each recorded in the

@@ -403,12 +403,14 @@ pub fn recover_leftover() -> Result<Option<String>, String> {
     let path = journal_path();
     let text = match fs::read_to_string(&path) {
         Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((stale > 0).then(|| {
-            format!(
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok((stale > 0).then(|| {
+                format!(
                 "removed {stale} temporary journal file(s) of an interrupted run from {STATE_DIR} \
                      (it was killed before it changed anything)"
             )
-        })),
+            }))
+        }
         Err(e) => return Err(format!("reading the journal {}: {e}", path.display())),
     };
     let state = SavedState::decode(&text).map_err(|e| {
