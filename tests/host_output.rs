@@ -10,32 +10,9 @@ use std::process::{Command, Stdio};
 use harness::host::{journal, probe, proc, sysfs};
 use libtest_mimic::{Arguments, Failed, Trial};
 
-/// The cross-process lock every host case takes (`/run/lock/khugepaged-harness.lock`), and
-/// the one of the journal's state directory where that exists (`/run/khugepaged-harness/lock`,
-/// taken second, never created here), so this holds off host runs of either kind.
-fn host_lock() -> Vec<nix::fcntl::Flock<fs::File>> {
-    let mut held = Vec::new();
-    for (path, create) in [
-        ("/run/lock/khugepaged-harness.lock", true),
-        ("/run/khugepaged-harness/lock", false),
-    ] {
-        let f = match fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(create)
-            .truncate(false)
-            .open(path)
-        {
-            Ok(f) => f,
-            Err(_) if !create => continue,
-            Err(e) => panic!("opening {path}: {e}"),
-        };
-        let lock = nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive)
-            .map_err(|(_, e)| e)
-            .expect("take the host lock");
-        held.push(lock);
-    }
-    held
+/// The harness's host lock, so no host case runs while this looks at or changes the machine.
+fn host_lock() -> harness::host::isolate::HostLock {
+    harness::host::isolate::HostLock::acquire().expect("take the host lock")
 }
 
 /// Every writable THP file with its value, plus the active swap areas and mounts, read while

@@ -39,6 +39,10 @@ pub struct Options {
     pub trace: bool,
     /// Also run this project's own tests (`extras`), after the selftest's.
     pub extras: bool,
+    /// Only the cases whose id (`khugepaged:anon/collapse_full`) matches this regex.
+    pub only: Option<regex::Regex>,
+    /// Only restore what an interrupted host run left, then exit.
+    pub recover: bool,
 }
 
 /// What a run does with no flags: both contexts, anonymous memory (the selftest without
@@ -59,6 +63,8 @@ impl Default for Options {
             record: None,
             trace: false,
             extras: false,
+            only: None,
+            recover: false,
         }
     }
 }
@@ -95,6 +101,10 @@ pub fn usage() -> String {
      \t\t--extras: also run this tool's own tests, after the selftest's.\n\
      \t\t--record DIR: run on this kernel (--backend host) and write each case's\n\
      \t\t    trace to DIR/<kernel release>/ as a fixture. Not with --format ktap.\n\
+     \t\t--only REGEX: only the cases whose id (e.g. khugepaged:anon/collapse_full)\n\
+     \t\t    matches REGEX (alloc_at_fault runs first in every case regardless).\n\
+     \t\t--recover: only restore what an interrupted host run left (its journal), then\n\
+     \t\t    exit.\n\
      \n\tExit status: 0 passed, 1 a test failed (or, with --backend both, host and\n\
      \tmodel disagree or both fail) or the settings could not be restored, 2 usage\n\
      \terror, 4 everything skipped, 141 stdout was closed (e.g. by head); the run\n\
@@ -159,6 +169,14 @@ pub fn parse(args: &[String]) -> Result<Option<Options>, String> {
             "--tmpfs" => o.private_tmpfs = true,
             "--trace" => o.trace = true,
             "--extras" => o.extras = true,
+            "--only" => {
+                let v = value("--only")?;
+                o.only = Some(
+                    regex::Regex::new(&v)
+                        .map_err(|e| format!("--only {v:?}: not a regular expression: {e}"))?,
+                );
+            }
+            "--recover" => o.recover = true,
             "--record" => o.record = Some(value("--record")?),
             s if s.starts_with('-') && s.len() > 1 => return Err(format!("unknown option {s}")),
             s => positional.push(s.to_string()),
@@ -254,6 +272,14 @@ fn check_combinations(o: &mut Options, backend_given: Option<&str>) -> Result<()
 
 /// The cases the options select, in the TEST() table's order, after alloc_at_fault.
 pub fn select_cases(o: &Options) -> Vec<Case> {
+    let mut cases = select_unfiltered(o);
+    if let Some(re) = &o.only {
+        cases.retain(|c| re.is_match(&c.id()));
+    }
+    cases
+}
+
+fn select_unfiltered(o: &Options) -> Vec<Case> {
     let mut cases = vec![Case::AllocAtFault];
     cases.extend(
         test_table()
@@ -535,6 +561,46 @@ pub fn comparison_text(
     }
 }
 
+/// Before the first host case: restore what an interrupted run left (said on stderr and in
+/// the output), stop on a journal that cannot be used, and print a skip that applies to every
+/// case once. Some(exit code) when the run ends here.
+fn host_preflight(o: &Options, out: &mut Printer) -> Result<Option<i32>, String> {
+    use crate::host::isolate::{preflight, Preflight};
+    let p = preflight();
+    let ktap = o.format == Format::Ktap;
+    let note = |out: &mut Printer, msg: &str| {
+        eprintln!("khugepaged: {msg}");
+        out.put(&format!("{}{msg}\n", if ktap { "# " } else { "" }))
+    };
+    match p {
+        Preflight::Broken(e) => {
+            note(out, &e)?;
+            Ok(Some(1))
+        }
+        Preflight::Ready(restored) => {
+            match restored {
+                Some(msg) => note(out, &msg)?,
+                None if o.recover => eprintln!("khugepaged: no interrupted run to restore"),
+                None => {}
+            }
+            Ok(o.recover.then_some(0))
+        }
+        Preflight::SkipAll(reason) if o.recover => {
+            // Nothing was left to restore; the machine's own state is not ours to judge.
+            let _ = reason;
+            Ok(Some(0))
+        }
+        Preflight::SkipAll(reason) => {
+            if ktap {
+                out.put(&format!("KTAP version 1\n1..0 # SKIP {reason}\n"))?;
+            } else {
+                out.put(&format!("{reason}\n"))?;
+            }
+            Ok(Some(4))
+        }
+    }
+}
+
 fn one_line(s: &str) -> String {
     s.replace('\n', " ")
 }
@@ -710,8 +776,13 @@ fn outcome_word(o: &Outcome) -> String {
 
 /// Runs the selected cases, printing as it goes. Returns the exit code.
 pub fn run(o: &Options, out: &mut dyn Write) -> Result<i32, String> {
-    let env = env_for(o)?;
     let mut p = Printer::new(out);
+    if o.recover || o.backend != BackendChoice::Model || o.record.is_some() {
+        if let Some(code) = host_preflight(o, &mut p)? {
+            return Ok(code);
+        }
+    }
+    let env = env_for(o)?;
     if let Some(root) = &o.record {
         return record(o, &env, root, &mut p);
     }
@@ -737,12 +808,35 @@ pub fn run(o: &Options, out: &mut dyn Write) -> Result<i32, String> {
         Format::Ktap => p.put(&format!("KTAP version 1\n1..{}\n", cases.len()))?,
     }
     for (n, case) in cases.iter().enumerate() {
-        let r = run_one(&o, &env, case)?;
+        let r = if o.backend == BackendChoice::Host && o.format == Format::Kernel {
+            // Host steps appear as the case process ends them, as the selftest prints.
+            p.put(&crate::report::kernel_case_head(case))?;
+            let hopts = host_options(&o, o.trace)?;
+            let mut failed_write = None;
+            let r = crate::host::isolate::run_case_retrying_races_streaming(
+                case,
+                &host_env(&o, &env),
+                &hopts,
+                &mut |s| {
+                    if failed_write.is_none() {
+                        failed_write = p.put(&crate::report::kernel_step(s, colour)).err();
+                    }
+                },
+            );
+            if let Some(e) = failed_write {
+                return Err(e);
+            }
+            p.put(&crate::report::kernel_case_tail(&r))?;
+            r
+        } else {
+            let r = run_one(&o, &env, case)?;
+            match o.format {
+                Format::Kernel => p.put(&kernel_case(&r, colour))?,
+                Format::Ktap => p.put(&ktap_case(n + 1, &r))?,
+            }
+            r
+        };
         totals.add(&r.outcome);
-        match o.format {
-            Format::Kernel => p.put(&kernel_case(&r, colour))?,
-            Format::Ktap => p.put(&ktap_case(n + 1, &r))?,
-        }
         if let Some(t) = &r.trace {
             p.put(&trace_text(o.format, side, t))?;
         }

@@ -42,19 +42,41 @@ pub fn header(r: &CaseResult) -> String {
     format!("Run test: {}", r.case.title())
 }
 
-/// One case in the kernel format (without the leading blank line).
+/// One case in the kernel format: [`kernel_case_head`], every step's [`kernel_step`], then
+/// [`kernel_case_tail`].
 pub fn kernel_case(r: &CaseResult, colour: bool) -> String {
-    let mut out = String::new();
-    let is_alloc_at_fault = matches!(r.case, crate::runner::Case::AllocAtFault);
-    if !is_alloc_at_fault {
-        let _ = writeln!(out, "\n{}", header(r));
+    let mut out = kernel_case_head(&r.case);
+    for s in &r.steps {
+        out.push_str(&kernel_step(s, colour));
     }
-    for s in r.steps.iter().filter(|s| !is_trace_marker(s)) {
+    out.push_str(&kernel_case_tail(r));
+    out
+}
+
+/// What main() prints before a test: a blank line and "Run test: ..." (nothing before
+/// alloc_at_fault, which main() runs without a header).
+pub fn kernel_case_head(case: &crate::runner::Case) -> String {
+    match case {
+        crate::runner::Case::AllocAtFault => String::new(),
+        _ => format!("\nRun test: {}\n", case.title()),
+    }
+}
+
+/// One step's line and its diagnostics (nothing for trace markers).
+pub fn kernel_step(s: &Step, colour: bool) -> String {
+    let mut out = String::new();
+    if !is_trace_marker(s) {
         let _ = writeln!(out, "{}", coloured(s, colour));
         for d in &s.detail {
             let _ = writeln!(out, "    {d}");
         }
     }
+    out
+}
+
+/// What follows a case's steps: why it skipped or failed when no step says so.
+pub fn kernel_case_tail(r: &CaseResult) -> String {
+    let mut out = String::new();
     if r.steps.is_empty() {
         if let Outcome::Skip(reason) = &r.outcome {
             let _ = writeln!(out, "Skip: {reason}");
