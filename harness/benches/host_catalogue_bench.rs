@@ -43,34 +43,6 @@ fn failing_steps(text: &str) -> Vec<String> {
         .collect()
 }
 
-/// The cross-process lock host cases take (`/run/lock/khugepaged-harness.lock`), and the one
-/// of the journal's state directory where that exists (`/run/khugepaged-harness/lock`, taken
-/// second, never created here), so this holds off host runs of either kind.
-fn host_lock() -> Result<Vec<nix::fcntl::Flock<std::fs::File>>, String> {
-    let mut held = Vec::new();
-    for (path, create) in [
-        ("/run/lock/khugepaged-harness.lock", true),
-        ("/run/khugepaged-harness/lock", false),
-    ] {
-        let f = match std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(create)
-            .truncate(false)
-            .open(path)
-        {
-            Ok(f) => f,
-            Err(_) if !create => continue,
-            Err(e) => return Err(format!("opening {path}: {e}")),
-        };
-        held.push(
-            nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive)
-                .map_err(|(_, e)| format!("locking {path}: {e}"))?,
-        );
-    }
-    Ok(held)
-}
-
 /// Every writable THP setting with its value as it would be written back.
 fn thp_state() -> Vec<(String, String)> {
     sysfs::writable_files()
@@ -82,7 +54,7 @@ fn thp_state() -> Vec<(String, String)> {
 /// Runs the C selftest with `args` (the file tests' directory on a private tmpfs), under the
 /// host lock; returns its wall time in seconds and its output.
 fn run_c_selftest(c: &Path, args: &[Option<&str>]) -> Result<(f64, String, i32), String> {
-    let _lock = host_lock()?;
+    let _lock = harness::host::isolate::HostLock::acquire()?;
     let before = thp_state();
     let mut dir = None;
     let mut cmd = if args.iter().any(Option::is_none) {
