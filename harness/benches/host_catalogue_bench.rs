@@ -52,9 +52,23 @@ fn thp_state() -> Vec<(String, String)> {
 }
 
 /// Runs the C selftest with `args` (the file tests' directory on a private tmpfs), under the
-/// host lock; returns its wall time in seconds and its output.
-fn run_c_selftest(c: &Path, args: &[Option<&str>]) -> Result<(f64, String, i32), String> {
+/// host lock; returns its wall time in seconds and its output. Says so when swap is not as the
+/// benchmark found it at its start (the C selftest decides by itself whether to run the swap
+/// tests).
+fn run_c_selftest(
+    c: &Path,
+    args: &[Option<&str>],
+    swap_expected: bool,
+) -> Result<(f64, String, i32), String> {
     let _lock = harness::host::isolate::HostLock::acquire()?;
+    if swap_expected != swapfile::swap_active() {
+        eprintln!(
+            "  note: swap was {} when the benchmark started and is {} now (another run's \
+             swapfile?): the C selftest and this harness did not see the same swap",
+            if swap_expected { "active" } else { "off" },
+            if swap_expected { "off" } else { "active" }
+        );
+    }
     let before = thp_state();
     let mut dir = None;
     let mut cmd = if args.iter().any(Option::is_none) {
@@ -191,7 +205,7 @@ fn main() {
         let secs = t.elapsed().as_secs_f64();
         let text = String::from_utf8_lossy(&out.stdout);
         let c_text = match &c_selftest {
-            Some(c) => match run_c_selftest(c, &run.theirs) {
+            Some(c) => match run_c_selftest(c, &run.theirs, !no_swap) {
                 Ok((c_secs, c_out, code)) => {
                     theirs += c_secs;
                     let fails = failing_steps(&c_out);
