@@ -1,0 +1,417 @@
+//! Fetching a kernel: the .debs through a private apt configuration (the system's sources are
+//! never touched), unpacked with dpkg-deb into the cache, the uncompressed vmlinux extracted
+//! from the bzImage, and the modules the guest needs picked with their dependencies.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use crate::catalog::{self, Kernel};
+
+/// A fetched kernel in the cache.
+#[derive(Clone, Debug)]
+pub struct Fetched {
+    pub release: String,
+    pub vmlinux: PathBuf,
+    /// The unpacked packages.
+    pub root: PathBuf,
+}
+
+fn run(cmd: &mut Command, what: &str) -> Result<String, String> {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("{what}: cannot start {:?}: {e}", cmd.get_program()))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{what} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The private apt configuration: own source list, lists and cache under the cache root.
+struct Apt {
+    dir: PathBuf,
+}
+
+impl Apt {
+    fn new(cache: &Path) -> Result<Apt, String> {
+        let dir = cache.join("apt");
+        for d in ["lists/partial", "cache/archives/partial"] {
+            fs::create_dir_all(dir.join(d)).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        }
+        let mut list = String::new();
+        for s in catalog::SUITES {
+            list.push_str(&format!(
+                "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] {} {s} main\n",
+                catalog::ARCHIVE
+            ));
+        }
+        fs::write(dir.join("sources.list"), list)
+            .map_err(|e| format!("writing {}: {e}", dir.display()))?;
+        Ok(Apt { dir })
+    }
+
+    fn opts(&self) -> Vec<String> {
+        let d = self.dir.display();
+        vec![
+            format!("-o=Dir::Etc::sourcelist={d}/sources.list"),
+            "-o=Dir::Etc::sourceparts=-".into(),
+            format!("-o=Dir::State::Lists={d}/lists"),
+            format!("-o=Dir::Cache={d}/cache"),
+            "-o=Dir::State::status=/dev/null".into(),
+            "-o=APT::Architecture=amd64".into(),
+            "-o=APT::Sandbox::User=root".into(),
+        ]
+    }
+
+    /// `apt-get update` when the lists are missing or older than a day.
+    fn update_if_stale(&self) -> Result<(), String> {
+        let stamp = self.dir.join("updated");
+        let fresh = fs::metadata(&stamp)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age.as_secs() < 86_400);
+        if fresh {
+            return Ok(());
+        }
+        run(
+            Command::new("apt-get").args(self.opts()).arg("-q").arg("update"),
+            "apt-get update (private configuration)",
+        )?;
+        fs::write(&stamp, "").map_err(|e| format!("writing {}: {e}", stamp.display()))
+    }
+
+    /// Version and the same-version linux-* packages a package depends on.
+    fn show(&self, package: &str) -> Result<(String, Vec<String>), String> {
+        let text = run(
+            Command::new("apt-cache").args(self.opts()).arg("show").arg(package),
+            &format!("apt-cache show {package}"),
+        )
+        .map_err(|_| {
+            format!(
+                "package gone: {package} is not in the archive's {} suites any more; pick a newer \
+                 one (apt-cache search in the cache's private configuration, {}) and update \
+                 kernels/src/catalog.rs",
+                catalog::SUITES.join("/"),
+                self.dir.display()
+            )
+        })?;
+        let stanza = text.split("\n\n").next().unwrap_or("");
+        let field = |name: &str| {
+            stanza
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+                .unwrap_or("")
+                .to_string()
+        };
+        let version = field("Version");
+        let deps = field("Depends")
+            .split(',')
+            .filter_map(|d| {
+                let d = d.trim();
+                let name = d.split_whitespace().next()?;
+                (name.starts_with("linux-binary-")
+                    || name.starts_with("linux-modules-")
+                    || name.starts_with("linux-base-"))
+                .then(|| name.to_string())
+            })
+            .collect();
+        Ok((version, deps))
+    }
+
+    fn download(&self, package: &str, version: &str, into: &Path) -> Result<PathBuf, String> {
+        let prefix = format!("{package}_");
+        let find = || -> Option<PathBuf> {
+            fs::read_dir(into).ok()?.flatten().map(|e| e.path()).find(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".deb"))
+            })
+        };
+        if let Some(p) = find() {
+            return Ok(p);
+        }
+        run(
+            Command::new("apt-get")
+                .current_dir(into)
+                .args(self.opts())
+                .arg("-q")
+                .arg("download")
+                .arg(format!("{package}={version}")),
+            &format!("apt-get download {package}={version}"),
+        )?;
+        find().ok_or_else(|| format!("apt-get download {package} left no .deb in {}", into.display()))
+    }
+}
+
+/// Where a kernel's files go in the cache.
+pub fn kernel_dir(k: &Kernel) -> PathBuf {
+    catalog::cache_root().join("kernels").join(k.series)
+}
+
+/// The cached kernel, if it was fetched.
+pub fn cached(k: &Kernel) -> Option<Fetched> {
+    let dir = kernel_dir(k);
+    let release = fs::read_to_string(dir.join("release")).ok()?;
+    let vmlinux = dir.join("vmlinux");
+    vmlinux.exists().then(|| Fetched {
+        release: release.trim().to_string(),
+        vmlinux,
+        root: dir.join("root"),
+    })
+}
+
+/// Downloads, unpacks and prepares `k` (nothing to do when cached).
+pub fn fetch(k: &Kernel) -> Result<Fetched, String> {
+    if let Some(f) = cached(k) {
+        return Ok(f);
+    }
+    let cache = catalog::cache_root();
+    let debs = cache.join("debs");
+    fs::create_dir_all(&debs).map_err(|e| format!("creating {}: {e}", debs.display()))?;
+    let apt = Apt::new(&cache)?;
+    apt.update_if_stale()?;
+    let (version, deps) = apt.show(k.package)?;
+    let mut files = vec![apt.download(k.package, &version, &debs)?];
+    for d in deps {
+        files.push(apt.download(&d, &version, &debs)?);
+    }
+    let dir = kernel_dir(k);
+    let root = dir.join("root");
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&root).map_err(|e| format!("creating {}: {e}", root.display()))?;
+    for f in &files {
+        run(
+            Command::new("dpkg-deb").arg("-x").arg(f).arg(&root),
+            &format!("dpkg-deb -x {}", f.display()),
+        )?;
+    }
+    let (release, vmlinuz) = find_vmlinuz(&root)?;
+    let vmlinux = dir.join("vmlinux");
+    extract_vmlinux(&vmlinuz, &vmlinux)?;
+    fs::write(dir.join("release"), format!("{release}\n"))
+        .map_err(|e| format!("writing {}: {e}", dir.display()))?;
+    Ok(Fetched { release, vmlinux, root })
+}
+
+/// The bzImage and the release it is for: boot/vmlinuz-<release> (older packages) or
+/// usr/lib/modules/<release>/vmlinuz (newer).
+fn find_vmlinuz(root: &Path) -> Result<(String, PathBuf), String> {
+    if let Ok(entries) = fs::read_dir(root.join("boot")) {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if let Some(rel) = name.strip_prefix("vmlinuz-") {
+                return Ok((rel.to_string(), e.path()));
+            }
+        }
+    }
+    for base in ["usr/lib/modules", "lib/modules"] {
+        if let Ok(entries) = fs::read_dir(root.join(base)) {
+            for e in entries.flatten() {
+                let p = e.path().join("vmlinuz");
+                if p.exists() {
+                    return Ok((e.file_name().to_string_lossy().into_owned(), p));
+                }
+            }
+        }
+    }
+    Err(format!("no vmlinuz in the unpacked packages under {}", root.display()))
+}
+
+/// Decompresses the kernel inside a bzImage: tries every offset where an xz, zstd or gzip
+/// stream starts and keeps the first that yields an ELF file (what the kernel tree's
+/// scripts/extract-vmlinux does).
+pub fn extract_vmlinux(bzimage: &Path, out: &Path) -> Result<(), String> {
+    let data = fs::read(bzimage).map_err(|e| format!("reading {}: {e}", bzimage.display()))?;
+    if data.starts_with(b"\x7fELF") {
+        return fs::copy(bzimage, out)
+            .map(|_| ())
+            .map_err(|e| format!("copying {}: {e}", bzimage.display()));
+    }
+    let formats: [(&[u8], &str, &[&str]); 3] = [
+        (b"\xfd7zXZ\x00", "xz", &["-dc", "--single-stream"]),
+        (b"\x28\xb5\x2f\xfd", "zstd", &["-dcq"]),
+        (b"\x1f\x8b\x08", "gzip", &["-dcq"]),
+    ];
+    let mut tried = 0;
+    for (magic, tool, args) in formats {
+        let mut at = 0;
+        while let Some(off) = find(&data[at..], magic).map(|o| o + at) {
+            at = off + 1;
+            tried += 1;
+            let mut child = match Command::new(tool)
+                .args(args)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+            {
+                Ok(c) => c,
+                Err(e) => return Err(format!("{tool} is needed to unpack the bzImage: {e}")),
+            };
+            let mut stdin = child.stdin.take().expect("piped stdin");
+            let payload = data[off..].to_vec();
+            let writer = std::thread::spawn(move || {
+                let _ = stdin.write_all(&payload);
+            });
+            let output = child.wait_with_output().map_err(|e| format!("{tool}: {e}"))?;
+            let _ = writer.join();
+            if output.stdout.starts_with(b"\x7fELF") {
+                return fs::write(out, &output.stdout)
+                    .map_err(|e| format!("writing {}: {e}", out.display()));
+            }
+        }
+    }
+    Err(format!(
+        "{}: no xz, zstd or gzip stream holding an ELF kernel ({tried} candidate offsets tried)",
+        bzimage.display()
+    ))
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// The kernel's config file among the unpacked packages.
+pub fn config_file(f: &Fetched) -> Option<PathBuf> {
+    [
+        f.root.join(format!("boot/config-{}", f.release)),
+        f.root.join(format!("usr/lib/modules/{}/config", f.release)),
+        f.root.join(format!("lib/modules/{}/config", f.release)),
+    ]
+    .into_iter()
+    .find(|p| p.exists())
+}
+
+/// What the guest needs from modules: virtio for the disk, ext4 and the crc32c it asks the
+/// crypto API for, zram and the compressors it may pick.
+pub const WANTED_MODULES: &[&str] = &[
+    "virtio_pci",
+    "virtio_blk",
+    "crc32c_generic",
+    "crc32c_intel",
+    "crc32c_cryptoapi",
+    "ext4",
+    "lzo",
+    "lzo_rle",
+    "lz4",
+    "zstd",
+    "zram",
+];
+
+/// A module decompressed and ready for finit_module.
+pub struct Module {
+    pub name: String,
+    pub data: Vec<u8>,
+}
+
+fn module_name(file: &str) -> Option<String> {
+    let stem = file
+        .strip_suffix(".ko")
+        .or_else(|| file.strip_suffix(".ko.xz"))
+        .or_else(|| file.strip_suffix(".ko.zst"))
+        .or_else(|| file.strip_suffix(".ko.gz"))?;
+    Some(stem.replace('-', "_"))
+}
+
+fn index_modules(dir: &Path, out: &mut BTreeMap<String, PathBuf>) {
+    if let Ok(entries) = fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                index_modules(&p, out);
+            } else if let Some(n) = module_name(&e.file_name().to_string_lossy()) {
+                out.entry(n).or_insert(p);
+            }
+        }
+    }
+}
+
+fn decompress(path: &Path) -> Result<Vec<u8>, String> {
+    let name = path.to_string_lossy();
+    let tool = if name.ends_with(".xz") {
+        "xz"
+    } else if name.ends_with(".zst") {
+        "zstd"
+    } else if name.ends_with(".gz") {
+        "gzip"
+    } else {
+        return fs::read(path).map_err(|e| format!("reading {name}: {e}"));
+    };
+    let out = Command::new(tool)
+        .arg("-dcq")
+        .arg(path)
+        .output()
+        .map_err(|e| format!("{tool} (to unpack {name}): {e}"))?;
+    if !out.status.success() {
+        return Err(format!("{tool} -dc {name} failed"));
+    }
+    Ok(out.stdout)
+}
+
+/// The `depends=` list of a module's .modinfo section.
+fn depends(data: &[u8]) -> Vec<String> {
+    let key = b"\0depends=";
+    let Some(at) = find(data, key) else {
+        return Vec::new();
+    };
+    let rest = &data[at + key.len()..];
+    let end = rest.iter().position(|&b| b == 0).unwrap_or(rest.len());
+    String::from_utf8_lossy(&rest[..end])
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(|s| s.replace('-', "_"))
+        .collect()
+}
+
+/// The wanted modules this package has as files (the rest are built in or absent), with
+/// their dependencies, dependencies first. Also the names not found as files.
+pub fn guest_modules(f: &Fetched) -> Result<(Vec<Module>, Vec<String>), String> {
+    let mut index = BTreeMap::new();
+    for base in ["usr/lib/modules", "lib/modules"] {
+        index_modules(&f.root.join(base).join(&f.release).join("kernel"), &mut index);
+    }
+    let mut loaded = BTreeSet::new();
+    let mut order = Vec::new();
+    let mut absent = Vec::new();
+    fn visit(
+        name: &str,
+        index: &BTreeMap<String, PathBuf>,
+        loaded: &mut BTreeSet<String>,
+        order: &mut Vec<Module>,
+        depth: usize,
+    ) -> Result<bool, String> {
+        if loaded.contains(name) {
+            return Ok(true);
+        }
+        let Some(path) = index.get(name) else {
+            return Ok(false);
+        };
+        if depth > 32 {
+            return Err(format!("module dependency loop at {name}"));
+        }
+        let data = decompress(path)?;
+        loaded.insert(name.to_string());
+        for d in depends(&data) {
+            visit(&d, index, loaded, order, depth + 1)?;
+        }
+        order.push(Module {
+            name: name.to_string(),
+            data,
+        });
+        Ok(true)
+    }
+    for w in WANTED_MODULES {
+        if !visit(w, &index, &mut loaded, &mut order, 0)? {
+            absent.push(w.to_string());
+        }
+    }
+    Ok((order, absent))
+}
