@@ -17,6 +17,8 @@ pub struct Fetched {
     pub vmlinux: PathBuf,
     /// The unpacked packages.
     pub root: PathBuf,
+    /// A kernel build tree: its .config and its built modules (instead of `root`'s).
+    pub tree: Option<PathBuf>,
 }
 
 fn run(cmd: &mut Command, what: &str) -> Result<String, String> {
@@ -165,6 +167,7 @@ pub fn cached(k: &Kernel) -> Option<Fetched> {
         release: release.trim().to_string(),
         vmlinux,
         root: dir.join("root"),
+        tree: None,
     })
 }
 
@@ -181,7 +184,15 @@ pub fn fetch(k: &Kernel) -> Result<Fetched, String> {
     let (version, deps) = apt.show(k.package)?;
     let mut files = vec![apt.download(k.package, &version, &debs)?];
     for d in deps {
-        files.push(apt.download(&d, &version, &debs)?);
+        match apt.download(&d, &version, &debs) {
+            Ok(f) => files.push(f),
+            // linux-base-* (config, modules.builtin) is a real package for some versions
+            // and only a virtual one, provided by another, for others.
+            Err(e) if d.starts_with("linux-base-") => {
+                eprintln!("{}: {d} not downloadable, going without it ({e})", k.series)
+            }
+            Err(e) => return Err(e),
+        }
     }
     let dir = kernel_dir(k);
     let root = dir.join("root");
@@ -198,7 +209,12 @@ pub fn fetch(k: &Kernel) -> Result<Fetched, String> {
     extract_vmlinux(&vmlinuz, &vmlinux)?;
     fs::write(dir.join("release"), format!("{release}\n"))
         .map_err(|e| format!("writing {}: {e}", dir.display()))?;
-    Ok(Fetched { release, vmlinux, root })
+    Ok(Fetched {
+        release,
+        vmlinux,
+        root,
+        tree: None,
+    })
 }
 
 /// The bzImage and the release it is for: boot/vmlinuz-<release> (older packages) or
@@ -281,6 +297,9 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 
 /// The kernel's config file among the unpacked packages.
 pub fn config_file(f: &Fetched) -> Option<PathBuf> {
+    if let Some(t) = &f.tree {
+        return Some(t.join(".config")).filter(|p| p.exists());
+    }
     [
         f.root.join(format!("boot/config-{}", f.release)),
         f.root.join(format!("usr/lib/modules/{}/config", f.release)),
@@ -375,8 +394,13 @@ fn depends(data: &[u8]) -> Vec<String> {
 /// their dependencies, dependencies first. Also the names not found as files.
 pub fn guest_modules(f: &Fetched) -> Result<(Vec<Module>, Vec<String>), String> {
     let mut index = BTreeMap::new();
-    for base in ["usr/lib/modules", "lib/modules"] {
-        index_modules(&f.root.join(base).join(&f.release).join("kernel"), &mut index);
+    match &f.tree {
+        Some(t) => index_modules(t, &mut index),
+        None => {
+            for base in ["usr/lib/modules", "lib/modules"] {
+                index_modules(&f.root.join(base).join(&f.release).join("kernel"), &mut index);
+            }
+        }
     }
     let mut loaded = BTreeSet::new();
     let mut order = Vec::new();
@@ -414,4 +438,110 @@ pub fn guest_modules(f: &Fetched) -> Result<(Vec<Module>, Vec<String>), String> 
         }
     }
     Ok((order, absent))
+}
+
+/// A kernel of your own, by path: a kernel build tree (virtme-ng's, or any `make` tree: its
+/// vmlinux, .config, include/config/kernel.release and built modules), a directory of .debs
+/// or one .deb (unpacked into the cache like Debian's), or a bzImage or vmlinux file (then
+/// everything the guest needs must be built in).
+pub fn custom(path: &Path) -> Result<Fetched, String> {
+    let abs = fs::canonicalize(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let tag: String = abs
+        .to_string_lossy()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '.' { c } else { '_' })
+        .collect();
+    let dir = catalog::cache_root().join("custom").join(tag.trim_start_matches('_'));
+    fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    if abs.is_dir() && abs.join("vmlinux").exists() {
+        let release = fs::read_to_string(abs.join("include/config/kernel.release"))
+            .map(|r| r.trim().to_string())
+            .unwrap_or_else(|_| "custom".into());
+        return Ok(Fetched {
+            release,
+            vmlinux: abs.join("vmlinux"),
+            root: dir,
+            tree: Some(abs),
+        });
+    }
+    let debs: Vec<PathBuf> = if abs.is_dir() {
+        let mut v: Vec<PathBuf> = fs::read_dir(&abs)
+            .map_err(|e| format!("{}: {e}", abs.display()))?
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "deb"))
+            .collect();
+        v.sort();
+        v
+    } else if abs.extension().is_some_and(|x| x == "deb") {
+        vec![abs.clone()]
+    } else {
+        let vmlinux = dir.join("vmlinux");
+        extract_vmlinux(&abs, &vmlinux)?;
+        return Ok(Fetched {
+            release: "custom".into(),
+            vmlinux,
+            root: dir,
+            tree: None,
+        });
+    };
+    if debs.is_empty() {
+        return Err(format!(
+            "{}: neither a kernel tree (no vmlinux) nor a directory of .debs",
+            abs.display()
+        ));
+    }
+    let root = dir.join("root");
+    let _ = fs::remove_dir_all(&root);
+    fs::create_dir_all(&root).map_err(|e| format!("creating {}: {e}", root.display()))?;
+    for d in &debs {
+        run(
+            Command::new("dpkg-deb").arg("-x").arg(d).arg(&root),
+            &format!("dpkg-deb -x {}", d.display()),
+        )?;
+    }
+    let (release, vmlinuz) = find_vmlinuz(&root).map_err(|e| {
+        format!("{e} (a split Debian kernel needs its linux-binary-* package too: pass a directory holding all of them)")
+    })?;
+    let vmlinux = dir.join("vmlinux");
+    extract_vmlinux(&vmlinuz, &vmlinux)?;
+    Ok(Fetched {
+        release,
+        vmlinux,
+        root,
+        tree: None,
+    })
+}
+
+/// A kernel named on the command line: a series of the catalogue, or a path (see `custom`).
+pub fn resolve(name: &str) -> Result<Fetched, String> {
+    if name.contains('/') || Path::new(name).exists() {
+        return custom(Path::new(name));
+    }
+    fetch(catalog::find(name)?)
+}
+
+/// Whether the guest will have `module` (a WANTED_MODULES name): a module file in the
+/// package, a line of modules.builtin, or a bare custom kernel (which must have it built in).
+pub fn has_module(f: &Fetched, module: &str) -> Result<bool, String> {
+    if f.release == "custom" {
+        return Ok(true);
+    }
+    let (files, absent) = guest_modules(f)?;
+    if files.iter().any(|m| m.name == module) || !absent.iter().any(|a| a == module) {
+        return Ok(true);
+    }
+    let mut builtin_lists = vec![
+        f.root.join(format!("usr/lib/modules/{}/modules.builtin", f.release)),
+        f.root.join(format!("lib/modules/{}/modules.builtin", f.release)),
+    ];
+    if let Some(t) = &f.tree {
+        builtin_lists.push(t.join("modules.builtin"));
+    }
+    let suffix = format!("/{module}.ko");
+    Ok(builtin_lists.iter().any(|p| {
+        fs::read_to_string(p)
+            .map(|t| t.lines().any(|l| l.replace('-', "_").ends_with(&suffix)))
+            .unwrap_or(false)
+    }))
 }

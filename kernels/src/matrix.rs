@@ -1,13 +1,378 @@
-//! Recording fixtures on the matrix's kernels and the matrix report.
+//! Recording fixtures on the matrix's kernels, and the matrix report (kernels × selections,
+//! from the recorded fixtures replayed on the model).
 
-use std::time::Duration;
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
-use crate::catalog::Kernel;
+use harness::crosscheck::{self, AWAITING};
 
-pub fn record_all(_ks: &[&Kernel], _timeout: Duration) -> Result<i32, String> {
-    Err("record: not written yet".into())
+use crate::catalog;
+use crate::guest::{EXT4, OUT};
+use crate::protocol::MARK;
+use crate::{fetch, vm};
+
+/// The selections recorded on every kernel: the same as the 6.18 host fixtures, plus the file
+/// cases on an ext4 directory (recorded where the kernel collapses regular files, skipped
+/// with the reason elsewhere).
+pub const SELECTIONS: &[(&str, &[&str])] = &[
+    ("all:all tmpfs", &["--tmpfs", "--extras", "all:all"]),
+    ("-s 2 all:anon", &["-s", "2", "all:anon"]),
+    ("-s 4 all:shmem", &["-s", "4", "all:shmem"]),
+    ("all:file ext4", &["all:file", "/mnt/ext4/khugepaged"]),
+];
+
+/// The report's columns: the selections, with the extras apart.
+const COLUMNS: &[&str] = &[
+    "all:all tmpfs",
+    "extras",
+    "-s 2 all:anon",
+    "-s 4 all:shmem",
+    "all:file ext4",
+];
+
+/// The log of a recording kept beside the fixtures: the init's lines and the harness's
+/// recorded / not recorded lines.
+pub const RECORD_LOG: &str = "record.log";
+
+pub fn fixtures_root() -> PathBuf {
+    catalog::workspace_root().join("fixtures")
 }
 
-pub fn report(_markdown: bool) -> Result<i32, String> {
-    Err("report: not written yet".into())
+/// Records every kernel in `ks`, one after the other; prints the times.
+pub fn record_all(ks: &[String], timeout: Duration) -> Result<i32, String> {
+    let start = Instant::now();
+    let mut failed = Vec::new();
+    let mut lines = Vec::new();
+    for k in ks {
+        match record_one(k, timeout) {
+            Ok(line) => {
+                println!("{line}");
+                lines.push(line);
+            }
+            Err(e) => {
+                eprintln!("ci/kernels: {k}: {e}");
+                failed.push(format!("{k}: {}", e.lines().next().unwrap_or("")));
+            }
+        }
+    }
+    println!("\nTimes (wall clock):");
+    for l in &lines {
+        println!("  {l}");
+    }
+    for f in &failed {
+        println!("  FAILED {f}");
+    }
+    println!("  total {:.0}s for {} kernel(s)", start.elapsed().as_secs_f64(), ks.len());
+    Ok(i32::from(!failed.is_empty()))
+}
+
+fn record_one(k: &str, timeout: Duration) -> Result<String, String> {
+    let t = Instant::now();
+    let f = fetch::resolve(k)?;
+    let fetch_time = t.elapsed();
+    // Some packages come without loadable modules (Debian published no linux-modules-* for
+    // 6.19, 7.0 and 7.1) and these kernels have no block driver, ext4 or zram built in: no
+    // swap and no disk then. The swap cases are skipped with that reason and the ext4
+    // selection is not run; record.log says so.
+    let has_disk = fetch::has_module(&f, "virtio_blk")? && fetch::has_module(&f, "ext4")?;
+    let has_swap = fetch::has_module(&f, "zram")? || has_disk;
+    let mut notes = Vec::new();
+    if !has_swap {
+        notes.push(format!(
+            "{MARK} no swap: {} has neither zram nor a disk driver to swap to (no loadable modules in its packages); swap cases skipped (--no-swapfile)",
+            f.release
+        ));
+    }
+    if !has_disk {
+        notes.push(format!(
+            "{MARK} not run: {}: {} has no virtio_blk or ext4 (no loadable modules in its packages)",
+            SELECTIONS[3].0, f.release
+        ));
+    }
+    let commands = SELECTIONS
+        .iter()
+        .filter(|(_, args)| has_disk || !args.iter().any(|a| a.starts_with(EXT4)))
+        .map(|(_, args)| {
+            let mut argv = vec!["/bin/khugepaged".to_string(), "--record".into(), OUT.into()];
+            if !has_swap {
+                argv.push("--no-swapfile".into());
+            }
+            argv.extend(args.iter().map(|a| a.to_string()));
+            argv
+        })
+        .collect();
+    let job = vm::GuestJob {
+        commands,
+        extra_files: Vec::new(),
+        timeout,
+        stream: true,
+    };
+    let r = vm::boot(&f, &job)?;
+    // Each --record run exits 0 (fixtures written) or 4 (nothing to record: all skipped).
+    for l in &r.console {
+        if let Some(rest) = l.split_once(&format!("{MARK} exit ")).map(|(_, r)| r) {
+            let status = rest.split_whitespace().nth(2).unwrap_or("?");
+            if status != "0" && status != "4" {
+                return Err(format!("a recording run failed in the guest: {l}"));
+            }
+        }
+    }
+    // The guest names the directory after its uname -r.
+    let traces: Vec<_> = r.out.iter().filter(|e| e.name.ends_with(".trace")).collect();
+    let release = traces
+        .first()
+        .and_then(|e| e.name.split_once('/'))
+        .map(|(r, _)| r.to_string())
+        .ok_or_else(|| format!("the guest recorded no fixtures for {}", f.release))?;
+    if let Some(e) = traces.iter().find(|e| !e.name.starts_with(&format!("{release}/"))) {
+        return Err(format!("the guest recorded {} outside {release}/", e.name));
+    }
+    let dir = fixtures_root().join(&release);
+    // Replace the release's traces; AWAITING stays (the replay test says when it is stale).
+    fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    if let Ok(entries) = fs::read_dir(&dir) {
+        for e in entries.flatten() {
+            if e.path().extension().is_some_and(|x| x == "trace") {
+                let _ = fs::remove_file(e.path());
+            }
+        }
+    }
+    for e in &traces {
+        let name = e.name.rsplit('/').next().unwrap_or(&e.name);
+        crosscheck::write_atomically(&dir.join(name), &String::from_utf8_lossy(&e.data))?;
+    }
+    let log: String = notes
+        .iter()
+        .cloned()
+        .chain(r.console.iter().cloned())
+        .filter_map(|l| {
+            if let Some(i) = l.find(MARK) {
+                Some(l[i..].to_string())
+            } else if l.starts_with("recorded ") || l.starts_with("not recorded ") || l.contains(" fixture(s) written") {
+                Some(l)
+            } else {
+                None
+            }
+        })
+        .map(|l| l + "\n")
+        .collect();
+    crosscheck::write_atomically(&dir.join(RECORD_LOG), &log)?;
+    let boot = r.boot;
+    let rec = r.total.saturating_sub(r.boot);
+    let (disagree, unmarked) = disagreements(&dir)?;
+    Ok(format!(
+        "{} {}: fetch {:.0}s, boot {:.0}s, record {:.0}s; {} fixtures, {} disagree with the model{}",
+        k,
+        release,
+        fetch_time.as_secs_f64(),
+        boot.as_secs_f64(),
+        rec.as_secs_f64(),
+        traces.len(),
+        disagree,
+        if unmarked.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " ({} not in {AWAITING} yet: {})",
+                unmarked.len(),
+                unmarked.join(", ")
+            )
+        }
+    ))
+}
+
+/// Replays `dir`'s fixtures: how many disagree, and which of those AWAITING does not name.
+fn disagreements(dir: &Path) -> Result<(usize, Vec<String>), String> {
+    let awaiting = crosscheck::awaiting(dir)?;
+    let mut n = 0;
+    let mut unmarked = Vec::new();
+    for p in fixture_files(dir) {
+        if crosscheck::replay(&p).is_err() {
+            n += 1;
+            let file = p.file_name().unwrap_or_default().to_string_lossy().into_owned();
+            if !awaiting.contains_key(&file) {
+                unmarked.push(file);
+            }
+        }
+    }
+    Ok((n, unmarked))
+}
+
+fn fixture_files(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = fs::read_dir(dir)
+        .map(|es| {
+            es.flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "trace"))
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// One cell of the report.
+#[derive(Default, Clone, Copy)]
+struct Cell {
+    agree: usize,
+    disagree: usize,
+    both_fail: usize,
+    skip: usize,
+    awaiting: usize,
+}
+
+fn column_of(text: &str) -> &'static str {
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+            .unwrap_or("")
+            .to_string()
+    };
+    let env = field("env");
+    if field("case").starts_with("extra") {
+        "extras"
+    } else if env.contains("file=disk") {
+        "all:file ext4"
+    } else if env.contains("anon_order=2") {
+        "-s 2 all:anon"
+    } else if env.contains("anon_order=4") {
+        "-s 4 all:shmem"
+    } else {
+        "all:all tmpfs"
+    }
+}
+
+/// Cases the recording skipped (no trace), per column, from record.log.
+fn skipped_from_log(dir: &Path) -> BTreeMap<&'static str, usize> {
+    let mut out = BTreeMap::new();
+    let Ok(log) = fs::read_to_string(dir.join(RECORD_LOG)) else {
+        return out;
+    };
+    let mut column = "all:all tmpfs";
+    for l in log.lines() {
+        if let Some(run) = l.strip_prefix(&format!("{MARK} run ")) {
+            column = SELECTIONS
+                .iter()
+                .find(|(_, args)| run.ends_with(&args.join(" ")))
+                .map(|(c, _)| *c)
+                .unwrap_or("all:all tmpfs");
+        } else if l.starts_with("not recorded ") && l.contains(": skip: ") {
+            *out.entry(column).or_default() += 1;
+        }
+    }
+    out
+}
+
+/// `ci/kernels report`: prints the table and writes fixtures/MATRIX.md.
+pub fn report(markdown_only: bool) -> Result<i32, String> {
+    let root = fixtures_root();
+    let mut releases: Vec<PathBuf> = fs::read_dir(&root)
+        .map_err(|e| format!("{}: {e}", root.display()))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+        .collect();
+    releases.sort_by_key(|p| release_key(&p.file_name().unwrap_or_default().to_string_lossy()));
+    let mut rows = Vec::new();
+    for dir in &releases {
+        let awaiting = crosscheck::awaiting(dir)?;
+        let mut cells: BTreeMap<&str, Cell> = BTreeMap::new();
+        for p in fixture_files(dir) {
+            let text = fs::read_to_string(&p).map_err(|e| format!("{}: {e}", p.display()))?;
+            let cell = cells.entry(column_of(&text)).or_default();
+            let file = p.file_name().unwrap_or_default().to_string_lossy().into_owned();
+            match crosscheck::replay(&p) {
+                Ok(Some(_)) => cell.skip += 1,
+                Ok(None) if text.lines().any(|l| l.starts_with("outcome: fail")) => {
+                    cell.both_fail += 1
+                }
+                Ok(None) => cell.agree += 1,
+                Err(_) => {
+                    cell.disagree += 1;
+                    if awaiting.contains_key(&file) {
+                        cell.awaiting += 1;
+                    }
+                }
+            }
+        }
+        for (col, n) in skipped_from_log(dir) {
+            cells.entry(col).or_default().skip += n;
+        }
+        let release = dir.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        let profile = model::KernelProfile::for_release(&release)
+            .map(|p| p.name.to_string())
+            .unwrap_or_else(|| "-".into());
+        rows.push((release, profile, cells));
+    }
+    let cell_text = |c: Option<&Cell>| match c {
+        None => "-".to_string(),
+        Some(c) => format!("{}/{}/{}/{}", c.agree, c.disagree, c.both_fail, c.skip),
+    };
+    // Plain text.
+    let mut text = format!("{:<24} {:<7}", "kernel", "profile");
+    for c in COLUMNS {
+        text.push_str(&format!(" {c:>15}"));
+    }
+    text.push('\n');
+    for (release, profile, cells) in &rows {
+        text.push_str(&format!("{release:<24} {profile:<7}"));
+        for c in COLUMNS {
+            text.push_str(&format!(" {:>15}", cell_text(cells.get(c))));
+        }
+        text.push('\n');
+    }
+    text.push_str("cells: agree/disagree/both fail/skip (fixtures replayed on the model with the profile for_release picks; skip = not recorded because the kernel skipped, or unmodelled)\n");
+    let mut total_await = 0;
+    for (release, _, cells) in &rows {
+        let a: usize = cells.values().map(|c| c.awaiting).sum();
+        let d: usize = cells.values().map(|c| c.disagree).sum();
+        total_await += a;
+        if d > 0 {
+            text.push_str(&format!(
+                "{release}: {d} disagree, {a} of them in its {AWAITING} (waiting on a model issue)\n"
+            ));
+        }
+    }
+    // Markdown.
+    let mut md = String::from(
+        "# Kernel matrix\n\nWritten by `ci/kernels report` from the fixtures: each is replayed on the \
+         model with the profile `KernelProfile::for_release` picks. Cells: agree / disagree / both \
+         fail / skip (skip: the kernel skipped the case, or the fixture depends on something the \
+         model does not model). Disagreeing fixtures wait on the model issue named in their \
+         release's `AWAITING` file.\n\n| kernel | profile |",
+    );
+    for c in COLUMNS {
+        md.push_str(&format!(" {c} |"));
+    }
+    md.push_str("\n|---|---|");
+    for _ in COLUMNS {
+        md.push_str("---|");
+    }
+    md.push('\n');
+    for (release, profile, cells) in &rows {
+        md.push_str(&format!("| {release} | {profile} |"));
+        for c in COLUMNS {
+            md.push_str(&format!(" {} |", cell_text(cells.get(c))));
+        }
+        md.push('\n');
+    }
+    let _ = total_await;
+    crosscheck::write_atomically(&root.join("MATRIX.md"), &md)?;
+    if markdown_only {
+        print!("{md}");
+    } else {
+        print!("{text}");
+        println!("(also written to {})", root.join("MATRIX.md").display());
+    }
+    Ok(0)
+}
+
+fn release_key(r: &str) -> Vec<u32> {
+    r.split(|c: char| !c.is_ascii_digit())
+        .filter(|s| !s.is_empty())
+        .take(3)
+        .filter_map(|s| s.parse().ok())
+        .collect()
 }

@@ -11,17 +11,24 @@ const USAGE: &str = "usage: ci/kernels list
        ci/kernels run [--timeout SECS] KERNEL -- ARGS...   (the harness's arguments)
        ci/kernels record [--timeout SECS] KERNEL...|all
        ci/kernels report [--markdown]
-KERNEL is a series from `list` (6.1, 6.12, ..., 7.3). The cache is $KHUGEPAGED_KERNELS_CACHE,
+KERNEL is a series from `list` (6.1, 6.12, ..., 7.3), or a path: a kernel build tree (with
+vmlinux), a .deb or a directory of .debs, a bzImage or a vmlinux. The cache is $KHUGEPAGED_KERNELS_CACHE,
 else /var/cache/khugepaged-kernels (root) or $XDG_CACHE_HOME/khugepaged-kernels.";
 
-fn kernels_from(names: &[String]) -> Result<Vec<&'static catalog::Kernel>, String> {
+/// The names given, with `all` for every series of the catalogue; each checked.
+fn kernels_from(names: &[String]) -> Result<Vec<String>, String> {
     if names.is_empty() {
-        return Err("no KERNEL given".into());
+        return Err("usage error: no KERNEL given".into());
     }
     if names.len() == 1 && names[0] == "all" {
-        return Ok(catalog::KERNELS.iter().collect());
+        return Ok(catalog::KERNELS.iter().map(|k| k.series.to_string()).collect());
     }
-    names.iter().map(|n| catalog::find(n)).collect()
+    for n in names {
+        if !(n.contains('/') || std::path::Path::new(n).exists()) {
+            catalog::find(n)?;
+        }
+    }
+    Ok(names.to_vec())
 }
 
 fn take_timeout(args: &mut Vec<String>, default: u64) -> Result<Duration, String> {
@@ -72,17 +79,17 @@ fn real_main(mut args: Vec<String>) -> Result<i32, String> {
             let mut failed = 0;
             for k in kernels_from(&args)? {
                 let t = std::time::Instant::now();
-                match fetch::fetch(k) {
+                match fetch::resolve(&k) {
                     Ok(f) => println!(
                         "{}: {} ({}) in {:.1}s",
-                        k.series,
+                        k,
                         f.release,
                         f.vmlinux.display(),
                         t.elapsed().as_secs_f64()
                     ),
                     Err(e) => {
                         failed += 1;
-                        eprintln!("{}: {e}", k.series);
+                        eprintln!("{k}: {e}");
                     }
                 }
             }
@@ -99,8 +106,7 @@ fn real_main(mut args: Vec<String>) -> Result<i32, String> {
             let [name] = args.as_slice() else {
                 return Err(format!("usage error: run takes one KERNEL\n{USAGE}"));
             };
-            let k = catalog::find(name)?;
-            let f = fetch::fetch(k)?;
+            let f = fetch::resolve(name)?;
             let mut argv = vec!["/bin/khugepaged".to_string()];
             argv.extend(harness_args);
             let job = vm::GuestJob {
