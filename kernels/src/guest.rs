@@ -18,6 +18,8 @@ pub const KDIR: &str = "/kernels";
 pub const OUT: &str = "/out";
 /// The ext4 disk's mount point.
 pub const EXT4: &str = "/mnt/ext4";
+/// A tmpfs mounted huge=advise, for the C selftest's file cases.
+pub const TMPFS_HUGE: &str = "/mnt/tmpfs-huge";
 
 fn say(msg: &str) {
     println!("{MARK} {msg}");
@@ -147,6 +149,9 @@ pub fn run() -> u8 {
     // tracefs is optional: the harness does not need it to run.
     let _ = mount("tracefs", "/sys/kernel/tracing", "tracefs", "");
     let _ = fs::create_dir_all("/run/lock");
+    if let Err(e) = mount("tmpfs", TMPFS_HUGE, "tmpfs", "huge=advise") {
+        setup_errors.push(e);
+    }
     let _ = fs::create_dir_all(OUT);
     let release = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     say(&format!("init release={}", release.trim()));

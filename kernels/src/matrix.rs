@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use harness::crosscheck::{self, AWAITING};
 
 use crate::catalog;
-use crate::guest::{EXT4, OUT};
+use crate::guest::{EXT4, OUT, TMPFS_HUGE};
 use crate::protocol::MARK;
 use crate::{fetch, vm};
 
@@ -375,4 +375,201 @@ fn release_key(r: &str) -> Vec<u32> {
         .take(3)
         .filter_map(|s| s.parse().ok())
         .collect()
+}
+
+/// The C selftest's invocations for the same selections as `SELECTIONS` (the tmpfs one on a
+/// huge=advise tmpfs the guest mounts), with the harness selection each matches.
+const C_SELECTIONS: &[(&str, &[&str])] = &[
+    ("all:all tmpfs", &["all:all", TMPFS_HUGE]),
+    ("-s 2 all:anon", &["-s", "2", "all:anon"]),
+    ("-s 4 all:shmem", &["-s", "4", "all:shmem"]),
+    ("all:file ext4", &["all:file", "/mnt/ext4/khugepaged"]),
+];
+
+/// The C selftest's output on each kernel, beside its fixtures.
+pub const SELFTEST_LOG: &str = "selftest.log";
+
+/// `ci/kernels selftest KERNEL…`: each release's own C selftest (or the nearest series'),
+/// built static on the host, run in the guest on the recording's selections; its output is
+/// kept as fixtures/<release>/selftest.log and its step lines compared with the harness's
+/// recorded ones.
+pub fn selftest_all(ks: &[String], timeout: Duration) -> Result<i32, String> {
+    let mut failed = 0;
+    for k in ks {
+        match selftest_one(k, timeout) {
+            Ok(summary) => println!("{summary}"),
+            Err(e) => {
+                failed += 1;
+                eprintln!("ci/kernels: {k}: {e}");
+            }
+        }
+    }
+    Ok(i32::from(failed > 0))
+}
+
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::new();
+    let mut it = s.chars().peekable();
+    while let Some(c) = it.next() {
+        if c == '\x1b' {
+            for d in it.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The step lines of selftest output ("<what>... OK|Fail|Skip").
+fn c_step_lines(lines: &[String]) -> Vec<String> {
+    lines
+        .iter()
+        .map(|l| strip_ansi(l).trim().to_string())
+        .filter(|l| {
+            l.contains("...") && (l.ends_with(" OK") || l.ends_with(" Fail") || l.ends_with(" Skip"))
+                || l.ends_with("...OK")
+                || l.ends_with("...Fail")
+        })
+        .collect()
+}
+
+/// The harness's step lines for a selection, from the recorded fixtures, in the selftest's
+/// case order.
+fn harness_step_lines(dir: &Path, args: &[&str]) -> Result<Vec<String>, String> {
+    let args: Vec<String> = args
+        .iter()
+        .filter(|a| **a != "--extras" && **a != "--record")
+        .map(|a| a.to_string())
+        .collect();
+    let o = harness::cli::parse(&args)?.ok_or("help")?;
+    let env = harness::catalogue::Env {
+        anon_order: o.anon_order,
+        finfo: o.dir.as_ref().map(|d| {
+            harness::catalogue::FileInfo::new(
+                d,
+                harness::catalogue::DirKind::Disk {
+                    read_ahead_kb_path: None,
+                },
+            )
+        }),
+    };
+    let mut out = Vec::new();
+    for case in harness::cli::select_cases(&o) {
+        let p = dir.join(crosscheck::fixture_name(&case, &env));
+        let Ok(text) = fs::read_to_string(&p) else {
+            continue;
+        };
+        for l in text.lines() {
+            if let Some((_, rest)) = l.split_once("step ").filter(|(pre, _)| pre.is_empty()) {
+                if let Some((_, line)) = rest.split_once(": ") {
+                    out.push(line.trim().to_string());
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn selftest_one(k: &str, timeout: Duration) -> Result<String, String> {
+    let f = fetch::resolve(k)?;
+    let series = fetch::selftest_series(&f.release)
+        .ok_or_else(|| format!("no source series for release {}", f.release))?;
+    let (bin, version) = fetch::selftest_binary(series)?;
+    let has_disk = fetch::has_module(&f, "virtio_blk")? && fetch::has_module(&f, "ext4")?;
+    let selections: Vec<&(&str, &[&str])> = C_SELECTIONS
+        .iter()
+        .filter(|(_, a)| has_disk || !a.iter().any(|x| x.starts_with(EXT4)))
+        .collect();
+    let commands = selections
+        .iter()
+        .map(|(_, args)| {
+            let mut argv = vec!["/bin/khugepaged-c".to_string()];
+            argv.extend(args.iter().map(|a| a.to_string()));
+            argv
+        })
+        .collect();
+    let data = fs::read(&bin).map_err(|e| format!("{}: {e}", bin.display()))?;
+    let job = vm::GuestJob {
+        commands,
+        extra_files: vec![("bin/khugepaged-c".into(), data, 0o755)],
+        timeout,
+        stream: true,
+    };
+    let r = vm::boot(&f, &job)?;
+    let release = r
+        .console
+        .iter()
+        .find_map(|l| l.split_once(&format!("{MARK} init release=")).map(|(_, r)| r.trim().to_string()))
+        .unwrap_or(f.release.clone());
+    // Split the console by the init's run/exit lines.
+    let mut runs: Vec<(String, Vec<String>, String)> = Vec::new();
+    for l in &r.console {
+        if let Some((_, rest)) = l.split_once(&format!("{MARK} run ")) {
+            let args = rest.split_once(": ").map(|(_, a)| a).unwrap_or(rest);
+            runs.push((args.to_string(), Vec::new(), String::new()));
+        } else if let Some((_, rest)) = l.split_once(&format!("{MARK} exit ")) {
+            if let Some(last) = runs.last_mut() {
+                last.2 = rest.to_string();
+            }
+        } else if let Some(last) = runs.last_mut().filter(|r| r.2.is_empty()) {
+            last.1.push(l.clone());
+        }
+    }
+    let dir = fixtures_root().join(&release);
+    let origin = if f.release.starts_with(&format!("{series}.")) || f.release.starts_with(&format!("{series}-")) {
+        format!("its own series' source, linux-source-{series} {version}")
+    } else {
+        format!(
+            "linux-source-{series} {version}: Debian has no linux-source package for this release's series; {series} is the nearest that exists"
+        )
+    };
+    let mut log = format!(
+        "# The kernel's own khugepaged selftest on {release}, under qemu (ci/kernels selftest)\n\
+         # khugepaged.c, vm_util.c and thp_settings.c/hugepage_settings.c from {origin}; built with gcc -static\n"
+    );
+    let mut summary = format!("{k} {release}: selftest from linux-source-{series} {version}");
+    for (n, (args, lines, exit)) in runs.iter().enumerate() {
+        log.push_str(&format!("\n## khugepaged {}\n", args.trim_start_matches("/bin/khugepaged-c ")));
+        for l in lines {
+            log.push_str(&strip_ansi(l));
+            log.push('\n');
+        }
+        log.push_str(&format!("## exit {exit}\n"));
+        let (label, _) = selections[n];
+        let harness_args = SELECTIONS
+            .iter()
+            .find(|(l, _)| l == label)
+            .map(|(_, a)| *a)
+            .unwrap_or(&[]);
+        let c = c_step_lines(lines);
+        let h = harness_step_lines(&dir, harness_args)?;
+        let first = c
+            .iter()
+            .zip(h.iter())
+            .position(|(a, b)| a != b)
+            .or_else(|| (c.len() != h.len()).then_some(c.len().min(h.len())));
+        let verdict = match first {
+            None => format!("{label}: {} step lines, equal", c.len()),
+            Some(i) => format!(
+                "{label}: first difference at step line {} of {} (selftest) / {} (harness): selftest {:?}, harness {:?}",
+                i + 1,
+                c.len(),
+                h.len(),
+                c.get(i).map(String::as_str).unwrap_or("(none)"),
+                h.get(i).map(String::as_str).unwrap_or("(none)")
+            ),
+        };
+        log.push_str(&format!("## compared with the harness's fixtures: {verdict}\n"));
+        summary.push_str(&format!("\n  {verdict}"));
+    }
+    if !has_disk {
+        log.push_str(&format!("\n## not run: all:file on ext4: {release} has no virtio_blk or ext4 (no loadable modules in its packages)\n"));
+    }
+    fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    crosscheck::write_atomically(&dir.join(SELFTEST_LOG), &log)?;
+    Ok(summary)
 }

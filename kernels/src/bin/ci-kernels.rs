@@ -10,6 +10,7 @@ const USAGE: &str = "usage: ci/kernels list
        ci/kernels fetch KERNEL...|all
        ci/kernels run [--timeout SECS] KERNEL -- ARGS...   (the harness's arguments)
        ci/kernels record [--timeout SECS] KERNEL...|all
+       ci/kernels selftest [--timeout SECS] KERNEL...|all   (the kernel's own C selftest)
        ci/kernels report [--markdown]
 KERNEL is a series from `list` (6.1, 6.12, ..., 7.3), or a path: a kernel build tree (with
 vmlinux), a .deb or a directory of .debs, a bzImage or a vmlinux. The cache is $KHUGEPAGED_KERNELS_CACHE,
@@ -128,6 +129,10 @@ fn real_main(mut args: Vec<String>) -> Result<i32, String> {
         "record" => {
             let timeout = take_timeout(&mut args, 3600)?;
             matrix::record_all(&kernels_from(&args)?, timeout)
+        }
+        "selftest" => {
+            let timeout = take_timeout(&mut args, 3600)?;
+            matrix::selftest_all(&kernels_from(&args)?, timeout)
         }
         "report" => matrix::report(args.iter().any(|a| a == "--markdown")),
         "-h" | "--help" | "help" => {
