@@ -83,7 +83,10 @@ fn main() {
                     if !seen.contains(&(dir.clone(), file.clone())) {
                         let where_ = dir.join(AWAITING).display().to_string();
                         trials.push(Trial::test(
-                            format!("fixture-awaiting/{}/{file}", r.file_name().to_string_lossy()),
+                            format!(
+                                "fixture-awaiting/{}/{file}",
+                                r.file_name().to_string_lossy()
+                            ),
                             move || {
                                 Err(Failed::from(format!(
                                     "{where_}: names {file}, which is not a fixture there"

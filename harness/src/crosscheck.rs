@@ -178,7 +178,10 @@ pub fn fixture_name(case: &Case, env: &Env) -> String {
         String::new()
     };
     // File cases on a block-device filesystem are recorded beside the tmpfs ones.
-    let disk = if matches!(env.finfo.as_ref().map(|f| &f.kind), Some(DirKind::Disk { .. })) {
+    let disk = if matches!(
+        env.finfo.as_ref().map(|f| &f.kind),
+        Some(DirKind::Disk { .. })
+    ) {
         "-disk"
     } else {
         ""

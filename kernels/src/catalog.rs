@@ -17,16 +17,56 @@ pub struct Kernel {
 
 /// Every kernel series from Debian stable's 6.1 to experimental's newest.
 pub const KERNELS: &[Kernel] = &[
-    Kernel { series: "6.1", package: "linux-image-6.1.0-50-amd64", suite: "bookworm" },
-    Kernel { series: "6.12", package: "linux-image-6.12.95+deb12-amd64", suite: "bookworm-backports" },
-    Kernel { series: "6.16", package: "linux-image-6.16.12+deb13-amd64", suite: "trixie-backports" },
-    Kernel { series: "6.17", package: "linux-image-6.17.13+deb13-amd64", suite: "trixie-backports" },
-    Kernel { series: "6.18", package: "linux-image-6.18.15+deb13-amd64", suite: "trixie-backports" },
-    Kernel { series: "6.19", package: "linux-image-6.19.14+deb13-amd64", suite: "trixie-backports" },
-    Kernel { series: "7.0", package: "linux-image-7.0.13+deb13-amd64", suite: "trixie-backports" },
-    Kernel { series: "7.1", package: "linux-image-7.1.13+deb13-amd64", suite: "trixie-backports" },
-    Kernel { series: "7.2", package: "linux-image-7.2.12+deb13-amd64", suite: "trixie-backports" },
-    Kernel { series: "7.3", package: "linux-image-7.3.4+deb13-amd64", suite: "trixie-backports" },
+    Kernel {
+        series: "6.1",
+        package: "linux-image-6.1.0-50-amd64",
+        suite: "bookworm",
+    },
+    Kernel {
+        series: "6.12",
+        package: "linux-image-6.12.95+deb12-amd64",
+        suite: "bookworm-backports",
+    },
+    Kernel {
+        series: "6.16",
+        package: "linux-image-6.16.12+deb13-amd64",
+        suite: "trixie-backports",
+    },
+    Kernel {
+        series: "6.17",
+        package: "linux-image-6.17.13+deb13-amd64",
+        suite: "trixie-backports",
+    },
+    Kernel {
+        series: "6.18",
+        package: "linux-image-6.18.15+deb13-amd64",
+        suite: "trixie-backports",
+    },
+    Kernel {
+        series: "6.19",
+        package: "linux-image-6.19.14+deb13-amd64",
+        suite: "trixie-backports",
+    },
+    Kernel {
+        series: "7.0",
+        package: "linux-image-7.0.13+deb13-amd64",
+        suite: "trixie-backports",
+    },
+    Kernel {
+        series: "7.1",
+        package: "linux-image-7.1.13+deb13-amd64",
+        suite: "trixie-backports",
+    },
+    Kernel {
+        series: "7.2",
+        package: "linux-image-7.2.12+deb13-amd64",
+        suite: "trixie-backports",
+    },
+    Kernel {
+        series: "7.3",
+        package: "linux-image-7.3.4+deb13-amd64",
+        suite: "trixie-backports",
+    },
 ];
 
 /// The suites of the private apt configuration (never the system's).

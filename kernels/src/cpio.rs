@@ -21,10 +21,20 @@ pub const S_IFCHR: u32 = 0o020000;
 
 impl Entry {
     pub fn dir(name: &str) -> Entry {
-        Entry { name: name.into(), mode: S_IFDIR | 0o755, data: Vec::new(), rdev: (0, 0) }
+        Entry {
+            name: name.into(),
+            mode: S_IFDIR | 0o755,
+            data: Vec::new(),
+            rdev: (0, 0),
+        }
     }
     pub fn file(name: &str, mode: u32, data: Vec<u8>) -> Entry {
-        Entry { name: name.into(), mode: S_IFREG | mode, data, rdev: (0, 0) }
+        Entry {
+            name: name.into(),
+            mode: S_IFREG | mode,
+            data,
+            rdev: (0, 0),
+        }
     }
 }
 
@@ -32,12 +42,20 @@ const MAGIC: &str = "070701";
 const TRAILER: &str = "TRAILER!!!";
 
 fn pad4(out: &mut Vec<u8>) {
-    while out.len() % 4 != 0 {
+    while !out.len().is_multiple_of(4) {
         out.push(0);
     }
 }
 
-fn header(out: &mut Vec<u8>, ino: u32, mode: u32, nlink: u32, size: usize, rdev: (u32, u32), name: &str) {
+fn header(
+    out: &mut Vec<u8>,
+    ino: u32,
+    mode: u32,
+    nlink: u32,
+    size: usize,
+    rdev: (u32, u32),
+    name: &str,
+) {
     // magic, ino, mode, uid, gid, nlink, mtime, filesize, devmajor, devminor, rdevmajor,
     // rdevminor, namesize (with the NUL), check.
     let fields = [
@@ -69,7 +87,15 @@ pub fn write(entries: &[Entry]) -> Vec<u8> {
     let mut out = Vec::new();
     for (i, e) in entries.iter().enumerate() {
         let nlink = if e.mode & S_IFDIR != 0 { 2 } else { 1 };
-        header(&mut out, i as u32 + 1, e.mode, nlink, e.data.len(), e.rdev, &e.name);
+        header(
+            &mut out,
+            i as u32 + 1,
+            e.mode,
+            nlink,
+            e.data.len(),
+            e.rdev,
+            &e.name,
+        );
         out.extend_from_slice(&e.data);
         pad4(&mut out);
     }
@@ -112,9 +138,16 @@ pub fn read(bytes: &[u8]) -> Result<Vec<Entry>, String> {
         }
         let data = bytes
             .get(data_start..data_start + size)
-            .ok_or_else(|| format!("archive cut in {name:?} at byte {data_start}: the output was truncated"))?
+            .ok_or_else(|| {
+                format!("archive cut in {name:?} at byte {data_start}: the output was truncated")
+            })?
             .to_vec();
-        entries.push(Entry { name, mode, data, rdev });
+        entries.push(Entry {
+            name,
+            mode,
+            data,
+            rdev,
+        });
         pos = (data_start + size).div_ceil(4) * 4;
     }
 }

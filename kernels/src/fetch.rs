@@ -45,7 +45,8 @@ impl Apt {
     fn new(cache: &Path) -> Result<Apt, String> {
         let dir = cache.join("apt");
         for d in ["lists/partial", "cache/archives/partial"] {
-            fs::create_dir_all(dir.join(d)).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+            fs::create_dir_all(dir.join(d))
+                .map_err(|e| format!("creating {}: {e}", dir.display()))?;
         }
         let mut list = String::new();
         for s in catalog::SUITES {
@@ -84,7 +85,10 @@ impl Apt {
             return Ok(());
         }
         run(
-            Command::new("apt-get").args(self.opts()).arg("-q").arg("update"),
+            Command::new("apt-get")
+                .args(self.opts())
+                .arg("-q")
+                .arg("update"),
             "apt-get update (private configuration)",
         )?;
         fs::write(&stamp, "").map_err(|e| format!("writing {}: {e}", stamp.display()))
@@ -93,7 +97,10 @@ impl Apt {
     /// Version and the same-version linux-* packages a package depends on.
     fn show(&self, package: &str) -> Result<(String, Vec<String>), String> {
         let text = run(
-            Command::new("apt-cache").args(self.opts()).arg("show").arg(package),
+            Command::new("apt-cache")
+                .args(self.opts())
+                .arg("show")
+                .arg(package),
             &format!("apt-cache show {package}"),
         )
         .map_err(|_| {
@@ -131,11 +138,15 @@ impl Apt {
     fn download(&self, package: &str, version: &str, into: &Path) -> Result<PathBuf, String> {
         let prefix = format!("{package}_");
         let find = || -> Option<PathBuf> {
-            fs::read_dir(into).ok()?.flatten().map(|e| e.path()).find(|p| {
-                p.file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".deb"))
-            })
+            fs::read_dir(into)
+                .ok()?
+                .flatten()
+                .map(|e| e.path())
+                .find(|p| {
+                    p.file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".deb"))
+                })
         };
         if let Some(p) = find() {
             return Ok(p);
@@ -149,7 +160,12 @@ impl Apt {
                 .arg(format!("{package}={version}")),
             &format!("apt-get download {package}={version}"),
         )?;
-        find().ok_or_else(|| format!("apt-get download {package} left no .deb in {}", into.display()))
+        find().ok_or_else(|| {
+            format!(
+                "apt-get download {package} left no .deb in {}",
+                into.display()
+            )
+        })
     }
 }
 
@@ -239,7 +255,10 @@ fn find_vmlinuz(root: &Path) -> Result<(String, PathBuf), String> {
             }
         }
     }
-    Err(format!("no vmlinuz in the unpacked packages under {}", root.display()))
+    Err(format!(
+        "no vmlinuz in the unpacked packages under {}",
+        root.display()
+    ))
 }
 
 /// Decompresses the kernel inside a bzImage: tries every offset where an xz, zstd or gzip
@@ -278,7 +297,9 @@ pub fn extract_vmlinux(bzimage: &Path, out: &Path) -> Result<(), String> {
             let writer = std::thread::spawn(move || {
                 let _ = stdin.write_all(&payload);
             });
-            let output = child.wait_with_output().map_err(|e| format!("{tool}: {e}"))?;
+            let output = child
+                .wait_with_output()
+                .map_err(|e| format!("{tool}: {e}"))?;
             let _ = writer.join();
             if output.stdout.starts_with(b"\x7fELF") {
                 return fs::write(out, &output.stdout)
@@ -399,7 +420,10 @@ pub fn guest_modules(f: &Fetched) -> Result<(Vec<Module>, Vec<String>), String> 
         Some(t) => index_modules(t, &mut index),
         None => {
             for base in ["usr/lib/modules", "lib/modules"] {
-                index_modules(&f.root.join(base).join(&f.release).join("kernel"), &mut index);
+                index_modules(
+                    &f.root.join(base).join(&f.release).join("kernel"),
+                    &mut index,
+                );
             }
         }
     }
@@ -450,9 +474,17 @@ pub fn custom(path: &Path) -> Result<Fetched, String> {
     let tag: String = abs
         .to_string_lossy()
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '.' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
-    let dir = catalog::cache_root().join("custom").join(tag.trim_start_matches('_'));
+    let dir = catalog::cache_root()
+        .join("custom")
+        .join(tag.trim_start_matches('_'));
     fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
     if abs.is_dir() && abs.join("vmlinux").exists() {
         let release = fs::read_to_string(abs.join("include/config/kernel.release"))
@@ -533,8 +565,10 @@ pub fn has_module(f: &Fetched, module: &str) -> Result<bool, String> {
         return Ok(true);
     }
     let mut builtin_lists = vec![
-        f.root.join(format!("usr/lib/modules/{}/modules.builtin", f.release)),
-        f.root.join(format!("lib/modules/{}/modules.builtin", f.release)),
+        f.root
+            .join(format!("usr/lib/modules/{}/modules.builtin", f.release)),
+        f.root
+            .join(format!("lib/modules/{}/modules.builtin", f.release)),
     ];
     if let Some(t) = &f.tree {
         builtin_lists.push(t.join("modules.builtin"));
@@ -552,7 +586,9 @@ pub fn has_module(f: &Fetched, module: &str) -> Result<bool, String> {
 pub const SOURCE_SERIES: &[&str] = &["6.1", "6.12", "7.2", "7.3"];
 
 fn series_index(s: &str) -> Option<i64> {
-    let mut it = s.split(|c: char| !c.is_ascii_digit()).filter(|p| !p.is_empty());
+    let mut it = s
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|p| !p.is_empty());
     let major: i64 = it.next()?.parse().ok()?;
     let minor: i64 = it.next()?.parse().ok()?;
     // 6.19 is followed by 7.0.
@@ -567,13 +603,10 @@ fn series_index(s: &str) -> Option<i64> {
 /// older one on a tie).
 pub fn selftest_series(release: &str) -> Option<&'static str> {
     let at = series_index(release)?;
-    SOURCE_SERIES
-        .iter()
-        .copied()
-        .min_by_key(|s| {
-            let i = series_index(s).unwrap_or(0);
-            ((i - at).abs(), i > at)
-        })
+    SOURCE_SERIES.iter().copied().min_by_key(|s| {
+        let i = series_index(s).unwrap_or(0);
+        ((i - at).abs(), i > at)
+    })
 }
 
 /// Builds the C khugepaged selftest of `series` statically from Debian's linux-source
@@ -622,6 +655,7 @@ pub fn selftest_binary(series: &str) -> Result<(PathBuf, String), String> {
                 "*/tools/testing/selftests/vm/*",
                 "*/tools/testing/selftests/kselftest*",
                 "*/tools/include/uapi/*",
+                "*/tools/arch/x86/include/uapi/*",
             ]),
         &format!("extracting the selftests from {}", tarball.display()),
     )
@@ -651,13 +685,21 @@ pub fn selftest_binary(series: &str) -> Result<(PathBuf, String), String> {
         .arg(tree.join("tools/testing/selftests"))
         .arg("-I")
         .arg(tree.join("tools/include/uapi"));
-    for f in ["khugepaged.c", "vm_util.c", "thp_settings.c", "hugepage_settings.c"] {
+    for f in [
+        "khugepaged.c",
+        "vm_util.c",
+        "thp_settings.c",
+        "hugepage_settings.c",
+    ] {
         if mm.join(f).exists() {
             cmd.arg(mm.join(f));
         }
     }
     cmd.arg("-o").arg(&bin);
-    run(&mut cmd, &format!("building {package}'s khugepaged selftest"))?;
+    run(
+        &mut cmd,
+        &format!("building {package}'s khugepaged selftest"),
+    )?;
     fs::write(&version_file, format!("{version}\n"))
         .map_err(|e| format!("writing {}: {e}", version_file.display()))?;
     Ok((bin, version))

@@ -100,8 +100,7 @@ fn zram_swap() -> Result<String, String> {
     // Setting the compressor can fail when its crypto module is missing: keep the default.
     let _ = fs::write("/sys/block/zram0/comp_algorithm", &algo);
     let chosen = fs::read_to_string("/sys/block/zram0/comp_algorithm").unwrap_or_default();
-    fs::write("/sys/block/zram0/disksize", "1G")
-        .map_err(|e| format!("zram0 disksize: {e}"))?;
+    fs::write("/sys/block/zram0/disksize", "1G").map_err(|e| format!("zram0 disksize: {e}"))?;
     if !wait_for("/dev/zram0", Duration::from_secs(2)) {
         return Err("no /dev/zram0".into());
     }
@@ -122,7 +121,10 @@ fn zram_swap() -> Result<String, String> {
     let p = cstr("/dev/zram0");
     // SAFETY: swapon(2) with a valid path.
     if unsafe { libc::swapon(p.as_ptr(), 0) } != 0 {
-        return Err(format!("swapon /dev/zram0: {}", std::io::Error::last_os_error()));
+        return Err(format!(
+            "swapon /dev/zram0: {}",
+            std::io::Error::last_os_error()
+        ));
     }
     let current = chosen
         .split_whitespace()
@@ -202,8 +204,7 @@ pub fn run() -> u8 {
         {
             Ok(s) => {
                 use std::os::unix::process::ExitStatusExt;
-                s.code()
-                    .unwrap_or_else(|| 128 + s.signal().unwrap_or(0))
+                s.code().unwrap_or_else(|| 128 + s.signal().unwrap_or(0))
             }
             Err(e) => {
                 say(&format!("cannot start {}: {e}", argv[0]));
@@ -250,7 +251,10 @@ fn collect(dir: &Path, prefix: &str, out: &mut Vec<cpio::Entry>) -> std::io::Res
 fn send_out() -> Result<usize, String> {
     let mut entries = Vec::new();
     collect(Path::new(OUT), "", &mut entries).map_err(|e| format!("reading {OUT}: {e}"))?;
-    let files = entries.iter().filter(|e| e.mode & cpio::S_IFREG != 0).count();
+    let files = entries
+        .iter()
+        .filter(|e| e.mode & cpio::S_IFREG != 0)
+        .count();
     let bytes = cpio::write(&entries);
     let mut tty = fs::OpenOptions::new()
         .write(true)

@@ -3,10 +3,10 @@
 //!
 //! `guest` is the guest's /init; everything else runs on the host.
 
-pub mod cpio;
-pub mod guest;
-pub mod protocol;
 pub mod catalog;
+pub mod cpio;
 pub mod fetch;
-pub mod vm;
+pub mod guest;
 pub mod matrix;
+pub mod protocol;
+pub mod vm;

@@ -64,7 +64,11 @@ pub fn record_all(ks: &[String], timeout: Duration) -> Result<i32, String> {
     for f in &failed {
         println!("  FAILED {f}");
     }
-    println!("  total {:.0}s for {} kernel(s)", start.elapsed().as_secs_f64(), ks.len());
+    println!(
+        "  total {:.0}s for {} kernel(s)",
+        start.elapsed().as_secs_f64(),
+        ks.len()
+    );
     Ok(i32::from(!failed.is_empty()))
 }
 
@@ -120,13 +124,20 @@ fn record_one(k: &str, timeout: Duration) -> Result<String, String> {
         }
     }
     // The guest names the directory after its uname -r.
-    let traces: Vec<_> = r.out.iter().filter(|e| e.name.ends_with(".trace")).collect();
+    let traces: Vec<_> = r
+        .out
+        .iter()
+        .filter(|e| e.name.ends_with(".trace"))
+        .collect();
     let release = traces
         .first()
         .and_then(|e| e.name.split_once('/'))
         .map(|(r, _)| r.to_string())
         .ok_or_else(|| format!("the guest recorded no fixtures for {}", f.release))?;
-    if let Some(e) = traces.iter().find(|e| !e.name.starts_with(&format!("{release}/"))) {
+    if let Some(e) = traces
+        .iter()
+        .find(|e| !e.name.starts_with(&format!("{release}/")))
+    {
         return Err(format!("the guest recorded {} outside {release}/", e.name));
     }
     let dir = fixtures_root().join(&release);
@@ -150,7 +161,10 @@ fn record_one(k: &str, timeout: Duration) -> Result<String, String> {
         .filter_map(|l| {
             if let Some(i) = l.find(MARK) {
                 Some(l[i..].to_string())
-            } else if l.starts_with("recorded ") || l.starts_with("not recorded ") || l.contains(" fixture(s) written") {
+            } else if l.starts_with("recorded ")
+                || l.starts_with("not recorded ")
+                || l.contains(" fixture(s) written")
+            {
                 Some(l)
             } else {
                 None
@@ -161,9 +175,9 @@ fn record_one(k: &str, timeout: Duration) -> Result<String, String> {
     crosscheck::write_atomically(&dir.join(RECORD_LOG), &log)?;
     let boot = r.boot;
     let rec = r.total.saturating_sub(r.boot);
-    let (disagree, unmarked) = disagreements(&dir)?;
+    let (disagree, unmarked, stale) = disagreements(&dir)?;
     Ok(format!(
-        "{} {}: fetch {:.0}s, boot {:.0}s, record {:.0}s; {} fixtures, {} disagree with the model{}",
+        "{} {}: fetch {:.0}s, boot {:.0}s, record {:.0}s; {} fixtures, {} disagree with the model{}{}",
         k,
         release,
         fetch_time.as_secs_f64(),
@@ -179,25 +193,44 @@ fn record_one(k: &str, timeout: Duration) -> Result<String, String> {
                 unmarked.len(),
                 unmarked.join(", ")
             )
+        },
+        if stale.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; {AWAITING} lines that now agree (remove them): {}",
+                stale.join(", ")
+            )
         }
     ))
 }
 
-/// Replays `dir`'s fixtures: how many disagree, and which of those AWAITING does not name.
-fn disagreements(dir: &Path) -> Result<(usize, Vec<String>), String> {
+/// Replays `dir`'s fixtures: how many disagree, those AWAITING does not name, and the
+/// AWAITING entries whose fixture now agrees (or is gone).
+fn disagreements(dir: &Path) -> Result<(usize, Vec<String>, Vec<String>), String> {
     let awaiting = crosscheck::awaiting(dir)?;
     let mut n = 0;
     let mut unmarked = Vec::new();
+    let mut disagreeing = Vec::new();
     for p in fixture_files(dir) {
         if crosscheck::replay(&p).is_err() {
             n += 1;
-            let file = p.file_name().unwrap_or_default().to_string_lossy().into_owned();
+            let file = p
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
             if !awaiting.contains_key(&file) {
-                unmarked.push(file);
+                unmarked.push(file.clone());
             }
+            disagreeing.push(file);
         }
     }
-    Ok((n, unmarked))
+    let stale = awaiting
+        .into_keys()
+        .filter(|f| !disagreeing.contains(f))
+        .collect();
+    Ok((n, unmarked, stale))
 }
 
 fn fixture_files(dir: &Path) -> Vec<PathBuf> {
@@ -282,7 +315,11 @@ pub fn report(markdown_only: bool) -> Result<i32, String> {
         for p in fixture_files(dir) {
             let text = fs::read_to_string(&p).map_err(|e| format!("{}: {e}", p.display()))?;
             let cell = cells.entry(column_of(&text)).or_default();
-            let file = p.file_name().unwrap_or_default().to_string_lossy().into_owned();
+            let file = p
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
             match crosscheck::replay(&p) {
                 Ok(Some(_)) => cell.skip += 1,
                 Ok(None) if text.lines().any(|l| l.starts_with("outcome: fail")) => {
@@ -300,7 +337,11 @@ pub fn report(markdown_only: bool) -> Result<i32, String> {
         for (col, n) in skipped_from_log(dir) {
             cells.entry(col).or_default().skip += n;
         }
-        let release = dir.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        let release = dir
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
         let profile = model::KernelProfile::for_release(&release)
             .map(|p| p.name.to_string())
             .unwrap_or_else(|| "-".into());
@@ -424,17 +465,78 @@ fn strip_ansi(s: &str) -> String {
     out
 }
 
-/// The step lines of selftest output ("<what>... OK|Fail|Skip").
+/// The test file's directory differs between runs (the selftest's dir, the harness's private
+/// tmpfs): shown as $DIR.
+fn normalize_step(line: &str) -> String {
+    line.split(' ')
+        .map(|w| match w.rfind("/collapse_test_file") {
+            Some(i) if w.starts_with('/') || w.starts_with('$') => format!("$DIR{}", &w[i..]),
+            _ => w.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The step lines of selftest output ("<what>... OK|Fail|Skip"), without the settings
+/// save/restore lines the harness does not trace.
 fn c_step_lines(lines: &[String]) -> Vec<String> {
     lines
         .iter()
-        .map(|l| strip_ansi(l).trim().to_string())
+        .map(|l| strip_ansi(l).trim().trim_start_matches("# ").to_string())
         .filter(|l| {
-            l.contains("...") && (l.ends_with(" OK") || l.ends_with(" Fail") || l.ends_with(" Skip"))
-                || l.ends_with("...OK")
-                || l.ends_with("...Fail")
+            l.contains("...")
+                && (l.ends_with("OK") || l.ends_with("Fail") || l.ends_with("Skip"))
+                && !l.starts_with("Save THP")
+                && !l.starts_with("Restore THP")
         })
+        .map(|l| normalize_step(&l))
         .collect()
+}
+
+/// Compares two sequences of step lines by their longest common subsequence: how many are
+/// common, and the first line only one side has.
+fn compare_steps(label: &str, c: &[String], h: &[String]) -> String {
+    let (n, m) = (c.len(), h.len());
+    let mut t = vec![vec![0u32; m + 1]; n + 1];
+    for i in (0..n).rev() {
+        for j in (0..m).rev() {
+            t[i][j] = if c[i] == h[j] {
+                t[i + 1][j + 1] + 1
+            } else {
+                t[i + 1][j].max(t[i][j + 1])
+            };
+        }
+    }
+    let (mut i, mut j) = (0, 0);
+    let (mut c_only, mut h_only) = (Vec::new(), Vec::new());
+    while i < n || j < m {
+        if i < n && j < m && c[i] == h[j] {
+            i += 1;
+            j += 1;
+        } else if j == m || (i < n && t[i + 1][j] >= t[i][j + 1]) {
+            c_only.push(&c[i]);
+            i += 1;
+        } else {
+            h_only.push(&h[j]);
+            j += 1;
+        }
+    }
+    let common = t[0][0];
+    if c_only.is_empty() && h_only.is_empty() {
+        return format!("{label}: all {common} step lines equal");
+    }
+    let first = |v: &[&String]| {
+        v.first()
+            .map(|s| format!("{s:?}"))
+            .unwrap_or_else(|| "-".into())
+    };
+    format!(
+        "{label}: {common} step lines equal; {} only in the selftest (first {}), {} only in the harness's fixtures (first {})",
+        c_only.len(),
+        first(&c_only),
+        h_only.len(),
+        first(&h_only)
+    )
 }
 
 /// The harness's step lines for a selection, from the recorded fixtures, in the selftest's
@@ -464,9 +566,9 @@ fn harness_step_lines(dir: &Path, args: &[&str]) -> Result<Vec<String>, String> 
             continue;
         };
         for l in text.lines() {
-            if let Some((_, rest)) = l.split_once("step ").filter(|(pre, _)| pre.is_empty()) {
-                if let Some((_, line)) = rest.split_once(": ") {
-                    out.push(line.trim().to_string());
+            for verdict in ["step ok: ", "step fail: ", "step skip: "] {
+                if let Some(line) = l.strip_prefix(verdict) {
+                    out.push(normalize_step(line.trim()));
                 }
             }
         }
@@ -503,7 +605,10 @@ fn selftest_one(k: &str, timeout: Duration) -> Result<String, String> {
     let release = r
         .console
         .iter()
-        .find_map(|l| l.split_once(&format!("{MARK} init release=")).map(|(_, r)| r.trim().to_string()))
+        .find_map(|l| {
+            l.split_once(&format!("{MARK} init release="))
+                .map(|(_, r)| r.trim().to_string())
+        })
         .unwrap_or(f.release.clone());
     // Split the console by the init's run/exit lines.
     let mut runs: Vec<(String, Vec<String>, String)> = Vec::new();
@@ -520,7 +625,9 @@ fn selftest_one(k: &str, timeout: Duration) -> Result<String, String> {
         }
     }
     let dir = fixtures_root().join(&release);
-    let origin = if f.release.starts_with(&format!("{series}.")) || f.release.starts_with(&format!("{series}-")) {
+    let origin = if f.release.starts_with(&format!("{series}."))
+        || f.release.starts_with(&format!("{series}-"))
+    {
         format!("its own series' source, linux-source-{series} {version}")
     } else {
         format!(
@@ -533,7 +640,10 @@ fn selftest_one(k: &str, timeout: Duration) -> Result<String, String> {
     );
     let mut summary = format!("{k} {release}: selftest from linux-source-{series} {version}");
     for (n, (args, lines, exit)) in runs.iter().enumerate() {
-        log.push_str(&format!("\n## khugepaged {}\n", args.trim_start_matches("/bin/khugepaged-c ")));
+        log.push_str(&format!(
+            "\n## khugepaged {}\n",
+            args.trim_start_matches("/bin/khugepaged-c ")
+        ));
         for l in lines {
             log.push_str(&strip_ansi(l));
             log.push('\n');
@@ -547,23 +657,10 @@ fn selftest_one(k: &str, timeout: Duration) -> Result<String, String> {
             .unwrap_or(&[]);
         let c = c_step_lines(lines);
         let h = harness_step_lines(&dir, harness_args)?;
-        let first = c
-            .iter()
-            .zip(h.iter())
-            .position(|(a, b)| a != b)
-            .or_else(|| (c.len() != h.len()).then_some(c.len().min(h.len())));
-        let verdict = match first {
-            None => format!("{label}: {} step lines, equal", c.len()),
-            Some(i) => format!(
-                "{label}: first difference at step line {} of {} (selftest) / {} (harness): selftest {:?}, harness {:?}",
-                i + 1,
-                c.len(),
-                h.len(),
-                c.get(i).map(String::as_str).unwrap_or("(none)"),
-                h.get(i).map(String::as_str).unwrap_or("(none)")
-            ),
-        };
-        log.push_str(&format!("## compared with the harness's fixtures: {verdict}\n"));
+        let verdict = compare_steps(label, &c, &h);
+        log.push_str(&format!(
+            "## compared with the harness's fixtures: {verdict}\n"
+        ));
         summary.push_str(&format!("\n  {verdict}"));
     }
     if !has_disk {

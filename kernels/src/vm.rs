@@ -24,12 +24,23 @@ pub fn build_guest_binaries() -> Result<(PathBuf, PathBuf), String> {
         .current_dir(&ws)
         .env("RUSTFLAGS", "-C target-feature=+crt-static")
         .args(["build", "-q", "--release", "--target", TARGET])
-        .args(["-p", "harness", "--bin", "khugepaged", "-p", "kernels", "--bin", "kernels-init"])
+        .args([
+            "-p",
+            "harness",
+            "--bin",
+            "khugepaged",
+            "-p",
+            "kernels",
+            "--bin",
+            "kernels-init",
+        ])
         .stdout(Stdio::null())
         .status()
         .map_err(|e| format!("cargo build of the guest binaries: {e}"))?;
     if !status.success() {
-        return Err(format!("cargo build of the static guest binaries failed ({status})"));
+        return Err(format!(
+            "cargo build of the static guest binaries failed ({status})"
+        ));
     }
     let target_dir = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
@@ -79,7 +90,11 @@ fn initramfs(f: &Fetched, harness: &Path, init: &Path, job: &GuestJob) -> Result
     ];
     // The harness reads /boot/config-$(uname -r) (CONFIG_READ_ONLY_THP_FOR_FS).
     if let Some(c) = fetch::config_file(f) {
-        entries.push(Entry::file(&format!("boot/config-{}", f.release), 0o644, read(&c)?));
+        entries.push(Entry::file(
+            &format!("boot/config-{}", f.release),
+            0o644,
+            read(&c)?,
+        ));
     }
     let (modules, _absent) = fetch::guest_modules(f)?;
     let mut list = String::new();
@@ -94,12 +109,20 @@ fn initramfs(f: &Fetched, harness: &Path, init: &Path, job: &GuestJob) -> Result
         .iter()
         .map(|c| protocol::join_command(c) + "\n")
         .collect();
-    entries.push(Entry::file("kernels/commands", 0o644, commands.into_bytes()));
+    entries.push(Entry::file(
+        "kernels/commands",
+        0o644,
+        commands.into_bytes(),
+    ));
     for (name, data, mode) in &job.extra_files {
         if let Some((dir, _)) = name.rsplit_once('/') {
             let mut acc = String::new();
             for part in dir.split('/') {
-                acc = if acc.is_empty() { part.to_string() } else { format!("{acc}/{part}") };
+                acc = if acc.is_empty() {
+                    part.to_string()
+                } else {
+                    format!("{acc}/{part}")
+                };
                 if !entries.iter().any(|e| e.name == acc) {
                     entries.push(Entry::dir(&acc));
                 }
@@ -133,9 +156,8 @@ fn ext4_image(path: &Path) -> Result<(), String> {
 fn qemu_binary() -> Result<String, String> {
     let name = std::env::var("QEMU").unwrap_or_else(|_| "qemu-system-x86_64".into());
     let found = name.contains('/')
-        || std::env::var_os("PATH").is_some_and(|p| {
-            std::env::split_paths(&p).any(|d| d.join(&name).exists())
-        });
+        || std::env::var_os("PATH")
+            .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(&name).exists()));
     if !found {
         return Err(format!(
             "{name} not found: install qemu (apt-get install qemu-system-x86) or set QEMU"
@@ -148,11 +170,10 @@ fn qemu_binary() -> Result<String, String> {
 pub fn boot(f: &Fetched, job: &GuestJob) -> Result<GuestResult, String> {
     let qemu = qemu_binary()?;
     let (harness, init) = build_guest_binaries()?;
-    let run_dir = catalog::cache_root().join("runs").join(format!(
-        "{}-{}",
-        f.release,
-        std::process::id()
-    ));
+    let run_dir =
+        catalog::cache_root()
+            .join("runs")
+            .join(format!("{}-{}", f.release, std::process::id()));
     fs::create_dir_all(&run_dir).map_err(|e| format!("creating {}: {e}", run_dir.display()))?;
     let result = boot_in(f, job, &qemu, &harness, &init, &run_dir);
     let _ = fs::remove_dir_all(&run_dir);
@@ -253,9 +274,7 @@ fn boot_in(
     let _ = reader.join();
     let stderr_text = err_reader.join().unwrap_or_default();
     let total = start.elapsed();
-    let tail = |n: usize| -> String {
-        console[console.len().saturating_sub(n)..].join("\n")
-    };
+    let tail = |n: usize| -> String { console[console.len().saturating_sub(n)..].join("\n") };
     if timed_out {
         return Err(format!(
             "timeout: the guest ran longer than {}s and was killed; last console lines:\n{}",
@@ -279,7 +298,8 @@ fn boot_in(
             } else if !console.iter().any(|l| l.contains(&format!("{MARK} done"))) {
                 "the guest stopped without reporting a status: the serial output was cut or the guest rebooted".to_string()
             } else {
-                "the guest said it was done but the isa-debug-exit device did not report it".to_string()
+                "the guest said it was done but the isa-debug-exit device did not report it"
+                    .to_string()
             }
         } else {
             format!("qemu failed ({status}): {}", stderr_text.trim())

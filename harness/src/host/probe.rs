@@ -105,11 +105,15 @@ mod tests {
     #[test]
     fn file_collapse_from_config() {
         let thp = "CONFIG_TRANSPARENT_HUGEPAGE=y\n";
-        assert!(config_allows_file_collapse(&format!("{thp}CONFIG_READ_ONLY_THP_FOR_FS=y\n")));
+        assert!(config_allows_file_collapse(&format!(
+            "{thp}CONFIG_READ_ONLY_THP_FOR_FS=y\n"
+        )));
         assert!(!config_allows_file_collapse(&format!(
             "{thp}# CONFIG_READ_ONLY_THP_FOR_FS is not set\n"
         )));
         assert!(config_allows_file_collapse(thp));
-        assert!(!config_allows_file_collapse("# CONFIG_TRANSPARENT_HUGEPAGE is not set\n"));
+        assert!(!config_allows_file_collapse(
+            "# CONFIG_TRANSPARENT_HUGEPAGE is not set\n"
+        ));
     }
 }

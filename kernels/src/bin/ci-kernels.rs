@@ -22,7 +22,10 @@ fn kernels_from(names: &[String]) -> Result<Vec<String>, String> {
         return Err("usage error: no KERNEL given".into());
     }
     if names.len() == 1 && names[0] == "all" {
-        return Ok(catalog::KERNELS.iter().map(|k| k.series.to_string()).collect());
+        return Ok(catalog::KERNELS
+            .iter()
+            .map(|k| k.series.to_string())
+            .collect());
     }
     for n in names {
         if !(n.contains('/') || std::path::Path::new(n).exists()) {
@@ -68,9 +71,14 @@ fn real_main(mut args: Vec<String>) -> Result<i32, String> {
     let cmd = args.remove(0);
     match cmd.as_str() {
         "list" => {
-            println!("{:<6} {:<34} {:<20} {}", "series", "package", "suite", "cached release");
+            println!(
+                "{:<6} {:<34} {:<20} cached release",
+                "series", "package", "suite"
+            );
             for k in catalog::KERNELS {
-                let cached = fetch::cached(k).map(|f| f.release).unwrap_or_else(|| "-".into());
+                let cached = fetch::cached(k)
+                    .map(|f| f.release)
+                    .unwrap_or_else(|| "-".into());
                 println!("{:<6} {:<34} {:<20} {cached}", k.series, k.package, k.suite);
             }
             println!("cache: {}", catalog::cache_root().display());
