@@ -718,3 +718,33 @@ fn find_file(dir: &Path, suffix: &str) -> Option<PathBuf> {
     }
     None
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_source_series() {
+        assert_eq!(selftest_series("6.1.0-50-amd64"), Some("6.1"));
+        assert_eq!(selftest_series("6.12.95+deb12-amd64"), Some("6.12"));
+        assert_eq!(selftest_series("6.16.12+deb13-amd64"), Some("6.12"));
+        // 6.17 is five releases from 6.12 and from 7.2: the older wins.
+        assert_eq!(selftest_series("6.17.13+deb13-amd64"), Some("6.12"));
+        assert_eq!(selftest_series("6.18.15+deb13-amd64"), Some("7.2"));
+        assert_eq!(selftest_series("7.0.13+deb13-amd64"), Some("7.2"));
+        assert_eq!(selftest_series("7.3.4+deb13-amd64"), Some("7.3"));
+        assert_eq!(selftest_series("custom"), None);
+    }
+
+    #[test]
+    fn module_names_and_depends() {
+        assert_eq!(module_name("lzo-rle.ko.xz").as_deref(), Some("lzo_rle"));
+        assert_eq!(module_name("zram.ko").as_deref(), Some("zram"));
+        assert_eq!(module_name("zram.ko.zst").as_deref(), Some("zram"));
+        assert_eq!(module_name("README"), None);
+        let modinfo = b"\0license=GPL\0depends=jbd2,mbcache,crc16\0vermagic=6.1\0";
+        assert_eq!(depends(modinfo), vec!["jbd2", "mbcache", "crc16"]);
+        assert!(depends(b"\0depends=\0").is_empty());
+        assert!(depends(b"no modinfo").is_empty());
+    }
+}

@@ -400,6 +400,43 @@ pub fn report(markdown_only: bool) -> Result<i32, String> {
         md.push('\n');
     }
     let _ = total_await;
+    // What waits on the model, and the C selftest references.
+    let mut waits = String::new();
+    let mut selftests = String::new();
+    for dir in &releases {
+        let release = dir
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        for (file, reason) in crosscheck::awaiting(dir)? {
+            waits.push_str(&format!("- {release}/{file}: {reason}\n"));
+        }
+        if let Ok(log) = fs::read_to_string(dir.join(SELFTEST_LOG)) {
+            let origin = log
+                .lines()
+                .nth(1)
+                .and_then(|l| l.split_once(" from "))
+                .map(|(_, o)| o.trim_end_matches("; built with gcc -static").to_string())
+                .unwrap_or_default();
+            selftests.push_str(&format!("- {release} (from {origin}):\n"));
+            for l in log.lines() {
+                if let Some(c) = l.strip_prefix("## compared with the harness's fixtures: ") {
+                    selftests.push_str(&format!("  - {c}\n"));
+                }
+            }
+        }
+    }
+    if !waits.is_empty() {
+        md.push_str(&format!(
+            "\n## Waiting on the model ({AWAITING})\n\n{waits}"
+        ));
+    }
+    if !selftests.is_empty() {
+        md.push_str(&format!(
+            "\n## The kernels' own C selftest ({SELFTEST_LOG}), step lines against the harness's fixtures\n\n{selftests}"
+        ));
+    }
     crosscheck::write_atomically(&root.join("MATRIX.md"), &md)?;
     if markdown_only {
         print!("{md}");
