@@ -155,9 +155,12 @@ fn ext4_image(path: &Path) -> Result<(), String> {
 
 fn qemu_binary() -> Result<String, String> {
     let name = std::env::var("QEMU").unwrap_or_else(|_| "qemu-system-x86_64".into());
-    let found = name.contains('/')
-        || std::env::var_os("PATH")
-            .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(&name).exists()));
+    let found = if name.contains('/') {
+        std::path::Path::new(&name).is_file()
+    } else {
+        std::env::var_os("PATH")
+            .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(&name).exists()))
+    };
     if !found {
         return Err(format!(
             "{name} not found: install qemu (apt-get install qemu-system-x86) or set QEMU"
@@ -290,9 +293,18 @@ fn boot_in(
         ));
     }
     let code = status.code();
-    let reported = code.filter(|c| c % 2 == 1).map(|c| (c >> 1) as u8);
+    // isa-debug-exit makes qemu exit with status*2+1; the init says the same status on the
+    // console first, which tells it from qemu's (or nice's) own odd exit codes.
+    let reported = code
+        .filter(|c| c % 2 == 1)
+        .map(|c| (c >> 1) as u8)
+        .filter(|s| {
+            console
+                .iter()
+                .any(|l| l.contains(&format!("{MARK} done status {s}")))
+        });
     let Some(guest_status) = reported else {
-        let why = if code == Some(0) {
+        let why = if code == Some(0) || (code.is_some_and(|c| c % 2 == 1) && boot.is_some()) {
             if boot.is_none() {
                 "the guest stopped before its /init said anything (boot failure, or the serial output was cut)".to_string()
             } else if !console.iter().any(|l| l.contains(&format!("{MARK} done"))) {
