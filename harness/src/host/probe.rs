@@ -21,8 +21,9 @@ pub enum Preflight {
 pub fn preflight() -> Preflight {
     static DONE: OnceLock<Preflight> = OnceLock::new();
     DONE.get_or_init(|| {
-        // From here on SIGINT and friends only set a flag: nothing is left half-done.
-        super::isolate::install_signal_handlers();
+        // Until the end of recovery SIGINT and friends only set a flag: nothing is left
+        // half-done.
+        let signals = super::isolate::DeferSignals::new();
         let root = nix::unistd::geteuid().is_root();
         let lock = if root {
             match super::journal::HostLock::acquire() {
@@ -45,7 +46,7 @@ pub fn preflight() -> Preflight {
             },
         };
         drop(lock);
-        super::isolate::exit_if_interrupted();
+        drop(signals);
         p
     })
     .clone()
