@@ -39,6 +39,12 @@ pub struct Options {
     pub trace: bool,
     /// Also run this project's own tests (`extras`), after the selftest's.
     pub extras: bool,
+    /// `--profile list`: print every profile switch and exit.
+    pub list_profiles: bool,
+    /// Run the selected cases on the model under every release profile.
+    pub across_releases: bool,
+    /// `--case NAME`: only the tests of that name (e.g. collapse_max_ptes_shared).
+    pub case_name: Option<String>,
 }
 
 /// What a run does with no flags: both contexts, anonymous memory (the selftest without
@@ -59,6 +65,9 @@ impl Default for Options {
             record: None,
             trace: false,
             extras: false,
+            list_profiles: false,
+            across_releases: false,
+            case_name: None,
         }
     }
 }
@@ -80,8 +89,12 @@ pub fn usage() -> String {
      \t\t    Defaults to 0. Use this size for anon or shmem allocations.\n\
      \t\t--backend model|host|both: where to run (default model; model never touches\n\
      \t\t    the system).\n\
-     \t\t--profile 6.1|6.12|6.18: kernel era the model follows (default 6.18; with\n\
-     \t\t    the host, the host kernel's era).\n\
+     \t\t--profile RELEASE: kernel release the model follows, 6.1 .. 7.3 or a full\n\
+     \t\t    release string (default 6.18; with the host, the host's release);\n\
+     \t\t    --profile list prints every switch and the release where it flips.\n\
+     \t\t--across-releases: run the cases on the model under every release and\n\
+     \t\t    name the switch behind each change of outcome.\n\
+     \t\t--case NAME: only the tests called NAME (e.g. collapse_max_ptes_shared).\n\
      \t\t--format kernel|ktap: the selftest's own lines (default) or KTAP.\n\
      \t\t--read-only-thp-for-fs: give the model CONFIG_READ_ONLY_THP_FOR_FS=y.\n"
         .to_string()
@@ -124,10 +137,13 @@ pub fn parse(args: &[String]) -> Result<Option<Options>, String> {
             }
             "--profile" => {
                 let v = value("--profile")?;
-                o.profile = Some(KernelProfile::by_name(&v).ok_or_else(|| {
-                    let names: Vec<&str> = KernelProfile::all().iter().map(|p| p.name).collect();
-                    format!("--profile {v}: expected one of {}", names.join(", "))
-                })?);
+                if v == "list" {
+                    o.list_profiles = true;
+                } else {
+                    o.profile = Some(
+                        KernelProfile::for_release(&v).map_err(|e| format!("--profile {v}: {e}"))?,
+                    );
+                }
             }
             "--format" => {
                 o.format = match value("--format")?.as_str() {
@@ -141,6 +157,8 @@ pub fn parse(args: &[String]) -> Result<Option<Options>, String> {
             "--tmpfs" => o.private_tmpfs = true,
             "--trace" => o.trace = true,
             "--extras" => o.extras = true,
+            "--across-releases" => o.across_releases = true,
+            "--case" => o.case_name = Some(value("--case")?),
             "--record" => {
                 o.record = Some(value("--record")?);
                 o.backend = BackendChoice::Host;
@@ -199,6 +217,7 @@ pub fn select_cases(o: &Options) -> Vec<Case> {
         test_table()
             .into_iter()
             .filter(|e| o.contexts.contains(&e.context) && o.mems.contains(&e.mem))
+            .filter(|e| o.case_name.as_deref().is_none_or(|n| n == e.name))
             .map(Case::Test),
     );
     if o.extras {
@@ -206,6 +225,7 @@ pub fn select_cases(o: &Options) -> Vec<Case> {
             crate::extras::extra_table()
                 .into_iter()
                 .filter(|e| o.contexts.contains(&e.context) && o.mems.contains(&e.mem))
+                .filter(|e| o.case_name.as_deref().is_none_or(|n| n == e.name))
                 .map(Case::Extra),
         );
     }
@@ -278,7 +298,7 @@ pub fn effective_profile(o: &Options) -> KernelProfile {
     }
     if o.backend != BackendChoice::Model {
         if let Ok(u) = nix::sys::utsname::uname() {
-            if let Some(p) = KernelProfile::for_release(&u.release().to_string_lossy()) {
+            if let Ok(p) = KernelProfile::for_release(&u.release().to_string_lossy()) {
                 return p;
             }
         }
@@ -459,7 +479,22 @@ fn outcome_word(o: &Outcome) -> String {
 
 /// Runs the selected cases, printing as it goes. Returns the exit code.
 pub fn run(o: &Options, out: &mut dyn Write) -> Result<i32, String> {
+    if o.list_profiles {
+        write_out(out, &KernelProfile::list())?;
+        return Ok(0);
+    }
     let env = env_for(o)?;
+    if o.across_releases {
+        let mut model = |p: &KernelProfile| {
+            let mut b = ModelBackend::new(p.clone());
+            b.k.read_only_thp_for_fs = o.read_only_thp_for_fs;
+            b.dir = env.finfo.as_ref().map(|f| f.kind.clone());
+            b
+        };
+        let (text, code) = crate::across::run(&select_cases(o), &env, &mut model);
+        write_out(out, &text)?;
+        return Ok(code);
+    }
     if let Some(root) = &o.record {
         return record(o, &env, root, out);
     }

@@ -174,7 +174,7 @@ fn run_case_inner(
     };
     let defaults = ThpSettings::selftest_defaults(&saved, env.anon_order);
     let settings_text = settings_description(&defaults);
-    let era = model::KernelProfile::for_release(&b.kernel_release());
+    let era = model::KernelProfile::for_release(&b.kernel_release()).ok();
     let mut t = Ctx::new(b, env.clone());
     t.tracing = trace.is_some();
     t.era = era;

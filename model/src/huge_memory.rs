@@ -119,8 +119,9 @@ impl Kernel {
                         return 0;
                     }
                 }
-                // file_thp_enabled: a regular file not open for writing, and the config.
-                if self.read_only_thp_for_fs && !self.inode(inode).open_for_write {
+                // file_thp_enabled: a regular file not open for writing, and the config (or,
+                // from 7.2, a filesystem with PMD-order folios).
+                if self.regular_file_thp() && !self.inode(inode).open_for_write {
                     orders
                 } else {
                     0

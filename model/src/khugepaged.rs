@@ -11,7 +11,9 @@ impl Kernel {
     /// `hugepage_pmd_enabled`: whether the khugepaged thread runs at all.
     pub fn hugepage_pmd_enabled(&self) -> bool {
         let global_enabled = self.thp.enabled != ThpEnabled::Never;
-        if self.read_only_thp_for_fs && global_enabled {
+        // The config counted here until it was removed (7.2).
+        let config = self.read_only_thp_for_fs && !self.profile.file_thp_without_read_only_config;
+        if config && global_enabled {
             return true;
         }
         let pmd_anon = match self.thp.anon_orders[HPAGE_PMD_ORDER as usize] {
