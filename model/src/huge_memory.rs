@@ -287,7 +287,8 @@ impl Kernel {
             Pmd::Huge(h) => {
                 let tracking = self.profile.mm_id;
                 let f = self.folios.folio_mut(h.folio);
-                rmap::folio_remove_rmap_pmd(f, mm_id, tracking);
+                let queued = rmap::folio_remove_rmap_pmd(f, mm_id, tracking);
+                self.vmstat.thp_deferred_split_page += queued as u64;
                 if h.dirty {
                     f.dirty = true;
                 }
@@ -342,7 +343,9 @@ impl Kernel {
                     RmapFlags::None
                 };
                 rmap::folio_add_rmap_ptes(f, 0, HPAGE_PMD_NR, mm_id, flags, tracking);
-                rmap::folio_remove_rmap_pmd(f, mm_id, tracking);
+                // Every page stays PTE-mapped: never partially mapped here.
+                let queued = rmap::folio_remove_rmap_pmd(f, mm_id, tracking);
+                debug_assert!(!queued, "model bug: a PMD split queued a deferred split");
             }
             PmdView::None | PmdView::Table => {}
         }
