@@ -35,12 +35,15 @@ pub fn summarise(
     model: &mut dyn FnMut(&KernelProfile) -> ModelBackend,
 ) -> Summary {
     let mut b = model(p);
+    let release = crate::backend::Backend::kernel_release(&b);
     let r = run_case_traced(&mut b, env, case, p.name);
+    // A skip reason may name the release; it must not make every release look different.
     let verdict = match &r.outcome {
         Outcome::Pass => "pass".to_string(),
         Outcome::Fail(w) => format!("fail: {}", w.trim()),
         Outcome::Skip(w) => format!("skip: {}", w.trim()),
-    };
+    }
+    .replace(&release, "this kernel");
     let trace = r.trace.unwrap_or_default();
     Summary {
         verdict,
@@ -84,7 +87,13 @@ fn collapse_summary(trace: &str) -> String {
     }
     items
         .iter()
-        .map(|(i, n)| if *n > 1 { format!("{i} ×{n}") } else { i.clone() })
+        .map(|(i, n)| {
+            if *n > 1 {
+                format!("{i} ×{n}")
+            } else {
+                i.clone()
+            }
+        })
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -130,7 +139,9 @@ pub fn across(
                 let alone: Vec<Switch> = changed
                     .iter()
                     .copied()
-                    .filter(|&sw| summarise(case, env, &older.with_switch_of(sw, r), model) != *before)
+                    .filter(|&sw| {
+                        summarise(case, env, &older.with_switch_of(sw, r), model) != *before
+                    })
                     .collect();
                 let cause = if alone.is_empty() {
                     Cause::Together(changed)

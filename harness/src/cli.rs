@@ -141,7 +141,8 @@ pub fn parse(args: &[String]) -> Result<Option<Options>, String> {
                     o.list_profiles = true;
                 } else {
                     o.profile = Some(
-                        KernelProfile::for_release(&v).map_err(|e| format!("--profile {v}: {e}"))?,
+                        KernelProfile::for_release(&v)
+                            .map_err(|e| format!("--profile {v}: {e}"))?,
                     );
                 }
             }

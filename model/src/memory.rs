@@ -694,7 +694,8 @@ impl Kernel {
                     let f = self.folios.folio_mut(p.folio);
                     let mut queued = false;
                     if batched {
-                        queued = rmap::folio_remove_rmap_ptes(f, p.page as usize, nr, mm_id, tracking);
+                        queued =
+                            rmap::folio_remove_rmap_ptes(f, p.page as usize, nr, mm_id, tracking);
                     } else {
                         // zap_pte_range before 6.9: page_remove_rmap one PTE at a time, so the
                         // first page unmapped leaves the folio partially mapped.

@@ -277,7 +277,10 @@ impl Switch {
                                reference, not checked against a tag",
                 },
                 Change {
-                    release: Release { major: 6, minor: 15 },
+                    release: Release {
+                        major: 6,
+                        minor: 15,
+                    },
                     value: "exclusive-mapper",
                     commit: "mm: reuse exclusively mapped large anonymous folios in do_wp_page() \
                              via __wp_can_reuse_large_anon_folio() (MM owner tracking series)",
@@ -341,7 +344,10 @@ impl Switch {
                     evidence: "read in linux-source-6.1 (hpage_collapse_scan_pmd)",
                 },
                 Change {
-                    release: Release { major: 6, minor: 10 },
+                    release: Release {
+                        major: 6,
+                        minor: 10,
+                    },
                     value: "folio_likely_mapped_shared",
                     commit: "mm/khugepaged: replace page_mapcount() check by \
                              folio_likely_mapped_shared()",
@@ -351,7 +357,10 @@ impl Switch {
                     evidence: "read in linux-source-6.12; mainline 1bafe96e89f0 (6.10)",
                 },
                 Change {
-                    release: Release { major: 6, minor: 15 },
+                    release: Release {
+                        major: 6,
+                        minor: 15,
+                    },
                     value: "folio_maybe_mapped_shared",
                     commit: "mm: convert folio_likely_mapped_shared() to \
                              folio_maybe_mapped_shared()",
@@ -369,7 +378,10 @@ impl Switch {
                     evidence: "read in linux-source-6.1",
                 },
                 Change {
-                    release: Release { major: 6, minor: 10 },
+                    release: Release {
+                        major: 6,
+                        minor: 10,
+                    },
                     value: "yes",
                     commit: "mm/khugepaged: replace page_mapcount() check by \
                              folio_likely_mapped_shared()",
@@ -387,7 +399,10 @@ impl Switch {
                     evidence: "read in linux-source-6.1",
                 },
                 Change {
-                    release: Release { major: 6, minor: 11 },
+                    release: Release {
+                        major: 6,
+                        minor: 11,
+                    },
                     value: "yes",
                     commit: "mm: shmem: add multi-size THP sysfs interface for anonymous shmem",
                     what: "hugepages-<N>kB/shmem_enabled per size \
@@ -406,7 +421,10 @@ impl Switch {
                     evidence: "read in linux-source-6.1 (fs/proc/task_mmu.c)",
                 },
                 Change {
-                    release: Release { major: 6, minor: 11 },
+                    release: Release {
+                        major: 6,
+                        minor: 11,
+                    },
                     value: "per-subpage",
                     commit: "fs/proc/task_mmu: properly detect PM_MMAP_EXCLUSIVE per page of \
                              PMD-mapped THPs",
@@ -414,7 +432,10 @@ impl Switch {
                     evidence: "read in linux-source-6.12; 6.11 from the patch date",
                 },
                 Change {
-                    release: Release { major: 6, minor: 15 },
+                    release: Release {
+                        major: 6,
+                        minor: 15,
+                    },
                     value: "head-page",
                     commit: "fs/proc/task_mmu: remove per-page mapcount dependency for \
                              PM_MMAP_EXCLUSIVE (CONFIG_NO_PAGE_MAPCOUNT series)",
@@ -433,7 +454,10 @@ impl Switch {
                     evidence: "read in linux-source-6.1",
                 },
                 Change {
-                    release: Release { major: 6, minor: 12 },
+                    release: Release {
+                        major: 6,
+                        minor: 12,
+                    },
                     value: "yes",
                     commit: "mm: split underused THPs",
                     what: "every THP made at fault or by collapse is queued \
@@ -452,7 +476,10 @@ impl Switch {
                     evidence: "read in linux-source-6.1 and linux-source-6.12",
                 },
                 Change {
-                    release: Release { major: 6, minor: 15 },
+                    release: Release {
+                        major: 6,
+                        minor: 15,
+                    },
                     value: "yes",
                     commit: "mm/rmap: basic MM owner tracking for large folios (!hugetlb)",
                     what: "large folios record up to two owning MMs (_mm_id[2], \
@@ -470,7 +497,10 @@ impl Switch {
                     evidence: SRC_61_612,
                 },
                 Change {
-                    release: Release { major: 6, minor: 18 },
+                    release: Release {
+                        major: 6,
+                        minor: 18,
+                    },
                     value: "no",
                     commit: "mm: Enable khugepaged to operate on non-writable VMAs",
                     what: "SCAN_PAGE_RO is gone; read-only ranges collapse",
@@ -773,7 +803,10 @@ mod tests {
             let got = KernelProfile::for_release(text).unwrap_err();
             assert_eq!(got, err);
             let msg = got.to_string();
-            assert!(msg.contains("6.1 … 7.3") && msg.contains("6.19, 7.0"), "{msg}");
+            assert!(
+                msg.contains("6.1 … 7.3") && msg.contains("6.19, 7.0"),
+                "{msg}"
+            );
         }
     }
 
@@ -785,16 +818,26 @@ mod tests {
         assert!(p.collapse_requires_writable_pte && !p.anon_mthp && !p.shmem_mthp);
         assert!(!p.zap_batches_large_folio_ptes && !p.underused_thp_shrinker);
         let p = KernelProfile::v6_12();
-        assert_eq!(p.khugepaged_sharing, SharingPredicate::FolioLikelyMappedShared);
+        assert_eq!(
+            p.khugepaged_sharing,
+            SharingPredicate::FolioLikelyMappedShared
+        );
         assert_eq!(p.pagemap_pmd_exclusive, PagemapPmdExclusive::PerSubpage);
         assert_eq!(p.large_folio_cow_reuse, LargeFolioCowReuse::Never);
         assert!(p.anon_mthp && p.shmem_mthp && p.underused_thp_shrinker && !p.mm_id);
         let p = KernelProfile::v6_18();
-        assert_eq!(p.khugepaged_sharing, SharingPredicate::FolioMaybeMappedShared);
+        assert_eq!(
+            p.khugepaged_sharing,
+            SharingPredicate::FolioMaybeMappedShared
+        );
         assert_eq!(p.pagemap_pmd_exclusive, PagemapPmdExclusive::HeadPage);
         assert!(p.mm_id && !p.collapse_requires_writable_pte);
         assert!(!p.file_thp_without_read_only_config);
-        assert!(KernelProfile::for_release("7.3").unwrap().file_thp_without_read_only_config);
+        assert!(
+            KernelProfile::for_release("7.3")
+                .unwrap()
+                .file_thp_without_read_only_config
+        );
     }
 
     #[test]

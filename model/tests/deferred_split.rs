@@ -25,9 +25,15 @@ fn partial_unmap_of_a_thp_counts_once() {
         s.thp_at(p, BASE);
         assert_eq!(s.k.vmstat.thp_deferred_split_page, 0, "{name}");
         s.madvise(p, BASE, PAGE, Advice::DontNeed).unwrap();
-        assert_eq!(s.k.vmstat.thp_deferred_split_page, 1, "{name}: first partial unmap");
+        assert_eq!(
+            s.k.vmstat.thp_deferred_split_page, 1,
+            "{name}: first partial unmap"
+        );
         s.madvise(p, BASE + PAGE, PAGE, Advice::DontNeed).unwrap();
-        assert_eq!(s.k.vmstat.thp_deferred_split_page, 1, "{name}: already queued");
+        assert_eq!(
+            s.k.vmstat.thp_deferred_split_page, 1,
+            "{name}: already queued"
+        );
     }
 }
 
@@ -43,7 +49,10 @@ fn fork_child_exit_leaves_the_parent_thp_partially_mapped() {
         // The parent drops half of its PTE-mapped copy while the child still PMD-maps the THP:
         // every page stays mapped, nothing is queued.
         s.madvise(p, BASE, PMD / 2, Advice::DontNeed).unwrap();
-        assert_eq!(s.k.vmstat.thp_deferred_split_page, 0, "{name}: child maps all");
+        assert_eq!(
+            s.k.vmstat.thp_deferred_split_page, 0,
+            "{name}: child maps all"
+        );
         s.step("exit", |k| k.exit(c)).unwrap();
         assert_eq!(
             s.k.vmstat.thp_deferred_split_page, 1,
