@@ -84,6 +84,10 @@ impl Kernel {
                 return 0;
             }
         }
+        if vma.is_anonymous() && !self.profile.anon_mthp {
+            // Before 6.8 anonymous memory has no sizes between a page and a PMD.
+            orders &= 1 << HPAGE_PMD_ORDER;
+        }
         orders &= if vma.is_anonymous() {
             ANON_ORDERS_MASK
         } else {
