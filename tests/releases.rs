@@ -209,3 +209,27 @@ fn across_releases_finds_when_disk_files_start_collapsing() {
         Cause::Alone(vec![Switch::FileThpWithoutReadOnlyConfig])
     );
 }
+
+#[test]
+fn across_releases_with_s_2_finds_the_mthp_sysfs_change() {
+    // The end state is the same PMD THP everywhere; the faults before the collapse are order 0
+    // until 6.8 and 16 KiB mTHPs from 6.8.
+    let entry = test("collapse_max_ptes_none", "khugepaged", "anon");
+    let env = Env {
+        anon_order: 2,
+        finfo: None,
+    };
+    let mut model = |p: &KernelProfile| ModelBackend::new(p.clone());
+    let a = across(&Case::Test(entry), &env, &mut model);
+    let changes: Vec<(String, Cause)> = a
+        .changes
+        .iter()
+        .map(|c| (c.release.to_string(), c.cause.clone()))
+        .collect();
+    assert_eq!(
+        changes,
+        [("6.8".to_string(), Cause::Alone(vec![Switch::AnonMthp]))]
+    );
+    let text = harness::across::render(&Case::Test(entry), &a);
+    assert!(text.contains("  6.8   pass\n        page map 1 of 2 differs: map(0x40000000+512): 0-3 pte f0[0..] o2"), "{text}");
+}

@@ -25,6 +25,9 @@ pub struct Summary {
     pub collapse: String,
     /// The page map of the last observed step.
     pub page_map: String,
+    /// The page maps of every observed step, in order (an earlier state may differ while the
+    /// end state is the same, e.g. the fault size before a collapse).
+    pub page_maps: Vec<String>,
 }
 
 /// Runs `case` on a fresh model of profile `p` and summarises it.
@@ -45,15 +48,17 @@ pub fn summarise(
     }
     .replace(&release, "this kernel");
     let trace = r.trace.unwrap_or_default();
+    let page_maps: Vec<String> = trace
+        .lines()
+        .map(str::trim_start)
+        .filter(|l| l.starts_with("map("))
+        .map(str::to_string)
+        .collect();
     Summary {
         verdict,
         collapse: collapse_summary(&trace),
-        page_map: trace
-            .lines()
-            .rev()
-            .find_map(|l| l.trim_start().strip_prefix("map("))
-            .map(|m| format!("map({m}"))
-            .unwrap_or_else(|| "-".into()),
+        page_map: page_maps.last().cloned().unwrap_or_else(|| "-".into()),
+        page_maps,
     }
 }
 
@@ -164,7 +169,16 @@ pub fn render(case: &Case, a: &Across) -> String {
     for (r, s) in &a.rows {
         let _ = writeln!(out, "  {:<5} {}", r.to_string(), s.verdict);
         match prev {
-            Some(p) if p.collapse == s.collapse && p.page_map == s.page_map => {}
+            Some(p) if p.collapse == s.collapse && p.page_map == s.page_map => {
+                if let Some((n, m)) = first_different(&p.page_maps, &s.page_maps) {
+                    let _ = writeln!(
+                        out,
+                        "        page map {} of {} differs: {m}",
+                        n + 1,
+                        s.page_maps.len()
+                    );
+                }
+            }
             _ => {
                 let _ = writeln!(out, "        collapse: {}", s.collapse);
                 let _ = writeln!(out, "        {}", s.page_map);
@@ -188,6 +202,14 @@ pub fn render(case: &Case, a: &Across) -> String {
         }
     }
     out
+}
+
+/// The first page map of `b` that differs from `a`'s at the same step.
+fn first_different<'a>(a: &[String], b: &'a [String]) -> Option<(usize, &'a str)> {
+    b.iter()
+        .enumerate()
+        .find(|(i, m)| a.get(*i) != Some(*m))
+        .map(|(i, m)| (i, m.as_str()))
 }
 
 /// Runs every case of `cases` (alloc_at_fault only when nothing else is selected) across
