@@ -171,7 +171,7 @@ fn across_releases_names_the_sharing_switch_for_the_linux_mm_case() {
     let (code, stdout, stderr) = khugepaged(&[
         "--extras",
         "--across-releases",
-        "--case",
+        "--only",
         "collapse_shared_thp_first_page_unmapped",
         "khugepaged:anon",
     ]);
