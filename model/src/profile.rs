@@ -282,8 +282,8 @@ impl Switch {
                         minor: 15,
                     },
                     value: "exclusive-mapper",
-                    commit: "mm: reuse exclusively mapped large anonymous folios in do_wp_page() \
-                             via __wp_can_reuse_large_anon_folio() (MM owner tracking series)",
+                    commit: "mm: COW reuse support for PTE-mapped THP with CONFIG_MM_ID (MM \
+                             owner tracking series; title recalled, not checked)",
                     what: "a large folio is reused when this MM is its only mapper \
                            (folio_maybe_mapped_shared false, CONFIG_MM_ID) and every reference \
                            is a mapping",
