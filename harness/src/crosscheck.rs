@@ -303,10 +303,10 @@ pub fn replay(path: &Path) -> Result<Option<Vec<String>>, String> {
         return Ok(Some(header.unmodelled));
     }
     let profile = KernelProfile::by_name(&header.profile)
-        .or_else(|| KernelProfile::for_release(&header.kernel))
-        .ok_or_else(|| {
+        .map_or_else(|| KernelProfile::for_release(&header.kernel), Ok)
+        .map_err(|e| {
             format!(
-                "{}: no model profile for kernel {} (profile {:?})",
+                "{}: no model profile for kernel {} (profile {:?}): {e}",
                 path.display(),
                 header.kernel,
                 header.profile
