@@ -344,7 +344,7 @@ pub fn report(markdown_only: bool) -> Result<i32, String> {
             .into_owned();
         let profile = model::KernelProfile::for_release(&release)
             .map(|p| p.name.to_string())
-            .unwrap_or_else(|| "-".into());
+            .unwrap_or_else(|_| "-".into());
         rows.push((release, profile, cells));
     }
     let cell_text = |c: Option<&Cell>| match c {
