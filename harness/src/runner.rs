@@ -175,6 +175,7 @@ fn run_case_inner(
     let defaults = ThpSettings::selftest_defaults(&saved, env.anon_order);
     let settings_text = settings_description(&defaults);
     let era = model::KernelProfile::for_release(&b.kernel_release());
+    let read_only_thp_for_fs = b.read_only_thp_for_fs();
     let mut t = Ctx::new(b, env.clone());
     t.tracing = trace.is_some();
     t.era = era;
@@ -203,7 +204,8 @@ fn run_case_inner(
     let exit_status = t.exit_status;
     let steps = std::mem::take(&mut t.steps);
     drop(t);
-    let _ = saved.write(b);
+    // A settings restore that fails leaves the machine changed: the case fails saying so.
+    let restored = saved.write(b);
     let outcome = match result {
         Err(abort) => Outcome::Fail(abort.0),
         Ok(()) if exit_status > 0 => {
@@ -218,6 +220,15 @@ fn run_case_inner(
             None => Outcome::Pass,
         },
     };
+    let outcome = match (restored, outcome) {
+        (Ok(()), o) => o,
+        (Err(e), Outcome::Fail(w)) => {
+            Outcome::Fail(format!("{w}; then restoring the THP settings failed: {e}"))
+        }
+        (Err(e), _) => Outcome::Fail(format!(
+            "restoring the THP settings the case started with failed: {e}"
+        )),
+    };
     let trace = trace.map(|(kernel, profile)| {
         let header = crate::trace::Header {
             kernel,
@@ -225,6 +236,8 @@ fn run_case_inner(
             case: case.id(),
             env: env_description(env),
             settings: settings_text,
+            read_only_thp_for_fs: Some(read_only_thp_for_fs),
+            retried: None,
             unmodelled: Vec::new(),
         };
         crate::trace::render(&header, &steps, &outcome)
