@@ -200,6 +200,10 @@ pub trait Backend {
         Vec::new()
     }
 
+    /// A step boundary of a traced run: the tracing wrapper says so when it hands a step its
+    /// calls, before taking the notes. The model checks its invariants here.
+    fn step_boundary(&mut self) {}
+
     /// Explanations the backend can give of what just happened (the model's collapse
     /// reports), one line each, since the last call. Traces show them as `#` comments.
     fn take_notes(&mut self) -> Vec<String> {
