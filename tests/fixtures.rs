@@ -1,7 +1,9 @@
 //! The CI gate for model changes: every trace recorded on a real kernel (fixtures/<release>/)
 //! is replayed on the model with the matching profile; any difference fails with a readable
-//! diff. A fixture that says it depends on something the model does not model is listed as
-//! ignored, with that reason.
+//! diff. Every replay also runs the model's invariant checker after every call and compares
+//! the settings header. A fixture that says it depends on something the model does not model
+//! is listed as ignored, with that reason; run with `--include-ignored` it is still compared,
+//! and only the differences its unmodelled events may cause are forgiven.
 
 use std::path::Path;
 

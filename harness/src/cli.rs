@@ -353,8 +353,9 @@ fn compare_all(o: &Options, env: &Env, out: &mut dyn Write) -> Result<i32, Strin
                     Format::Ktap => format!("ok {} {title} # SKIP host: {why}\n", n + 1),
                 }
             }
-            Comparison::Unmodelled(reasons, d) => {
+            Comparison::Unmodelled(events, d) => {
                 unmodelled += 1;
+                let reasons: Vec<String> = events.iter().map(|e| e.header_form()).collect();
                 let detail = format!(
                     "{}because: {}\n",
                     crate::trace::describe(d, "host", "model"),
@@ -411,10 +412,10 @@ fn record(o: &Options, env: &Env, root: &str, out: &mut dyn Write) -> Result<i32
         match &r.trace {
             Some(t) => {
                 let path = dir.join(crate::crosscheck::fixture_name(&case, env));
-                let reasons = crate::crosscheck::unmodelled_reasons(&r);
+                let events = crate::crosscheck::explanations(&r);
                 crate::crosscheck::write_atomically(
                     &path,
-                    &crate::crosscheck::annotate(t, &reasons),
+                    &crate::crosscheck::annotate(t, &events),
                 )?;
                 written += 1;
                 write_out(
