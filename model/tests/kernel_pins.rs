@@ -1,0 +1,135 @@
+//! Kernel behaviours the mutation run (ci/mutants.sh) found unpinned: each test names the
+//! kernel function it mirrors and fails when the model's rule for it is bent.
+
+mod common;
+use common::*;
+use model::madvise::Advice;
+use model::KernelProfile;
+
+/// A THP the parent PTE-maps after fork, of which the parent keeps a single page mapped once
+/// the child has gone; the parent then writes that page. Returns whether the write reused
+/// the large folio in place (rather than copying the page out of it).
+fn cow_of_a_large_folio_mapped_once(profile: KernelProfile) -> bool {
+    let mut s = Sys::new(profile);
+    let a = s.p;
+    s.mmap_anon(a, BASE, PMD);
+    s.thp_at(a, BASE);
+    let (id, _) = s.folio_at(a, BASE);
+    let b = s.fork(a);
+    // Split A's PMD (VMA split), drop every page but page 9, let the child go away: the
+    // folio is mapped once, by A, through a write-protected PTE, and nothing else holds it.
+    s.madvise(a, BASE, PAGE, Advice::NoHugePage).unwrap();
+    s.madvise(a, BASE, 9 * PAGE, Advice::DontNeed).unwrap();
+    s.madvise(a, BASE + 10 * PAGE, PMD - 10 * PAGE, Advice::DontNeed)
+        .unwrap();
+    s.step("exit", |k| k.exit(b)).unwrap();
+    let f = s.k.folio(id);
+    assert_eq!((f.folio_mapcount(), f.refcount), (1, 1));
+    assert!(!f.mm_ids_shared || !s.k.profile.mm_id);
+    s.write(a, BASE + 9 * PAGE, 7);
+    assert_eq!(s.read(a, BASE + 9 * PAGE), 7);
+    s.folio_at(a, BASE + 9 * PAGE).0 == id
+}
+
+/// `do_wp_page` per era for a large anon folio with one mapping and refcount 1:
+/// - 6.1: the small-page rule (`page_count() == 1`) applies to any page: reused;
+/// - 6.12: `wp_can_reuse_anon_folio` refuses every large folio: copied;
+/// - 6.18: `__wp_can_reuse_large_anon_folio` leaves a folio mapped once
+///   (`folio_large_mapcount() <= 1`) to be freed rather than reused: copied.
+#[test]
+fn cow_of_a_large_folio_mapped_once_per_era() {
+    assert!(cow_of_a_large_folio_mapped_once(KernelProfile::v6_1()));
+    assert!(!cow_of_a_large_folio_mapped_once(KernelProfile::v6_12()));
+    assert!(!cow_of_a_large_folio_mapped_once(KernelProfile::v6_18()));
+}
+
+/// `page_mapcount()` before 6.10 counts the folio's PMD mappings into every page, so
+/// khugepaged's 6.1 sharing test (`hpage_collapse_scan_pmd`: `page_mapcount(page) > 1`)
+/// calls a page shared when one process PTE-maps it and another maps the whole THP by PMD.
+#[test]
+fn the_6_1_sharing_test_counts_pmd_mappings_of_the_folio() {
+    let mut s = Sys::new(KernelProfile::v6_1());
+    let a = s.p;
+    s.mmap_anon(a, BASE, PMD);
+    s.thp_at(a, BASE);
+    let (id, _) = s.folio_at(a, BASE);
+    let b = s.fork(a);
+    // B splits its PMD; A keeps the PMD mapping.
+    s.madvise(b, BASE, PAGE, Advice::NoHugePage).unwrap();
+    assert_eq!(s.k.folio(id).folio_precise_page_mapcount(9), 2);
+    assert!(s.k.khugepaged_sees_shared(id, 9));
+    // Once A is gone, B's PTE is the page's only mapping.
+    s.step("exit", |k| k.exit(a)).unwrap();
+    assert_eq!(s.k.folio(id).folio_precise_page_mapcount(9), 1);
+    assert!(!s.k.khugepaged_sees_shared(id, 9));
+}
+
+/// `folio_likely_mapped_shared()` (6.10 .. 6.14), the 6.12 khugepaged sharing test: a THP
+/// both processes map after fork (one by PMD, one by PTEs) is likely shared; a small page is
+/// shared while mapped twice.
+#[test]
+fn folio_likely_mapped_shared_after_fork() {
+    let mut s = Sys::new(KernelProfile::v6_12());
+    let a = s.p;
+    s.mmap_anon(a, BASE, 2 * PMD);
+    s.thp_at(a, BASE);
+    s.write(a, BASE + PMD, 1); // a small page (the second PMD range is not advised)
+    let (thp, _) = s.folio_at(a, BASE);
+    let (small, _) = s.folio_at(a, BASE + PMD);
+    assert!(!s.k.folio(small).is_large());
+    assert!(!s.k.folio(thp).folio_likely_mapped_shared());
+    assert!(!s.k.folio(small).folio_likely_mapped_shared());
+    let b = s.fork(a);
+    s.madvise(b, BASE, PAGE, Advice::NoHugePage).unwrap();
+    assert!(s.k.folio(thp).folio_likely_mapped_shared());
+    assert!(s.k.khugepaged_sees_shared(thp, 9));
+    assert!(s.k.folio(small).folio_likely_mapped_shared());
+    s.step("exit", |k| k.exit(b)).unwrap();
+    assert!(!s.k.folio(small).folio_likely_mapped_shared());
+}
+
+/// `folio_maybe_mapped_shared()` (6.15+) on a small folio is `folio_mapcount() > 1`: shared
+/// after fork, exclusive again once the child left.
+#[test]
+fn folio_maybe_mapped_shared_of_a_small_folio() {
+    let mut s = Sys::v618();
+    let a = s.p;
+    s.mmap_anon(a, BASE, PMD);
+    s.write(a, BASE, 1);
+    let (id, _) = s.folio_at(a, BASE);
+    assert!(!s.k.folio(id).is_large());
+    assert!(!s.k.folio(id).folio_maybe_mapped_shared(true));
+    assert!(!s.k.khugepaged_sees_shared(id, 0));
+    let b = s.fork(a);
+    assert!(s.k.folio(id).folio_maybe_mapped_shared(true));
+    assert!(s.k.khugepaged_sees_shared(id, 0));
+    s.step("exit", |k| k.exit(b)).unwrap();
+    assert!(!s.k.folio(id).folio_maybe_mapped_shared(true));
+}
+
+/// `folio_sub_return_large_mapcount()` clears the MM-ID shared bit when one slot owns every
+/// remaining mapping, down to a single one: A PTE-maps one page of a THP the child also
+/// mapped; after the child exits the bit is clear, and stays clear as A maps more.
+#[test]
+fn the_mm_id_shared_bit_clears_with_one_mapping_left() {
+    let mut s = Sys::v618();
+    let a = s.p;
+    s.mmap_anon(a, BASE, PMD);
+    s.thp_at(a, BASE);
+    let (id, _) = s.folio_at(a, BASE);
+    let b = s.fork(a);
+    s.madvise(a, BASE, PAGE, Advice::NoHugePage).unwrap();
+    s.madvise(a, BASE + PAGE, PMD - PAGE, Advice::DontNeed)
+        .unwrap();
+    assert!(s.k.folio(id).mm_ids_shared);
+    s.step("exit", |k| k.exit(b)).unwrap();
+    let f = s.k.folio(id);
+    assert_eq!(f.folio_large_mapcount(), 1);
+    assert!(!f.mm_ids_shared, "one mapping left, owned by A's slot");
+    // A second process mapping it again sets the bit; its exit clears it.
+    let c = s.fork(a);
+    assert!(s.k.folio(id).mm_ids_shared);
+    s.step("exit", |k| k.exit(c)).unwrap();
+    assert!(!s.k.folio(id).mm_ids_shared);
+    assert!(!s.k.folio(id).folio_maybe_mapped_shared(true));
+}
