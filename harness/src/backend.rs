@@ -149,8 +149,8 @@ pub trait Backend {
 
     /// The smaps block of the VMA starting exactly at `addr` (None when none starts there).
     fn smaps(&mut self, addr: u64) -> Option<SmapsFields>;
-    /// The page map of `nr` pages from `addr`.
-    fn page_map(&mut self, addr: u64, nr: usize) -> Vec<PageObs>;
+    /// The page map of `nr` pages from `addr`, or what could not be read (the file and why).
+    fn page_map(&mut self, addr: u64, nr: usize) -> Result<Vec<PageObs>, String>;
 
     /// Reads a file below /sys/kernel/mm/transparent_hugepage.
     fn thp_read(&mut self, path: &str) -> Result<String, Errno>;

@@ -217,7 +217,10 @@ impl<'a> Ctx<'a> {
             let nr = (len / self.page_size) as usize;
             obs.push(format!(
                 "map({addr:#x}+{nr}): {}",
-                crate::page_map::render(&self.b.page_map(addr, nr))
+                self.b.page_map(addr, nr).map_or_else(
+                    |e| format!("unreadable: {e}"),
+                    |m| crate::page_map::render(&m)
+                )
             ));
         }
         (calls, obs)
@@ -307,7 +310,10 @@ impl<'a> Ctx<'a> {
             return Vec::new();
         };
         let nr = (len / self.page_size) as usize;
-        let map = crate::page_map::render(&self.b.page_map(addr, nr));
+        let map = self.b.page_map(addr, nr).map_or_else(
+            |e| format!("unreadable: {e}"),
+            |m| crate::page_map::render(&m),
+        );
         vec![seen, format!("page map {addr:#x}+{nr} pages: {map}")]
     }
 

@@ -256,8 +256,8 @@ impl Backend for ModelBackend {
         })
     }
 
-    fn page_map(&mut self, addr: u64, nr: usize) -> Vec<PageObs> {
-        (0..nr as u64)
+    fn page_map(&mut self, addr: u64, nr: usize) -> Result<Vec<PageObs>, String> {
+        Ok((0..nr as u64)
             .map(|i| {
                 let e = self
                     .k
@@ -265,7 +265,7 @@ impl Backend for ModelBackend {
                     .unwrap_or_default();
                 self.obs(e)
             })
-            .collect()
+            .collect())
     }
 
     fn thp_read(&mut self, path: &str) -> Result<String, Errno> {

@@ -189,7 +189,7 @@ impl Backend for TracingBackend<'_> {
     fn smaps(&mut self, addr: u64) -> Option<SmapsFields> {
         self.inner.smaps(addr)
     }
-    fn page_map(&mut self, addr: u64, nr: usize) -> Vec<PageObs> {
+    fn page_map(&mut self, addr: u64, nr: usize) -> Result<Vec<PageObs>, String> {
         self.inner.page_map(addr, nr)
     }
     fn thp_read(&mut self, path: &str) -> Result<String, Errno> {
