@@ -148,7 +148,8 @@ pub trait Backend {
     fn drop_caches(&mut self) -> Result<(), Errno>;
 
     /// The smaps block of the VMA starting exactly at `addr` (None when none starts there).
-    fn smaps(&mut self, addr: u64) -> Option<SmapsFields>;
+    /// Err names what could not be read.
+    fn smaps(&mut self, addr: u64) -> Result<Option<SmapsFields>, String>;
     /// The page map of `nr` pages from `addr`, or what could not be read (the file and why).
     fn page_map(&mut self, addr: u64, nr: usize) -> Result<Vec<PageObs>, String>;
 

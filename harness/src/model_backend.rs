@@ -245,15 +245,18 @@ impl Backend for ModelBackend {
         Ok(())
     }
 
-    fn smaps(&mut self, addr: u64) -> Option<SmapsFields> {
-        let s = self.k.smaps(self.pid, addr).ok()?;
-        Some(SmapsFields {
+    fn smaps(&mut self, addr: u64) -> Result<Option<SmapsFields>, String> {
+        // The model's only error here is "no VMA starts at addr".
+        let Ok(s) = self.k.smaps(self.pid, addr) else {
+            return Ok(None);
+        };
+        Ok(Some(SmapsFields {
             rss: s.rss,
             anon_huge_pages: s.anon_huge_pages,
             shmem_pmd_mapped: s.shmem_pmd_mapped,
             file_pmd_mapped: s.file_pmd_mapped,
             swap: s.swap,
-        })
+        }))
     }
 
     fn page_map(&mut self, addr: u64, nr: usize) -> Result<Vec<PageObs>, String> {

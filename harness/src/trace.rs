@@ -186,7 +186,7 @@ impl Backend for TracingBackend<'_> {
         self.log("drop_caches(3)".into(), &r, |_| "0".into());
         r
     }
-    fn smaps(&mut self, addr: u64) -> Option<SmapsFields> {
+    fn smaps(&mut self, addr: u64) -> Result<Option<SmapsFields>, String> {
         self.inner.smaps(addr)
     }
     fn page_map(&mut self, addr: u64, nr: usize) -> Result<Vec<PageObs>, String> {

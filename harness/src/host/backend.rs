@@ -254,7 +254,7 @@ impl Backend for HostBackend {
         sysfs::write_abs("/proc/sys/vm/drop_caches", "3")
     }
 
-    fn smaps(&mut self, addr: u64) -> Option<SmapsFields> {
+    fn smaps(&mut self, addr: u64) -> Result<Option<SmapsFields>, String> {
         proc::smaps_at(addr)
     }
 

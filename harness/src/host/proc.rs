@@ -8,18 +8,22 @@ use procfs::{KPageCount, KPageFlags, PhysicalPageFlags};
 
 use crate::backend::{PageObs, PageState, SmapsFields};
 
-/// The smaps fields of the VMA that starts exactly at `addr`.
-pub fn smaps_at(addr: u64) -> Option<SmapsFields> {
-    let maps = Process::myself().ok()?.smaps().ok()?;
-    let m = maps.into_iter().find(|m| m.address.0 == addr)?;
+/// The smaps fields of the VMA that starts exactly at `addr` (None when no VMA starts there).
+pub fn smaps_at(addr: u64) -> Result<Option<SmapsFields>, String> {
+    let maps = Process::myself()
+        .and_then(|p| p.smaps())
+        .map_err(|e| format!("reading /proc/self/smaps: {e}"))?;
+    let Some(m) = maps.into_iter().find(|m| m.address.0 == addr) else {
+        return Ok(None);
+    };
     let kb = |k: &str| m.extension.map.get(k).copied().unwrap_or(0) / 1024;
-    Some(SmapsFields {
+    Ok(Some(SmapsFields {
         rss: kb("Rss"),
         anon_huge_pages: kb("AnonHugePages"),
         shmem_pmd_mapped: kb("ShmemPmdMapped"),
         file_pmd_mapped: kb("FilePmdMapped"),
         swap: kb("Swap"),
-    })
+    }))
 }
 
 /// Flags of the aligned 512-page block around a PFN (a folio of order ≤ 9 lies inside one),
