@@ -133,3 +133,28 @@ fn the_mm_id_shared_bit_clears_with_one_mapping_left() {
     assert!(!s.k.folio(id).mm_ids_shared);
     assert!(!s.k.folio(id).folio_maybe_mapped_shared(true));
 }
+
+/// `free_swap_and_cache()` drops a swap PTE and, when that was the entry's last reference,
+/// reclaims its swap-cache folio only if no one maps it (`__try_to_reclaim_swap` with
+/// TTRS_UNMAPPED; TTRS_FULL does not apply with swap nearly empty): a page the parent swapped
+/// back in stays in the swap cache when the child holding the other swap PTE exits.
+#[test]
+fn a_mapped_swap_cache_folio_survives_the_last_swap_pte() {
+    let mut s = Sys::v618();
+    s.step("swapon", |k| k.swapon(4096)).unwrap();
+    let a = s.p;
+    s.mmap_anon(a, BASE, PMD);
+    s.write(a, BASE, 5);
+    s.madvise(a, BASE, PAGE, Advice::PageOut).unwrap();
+    let b = s.fork(a);
+    assert_eq!(s.read(a, BASE), 5, "swapped back in by the parent");
+    let (id, _) = s.folio_at(a, BASE);
+    assert!(s.k.folio(id).swapcache.is_some());
+    s.step("exit", |k| k.exit(b)).unwrap();
+    assert!(
+        s.k.folio(id).swapcache.is_some(),
+        "still mapped by the parent: not reclaimed from the swap cache"
+    );
+    // Unmapped, it goes with its last reference.
+    s.step("munmap", |k| k.munmap(a, BASE, PMD)).unwrap();
+}
