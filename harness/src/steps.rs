@@ -54,6 +54,14 @@ impl Step {
         s
     }
 
+    /// [`Step::decode_all`] of a stream read from `source` (a forked child's pipe, a case
+    /// process's stdout); the error names the source, so a garbled stream is never mistaken
+    /// for a run without steps.
+    pub fn decode_from(text: &str, source: &str) -> Result<Vec<Step>, String> {
+        Step::decode_all(text)
+            .map_err(|e| format!("the step stream from {source} could not be decoded: {e}"))
+    }
+
     /// Parses what [`Step::encode`] wrote (several steps, in order).
     pub fn decode_all(text: &str) -> Result<Vec<Step>, String> {
         let mut out: Vec<Step> = Vec::new();

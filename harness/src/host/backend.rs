@@ -318,20 +318,20 @@ impl Backend for HostBackend {
                     Ok(nix::sys::wait::WaitStatus::Signaled(_, sig, _)) => 128 + sig as i32,
                     _ => 1,
                 };
-                Ok(match Step::decode_all(&text) {
-                    Ok(steps) => ChildResult { status, steps },
-                    // A garbled stream is a failure of the child, never an empty success.
-                    Err(e) => ChildResult {
-                        status: if status == 0 { 1 } else { status },
-                        steps: vec![Step {
-                            text: format!(
-                                "the forked child's step stream (pipe from pid {pid}) could not be decoded: {e}"
-                            ),
-                            verdict: crate::steps::Verdict::Fail,
-                            ..Step::default()
-                        }],
+                Ok(
+                    match Step::decode_from(&text, &format!("the forked child (pid {pid})")) {
+                        Ok(steps) => ChildResult { status, steps },
+                        // A garbled stream is a failure of the child, never an empty success.
+                        Err(e) => ChildResult {
+                            status: if status == 0 { 1 } else { status },
+                            steps: vec![Step {
+                                text: e,
+                                verdict: crate::steps::Verdict::Fail,
+                                ..Step::default()
+                            }],
+                        },
                     },
-                })
+                )
             }
         }
     }
