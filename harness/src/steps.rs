@@ -163,5 +163,7 @@ mod tests {
         let text: String = steps.iter().map(|s| s.encode()).collect();
         assert_eq!(Step::decode_all(&text).unwrap(), steps);
         assert!(Step::decode_all("X\tbad").is_err());
+        let e = Step::decode_from("S\tmaybe\tx\ty", "the case process").unwrap_err();
+        assert!(e.contains("the case process") && e.contains("bad verdict"), "{e}");
     }
 }
