@@ -158,3 +158,25 @@ fn a_mapped_swap_cache_folio_survives_the_last_swap_pte() {
     // Unmapped, it goes with its last reference.
     s.step("munmap", |k| k.munmap(a, BASE, PMD)).unwrap();
 }
+
+/// `folio_average_page_mapcount()` (mm/internal.h, the CONFIG_NO_PAGE_MAPCOUNT estimate /proc
+/// uses): the PTE mappings beyond the PMD ones, rounded to the closest whole per page, plus the
+/// PMD mappings; a small folio's own mapcount.
+#[test]
+fn folio_average_page_mapcount_rounds_the_pte_mappings() {
+    let mut s = Sys::v618();
+    let a = s.p;
+    s.mmap_anon(a, BASE, 2 * PMD);
+    s.thp_at(a, BASE);
+    s.write(a, BASE + PMD, 1);
+    let b = s.fork(a);
+    assert_eq!(s.folio(a, BASE + PMD).folio_average_page_mapcount(), 2);
+    s.step("exit", |k| k.exit(b)).unwrap();
+    assert_eq!(s.folio(a, BASE + PMD).folio_average_page_mapcount(), 1);
+    let b = s.fork(a);
+    s.madvise(b, BASE, PAGE, Advice::NoHugePage).unwrap();
+    // B keeps 255 PTEs: E = 1, M = 256, 1 + ((256 - 1) + 256) >> 9 = 1 (255 rounds down).
+    s.madvise(b, BASE + 255 * PAGE, PMD - 255 * PAGE, Advice::DontNeed)
+        .unwrap();
+    assert_eq!(s.folio(a, BASE).folio_average_page_mapcount(), 1);
+}
