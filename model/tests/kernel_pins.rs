@@ -175,6 +175,10 @@ fn folio_average_page_mapcount_rounds_the_pte_mappings() {
     assert_eq!(s.folio(a, BASE + PMD).folio_average_page_mapcount(), 1);
     let b = s.fork(a);
     s.madvise(b, BASE, PAGE, Advice::NoHugePage).unwrap();
+    // B keeps 300 PTEs: E = 1, M = 301, 1 + ((301 - 1) + 256) >> 9 = 2 (300 rounds up).
+    s.madvise(b, BASE + 300 * PAGE, PMD - 300 * PAGE, Advice::DontNeed)
+        .unwrap();
+    assert_eq!(s.folio(a, BASE).folio_average_page_mapcount(), 2);
     // B keeps 255 PTEs: E = 1, M = 256, 1 + ((256 - 1) + 256) >> 9 = 1 (255 rounds down).
     s.madvise(b, BASE + 255 * PAGE, PMD - 255 * PAGE, Advice::DontNeed)
         .unwrap();
