@@ -184,3 +184,27 @@ fn folio_average_page_mapcount_rounds_the_pte_mappings() {
         .unwrap();
     assert_eq!(s.folio(a, BASE).folio_average_page_mapcount(), 1);
 }
+
+/// `folio_likely_mapped_shared()` (6.10 .. 6.14) on a THP one process PTE-maps: exclusive
+/// whether all 512 pages are mapped once (mapcount == nr_pages is not "more than once") or
+/// only some; shared once more mappings than pages exist, even if page 0 is mapped once.
+#[test]
+fn folio_likely_mapped_shared_of_a_pte_mapped_thp() {
+    let mut s = Sys::new(KernelProfile::v6_12());
+    let a = s.p;
+    s.mmap_anon(a, BASE, PMD);
+    s.thp_at(a, BASE);
+    let (id, _) = s.folio_at(a, BASE);
+    s.madvise(a, BASE, PAGE, Advice::NoHugePage).unwrap();
+    assert_eq!(s.k.folio(id).folio_mapcount(), 512);
+    assert!(!s.k.folio(id).folio_likely_mapped_shared());
+    s.madvise(a, BASE + 300 * PAGE, PMD - 300 * PAGE, Advice::DontNeed)
+        .unwrap();
+    assert!(!s.k.folio(id).folio_likely_mapped_shared());
+    // A child maps pages 0..299 too; the parent drops page 0: 599 mappings of 512 pages.
+    let _b = s.fork(a);
+    s.madvise(a, BASE, PAGE, Advice::DontNeed).unwrap();
+    let f = s.k.folio(id);
+    assert_eq!((f.folio_mapcount(), f.pages[0].mapcount), (599, 0));
+    assert!(f.folio_likely_mapped_shared());
+}
