@@ -26,9 +26,20 @@ fn cow_of_a_large_folio_mapped_once(profile: KernelProfile) -> bool {
     let f = s.k.folio(id);
     assert_eq!((f.folio_mapcount(), f.refcount), (1, 1));
     assert!(!f.mm_ids_shared || !s.k.profile.mm_id);
+    let (copies, reuses) = (s.k.vmstat.cow_copies, s.k.vmstat.cow_reuses);
     s.write(a, BASE + 9 * PAGE, 7);
     assert_eq!(s.read(a, BASE + 9 * PAGE), 7);
-    s.folio_at(a, BASE + 9 * PAGE).0 == id
+    let reused = s.folio_at(a, BASE + 9 * PAGE).0 == id;
+    // The model's tallies of which path do_wp_page took agree with what is mapped.
+    assert_eq!(
+        (s.k.vmstat.cow_copies, s.k.vmstat.cow_reuses),
+        if reused {
+            (copies, reuses + 1)
+        } else {
+            (copies + 1, reuses)
+        }
+    );
+    reused
 }
 
 /// `do_wp_page` per era for a large anon folio with one mapping and refcount 1:
@@ -207,4 +218,53 @@ fn folio_likely_mapped_shared_of_a_pte_mapped_thp() {
     let f = s.k.folio(id);
     assert_eq!((f.folio_mapcount(), f.pages[0].mapcount), (599, 0));
     assert!(f.folio_likely_mapped_shared());
+}
+
+/// A small page swapped out, then shared over fork as a swap entry (fork clears the entry's
+/// exclusive bit): whoever swaps it in maps it read-only (`do_swap_page` maps writable only an
+/// exclusive entry or a folio with no other reference), in the swap cache.
+fn swapped_out_then_forked() -> (Sys, model::Pid, model::Pid) {
+    let mut s = Sys::v618();
+    s.step("swapon", |k| k.swapon(4096)).unwrap();
+    let a = s.p;
+    s.mmap_anon(a, BASE, PMD);
+    s.write(a, BASE, 5);
+    s.madvise(a, BASE, PAGE, Advice::PageOut).unwrap();
+    let b = s.fork(a);
+    (s, a, b)
+}
+
+/// `wp_can_reuse_anon_folio()`: a small folio whose only other reference is the swap cache
+/// (refcount 2 = 1 + swapcache) is reused after `folio_free_swap()` drops the swap cache.
+#[test]
+fn cow_reuses_a_swap_cache_page_mapped_once() {
+    let (mut s, a, b) = swapped_out_then_forked();
+    s.step("exit", |k| k.exit(b)).unwrap();
+    assert_eq!(s.read(a, BASE), 5);
+    let (id, _) = s.folio_at(a, BASE);
+    assert!(s.k.folio(id).swapcache.is_some());
+    assert_eq!(s.k.folio(id).refcount, 2);
+    s.write(a, BASE, 6);
+    assert_eq!(s.folio_at(a, BASE).0, id, "reused in place");
+    assert!(s.k.folio(id).swapcache.is_none(), "its swap cache freed");
+}
+
+/// `wp_can_reuse_anon_folio()`: with two mappers and the swap cache (refcount 3 > 1 +
+/// swapcache) it gives up before touching the swap cache: the writer gets a copy and the
+/// original stays in the swap cache.
+#[test]
+fn cow_of_a_shared_swap_cache_page_keeps_the_swap_cache() {
+    let (mut s, a, b) = swapped_out_then_forked();
+    assert_eq!(s.read(a, BASE), 5);
+    assert_eq!(s.read(b, BASE), 5);
+    let (id, _) = s.folio_at(a, BASE);
+    assert_eq!(s.folio_at(b, BASE).0, id, "both map the swap-cache folio");
+    assert_eq!(s.k.folio(id).refcount, 3);
+    s.write(a, BASE, 6);
+    assert_ne!(s.folio_at(a, BASE).0, id, "copied");
+    assert!(
+        s.k.folio(id).swapcache.is_some(),
+        "the original keeps its swap cache"
+    );
+    assert_eq!(s.read(b, BASE), 5);
 }
