@@ -164,6 +164,9 @@ mod tests {
         assert_eq!(Step::decode_all(&text).unwrap(), steps);
         assert!(Step::decode_all("X\tbad").is_err());
         let e = Step::decode_from("S\tmaybe\tx\ty", "the case process").unwrap_err();
-        assert!(e.contains("the case process") && e.contains("bad verdict"), "{e}");
+        assert!(
+            e.contains("the case process") && e.contains("bad verdict"),
+            "{e}"
+        );
     }
 }
