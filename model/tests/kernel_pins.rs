@@ -268,3 +268,23 @@ fn cow_of_a_shared_swap_cache_page_keeps_the_swap_cache() {
     );
     assert_eq!(s.read(b, BASE), 5);
 }
+
+/// `__folio_remove_rmap()` queues an anon THP for deferred split as partially mapped only
+/// when a page lost its last mapping (`nr && atomic_read(mapped)`): a child dropping a PTE of a
+/// page the parent still maps leaves the folio as it was; the parent dropping it too does not.
+#[test]
+fn deferred_split_only_when_a_page_loses_its_last_mapping() {
+    let mut s = Sys::v618();
+    let a = s.p;
+    s.mmap_anon(a, BASE, PMD);
+    s.thp_at(a, BASE);
+    let (id, _) = s.folio_at(a, BASE);
+    let b = s.fork(a);
+    s.madvise(a, BASE, PAGE, Advice::NoHugePage).unwrap();
+    s.madvise(b, BASE, PAGE, Advice::NoHugePage).unwrap();
+    assert_eq!(s.k.folio(id).folio_entire_mapcount(), 0, "both PTE-map it");
+    s.madvise(b, BASE + 9 * PAGE, PAGE, Advice::DontNeed).unwrap();
+    assert!(!s.k.folio(id).partially_mapped, "page 9 is still mapped by A");
+    s.madvise(a, BASE + 9 * PAGE, PAGE, Advice::DontNeed).unwrap();
+    assert!(s.k.folio(id).partially_mapped && s.k.folio(id).deferred_split);
+}
