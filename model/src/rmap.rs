@@ -167,12 +167,6 @@ pub fn folio_dup_file_rmap_ptes(
     }
 }
 
-/// `folio_dup_file_rmap_pmd` at fork.
-pub fn folio_dup_file_rmap_pmd(folio: &mut Folio, child: MmId, tracking: bool) {
-    folio.entire_mapcount += 1;
-    mm_id::add_large_mapcount(folio, 1, child, tracking);
-}
-
 /// `deferred_split_folio`: queue a large anonymous folio for the deferred-split shrinker.
 /// `partially_mapped` marks the queueing caused by unmapped subpages (6.12+ flag).
 pub fn deferred_split_folio(folio: &mut Folio, partially_mapped: bool) {

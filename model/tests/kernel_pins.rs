@@ -288,3 +288,25 @@ fn deferred_split_only_when_a_page_loses_its_last_mapping() {
     s.madvise(a, BASE + 9 * PAGE, PAGE, Advice::DontNeed).unwrap();
     assert!(s.k.folio(id).partially_mapped && s.k.folio(id).deferred_split);
 }
+
+/// `__folio_remove_rmap()` at PTE level counts a page as gone only while the folio is not
+/// PMD-mapped (`atomic_sub_return_relaxed(last, mapped) < ENTIRELY_MAPPED`): a child dropping
+/// its last PTE of a THP the parent maps by PMD leaves the folio entirely mapped, not
+/// partially mapped.
+#[test]
+fn dropping_the_last_pte_of_a_pmd_mapped_thp_is_not_a_partial_unmap() {
+    let mut s = Sys::v618();
+    let a = s.p;
+    s.mmap_anon(a, BASE, PMD);
+    s.thp_at(a, BASE);
+    let (id, _) = s.folio_at(a, BASE);
+    let b = s.fork(a);
+    s.madvise(b, BASE, PAGE, Advice::NoHugePage).unwrap();
+    s.madvise(b, BASE, 9 * PAGE, Advice::DontNeed).unwrap();
+    s.madvise(b, BASE + 10 * PAGE, PMD - 10 * PAGE, Advice::DontNeed)
+        .unwrap();
+    s.madvise(b, BASE + 9 * PAGE, PAGE, Advice::DontNeed).unwrap();
+    let f = s.k.folio(id);
+    assert_eq!((f.folio_entire_mapcount(), f.folio_mapcount()), (1, 1));
+    assert!(!f.partially_mapped, "A's PMD still maps every page");
+}
