@@ -283,9 +283,14 @@ fn deferred_split_only_when_a_page_loses_its_last_mapping() {
     s.madvise(a, BASE, PAGE, Advice::NoHugePage).unwrap();
     s.madvise(b, BASE, PAGE, Advice::NoHugePage).unwrap();
     assert_eq!(s.k.folio(id).folio_entire_mapcount(), 0, "both PTE-map it");
-    s.madvise(b, BASE + 9 * PAGE, PAGE, Advice::DontNeed).unwrap();
-    assert!(!s.k.folio(id).partially_mapped, "page 9 is still mapped by A");
-    s.madvise(a, BASE + 9 * PAGE, PAGE, Advice::DontNeed).unwrap();
+    s.madvise(b, BASE + 9 * PAGE, PAGE, Advice::DontNeed)
+        .unwrap();
+    assert!(
+        !s.k.folio(id).partially_mapped,
+        "page 9 is still mapped by A"
+    );
+    s.madvise(a, BASE + 9 * PAGE, PAGE, Advice::DontNeed)
+        .unwrap();
     assert!(s.k.folio(id).partially_mapped && s.k.folio(id).deferred_split);
 }
 
@@ -305,8 +310,40 @@ fn dropping_the_last_pte_of_a_pmd_mapped_thp_is_not_a_partial_unmap() {
     s.madvise(b, BASE, 9 * PAGE, Advice::DontNeed).unwrap();
     s.madvise(b, BASE + 10 * PAGE, PMD - 10 * PAGE, Advice::DontNeed)
         .unwrap();
-    s.madvise(b, BASE + 9 * PAGE, PAGE, Advice::DontNeed).unwrap();
+    s.madvise(b, BASE + 9 * PAGE, PAGE, Advice::DontNeed)
+        .unwrap();
     let f = s.k.folio(id);
     assert_eq!((f.folio_entire_mapcount(), f.folio_mapcount()), (1, 1));
     assert!(!f.partially_mapped, "A's PMD still maps every page");
+}
+
+/// `deferred_split_folio()` skips only folios of order 0 and 1 (no room for the list): a
+/// 16 KiB mTHP (order 2, `-s 2`) that loses one page goes on the deferred-split queue as
+/// partially mapped.
+#[test]
+fn an_order_2_mthp_is_queued_for_deferred_split() {
+    let mut s = Sys::v618();
+    s.step("16kB always", |k| {
+        k.sysfs_write("hugepages-16kB/enabled", "always")
+    })
+    .unwrap();
+    let a = s.p;
+    s.mmap_anon(a, BASE, PMD);
+    s.write(a, BASE, 1);
+    let (id, _) = s.folio_at(a, BASE);
+    assert_eq!(s.k.folio(id).order, 2);
+    s.madvise(a, BASE + PAGE, PAGE, Advice::DontNeed).unwrap();
+    let f = s.k.folio(id);
+    assert!(f.deferred_split && f.partially_mapped);
+}
+
+/// /proc/PID/smaps: each block starts with the VMA's `start-end` (`show_map_vma`).
+#[test]
+fn smaps_names_the_vma_it_describes() {
+    let mut s = Sys::v618();
+    let a = s.p;
+    s.mmap_anon(a, BASE, 3 * PMD);
+    let m = s.k.smaps(a, BASE).unwrap();
+    assert_eq!((m.start, m.end), (BASE, BASE + 3 * PMD));
+    assert!(s.k.smaps(a, BASE + PAGE).is_err(), "no VMA starts there");
 }
