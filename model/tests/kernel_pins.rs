@@ -347,3 +347,25 @@ fn smaps_names_the_vma_it_describes() {
     assert_eq!((m.start, m.end), (BASE, BASE + 3 * PMD));
     assert!(s.k.smaps(a, BASE + PAGE).is_err(), "no VMA starts there");
 }
+
+/// /proc/PID/smaps `Anonymous:` counts every anonymous page, PMD- or PTE-mapped, and
+/// `THPeligible:` is `thp_vma_allowable_orders(TVA_SMAPS)`: with enabled=madvise only the
+/// advised VMA is eligible.
+#[test]
+fn smaps_anonymous_and_thp_eligible() {
+    let mut s = Sys::v618();
+    s.step("madvise mode", |k| k.sysfs_write("enabled", "madvise"))
+        .unwrap();
+    let a = s.p;
+    s.mmap_anon(a, BASE, 2 * PMD);
+    s.thp_at(a, BASE);
+    for i in 0..3 {
+        s.write(a, BASE + PMD + i * PAGE, 1);
+    }
+    let huge = s.k.smaps(a, BASE).unwrap();
+    assert_eq!((huge.anonymous, huge.anon_huge_pages), (2048, 2048));
+    assert!(huge.thp_eligible);
+    let small = s.k.smaps(a, BASE + PMD).unwrap();
+    assert_eq!((small.anonymous, small.rss), (12, 12));
+    assert!(!small.thp_eligible);
+}
