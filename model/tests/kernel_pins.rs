@@ -369,3 +369,22 @@ fn smaps_anonymous_and_thp_eligible() {
     assert_eq!((small.anonymous, small.rss), (12, 12));
     assert!(!small.thp_eligible);
 }
+
+/// pagemap of the zero pages: a read fault on untouched anonymous memory maps the shared zero
+/// page, present (PM_PRESENT); with use_zero_page=1 a read fault in an advised THP-sized range
+/// maps the huge zero page through a PMD (`do_huge_pmd_anonymous_page`).
+#[test]
+fn pagemap_of_the_zero_pages() {
+    let mut s = Sys::v618();
+    s.step("zero page", |k| k.sysfs_write("use_zero_page", "1"))
+        .unwrap();
+    let a = s.p;
+    s.mmap_anon(a, BASE, 2 * PMD);
+    assert_eq!(s.read(a, BASE + PMD), 0);
+    let e = s.k.pagemap(a, BASE + PMD).unwrap();
+    assert!(e.present && e.zero_page && !e.pmd_mapped);
+    s.madvise(a, BASE, PMD, Advice::HugePage).unwrap();
+    assert_eq!(s.read(a, BASE + 5 * PAGE), 0);
+    let e = s.k.pagemap(a, BASE + 5 * PAGE).unwrap();
+    assert!(e.present && e.zero_page && e.pmd_mapped);
+}
