@@ -1,6 +1,6 @@
 //! The khugepaged.c catalogue as libtest-mimic trials: one per (backend, context, mem_type,
-//! test), named like `model/6.18/s0/khugepaged:anon/collapse_max_ptes_shared` (every kernel
-//! profile and `-s` order) and
+//! test), named like `model/khugepaged:anon/collapse_max_ptes_shared` (6.18),
+//! `model@6.12/s2/...` (other profiles, `-s` orders) and
 //! `host/khugepaged:anon/collapse_max_ptes_shared`. Host trials run this machine's kernel
 //! (root, THP and MADV_COLLAPSE needed) and are listed as ignored, with the reason, elsewhere.
 
@@ -36,49 +36,78 @@ fn verdict(r: &CaseResult, expect_skip: bool) -> Result<(), Failed> {
 /// The `-s` orders the recorded fixtures use (`-s 2 all:anon`, `-s 4 all:shmem`), and none.
 const ANON_ORDERS: [u8; 3] = [0, 2, 4];
 
-/// The catalogue on the model for every kernel profile and `-s` order, one trial each, named
-/// like `model/6.12/s2/khugepaged:anon/collapse_full`.
+/// Model trials for every case and `-s` order: `model/...` on 6.18, `model@RELEASE/...` on
+/// the first release of every other distinct behaviour (the catalogue must pass under every
+/// profile); `/s2/`, `/s4/` after the prefix for the mTHP orders.
 fn model_trials() -> Vec<Trial> {
     let mut trials = Vec::new();
-    for profile in KernelProfile::all() {
+    for profile in KernelProfile::eras() {
+        let prefix = if profile == KernelProfile::v6_18() {
+            "model".to_string()
+        } else {
+            format!("model@{}", profile.name)
+        };
         for anon_order in ANON_ORDERS {
-            // The model's file tests use a tmpfs directory mounted huge=advise, as the selftest
-            // asks.
-            let env = Env {
-                anon_order,
-                finfo: Some(FileInfo::model_tmpfs("advise")),
+            let prefix = if anon_order == 0 {
+                prefix.clone()
+            } else {
+                format!("{prefix}/s{anon_order}")
             };
-            for case in all_cases() {
-                let env = env.clone();
-                let profile = profile.clone();
-                let expect_skip = skipped_on_tmpfs(&case);
-                let name = format!("model/{}/s{anon_order}/{}", profile.name, case.id());
-                let trial = Trial::test(name, move || {
-                    let mut b = ModelBackend::new(profile);
-                    b.dir = env.finfo.as_ref().map(|f| f.kind.clone());
-                    let r = run_case(&mut b, &env, &case);
-                    if let Err(v) = b.k.check_invariants() {
-                        return Err(Failed::from(format!(
-                            "model invariants broken after the case:\n{v}"
-                        )));
-                    }
-                    verdict(&r, expect_skip)
-                });
-                trials.push(if expect_skip {
-                    trial
-                        .with_kind("skipped by khugepaged.c on tmpfs")
-                        .with_ignored_flag(true)
-                } else {
-                    trial
-                });
-            }
+            trials.extend(model_trials_for(&prefix, profile.clone(), anon_order));
         }
     }
     trials
 }
 
+fn model_trials_for(prefix: &str, profile: KernelProfile, anon_order: u8) -> Vec<Trial> {
+    // The model's file tests use a tmpfs directory mounted huge=advise, as the selftest asks.
+    let env = Env {
+        anon_order,
+        finfo: Some(FileInfo::model_tmpfs("advise")),
+    };
+    all_cases()
+        .into_iter()
+        .map(|case| {
+            let env = env.clone();
+            let profile = profile.clone();
+            let expect_skip = skipped_on_tmpfs(&case);
+            let trial = Trial::test(format!("{prefix}/{}", case.id()), move || {
+                let mut b = ModelBackend::new(profile);
+                b.dir = env.finfo.as_ref().map(|f| f.kind.clone());
+                let r = run_case(&mut b, &env, &case);
+                if let Err(v) = b.k.check_invariants() {
+                    return Err(Failed::from(format!(
+                        "model invariants broken after the case:\n{v}"
+                    )));
+                }
+                verdict(&r, expect_skip)
+            });
+            if expect_skip {
+                trial
+                    .with_kind("skipped by khugepaged.c on tmpfs")
+                    .with_ignored_flag(true)
+            } else {
+                trial
+            }
+        })
+        .collect()
+}
+
 fn host_trials() -> Vec<Trial> {
-    let unsupported = harness::host::probe::host_unsupported_reason();
+    // What a killed run left is restored first; a journal that cannot be used makes every
+    // host trial fail (with the reason) instead of hiding behind "ignored".
+    let unsupported = match harness::host::isolate::preflight() {
+        harness::host::isolate::Preflight::Ready(Some(msg)) => {
+            eprintln!("khugepaged: {msg}");
+            None
+        }
+        harness::host::isolate::Preflight::Ready(None) => None,
+        harness::host::isolate::Preflight::SkipAll(reason) => Some(reason),
+        harness::host::isolate::Preflight::Broken(e) => {
+            eprintln!("khugepaged: {e}");
+            None
+        }
+    };
     let opts = HostRunOptions {
         exe: env!("CARGO_BIN_EXE_khugepaged").into(),
         swapfile: true,

@@ -24,6 +24,18 @@ pub enum Comparison {
     /// Every difference lies where an unmodelled event of the host run may change the trace:
     /// the events that cover them and the first difference.
     Unmodelled(Vec<Explanation>, Difference),
+    /// Host and model ran alike and both failed: nothing told them apart, but the selftest
+    /// fails, which counts as a failure. The two reasons.
+    BothFail {
+        host: String,
+        model: String,
+    },
+    /// Both skipped the case (a selftest skip or a missing prerequisite on each side): nothing
+    /// was compared. The two reasons.
+    BothSkip {
+        host: String,
+        model: String,
+    },
 }
 
 /// Which trace lines an unmodelled event may change.
@@ -270,9 +282,18 @@ pub struct ModelRun {
     pub invariants: Result<(), String>,
 }
 
-/// Runs `case` traced on the model with `profile`, in `env`, checking the model's invariants
-/// after every call.
+/// Runs `case` traced on the model with `profile`, in `env`.
 pub fn model_trace(
+    profile: &KernelProfile,
+    read_only_thp_for_fs: bool,
+    env: &Env,
+    case: &Case,
+) -> CaseResult {
+    model_trace_checked(profile, read_only_thp_for_fs, env, case).result
+}
+
+/// [`model_trace`], checking the model's invariants at every step and after every collapse.
+pub fn model_trace_checked(
     profile: &KernelProfile,
     read_only_thp_for_fs: bool,
     env: &Env,
@@ -342,21 +363,35 @@ fn unreadable(what: String) -> Comparison {
     })
 }
 
-/// Compares a host result with a model run.
-pub fn compare(host: &CaseResult, model: &ModelRun, model_dir: Option<&str>) -> Comparison {
+/// Compares a host result with a model result. Two runs that agree line by line but both
+/// failed, or that both skipped, are reported as such, not as agreement.
+pub fn compare(host: &CaseResult, model: &CaseResult, model_dir: Option<&str>) -> Comparison {
+    if let (Outcome::Skip(h), Outcome::Skip(m)) = (&host.outcome, &model.outcome) {
+        return Comparison::BothSkip {
+            host: h.clone(),
+            model: m.clone(),
+        };
+    }
     if let (Outcome::Skip(why), None) = (&host.outcome, &host.trace) {
         return Comparison::HostSkipped(why.clone());
     }
-    if let Err(e) = &model.invariants {
-        return unreadable(e.clone());
+    let cmp = compare_traces(host, model, model_dir);
+    match (cmp, &host.outcome, &model.outcome) {
+        (Comparison::Agree, Outcome::Fail(h), Outcome::Fail(m)) => Comparison::BothFail {
+            host: h.clone(),
+            model: m.clone(),
+        },
+        (cmp, _, _) => cmp,
     }
+}
+
+fn compare_traces(host: &CaseResult, model: &CaseResult, model_dir: Option<&str>) -> Comparison {
     let h = host
         .trace
         .as_deref()
         .map(|t| body(t, None))
         .unwrap_or(Ok(Vec::new()));
     let m = model
-        .result
         .trace
         .as_deref()
         .map(|t| body(t, model_dir))
@@ -385,26 +420,29 @@ pub fn model_env(env: &Env, private_tmpfs: bool) -> Env {
 }
 
 /// Runs `case` on both and compares. `host_env` is what the host gets (no finfo with
-/// `--tmpfs`), `model_env` the model's.
+/// `--tmpfs`), `model_env` the model's. Broken model invariants are a disagreement.
 pub fn cross_check(
     case: &Case,
     host_env: &Env,
     model_env: &Env,
     hopts: &HostRunOptions,
     profile: &KernelProfile,
-) -> (CaseResult, ModelRun, Comparison) {
+) -> (CaseResult, CaseResult, Comparison) {
     let mut hopts = hopts.clone();
     hopts.trace = true;
     let host = crate::host::isolate::run_case_retrying_races(case, host_env, &hopts);
-    let model = model_trace(
+    let run = model_trace_checked(
         profile,
         crate::host::probe::read_only_thp_for_fs(),
         model_env,
         case,
     );
     let dir = model_env.finfo.as_ref().map(|f| f.dir.clone());
-    let cmp = compare(&host, &model, dir.as_deref());
-    (host, model, cmp)
+    let cmp = match &run.invariants {
+        Err(e) => unreadable(e.clone()),
+        Ok(()) => compare(&host, &run.result, dir.as_deref()),
+    };
+    (host, run.result, cmp)
 }
 
 /// The fixture file name of a case: `khugepaged_anon_collapse_full.trace`, with `-s2` etc.
@@ -415,7 +453,16 @@ pub fn fixture_name(case: &Case, env: &Env) -> String {
     } else {
         String::new()
     };
-    format!("{}{order}.trace", case.id().replace([':', '/'], "_"))
+    // File cases on a block-device filesystem are recorded beside the tmpfs ones.
+    let disk = if matches!(
+        env.finfo.as_ref().map(|f| &f.kind),
+        Some(DirKind::Disk { .. })
+    ) {
+        "-disk"
+    } else {
+        ""
+    };
+    format!("{}{order}{disk}.trace", case.id().replace([':', '/'], "_"))
 }
 
 /// Writes `text` to `path` atomically: a temporary file in the same directory, then a rename,
@@ -525,18 +572,11 @@ pub fn replay(path: &Path) -> Result<Option<Vec<Explanation>>, String> {
                 .into(),
         ));
     }
-    let read_only_thp_for_fs = header.read_only_thp_for_fs.ok_or_else(|| {
-        at(
-            "the header has no `read_only_thp_for_fs:` line (yes or no: whether the recording \
-            kernel has CONFIG_READ_ONLY_THP_FOR_FS); re-record the fixture or add the line"
-                .into(),
-        )
-    })?;
     let profile = KernelProfile::by_name(&header.profile)
-        .or_else(|| KernelProfile::for_release(&header.kernel))
-        .ok_or_else(|| {
+        .map_or_else(|| KernelProfile::for_release(&header.kernel), Ok)
+        .map_err(|e| {
             at(format!(
-                "no model profile for kernel {} (profile {:?})",
+                "no model profile for kernel {} (profile {:?}): {e}",
                 header.kernel, header.profile
             ))
         })?;
@@ -545,7 +585,14 @@ pub fn replay(path: &Path) -> Result<Option<Vec<Explanation>>, String> {
         .find(|c| c.id() == header.case)
         .ok_or_else(|| at(format!("unknown case {:?}", header.case)))?;
     let env = env_from_header(&header.env).map_err(at)?;
-    let model = model_trace(&profile, read_only_thp_for_fs, &env, &case);
+    // The recorded `read_only_thp_for_fs:`; a fixture recorded before that line existed
+    // stands, when it is a file case on a disk filesystem, for a kernel that collapses regular
+    // files (the host records such a case only there), else for one that does not.
+    let read_only_thp_for_fs = header.read_only_thp_for_fs.unwrap_or(matches!(
+        env.finfo.as_ref().map(|f| &f.kind),
+        Some(DirKind::Disk { .. })
+    ));
+    let model = model_trace_checked(&profile, read_only_thp_for_fs, &env, &case);
     model.invariants.clone().map_err(|e| {
         at(format!(
             "replaying on the model (profile {}): {e}",
@@ -576,6 +623,40 @@ pub fn replay(path: &Path) -> Result<Option<Vec<Explanation>>, String> {
         BodyComparison::Explained(used, _) => Ok(Some(used)),
         BodyComparison::Disagree(d) => Err(diff(&d)),
     }
+}
+
+/// The sidecar of a release's fixtures that disagree with the model and stay as the kernel
+/// recorded them: `fixtures/<release>/AWAITING`, one `<fixture file>: #<issue> <why>` per
+/// line, `#` comments.
+pub const AWAITING: &str = "AWAITING";
+
+/// The AWAITING entries of the fixture directory `dir`: file name -> reason.
+pub fn awaiting(dir: &Path) -> Result<std::collections::BTreeMap<String, String>, String> {
+    let path = dir.join(AWAITING);
+    let text = match fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Default::default()),
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    };
+    let mut out = std::collections::BTreeMap::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (file, reason) = line
+            .split_once(": ")
+            .filter(|(_, r)| r.starts_with('#') && r[1..].starts_with(|c: char| c.is_ascii_digit()))
+            .ok_or_else(|| {
+                format!(
+                    "{}:{}: expected `<fixture>.trace: #<model issue> <why>`, got {line:?}",
+                    path.display(),
+                    n + 1
+                )
+            })?;
+        out.insert(file.to_string(), reason.to_string());
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -623,14 +704,12 @@ mod tests {
             outcome,
             elapsed: std::time::Duration::ZERO,
             trace,
+            restore_error: None,
         }
     }
 
-    fn model_run(r: CaseResult) -> ModelRun {
-        ModelRun {
-            result: r,
-            invariants: Ok(()),
-        }
+    fn model_run(r: CaseResult) -> CaseResult {
+        r
     }
 
     const SWAP: &str = "khugepaged:anon/collapse_max_ptes_swap";
@@ -832,12 +911,13 @@ mod tests {
     }
 
     #[test]
-    fn replay_compares_the_settings_and_needs_read_only_thp_for_fs() {
+    fn replay_compares_the_settings_header() {
         let f = "madvise_anon_collapse_full.trace";
         let r = replay_edited(f, |t| t.replace("max_ptes_none=511", "max_ptes_none=0"));
         assert!(r.unwrap_err().contains("other THP settings"));
+        // A fixture from before the header line replays with the fallback.
         let r = replay_edited(f, |t| t.replace("read_only_thp_for_fs: no\n", ""));
-        assert!(r.unwrap_err().contains("read_only_thp_for_fs"));
+        assert_eq!(r, Ok(None));
     }
 
     #[test]

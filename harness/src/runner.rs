@@ -64,6 +64,10 @@ pub struct CaseResult {
     pub elapsed: Duration,
     /// The trace, when the case ran traced.
     pub trace: Option<String>,
+    /// Why the THP and khugepaged settings (and whatever else the case changed on the machine)
+    /// could not be restored after the case; None when they were restored. Reported apart from
+    /// the outcome: the case may have passed and still left the machine changed.
+    pub restore_error: Option<String>,
 }
 
 impl CaseResult {
@@ -75,6 +79,7 @@ impl CaseResult {
             outcome: Outcome::Skip(reason),
             elapsed: Duration::ZERO,
             trace: None,
+            restore_error: None,
         }
     }
 }
@@ -124,7 +129,7 @@ pub fn unsupported_reason(b: &mut dyn Backend, env: &Env, case: &Case) -> Option
     match env.finfo.as_ref().map(|f| &f.kind) {
         None => Some("file tests need a [dir] argument".into()),
         Some(DirKind::Disk { .. }) if !b.read_only_thp_for_fs() => Some(format!(
-            "{}: file collapse outside tmpfs needs CONFIG_READ_ONLY_THP_FOR_FS=y, which {} does not have",
+            "{}: file collapse outside tmpfs needs CONFIG_READ_ONLY_THP_FOR_FS=y (before 7.2), which {} does not have",
             env.finfo.as_ref().map_or("", |f| f.dir.as_str()),
             b.kernel_release()
         )),
@@ -138,15 +143,38 @@ pub fn unsupported_reason(b: &mut dyn Backend, env: &Env, case: &Case) -> Option
 
 /// Runs `case` in the process `b` stands for.
 pub fn run_case(b: &mut dyn Backend, env: &Env, case: &Case) -> CaseResult {
-    run_case_inner(b, env, case, None)
+    run_case_inner(b, env, case, None, None)
 }
 
 /// Runs `case` and records its trace; `profile` names the model profile the run stands for
 /// (the model's own, or the host kernel's era).
 pub fn run_case_traced(b: &mut dyn Backend, env: &Env, case: &Case, profile: &str) -> CaseResult {
-    let kernel = b.kernel_release();
-    let mut tb = TracingBackend::new(b);
-    run_case_inner(&mut tb, env, case, Some((kernel, profile.to_string())))
+    run_case_streaming(b, env, case, Some(profile), &mut |_| {})
+}
+
+/// Runs `case` (traced when `profile` is given, see [`run_case_traced`]) and hands each of the
+/// case's steps to `sink` as it ends, before the case is over.
+pub fn run_case_streaming(
+    b: &mut dyn Backend,
+    env: &Env,
+    case: &Case,
+    profile: Option<&str>,
+    sink: &mut dyn FnMut(&Step),
+) -> CaseResult {
+    match profile {
+        Some(profile) => {
+            let kernel = b.kernel_release();
+            let mut tb = TracingBackend::new(b);
+            run_case_inner(
+                &mut tb,
+                env,
+                case,
+                Some((kernel, profile.to_string())),
+                Some(sink),
+            )
+        }
+        None => run_case_inner(b, env, case, None, Some(sink)),
+    }
 }
 
 fn run_case_inner(
@@ -154,6 +182,7 @@ fn run_case_inner(
     env: &Env,
     case: &Case,
     trace: Option<(String, String)>,
+    mut sink: Option<&mut dyn FnMut(&Step)>,
 ) -> CaseResult {
     let start = Instant::now();
     if let Some(reason) = unsupported_reason(b, env, case) {
@@ -169,16 +198,22 @@ fn run_case_inner(
                 outcome,
                 elapsed: start.elapsed(),
                 trace: None,
+                restore_error: None,
             };
         }
     };
     let defaults = ThpSettings::selftest_defaults(&saved, env.anon_order);
     let settings_text = settings_description(&defaults);
-    let era = model::KernelProfile::for_release(&b.kernel_release());
+    let era = model::KernelProfile::for_release(&b.kernel_release()).ok();
     let read_only_thp_for_fs = b.read_only_thp_for_fs();
     let mut t = Ctx::new(b, env.clone());
     t.tracing = trace.is_some();
     t.era = era;
+    if matches!(case, Case::AllocAtFault) {
+        if let Some(s) = sink.take() {
+            t.step_sink = Some(s);
+        }
+    }
     let mut result = t
         .settings
         .push(t.b, defaults)
@@ -192,6 +227,9 @@ fn run_case_inner(
                 t.steps.clear();
                 // The prologue's calls belong to alloc_at_fault, not to this case's trace.
                 let _ = t.b.take_trace_calls();
+                if let Some(s) = sink.take() {
+                    t.step_sink = Some(s);
+                }
                 result = (entry.func)(&mut t, entry.context, entry.mem);
             } else {
                 result = Err(crate::catalogue::Abort(
@@ -204,8 +242,11 @@ fn run_case_inner(
     let exit_status = t.exit_status;
     let steps = std::mem::take(&mut t.steps);
     drop(t);
-    // A settings restore that fails leaves the machine changed: the case fails saying so.
-    let restored = saved.write(b);
+    // The error names the sysfs file and the value that could not be written back.
+    let restore_error = saved
+        .write(b)
+        .err()
+        .map(|e| format!("writing the saved THP settings back: {e}"));
     let outcome = match result {
         Err(abort) => Outcome::Fail(abort.0),
         Ok(()) if exit_status > 0 => {
@@ -219,15 +260,6 @@ fn run_case_inner(
             Some(s) => Outcome::Skip(s.to_string()),
             None => Outcome::Pass,
         },
-    };
-    let outcome = match (restored, outcome) {
-        (Ok(()), o) => o,
-        (Err(e), Outcome::Fail(w)) => {
-            Outcome::Fail(format!("{w}; then restoring the THP settings failed: {e}"))
-        }
-        (Err(e), _) => Outcome::Fail(format!(
-            "restoring the THP settings the case started with failed: {e}"
-        )),
     };
     let trace = trace.map(|(kernel, profile)| {
         let header = crate::trace::Header {
@@ -248,5 +280,6 @@ fn run_case_inner(
         outcome,
         elapsed: start.elapsed(),
         trace,
+        restore_error,
     }
 }

@@ -90,7 +90,11 @@ impl Backend for HostBackend {
     }
 
     fn read_only_thp_for_fs(&mut self) -> bool {
+        // From 7.2 the config is gone and large-folio filesystems collapse without it.
+        let release = self.kernel_release();
         super::probe::read_only_thp_for_fs()
+            || model::KernelProfile::for_release(&release)
+                .is_ok_and(|p| p.file_thp_without_read_only_config)
     }
 
     fn mmap(&mut self, addr: u64, len: u64, target: MapTarget) -> Result<u64, Errno> {
@@ -202,6 +206,7 @@ impl Backend for HostBackend {
 
     fn create_file(&mut self, path: &str) -> Result<Fd, Errno> {
         // O_EXCL and O_NOFOLLOW: never reuse or follow what is already there; mode 0600.
+        super::crash_point::crash_point("create the test file");
         let f = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -247,6 +252,7 @@ impl Backend for HostBackend {
     }
 
     fn unlink(&mut self, path: &str) -> Result<(), Errno> {
+        super::crash_point::crash_point("remove the test file");
         std::fs::remove_file(path).map_err(io_errno)
     }
 
@@ -293,6 +299,18 @@ impl Backend for HostBackend {
         match unsafe { nix::unistd::fork() } {
             Err(e) => Err(Errno::from_number(e as i32).unwrap_or(Errno::EAGAIN)),
             Ok(nix::unistd::ForkResult::Child) => {
+                // The test's child dies with the case process, like the case process with the
+                // coordinator (see `isolate`).
+                // SAFETY: prctl(2) with plain integer arguments.
+                unsafe {
+                    libc::prctl(
+                        libc::PR_SET_PDEATHSIG,
+                        libc::SIGKILL as libc::c_ulong,
+                        0,
+                        0,
+                        0,
+                    )
+                };
                 drop(r);
                 let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| child(self)));
                 let (status, text) = match result {
