@@ -1,5 +1,6 @@
 //! The khugepaged.c catalogue as libtest-mimic trials: one per (backend, context, mem_type,
-//! test), named like `model/khugepaged:anon/collapse_max_ptes_shared` and
+//! test), named like `model/khugepaged:anon/collapse_max_ptes_shared` (6.18),
+//! `model@6.12/s2/...` (other profiles, `-s` orders) and
 //! `host/khugepaged:anon/collapse_max_ptes_shared`. Host trials run this machine's kernel
 //! (root, THP and MADV_COLLAPSE needed) and are listed as ignored, with the reason, elsewhere.
 
@@ -32,8 +33,12 @@ fn verdict(r: &CaseResult, expect_skip: bool) -> Result<(), Failed> {
     }
 }
 
-/// Model trials for every case: `model/...` on 6.18, `model@RELEASE/...` on the first release
-/// of every other distinct behaviour (the catalogue must pass under every profile).
+/// The `-s` orders the recorded fixtures use (`-s 2 all:anon`, `-s 4 all:shmem`), and none.
+const ANON_ORDERS: [u8; 3] = [0, 2, 4];
+
+/// Model trials for every case and `-s` order: `model/...` on 6.18, `model@RELEASE/...` on
+/// the first release of every other distinct behaviour (the catalogue must pass under every
+/// profile); `/s2/`, `/s4/` after the prefix for the mTHP orders.
 fn model_trials() -> Vec<Trial> {
     let mut trials = Vec::new();
     for profile in KernelProfile::eras() {
@@ -42,15 +47,22 @@ fn model_trials() -> Vec<Trial> {
         } else {
             format!("model@{}", profile.name)
         };
-        trials.extend(model_trials_for(&prefix, profile));
+        for anon_order in ANON_ORDERS {
+            let prefix = if anon_order == 0 {
+                prefix.clone()
+            } else {
+                format!("{prefix}/s{anon_order}")
+            };
+            trials.extend(model_trials_for(&prefix, profile.clone(), anon_order));
+        }
     }
     trials
 }
 
-fn model_trials_for(prefix: &str, profile: KernelProfile) -> Vec<Trial> {
+fn model_trials_for(prefix: &str, profile: KernelProfile, anon_order: u8) -> Vec<Trial> {
     // The model's file tests use a tmpfs directory mounted huge=advise, as the selftest asks.
     let env = Env {
-        anon_order: 0,
+        anon_order,
         finfo: Some(FileInfo::model_tmpfs("advise")),
     };
     all_cases()

@@ -124,6 +124,11 @@ fn help_prints_the_selftest_usage() {
                 "--check",
                 "--test",
                 "--bench",
+                // libtest's and cargo-mutants' (ci/mutants.sh) flags.
+                "--include-ignored",
+                "--skip",
+                "--shard",
+                "--iterate",
             ]
             .contains(w)
         })

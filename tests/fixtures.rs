@@ -1,9 +1,12 @@
 //! The CI gate for model changes: every trace recorded on a real kernel (fixtures/<release>/)
 //! is replayed on the model with the matching profile; any difference fails with a readable
-//! diff. A fixture that says it depends on something the model does not model is listed as
-//! ignored, with that reason. A fixture named in its release's AWAITING file disagrees with
-//! the model and waits on a model issue: it is listed as ignored with that issue, and a
-//! second trial fails as soon as it agrees, so the marker cannot go stale.
+//! diff. Every replay also runs the model's invariant checker at every step and compares the
+//! settings header. A fixture that says it depends on something the model does not model is
+//! listed as ignored, with that reason; run with `--include-ignored` it is still compared, and
+//! only the differences its unmodelled events may cause are forgiven. A fixture named in its
+//! release's AWAITING file disagrees with the model and waits on a model issue: it is listed
+//! as ignored with that issue, and a second trial fails as soon as it agrees, so the marker
+//! cannot go stale.
 
 use std::collections::BTreeSet;
 use std::path::Path;

@@ -67,11 +67,11 @@ fn pmd_mapped_thp_is_labelled_pmd() -> Result<(), Failed> {
                     std::io::Error::last_os_error()
                 )));
             }
-            let smaps = proc::smaps_at(area as u64).ok_or("no smaps for the area")?;
+            let smaps = proc::smaps_at(area as u64)?.ok_or("no smaps for the area")?;
             if smaps.anon_huge_pages != 2 * huge as u64 / 1024 {
                 return Err(format!("smaps shows {smaps:?}, expected two PMD-mapped THPs").into());
             }
-            let map = harness::page_map::render(&proc::page_map(area as u64, 512));
+            let map = harness::page_map::render(&proc::page_map(area as u64, 512)?);
             if !map.starts_with("0-511 pmd f0[0..] o9 mc1 ex") {
                 return Err(format!("the first THP is not labelled pmd: {map}").into());
             }
@@ -80,7 +80,7 @@ fn pmd_mapped_thp_is_labelled_pmd() -> Result<(), Failed> {
             if libc::mprotect(second, model::PAGE_SIZE as usize, libc::PROT_READ) != 0 {
                 return Err(Failed::from("mprotect failed"));
             }
-            let both = harness::page_map::render(&proc::page_map(area as u64, 1024));
+            let both = harness::page_map::render(&proc::page_map(area as u64, 1024)?);
             if !(both.starts_with("0-511 pmd f0[0..] o9")
                 && both.contains("512-1023 pte f1[0..] o9"))
             {

@@ -148,9 +148,10 @@ pub trait Backend {
     fn drop_caches(&mut self) -> Result<(), Errno>;
 
     /// The smaps block of the VMA starting exactly at `addr` (None when none starts there).
-    fn smaps(&mut self, addr: u64) -> Option<SmapsFields>;
-    /// The page map of `nr` pages from `addr`.
-    fn page_map(&mut self, addr: u64, nr: usize) -> Vec<PageObs>;
+    /// Err names what could not be read.
+    fn smaps(&mut self, addr: u64) -> Result<Option<SmapsFields>, String>;
+    /// The page map of `nr` pages from `addr`, or what could not be read (the file and why).
+    fn page_map(&mut self, addr: u64, nr: usize) -> Result<Vec<PageObs>, String>;
 
     /// Reads a file below /sys/kernel/mm/transparent_hugepage.
     fn thp_read(&mut self, path: &str) -> Result<String, Errno>;
@@ -199,6 +200,10 @@ pub trait Backend {
     fn take_trace_calls(&mut self) -> Vec<String> {
         Vec::new()
     }
+
+    /// A step boundary of a traced run: the tracing wrapper says so when it hands a step its
+    /// calls, before taking the notes. The model checks its invariants here.
+    fn step_boundary(&mut self) {}
 
     /// Explanations the backend can give of what just happened (the model's collapse
     /// reports), one line each, since the last call. Traces show them as `#` comments.

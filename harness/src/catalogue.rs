@@ -219,16 +219,20 @@ impl<'a> Ctx<'a> {
         }
         if let Some((addr, len)) = self.area {
             obs.push(match self.b.smaps(addr) {
-                Some(s) => format!(
+                Err(e) => format!("smaps({addr:#x}): unreadable: {e}"),
+                Ok(Some(s)) => format!(
                     "smaps({addr:#x}): rss={} anon_huge={} shmem_pmd={} file_pmd={} swap={}",
                     s.rss, s.anon_huge_pages, s.shmem_pmd_mapped, s.file_pmd_mapped, s.swap
                 ),
-                None => format!("smaps({addr:#x}): no VMA starts here"),
+                Ok(None) => format!("smaps({addr:#x}): no VMA starts here"),
             });
             let nr = (len / self.page_size) as usize;
             obs.push(format!(
                 "map({addr:#x}+{nr}): {}",
-                crate::page_map::render(&self.b.page_map(addr, nr))
+                self.b.page_map(addr, nr).map_or_else(
+                    |e| format!("unreadable: {e}"),
+                    |m| crate::page_map::render(&m)
+                )
             ));
         }
         (calls, obs)
@@ -318,7 +322,10 @@ impl<'a> Ctx<'a> {
             return Vec::new();
         };
         let nr = (len / self.page_size) as usize;
-        let map = crate::page_map::render(&self.b.page_map(addr, nr));
+        let map = self.b.page_map(addr, nr).map_or_else(
+            |e| format!("unreadable: {e}"),
+            |m| crate::page_map::render(&m),
+        );
         vec![seen, format!("page map {addr:#x}+{nr} pages: {map}")]
     }
 
@@ -402,16 +409,16 @@ impl<'a> Ctx<'a> {
     /// check_swap: the smaps `Swap:` of the VMA at `addr` equals `size`.
     fn check_swap(&mut self, addr: u64, size: u64) -> bool {
         let s = self.b.smaps(addr);
-        let swap = s.map(|s| s.swap);
-        self.last_check = Some((
-            addr,
-            self.hpage_pmd_size,
-            format!(
+        let swap = s.as_ref().ok().and_then(|s| s.map(|s| s.swap));
+        let seen = match &s {
+            Err(e) => format!("check_swap: {e}"),
+            Ok(_) => format!(
                 "check_swap: Swap {} kB, expected {} kB",
                 swap.map_or("?".into(), |v| v.to_string()),
                 size >> 10
             ),
-        ));
+        };
+        self.last_check = Some((addr, self.hpage_pmd_size, seen));
         swap == Some(size >> 10)
     }
 
@@ -715,8 +722,10 @@ pub fn check_huge_on(
     nr: u64,
 ) -> (bool, String) {
     let want = nr * (b.hpage_pmd_size() >> 10);
-    let Some(s) = b.smaps(addr) else {
-        return (false, format!("check_huge: no VMA starts at {addr:#x}"));
+    let s = match b.smaps(addr) {
+        Ok(Some(s)) => s,
+        Ok(None) => return (false, format!("check_huge: no VMA starts at {addr:#x}")),
+        Err(e) => return (false, format!("check_huge: {e}")),
     };
     let (field, have) = match ops {
         MemType::Anon => ("AnonHugePages", s.anon_huge_pages),

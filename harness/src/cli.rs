@@ -554,7 +554,8 @@ pub fn comparison_text(
             one_line(host),
             one_line(model)
         ),
-        (Comparison::Unmodelled(reasons, d), _) => {
+        (Comparison::Unmodelled(events, d), _) => {
+            let reasons: Vec<String> = events.iter().map(|e| e.header_form()).collect();
             let detail = format!(
                 "{early}{}because: {}\n",
                 crate::trace::describe(d, "host", "model"),
@@ -737,10 +738,10 @@ fn record(o: &Options, env: &Env, root: &str, p: &mut Printer) -> Result<i32, St
         match &r.trace {
             Some(t) => {
                 let path = dir.join(crate::crosscheck::fixture_name(&case, env));
-                let reasons = crate::crosscheck::unmodelled_reasons(&r);
+                let events = crate::crosscheck::explanations(&r);
                 crate::crosscheck::write_atomically(
                     &path,
-                    &crate::crosscheck::annotate(t, &reasons),
+                    &crate::crosscheck::annotate(t, &events),
                 )?;
                 written += 1;
                 p.put(&format!(

@@ -11,6 +11,9 @@ use model::{Errno, Kernel, KernelProfile, Pid, PAGE_SIZE};
 use crate::backend::{Backend, ChildResult, Fd, Madv, MapTarget, PageObs, PageState, SmapsFields};
 use crate::catalogue::DirKind;
 
+/// How an invariant violation note starts (see [`ModelBackend::check_invariants`]).
+pub const INVARIANTS_BROKEN: &str = "model invariants broken: ";
+
 /// An open file description of the model process.
 #[derive(Clone, Copy, Debug)]
 struct OpenFile {
@@ -28,6 +31,14 @@ pub struct ModelBackend {
     khugepaged_debt_us: u64,
     /// The filesystem the selftest's `[dir]` is on: where create_file makes its file.
     pub dir: Option<DirKind>,
+    /// Run the invariant checker at every step boundary of a traced run and after every call
+    /// that collapsed or tried to (the calls that made collapse reports); the first violation
+    /// becomes a note and stays in `invariant_violation`. Checking after every call would
+    /// cost seconds per case (the checker walks all memory).
+    pub check_invariants: bool,
+    pub invariant_violation: Option<String>,
+    /// Notes not yet taken (an invariant violation found at a step boundary).
+    pending_notes: Vec<String>,
 }
 
 impl ModelBackend {
@@ -48,6 +59,9 @@ impl ModelBackend {
             files: BTreeMap::new(),
             khugepaged_debt_us: 0,
             dir: None,
+            check_invariants: false,
+            invariant_violation: None,
+            pending_notes: Vec::new(),
         }
     }
 
@@ -62,6 +76,18 @@ impl ModelBackend {
         }
         self.fds.insert(n, f);
         Fd(n)
+    }
+
+    /// The invariant checker, when enabled and nothing broke yet; see `check_invariants`.
+    fn check(&mut self) {
+        if self.check_invariants && self.invariant_violation.is_none() {
+            if let Err(v) = self.k.check_invariants() {
+                let text = v.to_string().replace('\n', "; ");
+                self.pending_notes
+                    .push(format!("{INVARIANTS_BROKEN}{text}"));
+                self.invariant_violation = Some(text);
+            }
+        }
     }
 
     fn obs(&self, e: PagemapEntry) -> PageObs {
@@ -220,19 +246,22 @@ impl Backend for ModelBackend {
         Ok(())
     }
 
-    fn smaps(&mut self, addr: u64) -> Option<SmapsFields> {
-        let s = self.k.smaps(self.pid, addr).ok()?;
-        Some(SmapsFields {
+    fn smaps(&mut self, addr: u64) -> Result<Option<SmapsFields>, String> {
+        // The model's only error here is "no VMA starts at addr".
+        let Ok(s) = self.k.smaps(self.pid, addr) else {
+            return Ok(None);
+        };
+        Ok(Some(SmapsFields {
             rss: s.rss,
             anon_huge_pages: s.anon_huge_pages,
             shmem_pmd_mapped: s.shmem_pmd_mapped,
             file_pmd_mapped: s.file_pmd_mapped,
             swap: s.swap,
-        })
+        }))
     }
 
-    fn page_map(&mut self, addr: u64, nr: usize) -> Vec<PageObs> {
-        (0..nr as u64)
+    fn page_map(&mut self, addr: u64, nr: usize) -> Result<Vec<PageObs>, String> {
+        Ok((0..nr as u64)
             .map(|i| {
                 let e = self
                     .k
@@ -240,7 +269,7 @@ impl Backend for ModelBackend {
                     .unwrap_or_default();
                 self.obs(e)
             })
-            .collect()
+            .collect())
     }
 
     fn thp_read(&mut self, path: &str) -> Result<String, Errno> {
@@ -309,7 +338,8 @@ impl Backend for ModelBackend {
     /// The model's collapse reports: for every scan and attempt, the result code and the
     /// counts that decided it.
     fn take_notes(&mut self) -> Vec<String> {
-        self.k
+        let mut notes: Vec<String> = self
+            .k
             .take_collapse_log()
             .into_iter()
             .map(|r| {
@@ -328,7 +358,16 @@ impl Backend for ModelBackend {
                     r.addr, r.pid, r.result, r.none_or_zero, r.swap, r.shared, r.referenced, r.writable, r.present
                 )
             })
-            .collect()
+            .collect();
+        if !notes.is_empty() {
+            self.check();
+        }
+        notes.append(&mut self.pending_notes);
+        notes
+    }
+
+    fn step_boundary(&mut self) {
+        self.check();
     }
 
     fn as_dyn(&mut self) -> &mut dyn Backend {

@@ -205,6 +205,7 @@ fn run_case_inner(
     let defaults = ThpSettings::selftest_defaults(&saved, env.anon_order);
     let settings_text = settings_description(&defaults);
     let era = model::KernelProfile::for_release(&b.kernel_release()).ok();
+    let read_only_thp_for_fs = b.read_only_thp_for_fs();
     let mut t = Ctx::new(b, env.clone());
     t.tracing = trace.is_some();
     t.era = era;
@@ -241,10 +242,11 @@ fn run_case_inner(
     let exit_status = t.exit_status;
     let steps = std::mem::take(&mut t.steps);
     drop(t);
+    // The error names the sysfs file and the value that could not be written back.
     let restore_error = saved
         .write(b)
         .err()
-        .map(|e| format!("writing the saved THP settings back: {}", e.name()));
+        .map(|e| format!("writing the saved THP settings back: {e}"));
     let outcome = match result {
         Err(abort) => Outcome::Fail(abort.0),
         Ok(()) if exit_status > 0 => {
@@ -266,6 +268,8 @@ fn run_case_inner(
             case: case.id(),
             env: env_description(env),
             settings: settings_text,
+            read_only_thp_for_fs: Some(read_only_thp_for_fs),
+            retried: None,
             unmodelled: Vec::new(),
         };
         crate::trace::render(&header, &steps, &outcome)

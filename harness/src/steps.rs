@@ -54,6 +54,14 @@ impl Step {
         s
     }
 
+    /// [`Step::decode_all`] of a stream read from `source` (a forked child's pipe, a case
+    /// process's stdout); the error names the source, so a garbled stream is never mistaken
+    /// for a run without steps.
+    pub fn decode_from(text: &str, source: &str) -> Result<Vec<Step>, String> {
+        Step::decode_all(text)
+            .map_err(|e| format!("the step stream from {source} could not be decoded: {e}"))
+    }
+
     /// Parses what [`Step::encode`] wrote (several steps, in order).
     pub fn decode_all(text: &str) -> Result<Vec<Step>, String> {
         let mut out: Vec<Step> = Vec::new();
@@ -155,5 +163,10 @@ mod tests {
         let text: String = steps.iter().map(|s| s.encode()).collect();
         assert_eq!(Step::decode_all(&text).unwrap(), steps);
         assert!(Step::decode_all("X\tbad").is_err());
+        let e = Step::decode_from("S\tmaybe\tx\ty", "the case process").unwrap_err();
+        assert!(
+            e.contains("the case process") && e.contains("bad verdict"),
+            "{e}"
+        );
     }
 }

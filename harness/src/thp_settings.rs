@@ -79,35 +79,56 @@ impl ThpSettings {
     }
 
     /// `thp_write_settings`: every file, in thp_settings.c's order.
-    pub fn write(&self, b: &mut dyn Backend) -> Result<(), Errno> {
-        b.thp_write("enabled", &self.thp_enabled)?;
-        b.thp_write("defrag", &self.thp_defrag)?;
-        b.thp_write("shmem_enabled", &self.shmem_enabled)?;
-        b.thp_write("use_zero_page", &self.use_zero_page.to_string())?;
-        b.thp_write("khugepaged/defrag", &self.khugepaged_defrag.to_string())?;
-        b.thp_write(
+    pub fn write(&self, b: &mut dyn Backend) -> Result<(), String> {
+        // Every failure names the file and the value, so a broken restore is never silent.
+        fn put(b: &mut dyn Backend, path: &str, value: &str) -> Result<(), String> {
+            b.thp_write(path, value).map_err(|e| {
+                format!("writing {value:?} to /sys/kernel/mm/transparent_hugepage/{path}: {e}")
+            })
+        }
+        put(b, "enabled", &self.thp_enabled)?;
+        put(b, "defrag", &self.thp_defrag)?;
+        put(b, "shmem_enabled", &self.shmem_enabled)?;
+        put(b, "use_zero_page", &self.use_zero_page.to_string())?;
+        put(b, "khugepaged/defrag", &self.khugepaged_defrag.to_string())?;
+        put(
+            b,
             "khugepaged/alloc_sleep_millisecs",
             &self.alloc_sleep_millisecs.to_string(),
         )?;
-        b.thp_write(
+        put(
+            b,
             "khugepaged/scan_sleep_millisecs",
             &self.scan_sleep_millisecs.to_string(),
         )?;
-        b.thp_write("khugepaged/max_ptes_none", &self.max_ptes_none.to_string())?;
-        b.thp_write("khugepaged/max_ptes_swap", &self.max_ptes_swap.to_string())?;
-        b.thp_write(
+        put(
+            b,
+            "khugepaged/max_ptes_none",
+            &self.max_ptes_none.to_string(),
+        )?;
+        put(
+            b,
+            "khugepaged/max_ptes_swap",
+            &self.max_ptes_swap.to_string(),
+        )?;
+        put(
+            b,
             "khugepaged/max_ptes_shared",
             &self.max_ptes_shared.to_string(),
         )?;
-        b.thp_write("khugepaged/pages_to_scan", &self.pages_to_scan.to_string())?;
+        put(
+            b,
+            "khugepaged/pages_to_scan",
+            &self.pages_to_scan.to_string(),
+        )?;
         for o in ORDERS {
             if let Some(v) = &self.hugepages[o as usize] {
-                b.thp_write(&size_files(o).0, v)?;
+                put(b, &size_files(o).0, v)?;
             }
         }
         for o in ORDERS {
             if let Some(v) = &self.shmem_hugepages[o as usize] {
-                b.thp_write(&size_files(o).1, v)?;
+                put(b, &size_files(o).1, v)?;
             }
         }
         Ok(())
@@ -169,8 +190,7 @@ impl SettingsStack {
         if self.stack.len() >= MAX_SETTINGS_DEPTH {
             return Err("Fail: Settings stack exceeded".into());
         }
-        s.write(b)
-            .map_err(|e| format!("write of THP settings failed: {e}"))?;
+        s.write(b)?;
         self.stack.push(s);
         Ok(())
     }
@@ -180,8 +200,7 @@ impl SettingsStack {
             return Err("Fail: Settings stack empty".into());
         }
         if let Some(top) = self.stack.last() {
-            top.write(b)
-                .map_err(|e| format!("write of THP settings failed: {e}"))?;
+            top.write(b)?;
         }
         Ok(())
     }

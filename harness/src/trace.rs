@@ -10,6 +10,7 @@
 //! case: madvise:anon/collapse_full
 //! env: anon_order=0 file=-
 //! settings: enabled=madvise defrag=always ...
+//! read_only_thp_for_fs: no
 //! --
 //!   mmap(0x40000000, 0x800000, anon) = 0x40000000
 //!   fill(0x40000000, 2048 pages) = 0
@@ -185,10 +186,10 @@ impl Backend for TracingBackend<'_> {
         self.log("drop_caches(3)".into(), &r, |_| "0".into());
         r
     }
-    fn smaps(&mut self, addr: u64) -> Option<SmapsFields> {
+    fn smaps(&mut self, addr: u64) -> Result<Option<SmapsFields>, String> {
         self.inner.smaps(addr)
     }
-    fn page_map(&mut self, addr: u64, nr: usize) -> Vec<PageObs> {
+    fn page_map(&mut self, addr: u64, nr: usize) -> Result<Vec<PageObs>, String> {
         self.inner.page_map(addr, nr)
     }
     fn thp_read(&mut self, path: &str) -> Result<String, Errno> {
@@ -230,6 +231,7 @@ impl Backend for TracingBackend<'_> {
         r
     }
     fn take_trace_calls(&mut self) -> Vec<String> {
+        self.inner.step_boundary();
         self.collect_notes();
         std::mem::take(&mut self.calls)
     }
@@ -246,8 +248,14 @@ pub struct Header {
     pub case: String,
     pub env: String,
     pub settings: String,
-    /// Reasons the recorded run depends on something the model does not model; a replay
-    /// shows the fixture as ignored with them.
+    /// Whether the kernel has CONFIG_READ_ONLY_THP_FOR_FS (it decides whether khugepaged runs
+    /// and what file mappings may collapse); None in a trace that does not say.
+    pub read_only_thp_for_fs: Option<bool>,
+    /// Why the run was repeated, when it was (the host retries a case khugepaged raced).
+    pub retried: Option<String>,
+    /// Unmodelled events of the recorded run, each tied to its step
+    /// (`crosscheck::Explanation`'s header form); a replay shows the fixture as ignored with
+    /// them and compares everything they do not cover.
     pub unmodelled: Vec<String>,
 }
 
@@ -272,6 +280,16 @@ pub fn render(h: &Header, steps: &[Step], outcome: &Outcome) -> String {
     let _ = writeln!(out, "case: {}", h.case);
     let _ = writeln!(out, "env: {}", h.env);
     let _ = writeln!(out, "settings: {}", h.settings);
+    if let Some(ro) = h.read_only_thp_for_fs {
+        let _ = writeln!(
+            out,
+            "read_only_thp_for_fs: {}",
+            if ro { "yes" } else { "no" }
+        );
+    }
+    if let Some(r) = &h.retried {
+        let _ = writeln!(out, "retried: {}", r.replace('\n', " "));
+    }
     for u in &h.unmodelled {
         let _ = writeln!(out, "unmodelled: {u}");
     }
@@ -310,6 +328,8 @@ pub fn parse(text: &str) -> Result<(Header, Vec<String>), String> {
         case: String::new(),
         env: String::new(),
         settings: String::new(),
+        read_only_thp_for_fs: None,
+        retried: None,
         unmodelled: Vec::new(),
     };
     for (n, line) in lines.by_ref().enumerate() {
@@ -325,6 +345,19 @@ pub fn parse(text: &str) -> Result<(Header, Vec<String>), String> {
             "case" => h.case = v.into(),
             "env" => h.env = v.into(),
             "settings" => h.settings = v.into(),
+            "read_only_thp_for_fs" => {
+                h.read_only_thp_for_fs = Some(match v {
+                    "yes" => true,
+                    "no" => false,
+                    _ => {
+                        return Err(format!(
+                            "header line {}: read_only_thp_for_fs must be yes or no, got {v:?}",
+                            n + 2
+                        ))
+                    }
+                })
+            }
+            "retried" => h.retried = Some(v.into()),
             "unmodelled" => h.unmodelled.push(v.into()),
             other => return Err(format!("header line {}: unknown key {other:?}", n + 2)),
         }
@@ -486,6 +519,8 @@ mod tests {
             case: "madvise:anon/collapse_full".into(),
             env: "anon_order=0 file=-".into(),
             settings: "enabled=madvise".into(),
+            read_only_thp_for_fs: Some(false),
+            retried: Some("first attempt failed".into()),
             unmodelled: vec!["THP allocation failed".into()],
         };
         let steps = vec![Step {

@@ -236,6 +236,11 @@ impl Kernel {
                         folio.folio_precise_page_mapcount(i)
                     ));
                 }
+                // PG_anon_exclusive exists only on anonymous pages (on page-cache pages the
+                // kernel's bit means PG_mappedtodisk, which the model does not track).
+                if !folio.is_anon() && folio.pages[i].anon_exclusive {
+                    errs.push(format!("{name}: page-cache page {i} has PG_anon_exclusive"));
+                }
                 if folio.is_anon() && folio.pages[i].anon_exclusive && o.page_mms[i].len() > 1 {
                     errs.push(format!(
                         "{name}: page {i} PG_anon_exclusive but mapped by {} MMs",

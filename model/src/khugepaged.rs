@@ -3,7 +3,7 @@
 
 use crate::huge_memory::TvaType;
 use crate::kernel::{Kernel, Pid};
-use crate::thp_settings::{ThpEnabled, ThpOrderEnabled};
+use crate::thp_settings::{KhugepagedSettings, ThpEnabled, ThpOrderEnabled};
 use crate::vma::Vma;
 use crate::HPAGE_PMD_ORDER;
 
@@ -167,6 +167,46 @@ struct Tally {
     present: u32,
 }
 
+/// The per-PTE rules both passes over an anonymous range apply (`hpage_collapse_scan_pmd`, then
+/// `__collapse_huge_page_isolate` with the PMD detached), one rule per helper so the two passes
+/// cannot drift. Each `count_*` returns the result that ends the pass, if any; the max_ptes_*
+/// limits bind khugepaged only (MADV_COLLAPSE ignores them).
+impl Tally {
+    /// A none or zero-page PTE, against max_ptes_none.
+    fn count_none_or_zero(
+        &mut self,
+        khugepaged: bool,
+        limits: &KhugepagedSettings,
+    ) -> Option<ScanResult> {
+        self.none_or_zero += 1;
+        (khugepaged && self.none_or_zero > limits.max_ptes_none)
+            .then_some(ScanResult::ExceedNonePte)
+    }
+
+    /// A swap PTE, against max_ptes_swap (the scan pass only: isolate runs after swap-in).
+    fn count_swap(&mut self, khugepaged: bool, limits: &KhugepagedSettings) -> Option<ScanResult> {
+        self.swap += 1;
+        (khugepaged && self.swap > limits.max_ptes_swap).then_some(ScanResult::ExceedSwapPte)
+    }
+
+    /// A PTE whose folio the profile's sharing predicate calls shared, against max_ptes_shared.
+    fn count_shared(
+        &mut self,
+        khugepaged: bool,
+        limits: &KhugepagedSettings,
+    ) -> Option<ScanResult> {
+        self.shared += 1;
+        (khugepaged && self.shared > limits.max_ptes_shared).then_some(ScanResult::ExceedSharedPte)
+    }
+
+    /// A present PTE's young bit or its folio's referenced flag (khugepaged counts them).
+    fn count_referenced(&mut self, khugepaged: bool, young: bool, folio_referenced: bool) {
+        if khugepaged && (young || folio_referenced) {
+            self.referenced += 1;
+        }
+    }
+}
+
 impl Kernel {
     fn report(
         &mut self,
@@ -218,6 +258,29 @@ impl Kernel {
                 f.folio_maybe_mapped_shared(self.profile.mm_id)
             }
         }
+    }
+
+    /// The end of either pass over an anonymous range: SCAN_PAGE_RO where the profile still
+    /// needs a writable PTE, then khugepaged's referenced rule. `swap_needs_half_referenced`
+    /// is the scan pass's extra rule: swapping in is worth it only if half the range is young.
+    fn anon_pass_verdict(
+        &self,
+        t: &Tally,
+        khugepaged: bool,
+        swap_needs_half_referenced: bool,
+    ) -> ScanResult {
+        if self.profile.collapse_requires_writable_pte && t.writable == 0 {
+            return ScanResult::PageRo;
+        }
+        if khugepaged
+            && (t.referenced == 0
+                || (swap_needs_half_referenced
+                    && t.swap > 0
+                    && t.referenced < HPAGE_PMD_NR as u32 / 2))
+        {
+            return ScanResult::LackReferencedPage;
+        }
+        ScanResult::Succeed
     }
 
     /// `find_pmd_or_thp_or_none`. The model has no PUD level of its own: a PUD table exists
@@ -276,20 +339,14 @@ impl Kernel {
         };
         for pte in table.iter() {
             let p = match *pte {
-                Pte::Swap { .. } => {
-                    t.swap += 1;
-                    if khugepaged && t.swap > limits.max_ptes_swap {
-                        return ScanResult::ExceedSwapPte;
-                    }
-                    continue;
-                }
-                Pte::None | Pte::Zero { .. } => {
-                    t.none_or_zero += 1;
-                    if khugepaged && t.none_or_zero > limits.max_ptes_none {
-                        return ScanResult::ExceedNonePte;
-                    }
-                    continue;
-                }
+                Pte::Swap { .. } => match t.count_swap(khugepaged, limits) {
+                    Some(stop) => return stop,
+                    None => continue,
+                },
+                Pte::None | Pte::Zero { .. } => match t.count_none_or_zero(khugepaged, limits) {
+                    Some(stop) => return stop,
+                    None => continue,
+                },
                 Pte::Present(p) => p,
             };
             t.writable += p.write as u32;
@@ -298,9 +355,8 @@ impl Kernel {
                 return ScanResult::PageAnon;
             }
             if self.khugepaged_sees_shared(p.folio, p.page as usize) {
-                t.shared += 1;
-                if khugepaged && t.shared > limits.max_ptes_shared {
-                    return ScanResult::ExceedSharedPte;
+                if let Some(stop) = t.count_shared(khugepaged, limits) {
+                    return stop;
                 }
             }
             if !folio.lru {
@@ -315,19 +371,9 @@ impl Kernel {
             if folio.folio_expected_ref_count() != folio.refcount {
                 return ScanResult::PageCount;
             }
-            if khugepaged && (p.young || folio.referenced) {
-                t.referenced += 1;
-            }
+            t.count_referenced(khugepaged, p.young, folio.referenced);
         }
-        if self.profile.collapse_requires_writable_pte && t.writable == 0 {
-            return ScanResult::PageRo;
-        }
-        if khugepaged
-            && (t.referenced == 0 || (t.swap > 0 && t.referenced < HPAGE_PMD_NR as u32 / 2))
-        {
-            return ScanResult::LackReferencedPage;
-        }
-        ScanResult::Succeed
+        self.anon_pass_verdict(t, khugepaged, true)
     }
 
     /// `hugepage_vma_revalidate` for an anonymous collapse.
@@ -486,13 +532,10 @@ impl Kernel {
         for i in 0..HPAGE_PMD_NR {
             let pte = self.mms[&pid].page_table.pte(haddr + i as u64 * PAGE_SIZE);
             let p = match pte {
-                Pte::None | Pte::Zero { .. } => {
-                    t.none_or_zero += 1;
-                    if !khugepaged || t.none_or_zero <= limits.max_ptes_none {
-                        continue;
-                    }
-                    return ScanResult::ExceedNonePte;
-                }
+                Pte::None | Pte::Zero { .. } => match t.count_none_or_zero(khugepaged, &limits) {
+                    Some(stop) => return stop,
+                    None => continue,
+                },
                 Pte::Swap { .. } => return ScanResult::PteNonPresent,
                 Pte::Present(p) => p,
             };
@@ -501,9 +544,8 @@ impl Kernel {
                 return ScanResult::PageAnon;
             }
             if self.khugepaged_sees_shared(p.folio, p.page as usize) {
-                t.shared += 1;
-                if khugepaged && t.shared > limits.max_ptes_shared {
-                    return ScanResult::ExceedSharedPte;
+                if let Some(stop) = t.count_shared(khugepaged, &limits) {
+                    return stop;
                 }
             }
             if folio.locked {
@@ -513,17 +555,9 @@ impl Kernel {
                 return ScanResult::PageCount;
             }
             t.writable += p.write as u32;
-            if khugepaged && (p.young || folio.referenced) {
-                t.referenced += 1;
-            }
+            t.count_referenced(khugepaged, p.young, folio.referenced);
         }
-        if self.profile.collapse_requires_writable_pte && t.writable == 0 {
-            return ScanResult::PageRo;
-        }
-        if khugepaged && t.referenced == 0 {
-            return ScanResult::LackReferencedPage;
-        }
-        ScanResult::Succeed
+        self.anon_pass_verdict(t, khugepaged, false)
     }
 
     /// `hpage_collapse_scan_file` then `collapse_file` for the file range starting at page

@@ -173,12 +173,6 @@ pub fn folio_dup_file_rmap_ptes(
     }
 }
 
-/// `folio_dup_file_rmap_pmd` at fork.
-pub fn folio_dup_file_rmap_pmd(folio: &mut Folio, child: MmId, tracking: bool) {
-    folio.entire_mapcount += 1;
-    mm_id::add_large_mapcount(folio, 1, child, tracking);
-}
-
 /// `deferred_split_folio` (6.12+; `deferred_split_huge_page` in 6.1): queue a large
 /// anonymous folio for the deferred-split shrinker. `partially_mapped` marks the queueing
 /// caused by unmapped subpages. Returns whether the kernel counts `thp_deferred_split_page`:

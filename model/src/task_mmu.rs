@@ -29,8 +29,6 @@ pub struct Smaps {
 pub struct PagemapEntry {
     pub present: bool,
     pub swap: bool,
-    /// PM_FILE: a present page that is not anonymous.
-    pub file: bool,
     /// PM_MMAP_EXCLUSIVE.
     pub exclusive: bool,
     /// The mapped folio and page, standing in for the PFN.
@@ -100,7 +98,6 @@ impl Kernel {
             Mapping::None | Mapping::Pte(Pte::None) => PagemapEntry::default(),
             Mapping::HugeZero | Mapping::Pte(Pte::Zero { .. }) => PagemapEntry {
                 present: true,
-                file: true,
                 zero_page: true,
                 pmd_mapped: matches!(mm.page_table.lookup(addr), Mapping::HugeZero),
                 ..PagemapEntry::default()
@@ -113,7 +110,6 @@ impl Kernel {
                 let folio = self.folio(p.folio);
                 PagemapEntry {
                     present: true,
-                    file: !folio.is_anon(),
                     exclusive: folio.folio_precise_page_mapcount(p.page as usize) == 1,
                     page: Some((p.folio, p.page as usize)),
                     ..PagemapEntry::default()
@@ -127,7 +123,6 @@ impl Kernel {
                 };
                 PagemapEntry {
                     present: true,
-                    file: !folio.is_anon(),
                     exclusive: folio.folio_precise_page_mapcount(tested) == 1,
                     page: Some((pmd.folio, page)),
                     pmd_mapped: true,

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use crate::backend::{Backend, ChildResult, Errno, Fd, Madv, MapTarget, PageObs, SmapsFields};
 use crate::steps::Step;
 
+use super::ranges::MappedRanges;
 use super::{proc, sysfs};
 
 fn last_errno() -> Errno {
@@ -30,6 +31,41 @@ pub struct HostBackend {
     pub stall_timeout: Duration,
     /// Print khugepaged wait progress on stderr.
     pub show_progress: bool,
+    /// What this backend mapped: loads, stores and write(2) from memory must lie inside, and
+    /// munmap, madvise and mremap must not touch the program's own mappings.
+    mapped: MappedRanges,
+}
+
+/// The refusal of an address outside the test areas: EFAULT, with the reason on stderr.
+fn refuse(what: &str, why: &str) -> Errno {
+    eprintln!("host backend: refusing {what}: {why}");
+    Errno::EFAULT
+}
+
+impl HostBackend {
+    /// Refuses a range that overlaps memory this backend did not map.
+    fn own_or_unmapped(&self, what: &str, addr: u64, len: u64) -> Result<(), Errno> {
+        match self.mapped.foreign_overlap(addr, len) {
+            Ok(None) => Ok(()),
+            Ok(Some(m)) => Err(refuse(
+                &format!("{what}({addr:#x}, {len:#x})"),
+                &format!("it overlaps {m}, which the test did not map"),
+            )),
+            Err(e) => Err(refuse(&format!("{what}({addr:#x}, {len:#x})"), &e)),
+        }
+    }
+
+    /// Refuses an access outside the ranges this backend mapped.
+    fn inside(&self, what: &str, addr: u64, len: u64) -> Result<(), Errno> {
+        if self.mapped.contains(addr, len) {
+            Ok(())
+        } else {
+            Err(refuse(
+                &format!("{what} at {addr:#x}+{len:#x}"),
+                "outside the areas this backend mapped",
+            ))
+        }
+    }
 }
 
 impl Default for HostBackend {
@@ -37,6 +73,7 @@ impl Default for HostBackend {
         HostBackend {
             stall_timeout: Duration::from_secs(30),
             show_progress: true,
+            mapped: MappedRanges::default(),
         }
     }
 }
@@ -75,14 +112,17 @@ impl Backend for HostBackend {
         if p == libc::MAP_FAILED {
             Err(last_errno())
         } else {
+            self.mapped.add(p as u64, len);
             Ok(p as u64)
         }
     }
 
     fn munmap(&mut self, addr: u64, len: u64) -> Result<(), Errno> {
-        // SAFETY: the test areas are only ever touched through this backend.
+        self.own_or_unmapped("munmap", addr, len)?;
+        // SAFETY: checked above: the range holds only test areas (or nothing).
         let r = unsafe { libc::munmap(addr as *mut libc::c_void, len as usize) };
         if r == 0 {
+            self.mapped.remove(addr, len);
             Ok(())
         } else {
             Err(last_errno())
@@ -90,7 +130,9 @@ impl Backend for HostBackend {
     }
 
     fn madvise(&mut self, addr: u64, len: u64, advice: Madv) -> Result<(), Errno> {
-        // SAFETY: madvise on the test area; MADV_DONTNEED discards only what the test asks.
+        self.own_or_unmapped("madvise", addr, len)?;
+        // SAFETY: checked above: the range holds only test areas (or nothing), so
+        // MADV_DONTNEED discards only what the test asks.
         let r = unsafe { libc::madvise(addr as *mut libc::c_void, len as usize, advice.number()) };
         if r == 0 {
             Ok(())
@@ -106,7 +148,9 @@ impl Backend for HostBackend {
         new_len: u64,
         new: u64,
     ) -> Result<u64, Errno> {
-        // SAFETY: MREMAP_FIXED replaces whatever is at `new`, which the selftest owns.
+        self.own_or_unmapped("mremap", old, old_len)?;
+        self.own_or_unmapped("mremap target", new, new_len)?;
+        // SAFETY: checked above: MREMAP_FIXED replaces only test areas (or nothing) at `new`.
         let p = unsafe {
             libc::mremap(
                 old as *mut libc::c_void,
@@ -119,18 +163,22 @@ impl Backend for HostBackend {
         if p == libc::MAP_FAILED {
             Err(last_errno())
         } else {
+            self.mapped.remove(old, old_len);
+            self.mapped.add(p as u64, new_len);
             Ok(p as u64)
         }
     }
 
     fn write_u32(&mut self, addr: u64, value: u32) -> Result<(), Errno> {
-        // SAFETY: the address lies in a test area mapped by this backend; a bad address
-        // raises SIGSEGV in the case process, as in the C selftest.
+        self.inside("store", addr, 4)?;
+        // SAFETY: checked above: the address lies in a test area this backend mapped (a
+        // read-only one raises SIGSEGV in the case process, as in the C selftest).
         unsafe { std::ptr::write_volatile(addr as *mut u32, value) };
         Ok(())
     }
 
     fn read_u32(&mut self, addr: u64) -> Result<u32, Errno> {
+        self.inside("load", addr, 4)?;
         // SAFETY: as for write_u32.
         Ok(unsafe { std::ptr::read_volatile(addr as *const u32) })
     }
@@ -180,6 +228,7 @@ impl Backend for HostBackend {
     }
 
     fn write_from(&mut self, fd: Fd, addr: u64, len: u64) -> Result<(), Errno> {
+        self.inside("write(2) from", addr, len)?;
         let mut done = 0u64;
         while done < len {
             // SAFETY: write(2) from the test area, which is mapped and readable.
@@ -211,11 +260,11 @@ impl Backend for HostBackend {
         sysfs::write_abs("/proc/sys/vm/drop_caches", "3")
     }
 
-    fn smaps(&mut self, addr: u64) -> Option<SmapsFields> {
+    fn smaps(&mut self, addr: u64) -> Result<Option<SmapsFields>, String> {
         proc::smaps_at(addr)
     }
 
-    fn page_map(&mut self, addr: u64, nr: usize) -> Vec<PageObs> {
+    fn page_map(&mut self, addr: u64, nr: usize) -> Result<Vec<PageObs>, String> {
         proc::page_map(addr, nr)
     }
 
@@ -231,10 +280,22 @@ impl Backend for HostBackend {
         &mut self,
         child: &mut dyn FnMut(&mut dyn Backend) -> ChildResult,
     ) -> Result<ChildResult, Errno> {
+        // fork(2) copies only the calling thread: with others running, their locks and state
+        // would be inherited half-done.
+        match super::ranges::thread_count() {
+            Ok(1) => {}
+            Ok(n) => {
+                return Err(refuse(
+                    "fork",
+                    &format!("this process has {n} threads (/proc/self/status); fork needs one"),
+                ))
+            }
+            Err(e) => return Err(refuse("fork", &e)),
+        }
         let (r, w) = nix::unistd::pipe()
             .map_err(|e| Errno::from_number(e as i32).unwrap_or(Errno::EINVAL))?;
         std::io::stdout().flush().ok();
-        // SAFETY: the case process is single-threaded (it was spawned to run one case).
+        // SAFETY: the process is single-threaded (checked above).
         match unsafe { nix::unistd::fork() } {
             Err(e) => Err(Errno::from_number(e as i32).unwrap_or(Errno::EAGAIN)),
             Ok(nix::unistd::ForkResult::Child) => {
@@ -275,8 +336,20 @@ impl Backend for HostBackend {
                     Ok(nix::sys::wait::WaitStatus::Signaled(_, sig, _)) => 128 + sig as i32,
                     _ => 1,
                 };
-                let steps = Step::decode_all(&text).unwrap_or_default();
-                Ok(ChildResult { status, steps })
+                Ok(
+                    match Step::decode_from(&text, &format!("the forked child (pid {pid})")) {
+                        Ok(steps) => ChildResult { status, steps },
+                        // A garbled stream is a failure of the child, never an empty success.
+                        Err(e) => ChildResult {
+                            status: if status == 0 { 1 } else { status },
+                            steps: vec![Step {
+                                text: e,
+                                verdict: crate::steps::Verdict::Fail,
+                                ..Step::default()
+                            }],
+                        },
+                    },
+                )
             }
         }
     }

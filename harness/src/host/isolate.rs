@@ -40,7 +40,7 @@ pub struct HostRunOptions {
 }
 
 /// Runs a host case; a failure that only shows khugepaged racing ahead of the test (see
-/// `crosscheck::unmodelled_reasons`; khugepaged.c since 6.17 leaves the range advised between
+/// `crosscheck::explanations`; khugepaged.c since 6.17 leaves the range advised between
 /// waits, so the daemon may collapse it before the next sanity check) is retried once, and
 /// the result says so.
 pub fn run_case_retrying_races(case: &Case, env: &Env, opts: &HostRunOptions) -> CaseResult {
@@ -57,9 +57,9 @@ pub fn run_case_retrying_races_streaming(
 ) -> CaseResult {
     let first = run_case_isolated_streaming(case, env, opts, on_step);
     let raced = matches!(first.outcome, Outcome::Fail(_))
-        && crate::crosscheck::unmodelled_reasons(&first)
+        && crate::crosscheck::explanations(&first)
             .iter()
-            .any(|r| r.starts_with("khugepaged collapsed"));
+            .any(|e| e.reason == crate::crosscheck::RACE);
     if !raced {
         return first;
     }
@@ -72,15 +72,25 @@ pub fn run_case_retrying_races_streaming(
         Outcome::Fail(w) => w.clone(),
         _ => String::new(),
     };
-    second.steps.insert(
-        0,
-        Step {
-            text: format!(
-                "(first attempt failed: {why}: khugepaged raced ahead of the test; retried once)"
-            ),
-            ..Step::default()
-        },
-    );
+    // The note goes to the trace header and under the first step's diagnostics, never into a
+    // step's text: explanations search step texts, and the second run must stand on its own.
+    let note =
+        format!("first attempt failed: {why}: khugepaged raced ahead of the test; retried once");
+    if let Some(t) = second.trace.as_mut() {
+        if let Some(i) = t.find("\n--\n") {
+            t.insert_str(i + 1, &format!("retried: {}\n", note.replace('\n', " ")));
+        }
+    }
+    match second.steps.first_mut() {
+        Some(s) => s.detail.insert(0, format!("({note})")),
+        None => {
+            second.outcome = match second.outcome {
+                Outcome::Fail(w) => Outcome::Fail(format!("{w} ({note})")),
+                Outcome::Skip(w) => Outcome::Skip(format!("{w} ({note})")),
+                Outcome::Pass => Outcome::Pass,
+            }
+        }
+    }
     second
 }
 

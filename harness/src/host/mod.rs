@@ -9,6 +9,7 @@ pub mod isolate;
 pub mod journal;
 pub mod probe;
 pub mod proc;
+pub mod ranges;
 pub mod swapfile;
 pub mod sysfs;
 

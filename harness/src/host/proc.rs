@@ -8,126 +8,119 @@ use procfs::{KPageCount, KPageFlags, PhysicalPageFlags};
 
 use crate::backend::{PageObs, PageState, SmapsFields};
 
-/// The smaps fields of the VMA that starts exactly at `addr`.
-pub fn smaps_at(addr: u64) -> Option<SmapsFields> {
-    let maps = Process::myself().ok()?.smaps().ok()?;
-    let m = maps.into_iter().find(|m| m.address.0 == addr)?;
+/// The smaps fields of the VMA that starts exactly at `addr` (None when no VMA starts there).
+pub fn smaps_at(addr: u64) -> Result<Option<SmapsFields>, String> {
+    let maps = Process::myself()
+        .and_then(|p| p.smaps())
+        .map_err(|e| format!("reading /proc/self/smaps: {e}"))?;
+    let Some(m) = maps.into_iter().find(|m| m.address.0 == addr) else {
+        return Ok(None);
+    };
     let kb = |k: &str| m.extension.map.get(k).copied().unwrap_or(0) / 1024;
-    Some(SmapsFields {
+    Ok(Some(SmapsFields {
         rss: kb("Rss"),
         anon_huge_pages: kb("AnonHugePages"),
         shmem_pmd_mapped: kb("ShmemPmdMapped"),
         file_pmd_mapped: kb("FilePmdMapped"),
         swap: kb("Swap"),
-    })
+    }))
 }
 
 /// Flags of the aligned 512-page block around a PFN (a folio of order ≤ 9 lies inside one),
 /// cached per block.
 struct FlagBlocks {
-    reader: Option<KPageFlags>,
+    reader: KPageFlags,
     blocks: BTreeMap<u64, Vec<PhysicalPageFlags>>,
 }
 
 impl FlagBlocks {
-    fn flags(&mut self, pfn: u64) -> Option<PhysicalPageFlags> {
+    fn flags(&mut self, pfn: u64) -> Result<PhysicalPageFlags, String> {
         let base = pfn & !(model::HPAGE_PMD_NR as u64 - 1);
         if !self.blocks.contains_key(&base) {
-            let r = self.reader.as_mut()?;
-            let v = r
+            let v = self
+                .reader
                 .get_range_info(Pfn(base), Pfn(base + model::HPAGE_PMD_NR as u64))
-                .ok()?;
+                .map_err(|e| format!("reading /proc/kpageflags at pfn {base:#x}: {e}"))?;
             self.blocks.insert(base, v);
         }
         self.blocks
             .get(&base)
             .and_then(|v| v.get((pfn - base) as usize))
             .copied()
+            .ok_or_else(|| format!("/proc/kpageflags has no entry for pfn {pfn:#x}"))
     }
 
     /// Head PFN and order of the folio holding `pfn`.
-    fn folio_of(&mut self, pfn: u64) -> (u64, u8) {
-        let Some(f) = self.flags(pfn) else {
-            return (pfn, 0);
-        };
+    fn folio_of(&mut self, pfn: u64) -> Result<(u64, u8), String> {
+        let f = self.flags(pfn)?;
         if !f.intersects(PhysicalPageFlags::COMPOUND_HEAD | PhysicalPageFlags::COMPOUND_TAIL) {
-            return (pfn, 0);
+            return Ok((pfn, 0));
         }
         let base = pfn & !(model::HPAGE_PMD_NR as u64 - 1);
         let mut head = pfn;
-        while head > base
-            && !self
-                .flags(head)
-                .is_some_and(|f| f.contains(PhysicalPageFlags::COMPOUND_HEAD))
-        {
+        while head > base && !self.flags(head)?.contains(PhysicalPageFlags::COMPOUND_HEAD) {
             head -= 1;
         }
         let mut nr = 1u64;
         while head + nr < base + model::HPAGE_PMD_NR as u64
             && self
-                .flags(head + nr)
-                .is_some_and(|f| f.contains(PhysicalPageFlags::COMPOUND_TAIL))
+                .flags(head + nr)?
+                .contains(PhysicalPageFlags::COMPOUND_TAIL)
         {
             nr += 1;
         }
-        (head, nr.next_power_of_two().trailing_zeros() as u8)
+        Ok((head, nr.next_power_of_two().trailing_zeros() as u8))
     }
 }
+
+/// How many times [`page_map`] reads the range before it gives up on a stable picture.
+const STABLE_TRIES: usize = 8;
 
 /// The page map of `nr` pages from `addr` in this process. Needs root for PFNs. The pagemap
 /// is read again after kpageflags and kpagecount; if a page changed meanwhile (khugepaged
-/// runs concurrently), the whole picture is taken again, so it is never torn.
-pub fn page_map(addr: u64, nr: usize) -> Vec<PageObs> {
-    let mut last = Vec::new();
-    for _ in 0..8 {
-        let Some(before) = pagemap_raw(addr, nr) else {
-            return vec![PageObs::default(); nr];
-        };
-        last = page_map_once(addr, nr);
-        if pagemap_raw(addr, nr).as_ref() == Some(&before) {
-            return last;
+/// runs concurrently), the whole picture is taken again, so it is never torn: after
+/// [`STABLE_TRIES`] changing reads it is an error, as is any file that cannot be read.
+pub fn page_map(addr: u64, nr: usize) -> Result<Vec<PageObs>, String> {
+    for _ in 0..STABLE_TRIES {
+        let before = pagemap_raw(addr, nr)?;
+        let map = page_map_once(addr, nr)?;
+        if pagemap_raw(addr, nr)? == before {
+            return Ok(map);
         }
     }
-    last
+    Err(format!(
+        "/proc/self/pagemap of {addr:#x}+{nr} pages changed during each of {STABLE_TRIES} reads \
+         (khugepaged kept changing the area)"
+    ))
+}
+
+/// The pagemap entries of the range.
+fn pagemap_infos(addr: u64, nr: usize) -> Result<Vec<PageInfo>, String> {
+    let first = (addr / model::PAGE_SIZE) as usize;
+    Process::myself()
+        .and_then(|p| p.pagemap())
+        .and_then(|mut pm| pm.get_range_info(first..first + nr))
+        .map_err(|e| format!("reading /proc/self/pagemap at {addr:#x}+{nr} pages: {e}"))
 }
 
 /// The raw pagemap words of the range (for the stability check).
-fn pagemap_raw(addr: u64, nr: usize) -> Option<Vec<u64>> {
-    let first = (addr / model::PAGE_SIZE) as usize;
-    let infos = Process::myself()
-        .ok()?
-        .pagemap()
-        .ok()?
-        .get_range_info(first..first + nr)
-        .ok()?;
-    Some(
-        infos
-            .iter()
-            .map(|i| match i {
-                PageInfo::MemoryPage(m) => m.bits(),
-                PageInfo::SwapPage(s) => s.bits(),
-            })
-            .collect(),
-    )
+fn pagemap_raw(addr: u64, nr: usize) -> Result<Vec<u64>, String> {
+    Ok(pagemap_infos(addr, nr)?
+        .iter()
+        .map(|i| match i {
+            PageInfo::MemoryPage(m) => m.bits(),
+            PageInfo::SwapPage(s) => s.bits(),
+        })
+        .collect())
 }
 
-fn page_map_once(addr: u64, nr: usize) -> Vec<PageObs> {
-    let ps = model::PAGE_SIZE;
-    let Ok(me) = Process::myself() else {
-        return vec![PageObs::default(); nr];
-    };
-    let Ok(mut pm) = me.pagemap() else {
-        return vec![PageObs::default(); nr];
-    };
-    let first = (addr / ps) as usize;
-    let Ok(infos) = pm.get_range_info(first..first + nr) else {
-        return vec![PageObs::default(); nr];
-    };
+fn page_map_once(addr: u64, nr: usize) -> Result<Vec<PageObs>, String> {
+    let infos = pagemap_infos(addr, nr)?;
     let mut flags = FlagBlocks {
-        reader: KPageFlags::new().ok(),
+        reader: KPageFlags::new().map_err(|e| format!("opening /proc/kpageflags: {e}"))?,
         blocks: BTreeMap::new(),
     };
-    let mut counts = KPageCount::new().ok();
+    let mut counts = KPageCount::new().map_err(|e| format!("opening /proc/kpagecount: {e}"))?;
     let mut out = Vec::with_capacity(nr);
     for info in &infos {
         let mut o = PageObs::default();
@@ -137,20 +130,28 @@ fn page_map_once(addr: u64, nr: usize) -> Vec<PageObs> {
                 let pfn: u64 = m.get_page_frame_number().0;
                 o.state = PageState::Present;
                 o.exclusive = m.contains(procfs::process::MemoryPageFlags::MMAP_EXCLUSIVE);
-                let f = flags.flags(pfn);
-                if f.is_some_and(|f| f.contains(PhysicalPageFlags::ZERO_PAGE)) {
+                if pfn == 0 {
+                    // Without CAP_SYS_ADMIN pagemap hides PFNs: nothing else can be known.
+                    return Err(format!(
+                        "/proc/self/pagemap shows no page frame numbers at {addr:#x} (needs root)"
+                    ));
+                }
+                let f = flags.flags(pfn)?;
+                if f.contains(PhysicalPageFlags::ZERO_PAGE) {
                     o.state = PageState::Zero;
-                } else if pfn != 0 {
-                    let (head, order) = flags.folio_of(pfn);
+                } else {
+                    let (head, order) = flags.folio_of(pfn)?;
                     o.folio = Some(head);
                     o.order = order;
                     o.index_in_folio = (pfn - head) as u32;
-                    o.anon = f.is_some_and(|f| f.contains(PhysicalPageFlags::ANON));
-                    o.mapcount = counts
-                        .as_mut()
-                        .and_then(|c| c.get_count_in_range(Pfn(pfn), Pfn(pfn + 1)).ok())
-                        .and_then(|v| v.first().copied())
-                        .unwrap_or(0) as i32;
+                    o.anon = f.contains(PhysicalPageFlags::ANON);
+                    let count = counts
+                        .get_count_in_range(Pfn(pfn), Pfn(pfn + 1))
+                        .map_err(|e| format!("reading /proc/kpagecount at pfn {pfn:#x}: {e}"))?;
+                    o.mapcount = *count
+                        .first()
+                        .ok_or_else(|| format!("/proc/kpagecount has no entry for pfn {pfn:#x}"))?
+                        as i32;
                 }
             }
             PageInfo::SwapPage(_) => o.state = PageState::Swap,
@@ -158,9 +159,9 @@ fn page_map_once(addr: u64, nr: usize) -> Vec<PageObs> {
         out.push(o);
     }
     if !mark_pmd_mapped_scan(addr, &mut out) {
-        mark_pmd_mapped(addr, &mut out);
+        mark_pmd_mapped(addr, &mut out)?;
     }
-    out
+    Ok(out)
 }
 
 /// `struct pm_scan_arg` of the PAGEMAP_SCAN ioctl on /proc/PID/pagemap (include/uapi/linux/fs.h,
@@ -273,13 +274,13 @@ fn mark_pmd_mapped_scan(addr: u64, pages: &mut [PageObs]) -> bool {
 /// naturally aligned; the blocks of a VMA are marked only when their number matches the VMA's
 /// AnonHugePages/ShmemPmdMapped/FilePmdMapped exactly, so a PTE-mapped whole THP beside a
 /// PMD-mapped one is never mislabelled (both stay unmarked when smaps cannot tell them apart).
-fn mark_pmd_mapped(addr: u64, pages: &mut [PageObs]) {
+fn mark_pmd_mapped(addr: u64, pages: &mut [PageObs]) -> Result<(), String> {
     let ps = model::PAGE_SIZE;
     let nr = model::HPAGE_PMD_NR;
     let end = addr + pages.len() as u64 * ps;
-    let Ok(maps) = Process::myself().and_then(|p| p.smaps()) else {
-        return;
-    };
+    let maps = Process::myself()
+        .and_then(|p| p.smaps())
+        .map_err(|e| format!("reading /proc/self/smaps: {e}"))?;
     for m in maps.into_iter() {
         let (start, vend) = m.address;
         if vend <= addr || start >= end {
@@ -317,4 +318,5 @@ fn mark_pmd_mapped(addr: u64, pages: &mut [PageObs]) {
             }
         }
     }
+    Ok(())
 }
