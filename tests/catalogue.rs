@@ -1,9 +1,10 @@
 //! The khugepaged.c catalogue as libtest-mimic trials: one per (backend, context, mem_type,
 //! test), named like `model/khugepaged:anon/collapse_max_ptes_shared` and
 //! `host/khugepaged:anon/collapse_max_ptes_shared`. Host trials run this machine's kernel
-//! (root, THP and MADV_COLLAPSE needed) and are listed as ignored, with the reason, elsewhere.
+//! (root, THP and MADV_COLLAPSE needed) in the deterministic khugepaged mode, and are listed
+//! as ignored, with the reason, elsewhere.
 
-use harness::catalogue::{Env, FileInfo, MemType, SKIPPED_ON_TMPFS};
+use harness::catalogue::{Env, FileInfo, KhugepagedMode, MemType, SKIPPED_ON_TMPFS};
 use harness::cli::all_cases;
 use harness::host::isolate::{run_case_retrying_races, HostRunOptions};
 use harness::model_backend::ModelBackend;
@@ -32,18 +33,32 @@ fn verdict(r: &CaseResult, expect_skip: bool) -> Result<(), Failed> {
     }
 }
 
+/// The catalogue on the model, in both khugepaged modes: `model/...` as the selftest sets
+/// khugepaged up, `model-deterministic/...` with khugepaged woken one pass at a time in waits.
 fn model_trials() -> Vec<Trial> {
+    let mut trials = Vec::new();
+    for (prefix, mode) in [
+        ("model", KhugepagedMode::Selftest),
+        ("model-deterministic", KhugepagedMode::Deterministic),
+    ] {
+        trials.extend(model_trials_in(prefix, mode));
+    }
+    trials
+}
+
+fn model_trials_in(prefix: &'static str, khugepaged: KhugepagedMode) -> Vec<Trial> {
     // The model's file tests use a tmpfs directory mounted huge=advise, as the selftest asks.
     let env = Env {
         anon_order: 0,
         finfo: Some(FileInfo::model_tmpfs("advise")),
+        khugepaged,
     };
     all_cases()
         .into_iter()
         .map(|case| {
             let env = env.clone();
             let expect_skip = skipped_on_tmpfs(&case);
-            let trial = Trial::test(format!("model/{}", case.id()), move || {
+            let trial = Trial::test(format!("{prefix}/{}", case.id()), move || {
                 let mut b = ModelBackend::new(KernelProfile::v6_18());
                 b.dir = env.finfo.as_ref().map(|f| f.kind.clone());
                 let r = run_case(&mut b, &env, &case);
@@ -80,7 +95,12 @@ fn host_trials() -> Vec<Trial> {
             let opts = opts.clone();
             let expect_skip = skipped_on_tmpfs(&case);
             let trial = Trial::test(format!("host/{}", case.id()), move || {
-                let r = run_case_retrying_races(&case, &Env::default(), &opts);
+                // khugepaged acts only inside the waits: the same answer every run.
+                let env = Env {
+                    khugepaged: KhugepagedMode::Deterministic,
+                    ..Env::default()
+                };
+                let r = run_case_retrying_races(&case, &env, &opts);
                 verdict(&r, expect_skip)
             });
             match (&unsupported, expect_skip) {

@@ -5,7 +5,7 @@ use std::io::{IsTerminal, Write};
 
 use model::KernelProfile;
 
-use crate::catalogue::{test_table, Context, Env, FileInfo, MemType};
+use crate::catalogue::{test_table, Context, Env, FileInfo, KhugepagedMode, MemType};
 use crate::model_backend::ModelBackend;
 use crate::report::{kernel_case, ktap_case, Format, Totals};
 use crate::runner::{run_case, Case, CaseResult, Outcome};
@@ -39,6 +39,22 @@ pub struct Options {
     pub trace: bool,
     /// Also run this project's own tests (`extras`), after the selftest's.
     pub extras: bool,
+    /// How khugepaged runs; None: deterministic for `--backend both` and `--record`, the
+    /// selftest's own settings otherwise.
+    pub khugepaged: Option<KhugepagedMode>,
+}
+
+impl Options {
+    /// The khugepaged mode of this run (see [`Options::khugepaged`]).
+    pub fn khugepaged_mode(&self) -> KhugepagedMode {
+        self.khugepaged.unwrap_or(
+            if self.record.is_some() || self.backend == BackendChoice::Both {
+                KhugepagedMode::Deterministic
+            } else {
+                KhugepagedMode::Selftest
+            },
+        )
+    }
 }
 
 /// What a run does with no flags: both contexts, anonymous memory (the selftest without
@@ -59,6 +75,7 @@ impl Default for Options {
             record: None,
             trace: false,
             extras: false,
+            khugepaged: None,
         }
     }
 }
@@ -83,7 +100,11 @@ pub fn usage() -> String {
      \t\t--profile 6.1|6.12|6.18: kernel era the model follows (default 6.18; with\n\
      \t\t    the host, the host kernel's era).\n\
      \t\t--format kernel|ktap: the selftest's own lines (default) or KTAP.\n\
-     \t\t--read-only-thp-for-fs: give the model CONFIG_READ_ONLY_THP_FOR_FS=y.\n"
+     \t\t--read-only-thp-for-fs: give the model CONFIG_READ_ONLY_THP_FOR_FS=y.\n\
+     \t\t--khugepaged selftest|deterministic: khugepaged as the selftest sets it up\n\
+     \t\t    (wakes every 10 ms, may act between two waits), or woken one pass at a\n\
+     \t\t    time inside the test's waits only (default with --backend both and\n\
+     \t\t    --record).\n"
         .to_string()
 }
 
@@ -141,6 +162,12 @@ pub fn parse(args: &[String]) -> Result<Option<Options>, String> {
             "--tmpfs" => o.private_tmpfs = true,
             "--trace" => o.trace = true,
             "--extras" => o.extras = true,
+            "--khugepaged" => {
+                let v = value("--khugepaged")?;
+                o.khugepaged = Some(KhugepagedMode::from_name(&v).ok_or_else(|| {
+                    format!("--khugepaged {v}: expected selftest or deterministic")
+                })?);
+            }
             "--record" => {
                 o.record = Some(value("--record")?);
                 o.backend = BackendChoice::Host;
@@ -231,11 +258,13 @@ pub fn env_for(o: &Options) -> Result<Env, String> {
         return Ok(Env {
             anon_order: o.anon_order,
             finfo: Some(FileInfo::model_tmpfs("advise")),
+            khugepaged: o.khugepaged_mode(),
         });
     }
     Ok(Env {
         anon_order: o.anon_order,
         finfo,
+        khugepaged: o.khugepaged_mode(),
     })
 }
 

@@ -242,6 +242,10 @@ pub fn env_from_header(text: &str) -> Result<Env, String> {
             Some(("anon_order", v)) => {
                 env.anon_order = v.parse().map_err(|_| format!("bad anon_order {v:?}"))?
             }
+            Some(("khugepaged", v)) => {
+                env.khugepaged = crate::catalogue::KhugepagedMode::from_name(v)
+                    .ok_or_else(|| format!("bad khugepaged mode {v:?}"))?
+            }
             Some(("file", "-")) => env.finfo = None,
             Some(("file", "disk")) => {
                 env.finfo = Some(FileInfo::new(

@@ -17,7 +17,7 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::Instant;
 
-use crate::catalogue::{DirKind, Env, FileInfo, MemType};
+use crate::catalogue::{DirKind, Env, FileInfo, KhugepagedMode, MemType};
 use crate::runner::{run_case, unsupported_reason, Case, CaseResult, Outcome};
 use crate::steps::Step;
 
@@ -44,6 +44,10 @@ pub struct HostRunOptions {
 /// the result says so.
 pub fn run_case_retrying_races(case: &Case, env: &Env, opts: &HostRunOptions) -> CaseResult {
     let first = run_case_isolated(case, env, opts);
+    // (determinism) khugepaged acts only inside the waits: a failure is the result, not luck.
+    if env.khugepaged == KhugepagedMode::Deterministic {
+        return first;
+    }
     let raced = matches!(first.outcome, Outcome::Fail(_))
         && crate::crosscheck::unmodelled_reasons(&first)
             .iter()
@@ -343,6 +347,9 @@ fn case_args(case: &Case, env: &Env, trace: bool) -> Vec<String> {
     if trace {
         a.push("--trace".into());
     }
+    // (determinism) How khugepaged runs: the case process sets it up (runner, catalogue).
+    a.push("--khugepaged".into());
+    a.push(env.khugepaged.name().into());
     if let Some(f) = &env.finfo {
         a.push("--file-dir".into());
         a.push(f.dir.clone());
@@ -452,6 +459,14 @@ pub fn case_process_main(args: &[String]) -> i32 {
             "--file-dir" => dir = it.next().cloned(),
             "--file-kind" => kind = it.next().cloned(),
             "--trace" => traced = true,
+            // (determinism)
+            "--khugepaged" => match it.next().and_then(|v| KhugepagedMode::from_name(v)) {
+                Some(m) => env.khugepaged = m,
+                None => {
+                    eprintln!("khugepaged --host-case: bad --khugepaged");
+                    return 2;
+                }
+            },
             _ => {}
         }
     }

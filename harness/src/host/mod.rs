@@ -6,6 +6,7 @@ pub mod backend;
 pub mod fsinfo;
 pub mod isolate;
 pub mod journal;
+pub mod kthread;
 pub mod probe;
 pub mod proc;
 pub mod swapfile;
