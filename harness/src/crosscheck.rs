@@ -38,13 +38,16 @@ pub fn unmodelled_reasons(host: &CaseResult) -> Vec<String> {
             _ => None,
         })
         .collect();
-    let khugepaged_ctx = host.case.id().starts_with("khugepaged:");
-    if khugepaged_ctx && texts.iter().any(|t| t.contains("Unexpected huge page")) {
-        reasons.push(
-            "khugepaged collapsed the area between two waits (the range was advised and collapsible); \
-             the model runs khugepaged only while the test waits for it"
-                .into(),
-        );
+    // What the kernel did (race::collapse_races), for selftest and extra cases alike.
+    if let Some(race) = crate::race::collapse_races(host).first() {
+        reasons.push(format!(
+            "khugepaged collapsed the area between two waits (the range was advised and \
+             collapsible), seen at step {} ({}): {}; the model runs khugepaged only while the \
+             test waits for it",
+            race.step + 1,
+            race.step_text.trim(),
+            race.seen
+        ));
     }
     if texts.iter().any(|t| {
         t.contains("Cannot allocate memory")
