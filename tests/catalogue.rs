@@ -81,7 +81,20 @@ fn model_trials_in(prefix: &'static str, khugepaged: KhugepagedMode) -> Vec<Tria
 }
 
 fn host_trials() -> Vec<Trial> {
-    let unsupported = harness::host::probe::host_unsupported_reason();
+    // What a killed run left is restored first; a journal that cannot be used makes every
+    // host trial fail (with the reason) instead of hiding behind "ignored".
+    let unsupported = match harness::host::isolate::preflight() {
+        harness::host::isolate::Preflight::Ready(Some(msg)) => {
+            eprintln!("khugepaged: {msg}");
+            None
+        }
+        harness::host::isolate::Preflight::Ready(None) => None,
+        harness::host::isolate::Preflight::SkipAll(reason) => Some(reason),
+        harness::host::isolate::Preflight::Broken(e) => {
+            eprintln!("khugepaged: {e}");
+            None
+        }
+    };
     let opts = HostRunOptions {
         exe: env!("CARGO_BIN_EXE_khugepaged").into(),
         swapfile: true,

@@ -31,6 +31,39 @@ fn usage_errors_are_one_line_and_exit_2() {
             vec!["all:file", "/nonexistent-dir-for-test"],
             "/nonexistent-dir-for-test",
         ),
+        // Options that contradict each other: an error, whichever comes first.
+        (
+            vec!["--record", "/tmp/fx", "--backend", "model"],
+            "cannot be combined with --backend model",
+        ),
+        (
+            vec!["--backend", "model", "--record", "/tmp/fx"],
+            "cannot be combined with --backend model",
+        ),
+        (
+            vec!["--backend", "both", "--record", "/tmp/fx"],
+            "cannot be combined with --backend both",
+        ),
+        (
+            vec!["--record", "/tmp/fx", "--format", "ktap"],
+            "cannot be combined with --format ktap",
+        ),
+        (
+            vec!["--backend", "host", "--read-only-thp-for-fs"],
+            "--read-only-thp-for-fs configures the model",
+        ),
+        (
+            vec!["--record", "/tmp/fx", "--read-only-thp-for-fs"],
+            "with --record the kernel's own",
+        ),
+        (
+            vec!["--backend", "host", "--profile", "6.12"],
+            "--profile picks the model's kernel era",
+        ),
+        (
+            vec!["--no-swapfile"],
+            "the model (--backend model, the default) always has swap",
+        ),
     ] {
         let (code, stdout, stderr) = khugepaged(&args);
         assert_eq!(code, 2, "{args:?}: {stderr}");
@@ -46,6 +79,288 @@ fn help_prints_the_selftest_usage() {
     assert_eq!(code, 0);
     assert!(stdout.contains("Usage: khugepaged [OPTIONS] <test type> [dir]"));
     assert!(stdout.contains("<mem_type>\t: [all|anon|file|shmem]"));
+    // Every option the README uses, each described.
+    for opt in [
+        "-s:",
+        "--backend model|host|both:",
+        "--profile 6.1|6.12|6.18:",
+        "--format kernel|ktap:",
+        "--read-only-thp-for-fs:",
+        "--tmpfs:",
+        "--no-swapfile:",
+        "--trace:",
+        "--extras:",
+        "--record DIR:",
+    ] {
+        assert!(
+            stdout.contains(&format!("\t\t{opt}")),
+            "{opt} missing:\n{stdout}"
+        );
+    }
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
+        .expect("README");
+    let used: std::collections::BTreeSet<&str> = readme
+        .split(|c: char| c.is_whitespace() || c == '`' || c == '(' || c == ')' || c == ',')
+        .filter(|w| {
+            w.starts_with("--")
+                && w.len() > 2
+                && w[2..].chars().all(|c| c.is_ascii_lowercase() || c == '-')
+        })
+        // cargo's own flags in the README's commands.
+        .filter(|w| {
+            ![
+                "--release",
+                "--bin",
+                "--workspace",
+                "--all-targets",
+                "--check",
+                "--test",
+                "--bench",
+            ]
+            .contains(w)
+        })
+        .collect();
+    assert!(used.len() >= 8, "{used:?}");
+    for opt in used {
+        assert!(
+            stdout.contains(opt),
+            "the README uses {opt}, --help does not list it"
+        );
+    }
+}
+
+#[test]
+fn ktap_trace_is_diagnostic_lines() {
+    let (code, stdout, _) = khugepaged(&["--format", "ktap", "--trace", "madvise:anon"]);
+    assert_eq!(code, 0, "{stdout}");
+    for line in stdout.lines() {
+        assert!(
+            line.starts_with('#')
+                || line.starts_with("ok ")
+                || line.starts_with("not ok ")
+                || line == "KTAP version 1"
+                || line.starts_with("1.."),
+            "not a KTAP line: {line:?}"
+        );
+    }
+    assert!(stdout.contains("# --- trace (model) ---\n# khugepaged-trace 1\n"));
+    assert!(stdout.contains("#   map(0x40000000+2048): 0-511 pmd f0[0..] o9 mc1 ex | "));
+}
+
+#[test]
+fn record_checks_its_directory_before_running_anything() {
+    // A directory below a regular file can be neither created nor written, even by root.
+    let file = std::env::temp_dir().join(format!("khugepaged-cli-test-{}", std::process::id()));
+    std::fs::write(&file, "not a directory").unwrap();
+    let dir = file.join("fixtures");
+    let (code, stdout, stderr) = khugepaged(&["--record", dir.to_str().unwrap(), "madvise:anon"]);
+    std::fs::remove_file(&file).unwrap();
+    assert_eq!(code, 2, "{stdout}{stderr}");
+    assert!(stdout.is_empty(), "a case ran: {stdout}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("--record: cannot create"), "{stderr}");
+    assert!(stderr.contains(file.to_str().unwrap()), "{stderr}");
+}
+
+#[test]
+fn closed_stdout_ends_the_run_quietly_with_141() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    // Far more output than a pipe holds, so the run must notice the reader is gone.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_khugepaged"))
+        .args(["--trace", "--tmpfs", "all:all"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    // The reader (and the pipe's read end) is dropped here, as `head -1` exits.
+    assert_eq!(first, "Save THP and khugepaged settings... OK\n");
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(harness::cli::EXIT_STDOUT_CLOSED),
+        "{out:?}"
+    );
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A result of `case` with the given outcome, steps and trace, as a backend would return it.
+fn result(
+    case: harness::runner::Case,
+    outcome: harness::runner::Outcome,
+    steps: Vec<harness::steps::Step>,
+    trace: Option<String>,
+) -> harness::runner::CaseResult {
+    harness::runner::CaseResult {
+        case,
+        steps,
+        outcome,
+        elapsed: Default::default(),
+        trace,
+        restore_error: None,
+    }
+}
+
+/// A trace of one failing step of `case`, with `map` as its page map.
+fn failing_trace(case: &harness::runner::Case, map: &str, outcome: &str) -> String {
+    format!(
+        "khugepaged-trace 1\nkernel: 6.18.0\nprofile: 6.18\ncase: {}\nenv: anon_order=0 file=-\nsettings: enabled=madvise\n--\n  madvise(0x40000000, 0x200000, MADV_COLLAPSE) = 0\nstep fail: Collapse... Fail\n  map(0x40000000+2048): {map}\noutcome: {outcome}\n",
+        case.id()
+    )
+}
+
+fn collapse_full() -> harness::runner::Case {
+    let e = harness::catalogue::test_table()
+        .into_iter()
+        .find(|e| e.name == "collapse_full" && e.context.name() == "madvise")
+        .unwrap();
+    harness::runner::Case::Test(e)
+}
+
+#[test]
+fn both_fail_and_both_skip_are_reported_not_agreed() {
+    use harness::cli::{comparison_text, CompareTotals};
+    use harness::crosscheck::{compare, Comparison};
+    use harness::report::Format;
+    use harness::runner::Outcome;
+    use harness::steps::{Step, Verdict};
+    let case = collapse_full();
+    let step = Step {
+        text: "Collapse...".into(),
+        verdict: Verdict::Fail,
+        word: "Fail".into(),
+        ..Step::default()
+    };
+    let map = "0-2047 pte f0-f2047 o0 mc1 ex";
+    let t = failing_trace(&case, map, "fail: Collapse... Fail");
+    let fail = Outcome::Fail("Collapse... Fail".into());
+    let host = result(case, fail.clone(), vec![step.clone()], Some(t.clone()));
+    let model = result(case, fail, vec![step], Some(t));
+    let cmp = compare(&host, &model, None);
+    assert!(matches!(cmp, Comparison::BothFail { .. }), "{cmp:?}");
+    let text = comparison_text(Format::Kernel, 2, &host, &model, &cmp);
+    assert_eq!(
+        text,
+        "both fail collapse_full (madvise:anon)\n    host:  Collapse... Fail\n    model: Collapse... Fail\n"
+    );
+    let ktap = comparison_text(Format::Ktap, 2, &host, &model, &cmp);
+    assert!(
+        ktap.ends_with("\nnot ok 2 collapse_full (madvise:anon)\n"),
+        "{ktap}"
+    );
+    let mut totals = CompareTotals::default();
+    totals.add(&Comparison::Agree);
+    totals.add(&cmp);
+    assert_eq!(totals.exit_code(), 1, "both fail counts as a failure");
+    assert!(totals.ktap_line().contains("pass:1 fail:1 "));
+
+    let skip = |why: &str| result(case, Outcome::Skip(why.into()), Vec::new(), None);
+    let (h, m) = (skip("not root"), skip("file tests need a [dir] argument"));
+    let cmp = compare(&h, &m, None);
+    assert!(matches!(cmp, Comparison::BothSkip { .. }), "{cmp:?}");
+    let text = comparison_text(Format::Kernel, 1, &h, &m, &cmp);
+    assert!(
+        text.starts_with("both skip collapse_full (madvise:anon)\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("host:  not root\n") && text.contains("model: file tests need"),
+        "{text}"
+    );
+    let mut totals = CompareTotals::default();
+    totals.add(&cmp);
+    assert_eq!(totals.exit_code(), 4);
+}
+
+#[test]
+fn a_side_that_fails_before_its_first_step_says_why() {
+    use harness::cli::comparison_text;
+    use harness::crosscheck::{compare, Comparison};
+    use harness::report::Format;
+    use harness::runner::Outcome;
+    let case = collapse_full();
+    let killed = "the case process was killed by signal 9";
+    let host = result(case, Outcome::Fail(killed.into()), Vec::new(), None);
+    let t = failing_trace(&case, "0-2047 none", "pass");
+    let model = result(case, Outcome::Pass, Vec::new(), Some(t));
+    let cmp = compare(&host, &model, None);
+    assert!(matches!(cmp, Comparison::Disagree(_)), "{cmp:?}");
+    let text = comparison_text(Format::Kernel, 1, &host, &model, &cmp);
+    assert!(
+        text.starts_with("DISAGREE  collapse_full (madvise:anon)\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("    host failed outside its steps: {killed}\n")),
+        "{text}"
+    );
+    assert!(!text.contains("model failed"), "{text}");
+}
+
+#[test]
+fn disagree_aligns_the_page_maps_where_they_differ() {
+    use harness::cli::comparison_text;
+    use harness::crosscheck::{compare, Comparison};
+    use harness::report::Format;
+    use harness::runner::Outcome;
+    let case = collapse_full();
+    // 2048 small pages, of which the model has three swapped out: maps of 60,000 characters.
+    let pages = |swapped: &[usize]| -> String {
+        let mut runs = Vec::new();
+        let mut f = 0;
+        for i in 0..2048 {
+            if swapped.contains(&i) {
+                runs.push(format!("{i} swap"));
+            } else {
+                runs.push(format!("{i} pte f{f} o0 mc{} ex", 1 + i % 2));
+                f += 1;
+            }
+        }
+        runs.join(" | ")
+    };
+    let (hmap, mmap) = (pages(&[]), pages(&[1000, 1001, 1500]));
+    let host = result(
+        case,
+        Outcome::Pass,
+        Vec::new(),
+        Some(failing_trace(&case, &hmap, "pass")),
+    );
+    let model = result(
+        case,
+        Outcome::Pass,
+        Vec::new(),
+        Some(failing_trace(&case, &mmap, "pass")),
+    );
+    let cmp = compare(&host, &model, None);
+    assert!(matches!(cmp, Comparison::Disagree(_)), "{cmp:?}");
+    let text = comparison_text(Format::Kernel, 1, &host, &model, &cmp);
+    assert!(text.lines().all(|l| l.len() < 200), "{text}");
+    assert!(text.contains("!"), "{text}");
+    let rows: Vec<&str> = text
+        .lines()
+        .filter(|l| l.trim_start().starts_with('!'))
+        .collect();
+    // Pages 1000 and 1001 swapped, and every later page's folio number shifts by two or three.
+    assert!(
+        rows[0].contains(" 1000 ") && rows[0].ends_with("swap"),
+        "{text}"
+    );
+    assert!(rows[0].contains("pte f1000 o0 mc1 ex"), "{text}");
+    assert!(
+        text.contains("      998 "),
+        "two ranges of context before: {text}"
+    );
+    assert!(text.contains("\n      ...\n"), "{text}");
+    // Renumbered folios after the swapped pages are no difference.
+    assert_eq!(rows.len(), 3, "{text}");
 }
 
 #[test]

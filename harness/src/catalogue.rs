@@ -174,6 +174,8 @@ pub struct Ctx<'a> {
     ending_wait: bool,
     /// The kernel era the backend stands for (the model's profile, or the host kernel's).
     pub era: Option<model::KernelProfile>,
+    /// Called with each step as it ends (the host's case process streams its lines).
+    pub step_sink: Option<&'a mut dyn FnMut(&Step)>,
 }
 
 impl<'a> Ctx<'a> {
@@ -197,7 +199,16 @@ impl<'a> Ctx<'a> {
             hugepage_advised: false,
             ending_wait: false,
             era: None,
+            step_sink: None,
         }
+    }
+
+    /// Records a printed step and hands it to the sink, if any.
+    fn push_step(&mut self, step: Step) {
+        if let Some(sink) = self.step_sink.as_mut() {
+            sink(&step);
+        }
+        self.steps.push(step);
     }
 
     pub(crate) fn page_size(&self) -> u64 {
@@ -265,7 +276,7 @@ impl<'a> Ctx<'a> {
     pub fn trace_end(&mut self) {
         if self.tracing {
             let (calls, obs) = self.trace_point();
-            self.steps.push(Step {
+            self.push_step(Step {
                 text: "(end of test)".into(),
                 calls,
                 obs,
@@ -292,7 +303,7 @@ impl<'a> Ctx<'a> {
         }
         let (calls, obs) = self.trace_point();
         self.ending_wait = false;
-        self.steps.push(Step {
+        self.push_step(Step {
             text,
             verdict,
             word: word.to_string(),
@@ -323,7 +334,7 @@ impl<'a> Ctx<'a> {
         let text = format!("{}{}", std::mem::take(&mut self.pending), msg);
         let detail = self.diagnostics();
         let (calls, obs) = self.trace_point();
-        self.steps.push(Step {
+        self.push_step(Step {
             text: text.clone(),
             verdict: Verdict::Fail,
             word: String::new(),
@@ -736,7 +747,9 @@ impl<'a> Ctx<'a> {
         });
         match r {
             Ok(res) => {
-                self.steps.extend(res.steps);
+                for step in res.steps {
+                    self.push_step(step);
+                }
                 Ok(res.status)
             }
             Err(e) => Err(self.perror("fork()", e)),

@@ -39,6 +39,10 @@ pub struct Options {
     pub trace: bool,
     /// Also run this project's own tests (`extras`), after the selftest's.
     pub extras: bool,
+    /// Only the cases whose id (`khugepaged:anon/collapse_full`) matches this regex.
+    pub only: Option<regex::Regex>,
+    /// Only restore what an interrupted host run left, then exit.
+    pub recover: bool,
     /// How khugepaged runs; None: deterministic for `--backend both` and `--record`, the
     /// selftest's own settings otherwise.
     pub khugepaged: Option<KhugepagedMode>,
@@ -75,6 +79,8 @@ impl Default for Options {
             record: None,
             trace: false,
             extras: false,
+            only: None,
+            recover: false,
             khugepaged: None,
         }
     }
@@ -96,15 +102,34 @@ pub fn usage() -> String {
      \t\t-s: mTHP size, expressed as page order.\n\
      \t\t    Defaults to 0. Use this size for anon or shmem allocations.\n\
      \t\t--backend model|host|both: where to run (default model; model never touches\n\
-     \t\t    the system).\n\
+     \t\t    the system; host runs this kernel (root); both runs each case on both,\n\
+     \t\t    traced, and compares them).\n\
      \t\t--profile 6.1|6.12|6.18: kernel era the model follows (default 6.18; with\n\
-     \t\t    the host, the host kernel's era).\n\
+     \t\t    --backend both, the host kernel's era). Not with --backend host.\n\
      \t\t--format kernel|ktap: the selftest's own lines (default) or KTAP.\n\
-     \t\t--read-only-thp-for-fs: give the model CONFIG_READ_ONLY_THP_FOR_FS=y.\n\
+     \t\t--read-only-thp-for-fs: give the model CONFIG_READ_ONLY_THP_FOR_FS=y\n\
+     \t\t    (--backend model only; a host kernel has its own).\n\
+     \t\t--tmpfs: file tests on a private tmpfs mounted huge=advise instead of a\n\
+     \t\t    [dir] (on the host: mounted per case and removed after it).\n\
+     \t\t--no-swapfile: host: skip the swap tests when no swap is active instead\n\
+     \t\t    of enabling a temporary swapfile for them.\n\
+     \t\t--trace: print each case's trace (calls, steps, smaps, page maps) after\n\
+     \t\t    its lines; with --format ktap as \"#\" lines.\n\
+     \t\t--extras: also run this tool's own tests, after the selftest's.\n\
+     \t\t--record DIR: run on this kernel (--backend host) and write each case's\n\
+     \t\t    trace to DIR/<kernel release>/ as a fixture. Not with --format ktap.\n\
+     \t\t--only REGEX: only the cases whose id (e.g. khugepaged:anon/collapse_full)\n\
+     \t\t    matches REGEX (alloc_at_fault runs first in every case regardless).\n\
+     \t\t--recover: only restore what an interrupted host run left (its journal), then\n\
+     \t\t    exit.\n\
      \t\t--khugepaged selftest|deterministic: khugepaged as the selftest sets it up\n\
      \t\t    (wakes every 10 ms, may act between two waits), or woken one pass at a\n\
      \t\t    time inside the test's waits only (default with --backend both and\n\
-     \t\t    --record).\n"
+     \t\t    --record).\n\
+     \n\tExit status: 0 passed, 1 a test failed (or, with --backend both, host and\n\
+     \tmodel disagree or both fail) or the settings could not be restored, 2 usage\n\
+     \terror, 4 everything skipped, 141 stdout was closed (e.g. by head); the run\n\
+     \tstops, the machine restored.\n"
         .to_string()
 }
 
@@ -113,6 +138,7 @@ pub fn usage() -> String {
 pub fn parse(args: &[String]) -> Result<Option<Options>, String> {
     let mut o = Options::default();
     let mut positional = Vec::new();
+    let mut backend_given = None;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let mut value = |name: &str| {
@@ -136,12 +162,14 @@ pub fn parse(args: &[String]) -> Result<Option<Options>, String> {
                     })?;
             }
             "--backend" => {
-                o.backend = match value("--backend")?.as_str() {
-                    "model" => BackendChoice::Model,
-                    "host" => BackendChoice::Host,
-                    "both" => BackendChoice::Both,
+                let (choice, name) = match value("--backend")?.as_str() {
+                    "model" => (BackendChoice::Model, "model"),
+                    "host" => (BackendChoice::Host, "host"),
+                    "both" => (BackendChoice::Both, "both"),
                     v => return Err(format!("--backend {v}: expected model, host or both")),
-                }
+                };
+                o.backend = choice;
+                backend_given = Some(name);
             }
             "--profile" => {
                 let v = value("--profile")?;
@@ -168,14 +196,20 @@ pub fn parse(args: &[String]) -> Result<Option<Options>, String> {
                     format!("--khugepaged {v}: expected selftest or deterministic")
                 })?);
             }
-            "--record" => {
-                o.record = Some(value("--record")?);
-                o.backend = BackendChoice::Host;
+            "--only" => {
+                let v = value("--only")?;
+                o.only = Some(
+                    regex::Regex::new(&v)
+                        .map_err(|e| format!("--only {v:?}: not a regular expression: {e}"))?,
+                );
             }
+            "--recover" => o.recover = true,
+            "--record" => o.record = Some(value("--record")?),
             s if s.starts_with('-') && s.len() > 1 => return Err(format!("unknown option {s}")),
             s => positional.push(s.to_string()),
         }
     }
+    check_combinations(&mut o, backend_given)?;
     if let Some(tt) = positional.first() {
         let (ctx, mem) = tt.split_once(':').ok_or_else(|| {
             format!("test type {tt:?}: expected <context>:<mem_type>, e.g. all:anon")
@@ -219,8 +253,60 @@ pub fn parse(args: &[String]) -> Result<Option<Options>, String> {
     Ok(Some(o))
 }
 
+/// Options that contradict each other are a usage error rather than one silently winning.
+fn check_combinations(o: &mut Options, backend_given: Option<&str>) -> Result<(), String> {
+    if o.record.is_some() {
+        if let Some(b @ ("model" | "both")) = backend_given {
+            return Err(format!(
+                "--record records this kernel's traces (it runs --backend host); it cannot be combined with --backend {b}"
+            ));
+        }
+        if o.format == Format::Ktap {
+            return Err(
+                "--record prints the fixtures it writes, not test results; it cannot be combined with --format ktap"
+                    .into(),
+            );
+        }
+        o.backend = BackendChoice::Host;
+    }
+    let how = if o.record.is_some() {
+        "--record"
+    } else {
+        match o.backend {
+            BackendChoice::Model => "--backend model",
+            BackendChoice::Host => "--backend host",
+            BackendChoice::Both => "--backend both",
+        }
+    };
+    if o.read_only_thp_for_fs && o.backend != BackendChoice::Model {
+        return Err(format!(
+            "--read-only-thp-for-fs configures the model; with {how} the kernel's own CONFIG_READ_ONLY_THP_FOR_FS applies"
+        ));
+    }
+    if o.profile.is_some() && o.backend == BackendChoice::Host {
+        return Err(format!(
+            "--profile picks the model's kernel era; with {how} only this kernel runs (use --backend both to compare it with a profile)"
+        ));
+    }
+    if !o.swapfile && o.backend == BackendChoice::Model {
+        return Err(
+            "--no-swapfile is about this machine's swap; the model (--backend model, the default) always has swap"
+                .into(),
+        );
+    }
+    Ok(())
+}
+
 /// The cases the options select, in the TEST() table's order, after alloc_at_fault.
 pub fn select_cases(o: &Options) -> Vec<Case> {
+    let mut cases = select_unfiltered(o);
+    if let Some(re) = &o.only {
+        cases.retain(|c| re.is_match(&c.id()));
+    }
+    cases
+}
+
+fn select_unfiltered(o: &Options) -> Vec<Case> {
     let mut cases = vec![Case::AllocAtFault];
     cases.extend(
         test_table()
@@ -276,27 +362,23 @@ pub fn model_backend(o: &Options, env: &Env) -> ModelBackend {
     b
 }
 
-/// Runs one case on the chosen backend(s).
-fn run_one(o: &Options, env: &Env, case: &Case) -> Result<Vec<(&'static str, CaseResult)>, String> {
-    let mut out = Vec::new();
-    if matches!(o.backend, BackendChoice::Host | BackendChoice::Both) {
+/// Runs one case on the chosen backend (host or model; `--backend both` is `compare_all`).
+fn run_one(o: &Options, env: &Env, case: &Case) -> Result<CaseResult, String> {
+    if o.backend == BackendChoice::Host {
         let hopts = host_options(o, o.trace)?;
-        out.push((
-            "host",
-            crate::host::isolate::run_case_retrying_races(case, &host_env(o, env), &hopts),
+        return Ok(crate::host::isolate::run_case_retrying_races(
+            case,
+            &host_env(o, env),
+            &hopts,
         ));
     }
-    if matches!(o.backend, BackendChoice::Model | BackendChoice::Both) {
-        let mut b = model_backend(o, env);
-        let r = if o.trace {
-            let profile = effective_profile(o);
-            crate::runner::run_case_traced(&mut b, env, case, profile.name)
-        } else {
-            run_case(&mut b, env, case)
-        };
-        out.push(("model", r));
-    }
-    Ok(out)
+    let mut b = model_backend(o, env);
+    Ok(if o.trace {
+        let profile = effective_profile(o);
+        crate::runner::run_case_traced(&mut b, env, case, profile.name)
+    } else {
+        run_case(&mut b, env, case)
+    })
 }
 
 /// The model profile for a run: the one asked for, else (with the host) the host kernel's
@@ -337,88 +419,287 @@ fn host_env(o: &Options, env: &Env) -> Env {
     }
 }
 
-fn write_out(out: &mut dyn Write, s: &str) -> Result<(), String> {
-    out.write_all(s.as_bytes())
-        .map_err(|e| format!("writing output: {e}"))
+/// Exit status when stdout was closed before the run ended (`khugepaged | head`): what a
+/// program killed by SIGPIPE reports in a shell (128 + 13), so `set -o pipefail` still sees
+/// that the run was cut short. The machine is restored before that, as after any case.
+pub const EXIT_STDOUT_CLOSED: i32 = 141;
+
+/// Where the report goes. A closed pipe is not an error: the printer notes it, drops what
+/// follows, and the run stops after the case in progress (which restores the machine).
+pub struct Printer<'a> {
+    out: &'a mut dyn Write,
+    closed: bool,
+}
+
+impl<'a> Printer<'a> {
+    pub fn new(out: &'a mut dyn Write) -> Printer<'a> {
+        Printer { out, closed: false }
+    }
+
+    /// Writes `s`; Err only for a write error other than a closed pipe.
+    pub fn put(&mut self, s: &str) -> Result<(), String> {
+        if self.closed {
+            return Ok(());
+        }
+        match self
+            .out
+            .write_all(s.as_bytes())
+            .and_then(|_| self.out.flush())
+        {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                self.closed = true;
+                Ok(())
+            }
+            Err(e) => Err(format!("writing output: {e}")),
+        }
+    }
+
+    /// Whether the reader went away (EPIPE): no more cases should start.
+    pub fn closed(&self) -> bool {
+        self.closed
+    }
+}
+
+/// Tallies of a `--backend both` run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CompareTotals {
+    pub agree: usize,
+    pub disagree: usize,
+    pub both_fail: usize,
+    pub both_skip: usize,
+    pub unmodelled: usize,
+    pub skipped: usize,
+}
+
+impl CompareTotals {
+    pub fn add(&mut self, cmp: &crate::crosscheck::Comparison) {
+        use crate::crosscheck::Comparison::*;
+        match cmp {
+            Agree => self.agree += 1,
+            Disagree(_) => self.disagree += 1,
+            BothFail { .. } => self.both_fail += 1,
+            BothSkip { .. } => self.both_skip += 1,
+            Unmodelled(..) => self.unmodelled += 1,
+            HostSkipped(_) => self.skipped += 1,
+        }
+    }
+
+    /// 1 when host and model disagree or both fail (as a failing selftest would), 4 when
+    /// nothing could be compared, else 0.
+    pub fn exit_code(&self) -> i32 {
+        if self.disagree > 0 || self.both_fail > 0 {
+            1
+        } else if self.agree == 0 && self.unmodelled == 0 && self.skipped + self.both_skip > 0 {
+            4
+        } else {
+            0
+        }
+    }
+
+    pub fn summary(&self) -> String {
+        format!(
+            "{} agree, {} disagree, {} both fail, {} both skip, {} explained (unmodelled), {} skipped",
+            self.agree,
+            self.disagree,
+            self.both_fail,
+            self.both_skip,
+            self.unmodelled,
+            self.skipped
+        )
+    }
+
+    pub fn ktap_line(&self) -> String {
+        format!(
+            "# Totals: pass:{} fail:{} xfail:0 xpass:0 skip:{} error:0",
+            self.agree,
+            self.disagree + self.both_fail,
+            self.skipped + self.unmodelled + self.both_skip
+        )
+    }
+}
+
+/// The report of one compared case (`n` counts from 1), in `format`.
+pub fn comparison_text(
+    format: Format,
+    n: usize,
+    host: &CaseResult,
+    model: &CaseResult,
+    cmp: &crate::crosscheck::Comparison,
+) -> String {
+    use crate::crosscheck::Comparison;
+    let title = host.case.title();
+    // A side that failed outside its step lines (before its first step, a crashed case
+    // process) says why; its trace alone would only show where it stopped.
+    let mut early = String::new();
+    for (side, r) in [("host", host), ("model", model)] {
+        if let Some(why) = crate::report::unexplained_failure(r) {
+            early.push_str(&format!("{side} failed outside its steps: {why}\n"));
+        }
+    }
+    match (cmp, format) {
+        (Comparison::Agree, Format::Kernel) => format!("agree     {title}\n"),
+        (Comparison::Agree, Format::Ktap) => format!("ok {n} {title}\n"),
+        (Comparison::HostSkipped(why), Format::Kernel) => {
+            format!("skipped   {title}: the host could not run it: {why}\n")
+        }
+        (Comparison::HostSkipped(why), Format::Ktap) => {
+            format!("ok {n} {title} # SKIP host: {}\n", one_line(why))
+        }
+        (Comparison::BothSkip { host, model }, Format::Kernel) => {
+            format!("both skip {title}\n    host:  {host}\n    model: {model}\n")
+        }
+        (Comparison::BothSkip { host, model }, Format::Ktap) => format!(
+            "ok {n} {title} # SKIP both: host: {}; model: {}\n",
+            one_line(host),
+            one_line(model)
+        ),
+        (Comparison::BothFail { host, model }, Format::Kernel) => {
+            format!("both fail {title}\n    host:  {host}\n    model: {model}\n")
+        }
+        (Comparison::BothFail { host, model }, Format::Ktap) => format!(
+            "# both fail: host: {}\n# both fail: model: {}\nnot ok {n} {title}\n",
+            one_line(host),
+            one_line(model)
+        ),
+        (Comparison::Unmodelled(reasons, d), _) => {
+            let detail = format!(
+                "{early}{}because: {}\n",
+                crate::trace::describe(d, "host", "model"),
+                reasons.join("; ")
+            );
+            match format {
+                Format::Kernel => format!(
+                    "explained {title}: the host run depends on what the model does not model\n{}",
+                    indent(&detail, "    ")
+                ),
+                Format::Ktap => format!(
+                    "{}ok {n} {title} # SKIP unmodelled: {}\n",
+                    indent(&detail, "# "),
+                    reasons.join("; ")
+                ),
+            }
+        }
+        (Comparison::Disagree(d), _) => {
+            let detail = format!("{early}{}", crate::trace::describe(d, "host", "model"));
+            match format {
+                Format::Kernel => format!("DISAGREE  {title}\n{}", indent(&detail, "    ")),
+                Format::Ktap => format!("{}not ok {n} {title}\n", indent(&detail, "# ")),
+            }
+        }
+    }
+}
+
+/// Before the first host case: restore what an interrupted run left (said on stderr and in
+/// the output), stop on a journal that cannot be used, and print a skip that applies to every
+/// case once. Some(exit code) when the run ends here.
+fn host_preflight(o: &Options, out: &mut Printer) -> Result<Option<i32>, String> {
+    use crate::host::isolate::{preflight, Preflight};
+    let p = preflight();
+    let ktap = o.format == Format::Ktap;
+    let note = |out: &mut Printer, msg: &str| {
+        eprintln!("khugepaged: {msg}");
+        out.put(&format!("{}{msg}\n", if ktap { "# " } else { "" }))
+    };
+    match p {
+        Preflight::Broken(e) => {
+            note(out, &e)?;
+            Ok(Some(1))
+        }
+        Preflight::Ready(restored) => {
+            match restored {
+                Some(msg) => note(out, &msg)?,
+                None if o.recover => eprintln!("khugepaged: no interrupted run to restore"),
+                None => {}
+            }
+            Ok(o.recover.then_some(0))
+        }
+        Preflight::SkipAll(reason) if o.recover => {
+            // Nothing was left to restore; the machine's own state is not ours to judge.
+            let _ = reason;
+            Ok(Some(0))
+        }
+        Preflight::SkipAll(reason) => {
+            if ktap {
+                out.put(&format!("KTAP version 1\n1..0 # SKIP {reason}\n"))?;
+            } else {
+                out.put(&format!("{reason}\n"))?;
+            }
+            Ok(Some(4))
+        }
+    }
+}
+
+fn one_line(s: &str) -> String {
+    s.replace('\n', " ")
+}
+
+/// A case's trace, framed for the kernel format or as KTAP diagnostics.
+fn trace_text(format: Format, side: &str, trace: &str) -> String {
+    match format {
+        Format::Kernel => format!("--- trace ({side}) ---\n{trace}--- end of trace ---\n"),
+        Format::Ktap => format!(
+            "# --- trace ({side}) ---\n{}# --- end of trace ---\n",
+            indent(trace, "# ")
+        ),
+    }
+}
+
+/// The restore failure as the last word of a run: the kernel line, or KTAP's bail-out.
+fn restore_failure_text(format: Format, why: &str, colour: bool) -> String {
+    match format {
+        Format::Kernel => crate::report::restore_line(Some(why), colour),
+        Format::Ktap => format!(
+            "Bail out! Restore THP and khugepaged settings failed: {}\n",
+            one_line(why)
+        ),
+    }
 }
 
 /// `--backend both`: every case on the host and on the model, traces compared.
-fn compare_all(o: &Options, env: &Env, out: &mut dyn Write) -> Result<i32, String> {
-    use crate::crosscheck::{cross_check, model_env, Comparison};
+fn compare_all(o: &Options, env: &Env, p: &mut Printer) -> Result<i32, String> {
+    use crate::crosscheck::{cross_check, model_env};
     let hopts = host_options(o, false)?;
     let profile = effective_profile(o);
     let host_env = host_env(o, env);
     let menv = model_env(env, o.private_tmpfs);
     let cases = select_cases(o);
-    let (mut agree, mut disagree, mut skipped, mut unmodelled) = (0, 0, 0, 0);
+    let mut totals = CompareTotals::default();
     if o.format == Format::Ktap {
-        write_out(out, &format!("KTAP version 1\n1..{}\n", cases.len()))?;
+        p.put(&format!("KTAP version 1\n1..{}\n", cases.len()))?;
     } else {
-        write_out(
-            out,
-            &format!(
-                "Comparing this kernel with the model (profile {})\n",
-                profile.name
-            ),
-        )?;
+        p.put(&format!(
+            "Comparing this kernel with the model (profile {})\n",
+            profile.name
+        ))?;
     }
     for (n, case) in cases.iter().enumerate() {
-        let (_host, _model, cmp) = cross_check(case, &host_env, &menv, &hopts, &profile);
-        let title = case.title();
-        let text = match &cmp {
-            Comparison::Agree => {
-                agree += 1;
-                match o.format {
-                    Format::Kernel => format!("agree     {title}\n"),
-                    Format::Ktap => format!("ok {} {title}\n", n + 1),
+        let (host, model, cmp) = cross_check(case, &host_env, &menv, &hopts, &profile);
+        totals.add(&cmp);
+        p.put(&comparison_text(o.format, n + 1, &host, &model, &cmp))?;
+        if o.trace {
+            for (side, r) in [("host", &host), ("model", &model)] {
+                if let Some(t) = &r.trace {
+                    p.put(&trace_text(o.format, side, t))?;
                 }
             }
-            Comparison::HostSkipped(why) => {
-                skipped += 1;
-                match o.format {
-                    Format::Kernel => {
-                        format!("skipped   {title}: the host could not run it: {why}\n")
-                    }
-                    Format::Ktap => format!("ok {} {title} # SKIP host: {why}\n", n + 1),
-                }
-            }
-            Comparison::Unmodelled(reasons, d) => {
-                unmodelled += 1;
-                let detail = format!(
-                    "{}because: {}\n",
-                    crate::trace::describe(d, "host", "model"),
-                    reasons.join("; ")
-                );
-                match o.format {
-                    Format::Kernel => format!("explained {title}: the host run depends on what the model does not model\n{}", indent(&detail, "    ")),
-                    Format::Ktap => format!("{}ok {} {title} # SKIP unmodelled: {}\n", indent(&detail, "# "), n + 1, reasons.join("; ")),
-                }
-            }
-            Comparison::Disagree(d) => {
-                disagree += 1;
-                let detail = crate::trace::describe(d, "host", "model");
-                match o.format {
-                    Format::Kernel => format!("DISAGREE  {title}\n{}", indent(&detail, "    ")),
-                    Format::Ktap => format!("{}not ok {} {title}\n", indent(&detail, "# "), n + 1),
-                }
-            }
-        };
-        write_out(out, &text)?;
+        }
+        if let Some(why) = &host.restore_error {
+            p.put(&restore_failure_text(o.format, why, false))?;
+            return Ok(1);
+        }
+        if p.closed() {
+            return Ok(EXIT_STDOUT_CLOSED);
+        }
     }
-    let summary = format!("{agree} agree, {disagree} disagree, {unmodelled} explained (unmodelled), {skipped} skipped");
     match o.format {
-        Format::Kernel => write_out(out, &format!("{summary}\n"))?,
-        Format::Ktap => write_out(
-            out,
-            &format!("# {summary}\n# Totals: pass:{agree} fail:{disagree} xfail:0 xpass:0 skip:{} error:0\n", skipped + unmodelled),
-        )?,
+        Format::Kernel => p.put(&format!("{}\n", totals.summary()))?,
+        Format::Ktap => p.put(&format!("# {}\n{}\n", totals.summary(), totals.ktap_line()))?,
     }
-    Ok(if disagree > 0 {
-        1
-    } else if agree == 0 && skipped > 0 {
-        4
+    Ok(if p.closed() {
+        EXIT_STDOUT_CLOSED
     } else {
-        0
+        totals.exit_code()
     })
 }
 
@@ -426,15 +707,39 @@ fn indent(text: &str, prefix: &str) -> String {
     text.lines().map(|l| format!("{prefix}{l}\n")).collect()
 }
 
+/// Makes sure fixtures can be written under `dir` before any case runs: creates it, writes
+/// and removes a probe file. Returns whether the directory was created here.
+pub fn check_writable_dir(dir: &std::path::Path) -> Result<bool, String> {
+    let existed = dir.is_dir();
+    std::fs::create_dir_all(dir).map_err(|e| {
+        format!(
+            "--record: cannot create {}: {e} (give a directory you can write to)",
+            dir.display()
+        )
+    })?;
+    let probe = dir.join(format!(".khugepaged-write-probe.{}", std::process::id()));
+    let written = crate::host::create_private_file(&probe).and_then(|mut f| f.write_all(b"probe"));
+    let removed = std::fs::remove_file(&probe);
+    written.and(removed).map_err(|e| {
+        format!(
+            "--record: cannot write in {}: {e} (check its permissions and free space)",
+            dir.display()
+        )
+    })?;
+    Ok(!existed)
+}
+
 /// `--record DIR`: host traces of the selected cases, written as fixtures.
-fn record(o: &Options, env: &Env, root: &str, out: &mut dyn Write) -> Result<i32, String> {
+fn record(o: &Options, env: &Env, root: &str, p: &mut Printer) -> Result<i32, String> {
     let hopts = host_options(o, true)?;
     let host_env = host_env(o, env);
     let release = nix::sys::utsname::uname()
         .map(|u| u.release().to_string_lossy().into_owned())
         .map_err(|e| format!("uname: {e}"))?;
     let dir = crate::crosscheck::fixture_dir(std::path::Path::new(root), &release);
+    let created = check_writable_dir(&dir)?;
     let (mut written, mut not) = (0, 0);
+    let mut restore_error = None;
     for case in select_cases(o) {
         let r = crate::host::isolate::run_case_retrying_races(&case, &host_env, &hopts);
         match &r.trace {
@@ -446,36 +751,48 @@ fn record(o: &Options, env: &Env, root: &str, out: &mut dyn Write) -> Result<i32
                     &crate::crosscheck::annotate(t, &reasons),
                 )?;
                 written += 1;
-                write_out(
-                    out,
-                    &format!(
-                        "recorded {} ({})\n",
-                        path.display(),
-                        outcome_word(&r.outcome)
-                    ),
-                )?;
+                p.put(&format!(
+                    "recorded {} ({})\n",
+                    path.display(),
+                    outcome_word(&r.outcome)
+                ))?;
             }
             None => {
                 not += 1;
-                write_out(
-                    out,
-                    &format!(
-                        "not recorded {}: {}\n",
-                        case.title(),
-                        outcome_word(&r.outcome)
-                    ),
-                )?;
+                p.put(&format!(
+                    "not recorded {}: {}\n",
+                    case.title(),
+                    outcome_word(&r.outcome)
+                ))?;
             }
         }
+        if r.restore_error.is_some() {
+            restore_error = r.restore_error;
+            break;
+        }
+        if p.closed() {
+            break;
+        }
     }
-    write_out(
-        out,
-        &format!(
-            "{written} fixture(s) written to {}, {not} case(s) not recorded\n",
-            dir.display()
-        ),
-    )?;
-    Ok(if written == 0 { 4 } else { 0 })
+    if written == 0 && created {
+        // Nothing recorded: leave no empty release directory behind.
+        let _ = std::fs::remove_dir(&dir);
+    }
+    p.put(&format!(
+        "{written} fixture(s) written to {}, {not} case(s) not recorded\n",
+        dir.display()
+    ))?;
+    if let Some(why) = restore_error {
+        p.put(&restore_failure_text(Format::Kernel, &why, false))?;
+        return Ok(1);
+    }
+    Ok(if p.closed() {
+        EXIT_STDOUT_CLOSED
+    } else if written == 0 {
+        4
+    } else {
+        0
+    })
 }
 
 fn outcome_word(o: &Outcome) -> String {
@@ -488,70 +805,89 @@ fn outcome_word(o: &Outcome) -> String {
 
 /// Runs the selected cases, printing as it goes. Returns the exit code.
 pub fn run(o: &Options, out: &mut dyn Write) -> Result<i32, String> {
+    let mut p = Printer::new(out);
+    if o.recover || o.backend != BackendChoice::Model || o.record.is_some() {
+        if let Some(code) = host_preflight(o, &mut p)? {
+            return Ok(code);
+        }
+    }
     let env = env_for(o)?;
     if let Some(root) = &o.record {
-        return record(o, &env, root, out);
+        return record(o, &env, root, &mut p);
     }
     if o.backend == BackendChoice::Both {
-        return compare_all(o, &env, out);
+        return compare_all(o, &env, &mut p);
     }
     let mut o = o.clone();
     o.profile = Some(effective_profile(&o));
     let cases = select_cases(&o);
     let colour = o.format == Format::Kernel && std::io::stdout().is_terminal();
-    let mut totals = Totals::default();
-    let w = |out: &mut dyn Write, s: &str| {
-        out.write_all(s.as_bytes())
-            .map_err(|e| format!("writing output: {e}"))
+    let side = match o.backend {
+        BackendChoice::Host => "host",
+        _ => "model",
     };
+    let mut totals = Totals::default();
     let ok = if colour {
         "\x1b[32mOK\x1b[0m\n"
     } else {
         "OK\n"
     };
-    let per_case = if o.backend == BackendChoice::Both {
-        2
-    } else {
-        1
-    };
     match o.format {
-        Format::Kernel => w(out, &format!("Save THP and khugepaged settings... {ok}"))?,
-        Format::Ktap => w(
-            out,
-            &format!("KTAP version 1\n1..{}\n", cases.len() * per_case),
-        )?,
+        Format::Kernel => p.put(&format!("Save THP and khugepaged settings... {ok}"))?,
+        Format::Ktap => p.put(&format!("KTAP version 1\n1..{}\n", cases.len()))?,
     }
-    let mut n = 0;
-    for case in cases.iter() {
-        for (backend, r) in run_one(&o, &env, case)? {
-            n += 1;
-            totals.add(&r.outcome);
-            let mut r = r;
-            if o.backend == BackendChoice::Both {
-                if let Outcome::Fail(why) = &mut r.outcome {
-                    *why = format!("{backend}: {why}");
-                }
+    for (n, case) in cases.iter().enumerate() {
+        let r = if o.backend == BackendChoice::Host && o.format == Format::Kernel {
+            // Host steps appear as the case process ends them, as the selftest prints.
+            p.put(&crate::report::kernel_case_head(case))?;
+            let hopts = host_options(&o, o.trace)?;
+            let mut failed_write = None;
+            let r = crate::host::isolate::run_case_retrying_races_streaming(
+                case,
+                &host_env(&o, &env),
+                &hopts,
+                &mut |s| {
+                    if failed_write.is_none() {
+                        failed_write = p.put(&crate::report::kernel_step(s, colour)).err();
+                    }
+                },
+            );
+            if let Some(e) = failed_write {
+                return Err(e);
             }
+            p.put(&crate::report::kernel_case_tail(&r))?;
+            r
+        } else {
+            let r = run_one(&o, &env, case)?;
             match o.format {
-                Format::Kernel => {
-                    if o.backend == BackendChoice::Both {
-                        w(out, &format!("\n[{backend}]"))?;
-                    }
-                    w(out, &kernel_case(&r, colour))?;
-                    if let Some(t) = &r.trace {
-                        w(
-                            out,
-                            &format!("--- trace ({backend}) ---\n{t}--- end of trace ---\n"),
-                        )?;
-                    }
-                }
-                Format::Ktap => w(out, &ktap_case(n, &r))?,
+                Format::Kernel => p.put(&kernel_case(&r, colour))?,
+                Format::Ktap => p.put(&ktap_case(n + 1, &r))?,
             }
+            r
+        };
+        totals.add(&r.outcome);
+        if let Some(t) = &r.trace {
+            p.put(&trace_text(o.format, side, t))?;
+        }
+        if let Some(why) = &r.restore_error {
+            // The machine may be left changed: no further case runs on top of it.
+            p.put(&restore_failure_text(o.format, why, colour))?;
+            if o.format == Format::Ktap {
+                p.put(&format!("{}\n", totals.ktap_line()))?;
+            }
+            return Ok(1);
+        }
+        if p.closed() {
+            return Ok(EXIT_STDOUT_CLOSED);
         }
     }
     match o.format {
-        Format::Kernel => w(out, &format!("Restore THP and khugepaged settings... {ok}"))?,
-        Format::Ktap => w(out, &format!("{}\n", totals.ktap_line()))?,
+        Format::Kernel => p.put(&crate::report::restore_line(None, colour))?,
+        Format::Ktap => p.put(&format!("{}\n", totals.ktap_line()))?,
     }
-    Ok(totals.exit_code())
+    Ok(if p.closed() {
+        EXIT_STDOUT_CLOSED
+    } else {
+        totals.exit_code()
+    })
 }

@@ -23,6 +23,18 @@ pub enum Comparison {
     HostSkipped(String),
     /// The host's run depended on something the model does not model; the reasons.
     Unmodelled(Vec<String>, Difference),
+    /// Host and model ran alike and both failed: nothing told them apart, but the selftest
+    /// fails, which counts as a failure. The two reasons.
+    BothFail {
+        host: String,
+        model: String,
+    },
+    /// Both skipped the case (a selftest skip or a missing prerequisite on each side): nothing
+    /// was compared. The two reasons.
+    BothSkip {
+        host: String,
+        model: String,
+    },
 }
 
 /// Known ways a host run can depend on what the model does not model, recognised from the
@@ -98,11 +110,29 @@ pub fn body(trace_text: &str, dir: Option<&str>) -> Result<Vec<String>, String> 
     Ok(trace::normalize(&lines, dir))
 }
 
-/// Compares a host result with a model result.
+/// Compares a host result with a model result. Two runs that agree line by line but both
+/// failed, or that both skipped, are reported as such, not as agreement.
 pub fn compare(host: &CaseResult, model: &CaseResult, model_dir: Option<&str>) -> Comparison {
+    if let (Outcome::Skip(h), Outcome::Skip(m)) = (&host.outcome, &model.outcome) {
+        return Comparison::BothSkip {
+            host: h.clone(),
+            model: m.clone(),
+        };
+    }
     if let (Outcome::Skip(why), None) = (&host.outcome, &host.trace) {
         return Comparison::HostSkipped(why.clone());
     }
+    let cmp = compare_traces(host, model, model_dir);
+    match (cmp, &host.outcome, &model.outcome) {
+        (Comparison::Agree, Outcome::Fail(h), Outcome::Fail(m)) => Comparison::BothFail {
+            host: h.clone(),
+            model: m.clone(),
+        },
+        (cmp, _, _) => cmp,
+    }
+}
+
+fn compare_traces(host: &CaseResult, model: &CaseResult, model_dir: Option<&str>) -> Comparison {
     let h = host
         .trace
         .as_deref()

@@ -154,6 +154,7 @@ mod tests {
             outcome: Outcome::Fail(String::new()),
             elapsed: Default::default(),
             trace: None,
+            restore_error: None,
         }
     }
 

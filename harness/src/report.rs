@@ -42,25 +42,79 @@ pub fn header(r: &CaseResult) -> String {
     format!("Run test: {}", r.case.title())
 }
 
-/// One case in the kernel format (without the leading blank line).
+/// One case in the kernel format: [`kernel_case_head`], every step's [`kernel_step`], then
+/// [`kernel_case_tail`].
 pub fn kernel_case(r: &CaseResult, colour: bool) -> String {
-    let mut out = String::new();
-    let is_alloc_at_fault = matches!(r.case, crate::runner::Case::AllocAtFault);
-    if !is_alloc_at_fault {
-        let _ = writeln!(out, "\n{}", header(r));
+    let mut out = kernel_case_head(&r.case);
+    for s in &r.steps {
+        out.push_str(&kernel_step(s, colour));
     }
-    for s in r.steps.iter().filter(|s| !is_trace_marker(s)) {
+    out.push_str(&kernel_case_tail(r));
+    out
+}
+
+/// What main() prints before a test: a blank line and "Run test: ..." (nothing before
+/// alloc_at_fault, which main() runs without a header).
+pub fn kernel_case_head(case: &crate::runner::Case) -> String {
+    match case {
+        crate::runner::Case::AllocAtFault => String::new(),
+        _ => format!("\nRun test: {}\n", case.title()),
+    }
+}
+
+/// One step's line and its diagnostics (nothing for trace markers).
+pub fn kernel_step(s: &Step, colour: bool) -> String {
+    let mut out = String::new();
+    if !is_trace_marker(s) {
         let _ = writeln!(out, "{}", coloured(s, colour));
         for d in &s.detail {
             let _ = writeln!(out, "    {d}");
         }
     }
+    out
+}
+
+/// What follows a case's steps: why it skipped or failed when no step says so.
+pub fn kernel_case_tail(r: &CaseResult) -> String {
+    let mut out = String::new();
     if r.steps.is_empty() {
         if let Outcome::Skip(reason) = &r.outcome {
             let _ = writeln!(out, "Skip: {reason}");
         }
     }
+    if let Some(why) = unexplained_failure(r) {
+        let _ = writeln!(out, "Fail: {why}");
+    }
     out
+}
+
+/// The reason of a failure that no printed step line shows: the case process killed by a
+/// signal, alloc_at_fault failing before a test, a setup error. Without it the kernel-style
+/// output would end the case with no word of what went wrong.
+pub fn unexplained_failure(r: &CaseResult) -> Option<&str> {
+    let Outcome::Fail(why) = &r.outcome else {
+        return None;
+    };
+    // Tabs and newlines are flattened when a host case process reports its verdict.
+    let flat = |s: &str| s.replace(['\t', '\n'], " ");
+    let shown = r
+        .steps
+        .iter()
+        .any(|s| s.verdict == Verdict::Fail && flat(&s.to_string()) == flat(why));
+    (!shown).then_some(why.as_str())
+}
+
+/// The line main() prints after the last test, or why it cannot say OK.
+pub fn restore_line(error: Option<&str>, colour: bool) -> String {
+    let (word, code) = match error {
+        None => ("OK".to_string(), "32"),
+        Some(why) => (format!("FAIL: {why}"), "31"),
+    };
+    if colour {
+        format!("Restore THP and khugepaged settings... \x1b[{code}m{word}\x1b[0m\n")
+    } else {
+        format!("Restore THP and khugepaged settings... {word}\n")
+    }
 }
 
 /// One case as KTAP result line plus diagnostics.
@@ -122,5 +176,59 @@ impl Totals {
             "# Totals: pass:{} fail:{} xfail:0 xpass:0 skip:{} error:0",
             self.pass, self.fail, self.skip
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runner::Case;
+
+    fn failed(why: &str, steps: Vec<Step>) -> CaseResult {
+        CaseResult {
+            case: Case::AllocAtFault,
+            steps,
+            outcome: Outcome::Fail(why.into()),
+            elapsed: Default::default(),
+            trace: None,
+            restore_error: None,
+        }
+    }
+
+    #[test]
+    fn a_failure_outside_the_steps_gets_its_own_line() {
+        let killed = failed("the case process was killed by signal 9", Vec::new());
+        assert_eq!(
+            kernel_case(&killed, false),
+            "Fail: the case process was killed by signal 9\n"
+        );
+        // A failing step already says it: no second line.
+        let step = Step {
+            text: "Allocate huge page on fault...".into(),
+            verdict: Verdict::Fail,
+            word: "Fail".into(),
+            ..Step::default()
+        };
+        let at_step = failed("Allocate huge page on fault... Fail", vec![step.clone()]);
+        assert_eq!(
+            kernel_case(&at_step, false),
+            "Allocate huge page on fault... Fail\n"
+        );
+        // alloc_at_fault failing before a test: the step, then why the test did not run.
+        let before = failed("alloc_at_fault, run first by main(), failed", vec![step]);
+        assert!(kernel_case(&before, false)
+            .ends_with("Fail\nFail: alloc_at_fault, run first by main(), failed\n"));
+    }
+
+    #[test]
+    fn restore_line_says_ok_only_when_restored() {
+        assert_eq!(
+            restore_line(None, false),
+            "Restore THP and khugepaged settings... OK\n"
+        );
+        assert_eq!(
+            restore_line(Some("enabled: EBUSY"), false),
+            "Restore THP and khugepaged settings... FAIL: enabled: EBUSY\n"
+        );
     }
 }

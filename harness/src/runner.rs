@@ -66,6 +66,10 @@ pub struct CaseResult {
     pub elapsed: Duration,
     /// The trace, when the case ran traced.
     pub trace: Option<String>,
+    /// Why the THP and khugepaged settings (and whatever else the case changed on the machine)
+    /// could not be restored after the case; None when they were restored. Reported apart from
+    /// the outcome: the case may have passed and still left the machine changed.
+    pub restore_error: Option<String>,
 }
 
 impl CaseResult {
@@ -77,6 +81,7 @@ impl CaseResult {
             outcome: Outcome::Skip(reason),
             elapsed: Duration::ZERO,
             trace: None,
+            restore_error: None,
         }
     }
 }
@@ -144,15 +149,38 @@ pub fn unsupported_reason(b: &mut dyn Backend, env: &Env, case: &Case) -> Option
 
 /// Runs `case` in the process `b` stands for.
 pub fn run_case(b: &mut dyn Backend, env: &Env, case: &Case) -> CaseResult {
-    run_case_inner(b, env, case, None)
+    run_case_inner(b, env, case, None, None)
 }
 
 /// Runs `case` and records its trace; `profile` names the model profile the run stands for
 /// (the model's own, or the host kernel's era).
 pub fn run_case_traced(b: &mut dyn Backend, env: &Env, case: &Case, profile: &str) -> CaseResult {
-    let kernel = b.kernel_release();
-    let mut tb = TracingBackend::new(b);
-    run_case_inner(&mut tb, env, case, Some((kernel, profile.to_string())))
+    run_case_streaming(b, env, case, Some(profile), &mut |_| {})
+}
+
+/// Runs `case` (traced when `profile` is given, see [`run_case_traced`]) and hands each of the
+/// case's steps to `sink` as it ends, before the case is over.
+pub fn run_case_streaming(
+    b: &mut dyn Backend,
+    env: &Env,
+    case: &Case,
+    profile: Option<&str>,
+    sink: &mut dyn FnMut(&Step),
+) -> CaseResult {
+    match profile {
+        Some(profile) => {
+            let kernel = b.kernel_release();
+            let mut tb = TracingBackend::new(b);
+            run_case_inner(
+                &mut tb,
+                env,
+                case,
+                Some((kernel, profile.to_string())),
+                Some(sink),
+            )
+        }
+        None => run_case_inner(b, env, case, None, Some(sink)),
+    }
 }
 
 fn run_case_inner(
@@ -160,6 +188,7 @@ fn run_case_inner(
     env: &Env,
     case: &Case,
     trace: Option<(String, String)>,
+    mut sink: Option<&mut dyn FnMut(&Step)>,
 ) -> CaseResult {
     let start = Instant::now();
     if let Some(reason) = unsupported_reason(b, env, case) {
@@ -175,6 +204,7 @@ fn run_case_inner(
                 outcome,
                 elapsed: start.elapsed(),
                 trace: None,
+                restore_error: None,
             };
         }
     };
@@ -189,6 +219,11 @@ fn run_case_inner(
     let mut t = Ctx::new(b, env.clone());
     t.tracing = trace.is_some();
     t.era = era;
+    if matches!(case, Case::AllocAtFault) {
+        if let Some(s) = sink.take() {
+            t.step_sink = Some(s);
+        }
+    }
     let mut result = t
         .settings
         .push(t.b, defaults)
@@ -205,6 +240,9 @@ fn run_case_inner(
                 t.steps.clear();
                 // The prologue's calls belong to alloc_at_fault, not to this case's trace.
                 let _ = t.b.take_trace_calls();
+                if let Some(s) = sink.take() {
+                    t.step_sink = Some(s);
+                }
                 result = (entry.func)(&mut t, entry.context, entry.mem);
             } else {
                 result = Err(crate::catalogue::Abort(
@@ -217,7 +255,10 @@ fn run_case_inner(
     let exit_status = t.exit_status;
     let steps = std::mem::take(&mut t.steps);
     drop(t);
-    let _ = saved.write(b);
+    let restore_error = saved
+        .write(b)
+        .err()
+        .map(|e| format!("writing the saved THP settings back: {}", e.name()));
     let outcome = match result {
         Err(abort) => Outcome::Fail(abort.0),
         Ok(()) if exit_status > 0 => {
@@ -249,5 +290,6 @@ fn run_case_inner(
         outcome,
         elapsed: start.elapsed(),
         trace,
+        restore_error,
     }
 }

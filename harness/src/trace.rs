@@ -436,22 +436,64 @@ pub fn first_difference(left: &[String], right: &[String]) -> Option<Difference>
     })
 }
 
-/// A readable report of a difference, the two page maps one above the other, aligned.
+/// A line of a report: a long line (a page map of thousands of pages) is cut, saying how much
+/// was left out.
+fn shorten(line: &str) -> String {
+    const MAX: usize = 160;
+    let line = line.trim();
+    if line.len() <= MAX {
+        return line.to_string();
+    }
+    let mut cut = MAX;
+    while !line.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!(
+        "{} ... ({} more characters)",
+        &line[..cut],
+        line.len() - cut
+    )
+}
+
+/// A readable report of a difference: the first differing line on each side (cut when long),
+/// then the page maps of that step aligned range by range, only where they differ and a few
+/// ranges around, one range a line.
 pub fn describe(d: &Difference, left_name: &str, right_name: &str) -> String {
     let w = left_name.len().max(right_name.len());
+    let map_line = |l: &str| l.trim_start().starts_with("map(");
+    let show = |l: &str| {
+        if map_line(l) && d.left_map != d.right_map {
+            let head = l.trim().split_once(": ").map_or(l.trim(), |(h, _)| h);
+            format!("{head}: ... (differs; aligned below)")
+        } else {
+            shorten(l)
+        }
+    };
     let mut s = format!(
         "first difference at body line {} (after {}):\n  {left_name:>w$}: {}\n  {right_name:>w$}: {}\n",
         d.line + 1,
-        d.step,
-        d.left.trim(),
-        d.right.trim()
+        shorten(&d.step),
+        show(&d.left),
+        show(&d.right)
     );
     if d.left_map != d.right_map {
-        s.push_str(&format!(
-            "page maps there:\n  {left_name:>w$}: {}\n  {right_name:>w$}: {}\n",
-            d.left_map.as_deref().unwrap_or("-").trim(),
-            d.right_map.as_deref().unwrap_or("-").trim()
-        ));
+        let (l, r) = (
+            d.left_map.as_deref().unwrap_or("-"),
+            d.right_map.as_deref().unwrap_or("-"),
+        );
+        match crate::page_map::aligned_diff(l, r, left_name, right_name, 2) {
+            Some(table) => {
+                s.push_str(
+                    "page maps there (ranges that differ marked !, with two around each):\n",
+                );
+                s.push_str(&table);
+            }
+            None => s.push_str(&format!(
+                "page maps there:\n  {left_name:>w$}: {}\n  {right_name:>w$}: {}\n",
+                shorten(l),
+                shorten(r)
+            )),
+        }
     }
     s
 }
@@ -490,7 +532,16 @@ mod tests {
         other[2] = "  map(0x40000000+4): 0-3 pte f0[0..] o9 mc1 ex".into();
         let d = first_difference(&norm, &other).unwrap();
         assert_eq!(d.line, 2);
-        assert!(describe(&d, "host", "model").contains("page maps there"));
+        let text = describe(&d, "host", "model");
+        assert!(text.contains("page maps there"), "{text}");
+        assert!(
+            text.contains("! 0-3    pmd f0[0..] o9 mc1 ex  pte f0[0..] o9 mc1 ex"),
+            "{text}"
+        );
+        assert!(
+            text.contains("map(0x40000000+4): ... (differs; aligned below)"),
+            "{text}"
+        );
         assert!(first_difference(&norm, &norm).is_none());
         assert!(parse("garbage").is_err());
     }

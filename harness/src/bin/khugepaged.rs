@@ -1,6 +1,8 @@
 //! `khugepaged`: runs the kernel's khugepaged selftests on the model (and, with --backend,
 //! on this machine's kernel). Exit codes follow kselftest: 0 passed, 1 failed, 4 skipped,
-//! 2 usage error.
+//! 2 usage error; 141 when stdout was closed early (`| head`), after restoring the machine.
+
+use std::io::Write;
 
 use harness::cli;
 
@@ -14,7 +16,8 @@ fn main() {
     let opts = match cli::parse(&args) {
         Ok(Some(o)) => o,
         Ok(None) => {
-            print!("{}", cli::usage());
+            // A closed stdout (`-h | head -1`) is no error worth a message.
+            let _ = std::io::stdout().write_all(cli::usage().as_bytes());
             std::process::exit(0);
         }
         Err(e) => {
@@ -22,6 +25,8 @@ fn main() {
             std::process::exit(2);
         }
     };
+    // Rust ignores SIGPIPE, so a closed stdout is an EPIPE error the run handles: it stops
+    // starting cases, the case in progress restores the machine, and it exits 141 quietly.
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     match cli::run(&opts, &mut out) {

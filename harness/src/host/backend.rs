@@ -159,6 +159,7 @@ impl Backend for HostBackend {
 
     fn create_file(&mut self, path: &str) -> Result<Fd, Errno> {
         // O_EXCL and O_NOFOLLOW: never reuse or follow what is already there; mode 0600.
+        super::crash_point::crash_point("create the test file");
         let f = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -203,6 +204,7 @@ impl Backend for HostBackend {
     }
 
     fn unlink(&mut self, path: &str) -> Result<(), Errno> {
+        super::crash_point::crash_point("remove the test file");
         std::fs::remove_file(path).map_err(io_errno)
     }
 
@@ -237,6 +239,18 @@ impl Backend for HostBackend {
         match unsafe { nix::unistd::fork() } {
             Err(e) => Err(Errno::from_number(e as i32).unwrap_or(Errno::EAGAIN)),
             Ok(nix::unistd::ForkResult::Child) => {
+                // The test's child dies with the case process, like the case process with the
+                // coordinator (see `isolate`).
+                // SAFETY: prctl(2) with plain integer arguments.
+                unsafe {
+                    libc::prctl(
+                        libc::PR_SET_PDEATHSIG,
+                        libc::SIGKILL as libc::c_ulong,
+                        0,
+                        0,
+                        0,
+                    )
+                };
                 drop(r);
                 let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| child(self)));
                 let (status, text) = match result {

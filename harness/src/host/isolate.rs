@@ -11,19 +11,20 @@
 
 use std::fs;
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::Instant;
 
 use crate::catalogue::{DirKind, Env, FileInfo, KhugepagedMode, MemType};
-use crate::runner::{run_case, unsupported_reason, Case, CaseResult, Outcome};
+use crate::runner::{unsupported_reason, Case, CaseResult, Outcome};
 use crate::steps::Step;
 
 use super::backend::HostBackend;
+use super::crash_point::crash_point;
 use super::journal::{self, Journal, SavedState};
-use super::{probe, swapfile};
+use super::swapfile;
 
 /// How host cases are run.
 #[derive(Clone, Debug)]
@@ -43,7 +44,18 @@ pub struct HostRunOptions {
 /// waits, so the daemon may collapse it before the next sanity check) is retried once, and
 /// the result says so.
 pub fn run_case_retrying_races(case: &Case, env: &Env, opts: &HostRunOptions) -> CaseResult {
-    let first = run_case_isolated(case, env, opts);
+    run_case_retrying_races_streaming(case, env, opts, &mut |_| {})
+}
+
+/// [`run_case_retrying_races`], handing each step to `on_step` as it ends: the first
+/// attempt's steps, then a line saying that the case runs again, then the second attempt's.
+pub fn run_case_retrying_races_streaming(
+    case: &Case,
+    env: &Env,
+    opts: &HostRunOptions,
+    on_step: &mut dyn FnMut(&Step),
+) -> CaseResult {
+    let first = run_case_isolated_streaming(case, env, opts, on_step);
     // (determinism) khugepaged acts only inside the waits: a failure is the result, not luck.
     if env.khugepaged == KhugepagedMode::Deterministic {
         return first;
@@ -55,7 +67,11 @@ pub fn run_case_retrying_races(case: &Case, env: &Env, opts: &HostRunOptions) ->
     if !raced {
         return first;
     }
-    let mut second = run_case_isolated(case, env, opts);
+    on_step(&Step {
+        text: "(khugepaged raced ahead of the test: running the case once more)".into(),
+        ..Step::default()
+    });
+    let mut second = run_case_isolated_streaming(case, env, opts, on_step);
     let why = match &first.outcome {
         Outcome::Fail(w) => w.clone(),
         _ => String::new(),
@@ -72,6 +88,9 @@ pub fn run_case_retrying_races(case: &Case, env: &Env, opts: &HostRunOptions) ->
     second
 }
 
+pub use super::journal::HostLock;
+pub use super::probe::{preflight, Preflight};
+
 /// Cases that need an active swap device (check_swap).
 pub fn needs_swap(case: &Case) -> bool {
     matches!(case, Case::Test(e) if e.name == "collapse_swapin_single_pte" || e.name == "collapse_max_ptes_swap")
@@ -84,9 +103,19 @@ extern "C" fn on_signal(sig: libc::c_int) {
     INTERRUPTED.store(sig, Ordering::SeqCst);
 }
 
+/// Ends the process with 128 + signal if a signal arrived while nothing was changed (waiting
+/// for the lock, between cases).
+pub(crate) fn exit_if_interrupted() {
+    let sig = INTERRUPTED.load(Ordering::SeqCst);
+    if sig != 0 {
+        eprintln!("khugepaged: interrupted by signal {sig}; THP settings restored");
+        std::process::exit(128 + sig);
+    }
+}
+
 /// SIGINT, SIGTERM, SIGHUP and SIGQUIT only set a flag: the coordinator finishes restoring,
 /// then exits with 128 + signal.
-fn install_signal_handlers() {
+pub(crate) fn install_signal_handlers() {
     use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
     let act = SigAction::new(
         SigHandler::Handler(on_signal),
@@ -104,45 +133,29 @@ fn install_signal_handlers() {
     }
 }
 
-/// The cross-process lock: one host case at a time on this machine.
-struct HostLock {
-    _lock: nix::fcntl::Flock<fs::File>,
-}
-
-fn lock_path() -> PathBuf {
-    let d = Path::new("/run/lock");
-    if d.is_dir() {
-        d.join("khugepaged-harness.lock")
-    } else {
-        std::env::temp_dir().join("khugepaged-harness.lock")
-    }
-}
-
-impl HostLock {
-    fn acquire() -> Result<HostLock, String> {
-        let path = lock_path();
-        let f = fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&path)
-            .map_err(|e| format!("opening {}: {e}", path.display()))?;
-        let lock = nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive)
-            .map_err(|(_, e)| format!("locking {}: {e}", path.display()))?;
-        Ok(HostLock { _lock: lock })
-    }
-}
-
-/// A private directory (mode 0700, a fresh name) inside `parent`.
-fn private_dir(parent: &Path) -> Result<PathBuf, String> {
+/// A private directory (mode 0700, a fresh name) inside `parent`, journaled before it is
+/// made, so a crash between the two leaves nothing the next start does not know about.
+fn private_dir(parent: &Path, journal: &mut Journal) -> Result<PathBuf, String> {
     for n in 0..1000u32 {
-        let p = parent.join(format!("khugepaged-harness.{}.{n}", std::process::id()));
+        let p = parent.join(format!(
+            "{}{}.{n}",
+            journal::PRIVATE_DIR_PREFIX,
+            std::process::id()
+        ));
+        if fs::symlink_metadata(&p).is_ok() {
+            continue;
+        }
+        journal.state.dirs.push(p.clone());
+        journal.write()?;
+        crash_point("create a private directory");
         match fs::DirBuilder::new().mode(0o700).create(&p) {
             Ok(()) => return Ok(p),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                // Someone made it meanwhile: not ours to remove.
+                journal.state.dirs.pop();
+                journal.write()?;
+                continue;
+            }
             Err(e) => {
                 return Err(format!(
                     "creating a private directory in {}: {e}",
@@ -174,6 +187,7 @@ fn skip(case: &Case, reason: String) -> CaseResult {
         outcome: Outcome::Skip(reason),
         elapsed: Default::default(),
         trace: None,
+        restore_error: None,
     }
 }
 
@@ -184,14 +198,29 @@ fn fail(case: &Case, reason: String, steps: Vec<Step>, start: Instant) -> CaseRe
         outcome: Outcome::Fail(reason),
         elapsed: start.elapsed(),
         trace: None,
+        restore_error: None,
     }
 }
 
 /// Runs `case` on this machine's kernel in its own process; see the module documentation.
 pub fn run_case_isolated(case: &Case, env: &Env, opts: &HostRunOptions) -> CaseResult {
+    run_case_isolated_streaming(case, env, opts, &mut |_| {})
+}
+
+/// [`run_case_isolated`], handing each step to `on_step` as the case process ends it.
+pub fn run_case_isolated_streaming(
+    case: &Case,
+    env: &Env,
+    opts: &HostRunOptions,
+    on_step: &mut dyn FnMut(&Step),
+) -> CaseResult {
     let start = Instant::now();
-    if let Some(reason) = probe::host_unsupported_reason() {
-        return skip(case, reason);
+    // A killed run's journal is restored before anything looks at the machine: it may have
+    // left `enabled=never`, which the probe would take for "no THP" and skip everything.
+    match preflight() {
+        Preflight::Broken(e) => return fail(case, e, Vec::new(), start),
+        Preflight::SkipAll(reason) => return skip(case, reason),
+        Preflight::Ready(_) => {}
     }
     let private_tmpfs =
         case.mem() == Some(MemType::File) && env.finfo.is_none() && opts.private_tmpfs;
@@ -200,22 +229,29 @@ pub fn run_case_isolated(case: &Case, env: &Env, opts: &HostRunOptions) -> CaseR
             return skip(case, reason);
         }
     }
+    install_signal_handlers();
+    exit_if_interrupted();
+    let lock = match HostLock::acquire() {
+        Ok(l) => l,
+        Err(e) => {
+            exit_if_interrupted();
+            return fail(case, e, Vec::new(), start);
+        }
+    };
+    // Under the lock: a run killed since our start is repaired before its state is read.
+    match journal::recover_leftover() {
+        Ok(Some(msg)) => eprintln!("khugepaged: {msg}"),
+        Ok(None) => {}
+        Err(e) => return fail(case, e, Vec::new(), start),
+    }
+    // Decided under the lock, so another run's temporary swapfile is never taken for the
+    // user's swap.
     let swap_needed = needs_swap(case) && !swapfile::swap_active();
     if swap_needed && !opts.swapfile {
         return skip(
             case,
             "no active swap, and the temporary swapfile is turned off (--no-swapfile)".into(),
         );
-    }
-    install_signal_handlers();
-    let _lock = match HostLock::acquire() {
-        Ok(l) => l,
-        Err(e) => return fail(case, e, Vec::new(), start),
-    };
-    match journal::recover_leftover() {
-        Ok(Some(msg)) => eprintln!("khugepaged: {msg}"),
-        Ok(None) => {}
-        Err(e) => return fail(case, e, Vec::new(), start),
     }
     // Everything the case may change, saved before anything changes.
     let extra: Vec<String> = match env.finfo.as_ref().map(|f| &f.kind) {
@@ -233,59 +269,52 @@ pub fn run_case_isolated(case: &Case, env: &Env, opts: &HostRunOptions) -> CaseR
         Err(e) => return fail(case, e, Vec::new(), start),
     };
     let mut case_env = env.clone();
-    if let Err(e) = prepare(
+    let prepared = prepare(
         case,
         env,
         &mut case_env,
         &mut journal,
         swap_needed,
         private_tmpfs,
-    ) {
-        let errs = journal.finish();
-        return fail(
-            case,
-            format!("{e}{}", restore_note(&errs)),
+    );
+    let result = match prepared {
+        Err(e) => Err((e, Vec::new())),
+        // A signal during the preparation: do not start the case.
+        Ok(()) if INTERRUPTED.load(Ordering::SeqCst) != 0 => Err((
+            "interrupted before the case started".to_string(),
             Vec::new(),
-            start,
-        );
-    }
-    let result = spawn_case(case, &case_env, opts);
+        )),
+        Ok(()) => spawn_case(case, &case_env, opts, &lock, on_step),
+    };
     let errs = journal.finish();
+    drop(lock);
     let sig = INTERRUPTED.load(Ordering::SeqCst);
     if sig != 0 {
-        eprintln!(
-            "khugepaged: interrupted by signal {sig}; THP settings restored{}",
-            restore_note(&errs)
-        );
+        if errs.is_empty() {
+            eprintln!("khugepaged: interrupted by signal {sig}; THP settings restored");
+        } else {
+            eprintln!(
+                "khugepaged: interrupted by signal {sig}; restoring the THP settings failed: {}",
+                errs.join("; ")
+            );
+        }
         std::process::exit(128 + sig);
     }
-    match result {
-        Ok((steps, outcome, trace)) if errs.is_empty() => CaseResult {
+    let restore_error = (!errs.is_empty()).then(|| errs.join("; "));
+    let mut r = match result {
+        Ok((steps, outcome, trace)) => CaseResult {
             case: *case,
             steps,
             outcome,
             elapsed: start.elapsed(),
             trace,
+            restore_error: None,
         },
-        Ok((steps, _, _)) => fail(
-            case,
-            format!(
-                "restoring settings after the case failed: {}",
-                errs.join("; ")
-            ),
-            steps,
-            start,
-        ),
-        Err((why, steps)) => fail(case, format!("{why}{}", restore_note(&errs)), steps, start),
-    }
-}
-
-fn restore_note(errs: &[String]) -> String {
-    if errs.is_empty() {
-        String::new()
-    } else {
-        format!(" (and restoring settings failed: {})", errs.join("; "))
-    }
+        Err((why, steps)) => fail(case, why, steps, start),
+    };
+    // The case's own verdict stands; the machine left changed is reported apart from it.
+    r.restore_error = restore_error;
+    r
 }
 
 /// Swapfile, private directory for the test file, private tmpfs: each recorded in the
@@ -299,18 +328,17 @@ fn prepare(
     private_tmpfs: bool,
 ) -> Result<(), String> {
     if swap_needed {
-        let dir = private_dir(&swap_parent())?;
-        journal.state.dirs.push(dir.clone());
+        let dir = private_dir(&swap_parent(), journal)?;
         journal.state.swapfiles.push(dir.join("swapfile"));
         journal.write()?;
         swapfile::create_and_enable(&dir)?;
     }
     if case.mem() == Some(MemType::File) {
         if private_tmpfs {
-            let dir = private_dir(&std::env::temp_dir())?;
-            journal.state.dirs.push(dir.clone());
+            let dir = private_dir(&std::env::temp_dir(), journal)?;
             journal.state.mounts.push(dir.clone());
             journal.write()?;
+            crash_point("mount the private tmpfs");
             nix::mount::mount(
                 Some("tmpfs"),
                 dir.as_path(),
@@ -327,9 +355,7 @@ fn prepare(
             ));
         } else if let Some(f) = &env.finfo {
             // The test file goes into a private directory on the same filesystem as [dir].
-            let dir = private_dir(Path::new(&f.dir))?;
-            journal.state.dirs.push(dir.clone());
-            journal.write()?;
+            let dir = private_dir(Path::new(&f.dir), journal)?;
             case_env.finfo = Some(FileInfo::new(&dir.to_string_lossy(), f.kind.clone()));
         }
     }
@@ -366,36 +392,63 @@ fn case_args(case: &Case, env: &Env, trace: bool) -> Vec<String> {
 
 type CaseOutput = Result<(Vec<Step>, Outcome, Option<String>), (String, Vec<Step>)>;
 
-fn spawn_case(case: &Case, env: &Env, opts: &HostRunOptions) -> CaseOutput {
-    let out = Command::new(&opts.exe)
+fn spawn_case(
+    case: &Case,
+    env: &Env,
+    opts: &HostRunOptions,
+    lock: &HostLock,
+    on_step: &mut dyn FnMut(&Step),
+) -> CaseOutput {
+    use std::os::unix::process::CommandExt;
+    let parent = nix::unistd::getpid().as_raw();
+    let lock_fds = lock.raw_fds();
+    let mut cmd = Command::new(&opts.exe);
+    // SAFETY: between fork and exec the closure only makes async-signal-safe system calls
+    // (prctl, getppid, fcntl, _exit) and touches no allocator or lock.
+    unsafe {
+        cmd.pre_exec(move || {
+            // The case process dies with the coordinator ...
+            if libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0,
+                0,
+                0,
+            ) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            // ... including when the coordinator died before the prctl above took effect.
+            if libc::getppid() != parent {
+                libc::_exit(137);
+            }
+            // ... and holds the host lock until it is gone.
+            for &fd in &lock_fds {
+                if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd
         .args(case_args(case, env, opts.trace))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
-        .output()
+        .spawn()
         .map_err(|e| {
             (
                 format!("starting the case process {}: {e}", opts.exe.display()),
                 Vec::new(),
             )
         })?;
-    let all = String::from_utf8_lossy(&out.stdout);
-    // Trace lines ("T\t...") follow the verdict; the rest is steps and the verdict.
-    let mut trace = String::new();
-    let mut rest = String::new();
-    for line in all.lines() {
-        match line.strip_prefix("T\t") {
-            Some(t) => {
-                trace.push_str(t);
-                trace.push('\n');
-            }
-            None => {
-                rest.push_str(line);
-                rest.push('\n');
-            }
-        }
-    }
-    let text = rest;
+    let stdout = child.stdout.take().expect("piped stdout");
+    let read = read_case_stream(std::io::BufReader::new(stdout), on_step);
+    let status = child
+        .wait()
+        .map_err(|e| (format!("waiting for the case process: {e}"), Vec::new()))?;
+    let (steps, outcome_line, trace) = read?;
     let trace = (!trace.is_empty()).then(|| {
         let dir = env
             .finfo
@@ -408,23 +461,17 @@ fn spawn_case(case: &Case, env: &Env, opts: &HostRunOptions) -> CaseOutput {
             trace.replace(&dir, "$DIR")
         }
     });
-    let (steps_text, outcome_line) = match text
-        .rfind("\nO\t")
-        .map(|i| i + 1)
-        .or_else(|| text.starts_with("O\t").then_some(0))
-    {
-        Some(i) => (&text[..i], Some(text[i..].trim_end())),
-        None => (&text[..], None),
-    };
-    let steps = Step::decode_all(steps_text).unwrap_or_default();
     use std::os::unix::process::ExitStatusExt;
-    if let Some(sig) = out.status.signal() {
+    if let Some(sig) = status.signal() {
         return Err((
             format!("the case process was killed by signal {sig}"),
             steps,
         ));
     }
-    match outcome_line.map(|l| l.splitn(3, '\t').collect::<Vec<_>>()) {
+    match outcome_line
+        .as_deref()
+        .map(|l| l.splitn(3, '\t').collect::<Vec<_>>())
+    {
         Some(f) if f.len() >= 2 => Ok((
             steps,
             match f[1] {
@@ -435,13 +482,61 @@ fn spawn_case(case: &Case, env: &Env, opts: &HostRunOptions) -> CaseOutput {
             trace,
         )),
         _ => Err((
-            format!(
-                "the case process exited with {} without a verdict",
-                out.status
-            ),
+            format!("the case process exited with {status} without a verdict"),
             steps,
         )),
     }
+}
+
+/// What a case process wrote: its steps, its verdict line, its trace.
+type CaseStream = (Vec<Step>, Option<String>, String);
+
+/// Reads the case process's output as it comes: steps (each closed by an `E` line, handed to
+/// `on_step` at once), then the verdict line (`O`), then the trace (`T` lines).
+fn read_case_stream(
+    input: impl std::io::BufRead,
+    on_step: &mut dyn FnMut(&Step),
+) -> Result<CaseStream, (String, Vec<Step>)> {
+    let mut steps = Vec::new();
+    let mut pending = String::new();
+    let mut outcome = None;
+    let mut trace = String::new();
+    for line in input.lines() {
+        let line = line.map_err(|e| {
+            (
+                format!("reading the case process's output: {e}"),
+                steps.clone(),
+            )
+        })?;
+        if let Some(t) = line.strip_prefix("T\t") {
+            trace.push_str(t);
+            trace.push('\n');
+        } else if line.starts_with("O\t") {
+            outcome = Some(line);
+        } else if line == "E" {
+            let decoded = Step::decode_all(&pending).map_err(|e| {
+                (
+                    format!("the case process wrote a step that cannot be read ({e}): {pending:?}"),
+                    steps.clone(),
+                )
+            })?;
+            for s in decoded {
+                on_step(&s);
+                steps.push(s);
+            }
+            pending.clear();
+        } else {
+            pending.push_str(&line);
+            pending.push('\n');
+        }
+    }
+    if !pending.is_empty() {
+        return Err((
+            format!("the case process's output ended inside a step: {pending:?}"),
+            steps,
+        ));
+    }
+    Ok((steps, outcome, trace))
 }
 
 /// `khugepaged --host-case <id> ...`: the case process. Runs one case with the host backend
@@ -491,24 +586,23 @@ pub fn case_process_main(args: &[String]) -> i32 {
         return 2;
     };
     let mut b = HostBackend::default();
-    let r = if traced {
-        let profile =
-            model::KernelProfile::for_release(&crate::backend::Backend::kernel_release(&b))
-                .map_or("none".to_string(), |p| p.name.to_string());
-        crate::runner::run_case_traced(&mut b, &env, &case, &profile)
-    } else {
-        run_case(&mut b, &env, &case)
+    let profile = traced.then(|| {
+        model::KernelProfile::for_release(&crate::backend::Backend::kernel_release(&b))
+            .map_or("none".to_string(), |p| p.name.to_string())
+    });
+    // Each step goes to the coordinator as it ends, so a person watching sees the test move;
+    // an `E` line closes each step.
+    let mut stream = |step: &Step| {
+        let mut stdout = std::io::stdout();
+        let _ = stdout.write_all(format!("{}E\n", step.encode()).as_bytes());
+        let _ = stdout.flush();
     };
-    let mut out = String::new();
-    for s in &r.steps {
-        out.push_str(&s.encode());
-    }
-    let line = match &r.outcome {
+    let r = crate::runner::run_case_streaming(&mut b, &env, &case, profile.as_deref(), &mut stream);
+    let mut out = match &r.outcome {
         Outcome::Pass => "O\tpass\n".to_string(),
         Outcome::Fail(w) => format!("O\tfail\t{}\n", w.replace(['\t', '\n'], " ")),
         Outcome::Skip(w) => format!("O\tskip\t{}\n", w.replace(['\t', '\n'], " ")),
     };
-    out.push_str(&line);
     if let Some(t) = &r.trace {
         for l in t.lines() {
             out.push_str(&format!("T\t{l}\n"));

@@ -3,6 +3,7 @@
 //! backend with its isolated case processes.
 
 pub mod backend;
+pub mod crash_point;
 pub mod fsinfo;
 pub mod isolate;
 pub mod journal;

@@ -2,10 +2,62 @@
 
 use std::sync::OnceLock;
 
-/// Why host cases cannot run here at all, or None when they can.
+/// What a host run finds before its first case.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Preflight {
+    /// Cases can run; the message says what an interrupted earlier run left and was restored.
+    Ready(Option<String>),
+    /// No case can run here (not root, no THP, no MADV_COLLAPSE): the selftest prints this once
+    /// and exits with KSFT_SKIP.
+    SkipAll(String),
+    /// An interrupted run's journal could not be used: nothing may run until a person looks.
+    Broken(String),
+}
+
+/// The first thing a host run does, once per process: under the host lock, restore what a
+/// killed run left, then probe the machine. Both under the lock: before recovery, a killed
+/// run's `enabled=never` would look like "no THP"; without the lock, another run's
+/// MADV_COLLAPSE step (which sets `enabled=never` for a while) would.
+pub fn preflight() -> Preflight {
+    static DONE: OnceLock<Preflight> = OnceLock::new();
+    DONE.get_or_init(|| {
+        // From here on SIGINT and friends only set a flag: nothing is left half-done.
+        super::isolate::install_signal_handlers();
+        let root = nix::unistd::geteuid().is_root();
+        let lock = if root {
+            match super::journal::HostLock::acquire() {
+                Ok(l) => Some(l),
+                Err(e) => {
+                    // A signal while waiting for the lock interrupts the wait.
+                    super::isolate::exit_if_interrupted();
+                    return Preflight::Broken(e);
+                }
+            }
+        } else {
+            None
+        };
+        let restored = super::journal::recover_leftover();
+        let p = match restored {
+            Err(e) => Preflight::Broken(e),
+            Ok(restored) => match probe() {
+                Some(reason) => Preflight::SkipAll(reason),
+                None => Preflight::Ready(restored),
+            },
+        };
+        drop(lock);
+        super::isolate::exit_if_interrupted();
+        p
+    })
+    .clone()
+}
+
+/// Why host cases cannot run here at all, or None when they can (or when only a person can
+/// tell: a broken journal, which [`preflight`] reports).
 pub fn host_unsupported_reason() -> Option<String> {
-    static REASON: OnceLock<Option<String>> = OnceLock::new();
-    REASON.get_or_init(probe).clone()
+    match preflight() {
+        Preflight::SkipAll(reason) => Some(reason),
+        Preflight::Ready(_) | Preflight::Broken(_) => None,
+    }
 }
 
 fn probe() -> Option<String> {

@@ -157,11 +157,118 @@ fn page_map_once(addr: u64, nr: usize) -> Vec<PageObs> {
         }
         out.push(o);
     }
-    mark_pmd_mapped(addr, &mut out);
+    if !mark_pmd_mapped_scan(addr, &mut out) {
+        mark_pmd_mapped(addr, &mut out);
+    }
     out
 }
 
-/// Marks PMD-mapped pages. pagemap does not say whether a page is mapped by a PMD, so (like
+/// `struct pm_scan_arg` of the PAGEMAP_SCAN ioctl on /proc/PID/pagemap (include/uapi/linux/fs.h,
+/// Linux 6.7+).
+#[repr(C)]
+#[derive(Default)]
+struct PmScanArg {
+    size: u64,
+    flags: u64,
+    start: u64,
+    end: u64,
+    walk_end: u64,
+    vec: u64,
+    vec_len: u64,
+    max_pages: u64,
+    category_inverted: u64,
+    category_mask: u64,
+    category_anyof_mask: u64,
+    return_mask: u64,
+}
+
+/// `struct page_region`: a run of pages with the same categories.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct PageRegion {
+    start: u64,
+    end: u64,
+    categories: u64,
+}
+
+/// PAGE_IS_HUGE: the page is mapped by a huge (PMD) entry (`pagemap_thp_category`).
+const PAGE_IS_HUGE: u64 = 1 << 6;
+
+/// `_IOWR('f', 16, struct pm_scan_arg)` in the asm-generic ioctl encoding (x86, arm64, riscv).
+#[cfg(any(
+    target_arch = "x86_64",
+    target_arch = "aarch64",
+    target_arch = "riscv64"
+))]
+const PAGEMAP_SCAN: u64 =
+    (3 << 30) | ((std::mem::size_of::<PmScanArg>() as u64) << 16) | ((b'f' as u64) << 8) | 16;
+
+/// Marks PMD-mapped pages exactly: PAGEMAP_SCAN reports the pages a huge PMD maps as
+/// PAGE_IS_HUGE (the kernel reads the page table itself). False when the kernel has no
+/// PAGEMAP_SCAN (before 6.7), so the caller falls back to the smaps-based estimate.
+fn mark_pmd_mapped_scan(addr: u64, pages: &mut [PageObs]) -> bool {
+    #[cfg(any(
+        target_arch = "x86_64",
+        target_arch = "aarch64",
+        target_arch = "riscv64"
+    ))]
+    {
+        use std::os::fd::AsRawFd;
+        let ps = model::PAGE_SIZE;
+        let end = addr + pages.len() as u64 * ps;
+        let Ok(f) = std::fs::File::open("/proc/self/pagemap") else {
+            return false;
+        };
+        let mut regions = vec![PageRegion::default(); 64];
+        let mut huge = Vec::new();
+        let mut start = addr;
+        while start < end {
+            let mut arg = PmScanArg {
+                size: std::mem::size_of::<PmScanArg>() as u64,
+                start,
+                end,
+                vec: regions.as_mut_ptr() as u64,
+                vec_len: regions.len() as u64,
+                category_anyof_mask: PAGE_IS_HUGE,
+                return_mask: PAGE_IS_HUGE,
+                ..PmScanArg::default()
+            };
+            // SAFETY: `arg` and `regions` outlive the call; the kernel writes at most
+            // `vec_len` regions into `regions` and `walk_end` into `arg`.
+            let n = unsafe {
+                libc::ioctl(f.as_raw_fd(), PAGEMAP_SCAN as _, &mut arg as *mut PmScanArg)
+            };
+            if n < 0 {
+                return false;
+            }
+            huge.extend_from_slice(&regions[..n as usize]);
+            if arg.walk_end <= start {
+                return false;
+            }
+            start = arg.walk_end;
+        }
+        for r in huge {
+            let first = (r.start.max(addr) - addr) / ps;
+            let last = (r.end.min(end) - addr) / ps;
+            for p in &mut pages[first as usize..last as usize] {
+                p.pmd_mapped = true;
+            }
+        }
+        true
+    }
+    #[cfg(not(any(
+        target_arch = "x86_64",
+        target_arch = "aarch64",
+        target_arch = "riscv64"
+    )))]
+    {
+        let _ = (addr, pages);
+        false
+    }
+}
+
+/// Marks PMD-mapped pages on kernels without PAGEMAP_SCAN. pagemap does not say whether a page
+/// is mapped by a PMD, so (like
 /// tools/mm/thpmaps) a 2 MiB block qualifies when one PMD-order folio maps it whole, in order,
 /// naturally aligned; the blocks of a VMA are marked only when their number matches the VMA's
 /// AnonHugePages/ShmemPmdMapped/FilePmdMapped exactly, so a PTE-mapped whole THP beside a

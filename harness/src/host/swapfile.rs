@@ -6,6 +6,8 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use super::crash_point::crash_point;
+
 /// Size of the swapfile: the selftests page out at most 65 pages at a time.
 pub const SWAPFILE_BYTES: usize = 64 << 20;
 
@@ -31,6 +33,7 @@ fn swap_header(pages: usize) -> Vec<u8> {
 /// Creates `dir/swapfile` and enables it. `dir` must be a private directory of the harness.
 pub fn create_and_enable(dir: &Path) -> Result<PathBuf, String> {
     let path = dir.join("swapfile");
+    crash_point("create the swapfile");
     let mut f = super::create_private_file(&path)
         .map_err(|e| format!("creating {}: {e}", path.display()))?;
     let ps = model::PAGE_SIZE as usize;
@@ -53,6 +56,7 @@ pub fn create_and_enable(dir: &Path) -> Result<PathBuf, String> {
     drop(f);
     let c =
         std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).map_err(|e| e.to_string())?;
+    crash_point("swapon the swapfile");
     // SAFETY: swapon(2) with a valid NUL-terminated path and no flags.
     let r = unsafe { libc::swapon(c.as_ptr(), 0) };
     if r != 0 {
@@ -65,18 +69,35 @@ pub fn create_and_enable(dir: &Path) -> Result<PathBuf, String> {
 
 /// swapoff(2) and unlink; a file that is not active or already gone is fine.
 pub fn disable_and_remove(path: &Path) -> Result<(), String> {
-    if !path.exists() {
+    if fs::symlink_metadata(path).is_err() {
         return Ok(());
     }
-    let c =
-        std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).map_err(|e| e.to_string())?;
-    // SAFETY: swapoff(2) with a valid NUL-terminated path.
-    let r = unsafe { libc::swapoff(c.as_ptr()) };
-    if r != 0 {
-        let e = std::io::Error::last_os_error();
-        if e.raw_os_error() != Some(libc::EINVAL) {
-            return Err(format!("swapoff {}: {e}", path.display()));
+    if is_active(path) {
+        let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+            .map_err(|e| e.to_string())?;
+        crash_point("swapoff the swapfile");
+        // SAFETY: swapoff(2) with a valid NUL-terminated path.
+        let r = unsafe { libc::swapoff(c.as_ptr()) };
+        if r != 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::EINVAL) {
+                return Err(format!("swapoff {}: {e}", path.display()));
+            }
         }
     }
+    crash_point("remove the swapfile");
     fs::remove_file(path).map_err(|e| format!("removing {}: {e}", path.display()))
+}
+
+/// Whether `path` is listed in /proc/swaps (unknown counts as active: swapoff then decides).
+fn is_active(path: &Path) -> bool {
+    let Ok(swaps) = fs::read_to_string("/proc/swaps") else {
+        return true;
+    };
+    let want = path.to_string_lossy();
+    swaps
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next())
+        .any(|f| f == want)
 }

@@ -8,8 +8,8 @@ use crate::backend::Errno;
 /// /sys/kernel/mm/transparent_hugepage.
 pub const THP_ROOT: &str = "/sys/kernel/mm/transparent_hugepage";
 
-/// Rejects paths that could leave the THP tree.
-fn checked(path: &str) -> Result<String, Errno> {
+/// Rejects paths that could leave the THP tree; the full path otherwise.
+pub fn checked(path: &str) -> Result<String, Errno> {
     let ok = !path.is_empty()
         && path
             .split('/')
@@ -45,6 +45,7 @@ pub fn write(path: &str, value: &str) -> Result<(), Errno> {
 
 /// Writes any sysfs/procfs file by absolute path (read_ahead_kb, drop_caches).
 pub fn write_abs(full: &str, value: &str) -> Result<(), Errno> {
+    super::crash_point::crash_point(&format!("write {value} to {full}"));
     let mut f = fs::OpenOptions::new()
         .write(true)
         .open(full)

@@ -1,0 +1,86 @@
+//! Numbered crash points: every operation of a host run that changes the machine (a sysfs
+//! write, swapon/swapoff, mount/umount, creating or removing a file or directory, writing the
+//! journal) first calls [`crash_point`]. In normal runs this does nothing. For the crash-safety
+//! tests two environment variables turn it on (the SQLite approach: crash at every write, then
+//! check recovery, instead of killing at a random moment):
+//!
+//! - `KHUGEPAGED_HARNESS_TEST_CRASH_LOG=FILE`: every point appends `N<TAB>pid<TAB>what` to FILE;
+//!   N counts across the coordinator, its case processes and their forked children, because
+//!   they all append to the same file (under an exclusive flock).
+//! - `KHUGEPAGED_HARNESS_TEST_CRASH_AT=N` (or `N:INT`, `N:TERM`): at point N, before doing the
+//!   operation, signal this run's whole process group (SIGKILL unless named otherwise). Needs
+//!   the log, which holds the count.
+//!
+//! Both are for tests only; a user never needs them.
+
+use std::io::{Read, Seek, Write};
+use std::sync::OnceLock;
+
+/// The log-file environment variable.
+pub const LOG_VAR: &str = "KHUGEPAGED_HARNESS_TEST_CRASH_LOG";
+/// The crash-point environment variable.
+pub const AT_VAR: &str = "KHUGEPAGED_HARNESS_TEST_CRASH_AT";
+
+struct Config {
+    log: std::path::PathBuf,
+    at: Option<(u64, nix::sys::signal::Signal)>,
+}
+
+fn config() -> Option<&'static Config> {
+    static C: OnceLock<Option<Config>> = OnceLock::new();
+    C.get_or_init(|| {
+        let log = std::env::var_os(LOG_VAR)?;
+        let at = std::env::var(AT_VAR).ok().and_then(|v| {
+            let (n, sig) = match v.split_once(':') {
+                Some((n, "INT")) => (n, nix::sys::signal::Signal::SIGINT),
+                Some((n, "TERM")) => (n, nix::sys::signal::Signal::SIGTERM),
+                Some((n, _)) => (n, nix::sys::signal::Signal::SIGKILL),
+                None => (v.as_str(), nix::sys::signal::Signal::SIGKILL),
+            };
+            n.parse().ok().map(|n| (n, sig))
+        });
+        Some(Config {
+            log: log.into(),
+            at,
+        })
+    })
+    .as_ref()
+}
+
+/// Marks the operation `what` that is about to change the machine. See the module docs.
+pub fn crash_point(what: &str) {
+    let Some(c) = config() else { return };
+    let Some(n) = append(&c.log, what) else {
+        return;
+    };
+    if let Some((at, sig)) = c.at {
+        if n == at {
+            // The whole group: the coordinator and its case process die together, as under
+            // a `kill -9 -PGID` or a terminal's Ctrl-C.
+            let _ = nix::sys::signal::killpg(nix::unistd::getpgrp(), sig);
+            if sig == nix::sys::signal::Signal::SIGKILL {
+                // Not reached; the signal is delivered to this process too.
+                std::process::abort();
+            }
+        }
+    }
+}
+
+/// Appends one line and returns its number (1-based), or None when the log is unusable (a
+/// test-only facility: it must never break a run).
+fn append(path: &std::path::Path, what: &str) -> Option<u64> {
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .append(true)
+        .open(path)
+        .ok()?;
+    let mut f = nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive).ok()?;
+    let mut text = String::new();
+    f.rewind().ok()?;
+    f.read_to_string(&mut text).ok()?;
+    let n = text.lines().count() as u64 + 1;
+    f.write_all(format!("{n}\t{}\t{what}\n", std::process::id()).as_bytes())
+        .ok()?;
+    f.sync_data().ok()?;
+    Some(n)
+}

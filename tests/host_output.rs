@@ -1,0 +1,163 @@
+//! What host runs show and how they end: the page map labels a PMD-mapped THP `pmd`, and a
+//! closed stdout ends a host run quietly with the machine restored. These drive the real
+//! kernel, so they run only as root with THP and MADV_COLLAPSE (elsewhere they are listed as
+//! ignored, with the reason). Each holds the harness's host lock while it looks at or changes
+//! the machine, so concurrent host runs cannot change the state under it.
+
+use std::fs;
+use std::process::{Command, Stdio};
+
+use harness::host::{journal, probe, proc, sysfs};
+use libtest_mimic::{Arguments, Failed, Trial};
+
+/// The harness's host lock, so no host case runs while this looks at or changes the machine.
+fn host_lock() -> harness::host::isolate::HostLock {
+    harness::host::isolate::HostLock::acquire().expect("take the host lock")
+}
+
+/// Every writable THP file with its value, plus the active swap areas and mounts, read while
+/// no host case runs.
+fn snapshot() -> Vec<(String, String)> {
+    let _lock = host_lock();
+    let mut v: Vec<(String, String)> = sysfs::writable_files()
+        .into_iter()
+        .map(|f| {
+            let val = sysfs::read(&f).unwrap_or_default();
+            (f, val)
+        })
+        .collect();
+    for f in ["/proc/swaps", "/proc/self/mounts"] {
+        v.push((f.into(), fs::read_to_string(f).unwrap_or_default()));
+    }
+    v
+}
+
+/// Two 2 MiB blocks of one VMA, both PMD-mapped; the map of the first alone must say `pmd`
+/// (smaps counts both blocks, so an estimate from smaps could not place them).
+fn pmd_mapped_thp_is_labelled_pmd() -> Result<(), Failed> {
+    const MADV_COLLAPSE: i32 = 25;
+    let huge = model::HPAGE_PMD_SIZE as usize;
+    let _lock = host_lock();
+    // SAFETY: a private anonymous mapping of our own, unmapped before returning; only the
+    // aligned 4 MiB inside it is touched.
+    unsafe {
+        let len = 3 * huge;
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        );
+        if p == libc::MAP_FAILED {
+            return Err("mmap failed".into());
+        }
+        let area = (p as usize + huge - 1) & !(huge - 1);
+        let r = (|| {
+            if libc::madvise(area as *mut libc::c_void, 2 * huge, libc::MADV_HUGEPAGE) != 0 {
+                return Err(Failed::from("MADV_HUGEPAGE failed"));
+            }
+            for off in (0..2 * huge).step_by(model::PAGE_SIZE as usize) {
+                std::ptr::write_volatile((area + off) as *mut u8, 1);
+            }
+            if libc::madvise(area as *mut libc::c_void, 2 * huge, MADV_COLLAPSE) != 0 {
+                return Err(Failed::from(format!(
+                    "MADV_COLLAPSE failed: {} (no THP could be allocated?)",
+                    std::io::Error::last_os_error()
+                )));
+            }
+            let smaps = proc::smaps_at(area as u64).ok_or("no smaps for the area")?;
+            if smaps.anon_huge_pages != 2 * huge as u64 / 1024 {
+                return Err(format!("smaps shows {smaps:?}, expected two PMD-mapped THPs").into());
+            }
+            let map = harness::page_map::render(&proc::page_map(area as u64, 512));
+            if !map.starts_with("0-511 pmd f0[0..] o9 mc1 ex") {
+                return Err(format!("the first THP is not labelled pmd: {map}").into());
+            }
+            // PTE-map the second: only the first stays `pmd`.
+            let second = (area + huge) as *mut libc::c_void;
+            if libc::mprotect(second, model::PAGE_SIZE as usize, libc::PROT_READ) != 0 {
+                return Err(Failed::from("mprotect failed"));
+            }
+            let both = harness::page_map::render(&proc::page_map(area as u64, 1024));
+            if !(both.starts_with("0-511 pmd f0[0..] o9")
+                && both.contains("512-1023 pte f1[0..] o9"))
+            {
+                return Err(format!("expected one pmd and one pte-mapped THP: {both}").into());
+            }
+            Ok(())
+        })();
+        libc::munmap(p, len);
+        r
+    }
+}
+
+/// `khugepaged --backend host ... | head -1`: the run stops after the case in progress,
+/// exits 141 without a message, and leaves the machine as it found it.
+fn closed_stdout_ends_a_host_run_with_the_machine_restored() -> Result<(), Failed> {
+    use std::io::{BufRead, BufReader};
+    let before = snapshot();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_khugepaged"))
+        .args(["--backend", "host", "all:anon"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("start khugepaged: {e}"))?;
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut first)
+        .map_err(|e| format!("read: {e}"))?;
+    let out = child.wait_with_output().map_err(|e| e.to_string())?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if out.status.code() != Some(harness::cli::EXIT_STDOUT_CLOSED) {
+        return Err(format!("exit {:?}, stderr: {stderr}", out.status).into());
+    }
+    if stderr.contains("pipe") || stderr.contains("writing output") {
+        return Err(format!("complained about the pipe: {stderr}").into());
+    }
+    if journal::journal_path().exists() {
+        return Err("the journal was left behind".into());
+    }
+    let after = snapshot();
+    if after != before {
+        let diff: Vec<String> = before
+            .iter()
+            .zip(&after)
+            .filter(|(b, a)| b != a)
+            .map(|(b, a)| format!("{}: {:?} -> {:?}", b.0, b.1, a.1))
+            .collect();
+        return Err(format!("the machine changed: {}", diff.join("; ")).into());
+    }
+    Ok(())
+}
+
+fn main() {
+    let args = Arguments::from_args();
+    let unsupported = probe::host_unsupported_reason();
+    let trials: Vec<Trial> = [
+        (
+            "host/pmd_mapped_thp_is_labelled_pmd",
+            pmd_mapped_thp_is_labelled_pmd as fn() -> Result<(), Failed>,
+        ),
+        (
+            "host/closed_stdout_ends_a_host_run_with_the_machine_restored",
+            closed_stdout_ends_a_host_run_with_the_machine_restored,
+        ),
+    ]
+    .into_iter()
+    .map(|(name, f)| {
+        let t = Trial::test(name, f);
+        match &unsupported {
+            Some(reason) => t
+                .with_kind(format!("host: {reason}"))
+                .with_ignored_flag(true),
+            None => t,
+        }
+    })
+    .collect();
+    // One at a time: both take the host lock, and the second spawns a host run.
+    let mut args = args;
+    args.test_threads = Some(1);
+    libtest_mimic::run(&args, trials).exit();
+}
