@@ -33,20 +33,33 @@ fn verdict(r: &CaseResult, expect_skip: bool) -> Result<(), Failed> {
     }
 }
 
-/// The catalogue on the model, in both khugepaged modes: `model/...` as the selftest sets
-/// khugepaged up, `model-deterministic/...` with khugepaged woken one pass at a time in waits.
+/// Model trials for every case: `model/...` on 6.18, `model@RELEASE/...` on the first release
+/// of every other distinct behaviour (the catalogue must pass under every profile), as the
+/// selftest sets khugepaged up; and `model-deterministic/...` on 6.18 with khugepaged woken one
+/// pass at a time inside the waits.
 fn model_trials() -> Vec<Trial> {
     let mut trials = Vec::new();
-    for (prefix, mode) in [
-        ("model", KhugepagedMode::Selftest),
-        ("model-deterministic", KhugepagedMode::Deterministic),
-    ] {
-        trials.extend(model_trials_in(prefix, mode));
+    for profile in KernelProfile::eras() {
+        let prefix = if profile == KernelProfile::v6_18() {
+            "model".to_string()
+        } else {
+            format!("model@{}", profile.name)
+        };
+        trials.extend(model_trials_for(&prefix, profile, KhugepagedMode::Selftest));
     }
+    trials.extend(model_trials_for(
+        "model-deterministic",
+        KernelProfile::v6_18(),
+        KhugepagedMode::Deterministic,
+    ));
     trials
 }
 
-fn model_trials_in(prefix: &'static str, khugepaged: KhugepagedMode) -> Vec<Trial> {
+fn model_trials_for(
+    prefix: &str,
+    profile: KernelProfile,
+    khugepaged: KhugepagedMode,
+) -> Vec<Trial> {
     // The model's file tests use a tmpfs directory mounted huge=advise, as the selftest asks.
     let env = Env {
         anon_order: 0,
@@ -57,9 +70,10 @@ fn model_trials_in(prefix: &'static str, khugepaged: KhugepagedMode) -> Vec<Tria
         .into_iter()
         .map(|case| {
             let env = env.clone();
+            let profile = profile.clone();
             let expect_skip = skipped_on_tmpfs(&case);
             let trial = Trial::test(format!("{prefix}/{}", case.id()), move || {
-                let mut b = ModelBackend::new(KernelProfile::v6_18());
+                let mut b = ModelBackend::new(profile);
                 b.dir = env.finfo.as_ref().map(|f| f.kind.clone());
                 let r = run_case(&mut b, &env, &case);
                 if let Err(v) = b.k.check_invariants() {
