@@ -2,9 +2,10 @@
 //! test), named like `model/khugepaged:anon/collapse_max_ptes_shared` (6.18),
 //! `model@6.12/s2/...` (other profiles, `-s` orders) and
 //! `host/khugepaged:anon/collapse_max_ptes_shared`. Host trials run this machine's kernel
-//! (root, THP and MADV_COLLAPSE needed) and are listed as ignored, with the reason, elsewhere.
+//! (root, THP and MADV_COLLAPSE needed) in the deterministic khugepaged mode, and are listed
+//! as ignored, with the reason, elsewhere.
 
-use harness::catalogue::{Env, FileInfo, MemType, SKIPPED_ON_TMPFS};
+use harness::catalogue::{Env, FileInfo, KhugepagedMode, MemType, SKIPPED_ON_TMPFS};
 use harness::cli::all_cases;
 use harness::host::isolate::{run_case_retrying_races, HostRunOptions};
 use harness::model_backend::ModelBackend;
@@ -36,9 +37,11 @@ fn verdict(r: &CaseResult, expect_skip: bool) -> Result<(), Failed> {
 /// The `-s` orders the recorded fixtures use (`-s 2 all:anon`, `-s 4 all:shmem`), and none.
 const ANON_ORDERS: [u8; 3] = [0, 2, 4];
 
-/// Model trials for every case and `-s` order: `model/...` on 6.18, `model@RELEASE/...` on
-/// the first release of every other distinct behaviour (the catalogue must pass under every
-/// profile); `/s2/`, `/s4/` after the prefix for the mTHP orders.
+/// Model trials for every case, `-s` order and khugepaged mode: `model/...` on 6.18,
+/// `model@RELEASE/...` on the first release of every other distinct behaviour (the catalogue
+/// must pass under every profile); `/s2/`, `/s4/` after the prefix for the mTHP orders;
+/// `model-deterministic...` with khugepaged woken one pass at a time inside the waits, as the
+/// host's deterministic mode runs it.
 fn model_trials() -> Vec<Trial> {
     let mut trials = Vec::new();
     for profile in KernelProfile::eras() {
@@ -47,23 +50,33 @@ fn model_trials() -> Vec<Trial> {
         } else {
             format!("model@{}", profile.name)
         };
-        for anon_order in ANON_ORDERS {
-            let prefix = if anon_order == 0 {
-                prefix.clone()
-            } else {
-                format!("{prefix}/s{anon_order}")
-            };
-            trials.extend(model_trials_for(&prefix, profile.clone(), anon_order));
+        for mode in [KhugepagedMode::Selftest, KhugepagedMode::Deterministic] {
+            for anon_order in ANON_ORDERS {
+                let mut name = prefix.clone();
+                if mode == KhugepagedMode::Deterministic {
+                    name = name.replacen("model", "model-deterministic", 1);
+                }
+                if anon_order != 0 {
+                    name = format!("{name}/s{anon_order}");
+                }
+                trials.extend(model_trials_for(&name, profile.clone(), anon_order, mode));
+            }
         }
     }
     trials
 }
 
-fn model_trials_for(prefix: &str, profile: KernelProfile, anon_order: u8) -> Vec<Trial> {
+fn model_trials_for(
+    prefix: &str,
+    profile: KernelProfile,
+    anon_order: u8,
+    khugepaged: KhugepagedMode,
+) -> Vec<Trial> {
     // The model's file tests use a tmpfs directory mounted huge=advise, as the selftest asks.
     let env = Env {
         anon_order,
         finfo: Some(FileInfo::model_tmpfs("advise")),
+        khugepaged,
     };
     all_cases()
         .into_iter()
@@ -121,7 +134,12 @@ fn host_trials() -> Vec<Trial> {
             let opts = opts.clone();
             let expect_skip = skipped_on_tmpfs(&case);
             let trial = Trial::test(format!("host/{}", case.id()), move || {
-                let r = run_case_retrying_races(&case, &Env::default(), &opts);
+                // khugepaged acts only inside the waits: the same answer every run.
+                let env = Env {
+                    khugepaged: KhugepagedMode::Deterministic,
+                    ..Env::default()
+                };
+                let r = run_case_retrying_races(&case, &env, &opts);
                 verdict(&r, expect_skip)
             });
             match (&unsupported, expect_skip) {

@@ -33,6 +33,7 @@ fn usage_errors_are_one_line_and_exit_2() {
             "--across-releases runs the model",
         ),
         (vec!["--format", "json"], "--format json"),
+        (vec!["--khugepaged", "sometimes"], "--khugepaged sometimes"),
         (vec!["--frobnicate"], "unknown option --frobnicate"),
         (
             vec!["all:file", "/nonexistent-dir-for-test"],
@@ -454,6 +455,7 @@ fn mthp_order_makes_anon_faults_use_that_size() {
         let env = Env {
             anon_order: order,
             finfo: None,
+            ..Env::default()
         };
         let r = run_case(&mut b, &env, &Case::Test(entry));
         assert_eq!(r.outcome, Outcome::Pass, "-s {order}: {:?}", r.steps);
@@ -498,4 +500,141 @@ fn linux_mm_extra_collapses_only_under_the_6_12_heuristic() {
             profile.name
         );
     }
+}
+
+#[test]
+fn khugepaged_mode_defaults_to_deterministic_only_when_comparing_or_recording() {
+    use harness::catalogue::KhugepagedMode;
+    use harness::cli::parse;
+    let mode = |args: &[&str]| {
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        parse(&args).unwrap().unwrap().khugepaged_mode()
+    };
+    assert_eq!(mode(&[]), KhugepagedMode::Selftest);
+    assert_eq!(mode(&["--backend", "host"]), KhugepagedMode::Selftest);
+    assert_eq!(mode(&["--backend", "both"]), KhugepagedMode::Deterministic);
+    assert_eq!(
+        mode(&["--record", "fixtures"]),
+        KhugepagedMode::Deterministic
+    );
+    assert_eq!(
+        mode(&["--backend", "host", "--khugepaged", "deterministic"]),
+        KhugepagedMode::Deterministic
+    );
+    assert_eq!(
+        mode(&["--backend", "both", "--khugepaged", "selftest"]),
+        KhugepagedMode::Selftest
+    );
+}
+
+/// The model's traces of every khugepaged-context case (the extras too) in both modes: the
+/// deterministic ones observe every step (no `~` line), the selftest-mode ones leave the
+/// moments khugepaged could act unobserved, forked children included, and otherwise the two
+/// line up call for call and step for step.
+#[test]
+fn deterministic_mode_observes_every_step_and_lines_up_with_the_selftest_mode() {
+    use harness::catalogue::{Env, FileInfo, KhugepagedMode};
+    use harness::cli::all_cases;
+    use harness::model_backend::ModelBackend;
+    use harness::runner::{run_case_traced, Outcome};
+    let calls_and_steps = |trace: &str| -> Vec<String> {
+        trace
+            .lines()
+            .skip_while(|l| *l != "--")
+            .filter(|l| {
+                let t = l.trim_start();
+                !(t.starts_with('~') || t.starts_with("smaps(") || t.starts_with("map("))
+            })
+            .map(str::to_string)
+            .collect()
+    };
+    let mut volatile_cases = Vec::new();
+    for case in all_cases()
+        .into_iter()
+        .filter(|c| c.id().contains("khugepaged:"))
+    {
+        let mut traces = Vec::new();
+        for khugepaged in [KhugepagedMode::Selftest, KhugepagedMode::Deterministic] {
+            let mut b = ModelBackend::new(model::KernelProfile::v6_18());
+            let env = Env {
+                finfo: Some(FileInfo::model_tmpfs("advise")),
+                khugepaged,
+                ..Env::default()
+            };
+            b.dir = env.finfo.as_ref().map(|f| f.kind.clone());
+            let r = run_case_traced(&mut b, &env, &case, "6.18");
+            if r.outcome != Outcome::Pass && !matches!(r.outcome, Outcome::Skip(_)) {
+                panic!("{} ({khugepaged:?}): {:?}", case.id(), r.outcome);
+            }
+            traces.push(r.trace.unwrap());
+        }
+        assert!(
+            !traces[1].lines().any(|l| l.trim_start().starts_with('~')),
+            "{}: a volatile line in deterministic mode:\n{}",
+            case.id(),
+            traces[1]
+        );
+        if traces[0].lines().any(|l| l.trim_start().starts_with('~')) {
+            volatile_cases.push(case.id());
+        }
+        assert_eq!(
+            calls_and_steps(&traces[0]),
+            calls_and_steps(&traces[1]),
+            "{}",
+            case.id()
+        );
+    }
+    assert!(volatile_cases.contains(&"khugepaged:anon/collapse_max_ptes_swap".to_string()));
+}
+
+/// MADV_HUGEPAGE is inherited over fork: in the selftest mode a forked child's steps are as
+/// volatile as its parent's.
+#[test]
+fn a_forked_child_inherits_the_advice_and_its_steps_are_volatile() {
+    use harness::catalogue::Env;
+    use harness::extras::extra_table;
+    use harness::model_backend::ModelBackend;
+    use harness::runner::{run_case_traced, Case};
+    let entry = extra_table()
+        .into_iter()
+        .find(|e| e.name == "collapse_shared_thp_first_page_unmapped")
+        .unwrap();
+    let mut b = ModelBackend::new(model::KernelProfile::v6_18());
+    let r = run_case_traced(&mut b, &Env::default(), &Case::Extra(entry), "6.18");
+    let trace = r.trace.unwrap();
+    // The child's first step (the parent only printed the text before forking).
+    let mut lines = trace
+        .lines()
+        .skip_while(|l| !l.starts_with("step ok: Share them over fork()"));
+    assert!(lines.next().is_some(), "{trace}");
+    let obs = lines.next().unwrap_or_default();
+    assert!(obs.trim_start().starts_with('~'), "{trace}");
+}
+
+/// Replaying a fixture recorded with the selftest's khugepaged settings: observations the
+/// kernel made where the model says khugepaged may act are not compared; the others are.
+#[test]
+fn replay_skips_recorded_observations_only_where_the_model_is_volatile() {
+    use harness::crosscheck::unobserved_where_volatile;
+    let lines = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let recorded = lines(&[
+        "step ok: A... OK",
+        "  map(0x40000000+512): 0-511 pte",
+        "step ok: B... OK",
+        "  map(0x40000000+512): 0-511 pmd",
+    ]);
+    let model = lines(&[
+        "step ok: A... OK",
+        "  map(0x40000000+512): 0-511 pte",
+        "step ok: B... OK",
+        "  ~not observed: khugepaged may act on the area now",
+    ]);
+    assert_eq!(
+        unobserved_where_volatile(&recorded, &model),
+        lines(&[
+            "step ok: A... OK",
+            "  map(0x40000000+512): 0-511 pte",
+            "step ok: B... OK",
+        ])
+    );
 }

@@ -70,6 +70,7 @@ fn s_option_on_a_kernel_without_mthp_faults_order_0_pages() {
     let env = Env {
         anon_order: 2,
         finfo: None,
+        ..Env::default()
     };
     for (release, order2, settings16) in [
         ("6.1", false, false),
@@ -112,6 +113,7 @@ fn regular_file_collapse_runs_on_a_disk_dir_from_7_2() {
                 read_ahead_kb_path: None,
             },
         )),
+        ..Env::default()
     };
     for (release, runs) in [
         ("6.1", false),
@@ -195,6 +197,7 @@ fn across_releases_finds_when_disk_files_start_collapsing() {
                 read_ahead_kb_path: None,
             },
         )),
+        ..Env::default()
     };
     let mut model = |p: &KernelProfile| {
         let mut b = ModelBackend::new(p.clone());
@@ -218,6 +221,7 @@ fn across_releases_with_s_2_finds_the_mthp_sysfs_change() {
     let env = Env {
         anon_order: 2,
         finfo: None,
+        ..Env::default()
     };
     let mut model = |p: &KernelProfile| ModelBackend::new(p.clone());
     let a = across(&Case::Test(entry), &env, &mut model);

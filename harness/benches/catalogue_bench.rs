@@ -49,6 +49,7 @@ fn main() {
     let env = Env {
         anon_order: 0,
         finfo: Some(FileInfo::model_tmpfs("advise")),
+        ..Env::default()
     };
     let mut times = Vec::new();
     let mut counts = (0, 0);

@@ -22,6 +22,7 @@ fn main() {
     let env = Env {
         anon_order: 0,
         finfo: Some(FileInfo::model_tmpfs("advise")),
+        ..Env::default()
     };
     let cases: Vec<_> = select_cases(&opts)
         .into_iter()

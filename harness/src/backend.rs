@@ -195,6 +195,29 @@ pub trait Backend {
         true
     }
 
+    /// Deterministic khugepaged mode: wakes khugepaged for exactly one `khugepaged_do_scan`
+    /// pass and returns once it sleeps again. Err when it does not.
+    fn khugepaged_pass(&mut self) -> Result<(), String>;
+
+    /// Deterministic khugepaged mode: returns once khugepaged sleeps between passes (a
+    /// settings write may have woken it, or started the thread, which begins with a pass).
+    fn khugepaged_settle(&mut self) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// khugepaged.c's wait_for_scan in the deterministic khugepaged mode: the same checks, made
+    /// between single khugepaged passes that this wait starts itself. Ok(true) on timeout.
+    fn wait_for_scan_passes(
+        &mut self,
+        full_scans_target: u64,
+        done: &mut dyn FnMut(&mut dyn Backend) -> bool,
+        tick: &mut dyn FnMut(),
+    ) -> Result<bool, String> {
+        wait_in_passes(self.as_dyn(), full_scans_target, done, tick, &mut |s| {
+            s.passes_without_progress >= WAIT_MAX_PASSES
+        })
+    }
+
     /// The system calls recorded since the last call (a tracing wrapper records them; plain
     /// backends have none).
     fn take_trace_calls(&mut self) -> Vec<String> {
@@ -213,4 +236,71 @@ pub trait Backend {
 
     /// Self as a trait object (for default methods).
     fn as_dyn(&mut self) -> &mut dyn Backend;
+}
+
+/// A deterministic wait gives up once this many passes in a row left full_scans where it
+/// was (khugepaged cannot make progress: its thread is stopped, or it has no MM to scan). On
+/// the model a full scan takes a pass or two; the selftest's own wait lasts 3 s, 300 wake-ups
+/// at its scan_sleep_millisecs of 10.
+pub const WAIT_MAX_PASSES: u32 = 300;
+
+/// Passes per progress dot: the selftest's 0.5 s tick at 10 ms per wake-up.
+pub const PASSES_PER_TICK: u32 = 50;
+
+/// Where a deterministic wait stands, before each check.
+#[derive(Clone, Copy, Debug)]
+pub struct WaitStatus {
+    /// Passes run so far.
+    pub passes: u32,
+    /// full_scans now.
+    pub full_scans: Option<u64>,
+    /// Passes since full_scans last moved (or since the wait began).
+    pub passes_without_progress: u32,
+}
+
+/// The deterministic wait on any backend: before each pass, stop when `done` holds or
+/// full_scans reached the target, as khugepaged.c's loop does at each tick; otherwise run one
+/// khugepaged pass. khugepaged sleeps while `done` looks, so what the test sees when the wait
+/// ends is the state after a whole pass, and nothing changes after it. A wait has no fixed
+/// length (on a real machine a full scan may need hundreds of passes: every advised MM on it
+/// is scanned); `give_up` decides, from the status, when khugepaged is not getting anywhere.
+/// Ok(true) on timeout.
+pub fn wait_in_passes(
+    b: &mut dyn Backend,
+    full_scans_target: u64,
+    done: &mut dyn FnMut(&mut dyn Backend) -> bool,
+    tick: &mut dyn FnMut(),
+    give_up: &mut dyn FnMut(&WaitStatus) -> bool,
+) -> Result<bool, String> {
+    b.khugepaged_settle()?;
+    let mut status = WaitStatus {
+        passes: 0,
+        full_scans: None,
+        passes_without_progress: 0,
+    };
+    loop {
+        if done(b) {
+            return Ok(false);
+        }
+        let scans = b
+            .thp_read("khugepaged/full_scans")
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok());
+        if scans.is_some_and(|s| s >= full_scans_target) {
+            return Ok(false);
+        }
+        if scans != status.full_scans {
+            status.full_scans = scans;
+            status.passes_without_progress = 0;
+        }
+        if give_up(&status) {
+            return Ok(true);
+        }
+        if status.passes.is_multiple_of(PASSES_PER_TICK) {
+            tick();
+        }
+        b.khugepaged_pass()?;
+        status.passes += 1;
+        status.passes_without_progress += 1;
+    }
 }

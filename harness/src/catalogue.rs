@@ -92,11 +92,46 @@ impl FileInfo {
     }
 }
 
-/// What the command line chose: `-s anon_order` and `[dir]`.
+/// How khugepaged runs while a case runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum KhugepagedMode {
+    /// The selftest's own settings: khugepaged wakes every 10 ms and may act on an advised
+    /// area at any moment, also between two waits (the 6.17+ selftest leaves it advised).
+    #[default]
+    Selftest,
+    /// khugepaged sleeps for [`PARKED_SLEEP_MILLISECS`] and runs only inside the test's waits,
+    /// one pass at a time, each woken by a write to `scan_sleep_millisecs` (see
+    /// `host::kthread`). Everything else is the selftest's.
+    Deterministic,
+}
+
+impl KhugepagedMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            KhugepagedMode::Selftest => "selftest",
+            KhugepagedMode::Deterministic => "deterministic",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<KhugepagedMode> {
+        match name {
+            "selftest" => Some(KhugepagedMode::Selftest),
+            "deterministic" => Some(KhugepagedMode::Deterministic),
+            _ => None,
+        }
+    }
+}
+
+/// `scan_sleep_millisecs` and `alloc_sleep_millisecs` in the deterministic mode: a day, so
+/// khugepaged wakes only when the harness writes one of them.
+pub const PARKED_SLEEP_MILLISECS: u64 = 86_400_000;
+
+/// What the command line chose: `-s anon_order`, `[dir]` and how khugepaged runs.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Env {
     pub anon_order: u8,
     pub finfo: Option<FileInfo>,
+    pub khugepaged: KhugepagedMode,
 }
 
 /// `exit(EXIT_FAILURE)` in the C code: the test process stops here.
@@ -198,6 +233,9 @@ impl<'a> Ctx<'a> {
     /// settings enable PMD THPs) and the area is advised. Observations taken then depend on
     /// timing on a real kernel, and traces mark them volatile.
     fn khugepaged_may_act(&self) -> bool {
+        if self.env.khugepaged == KhugepagedMode::Deterministic {
+            return false;
+        }
         let running = self.settings.current().is_ok_and(|s| {
             s.thp_enabled != "never" || !matches!(s.shmem_enabled.as_str(), "never" | "deny")
         });
@@ -431,11 +469,24 @@ impl<'a> Ctx<'a> {
 
     pub(crate) fn push_settings(&mut self, s: ThpSettings) -> R {
         let r = self.settings.push(self.b, s);
-        r.map_err(|m| self.abort(m))
+        r.map_err(|m| self.abort(m))?;
+        self.settle_khugepaged()
     }
 
     pub(crate) fn pop_settings(&mut self) -> R {
         let r = self.settings.pop(self.b);
+        r.map_err(|m| self.abort(m))?;
+        self.settle_khugepaged()
+    }
+
+    /// Deterministic mode: thp_write_settings writes scan_sleep_millisecs, which wakes
+    /// khugepaged for a pass, and may restart the thread; let that pass end before the test
+    /// goes on, so it never overlaps a step.
+    pub(crate) fn settle_khugepaged(&mut self) -> R {
+        if self.env.khugepaged != KhugepagedMode::Deterministic {
+            return Ok(());
+        }
+        let r = self.b.khugepaged_settle();
         r.map_err(|m| self.abort(m))
     }
 
@@ -628,11 +679,17 @@ impl<'a> Ctx<'a> {
         self.printf(&format!("{msg}..."));
         let finfo = self.env.finfo.clone();
         let pending = &mut self.pending;
-        let timed_out = self.b.wait_for_scan(
-            full_scans,
-            &mut |b: &mut dyn Backend| check_huge_on(b, ops, finfo.as_ref(), p, nr).0,
-            &mut || pending.push('.'),
-        );
+        let mut done = |b: &mut dyn Backend| check_huge_on(b, ops, finfo.as_ref(), p, nr).0;
+        let mut tick = || pending.push('.');
+        let timed_out = match self.env.khugepaged {
+            KhugepagedMode::Selftest => self.b.wait_for_scan(full_scans, &mut done, &mut tick),
+            KhugepagedMode::Deterministic => {
+                let r = self
+                    .b
+                    .wait_for_scan_passes(full_scans, &mut done, &mut tick);
+                r.map_err(|m| self.abort(m))?
+            }
+        };
         // The step that reports this wait observes the state the wait ended in.
         self.ending_wait = true;
         Ok(timed_out)
@@ -672,6 +729,8 @@ impl<'a> Ctx<'a> {
         let settings = self.settings.clone();
         let fd = self.fd;
         let (tracing, area, era) = (self.tracing, self.area, self.era.clone());
+        // MADV_HUGEPAGE is a VMA flag: the child's copy of the area is advised too.
+        let hugepage_advised = self.hugepage_advised;
         // The parent's unfinished line is completed by the child's first verdict.
         let pending = std::mem::take(&mut self.pending);
         let r = self.b.fork(&mut |cb: &mut dyn Backend| {
@@ -679,6 +738,7 @@ impl<'a> Ctx<'a> {
             c.tracing = tracing;
             c.area = area;
             c.era = era.clone();
+            c.hugepage_advised = hugepage_advised;
             c.settings = settings.clone();
             c.fd = fd;
             c.pending = pending.clone();

@@ -5,7 +5,7 @@ use std::io::{IsTerminal, Write};
 
 use model::KernelProfile;
 
-use crate::catalogue::{test_table, Context, Env, FileInfo, MemType};
+use crate::catalogue::{test_table, Context, Env, FileInfo, KhugepagedMode, MemType};
 use crate::model_backend::ModelBackend;
 use crate::report::{kernel_case, ktap_case, Format, Totals};
 use crate::runner::{run_case, Case, CaseResult, Outcome};
@@ -47,6 +47,22 @@ pub struct Options {
     pub only: Option<regex::Regex>,
     /// Only restore what an interrupted host run left, then exit.
     pub recover: bool,
+    /// How khugepaged runs; None: deterministic for `--backend both` and `--record`, the
+    /// selftest's own settings otherwise.
+    pub khugepaged: Option<KhugepagedMode>,
+}
+
+impl Options {
+    /// The khugepaged mode of this run (see [`Options::khugepaged`]).
+    pub fn khugepaged_mode(&self) -> KhugepagedMode {
+        self.khugepaged.unwrap_or(
+            if self.record.is_some() || self.backend == BackendChoice::Both {
+                KhugepagedMode::Deterministic
+            } else {
+                KhugepagedMode::Selftest
+            },
+        )
+    }
 }
 
 /// What a run does with no flags: both contexts, anonymous memory (the selftest without
@@ -71,6 +87,7 @@ impl Default for Options {
             across_releases: false,
             only: None,
             recover: false,
+            khugepaged: None,
         }
     }
 }
@@ -116,6 +133,10 @@ pub fn usage() -> String {
      \t\t    matches REGEX (alloc_at_fault runs first in every case regardless).\n\
      \t\t--recover: only restore what an interrupted host run left (its journal), then\n\
      \t\t    exit.\n\
+     \t\t--khugepaged selftest|deterministic: khugepaged as the selftest sets it up\n\
+     \t\t    (wakes every 10 ms, may act between two waits), or woken one pass at a\n\
+     \t\t    time inside the test's waits only (default with --backend both and\n\
+     \t\t    --record).\n\
      \n\tExit status: 0 passed, 1 a test failed (or, with --backend both, host and\n\
      \tmodel disagree or both fail) or the settings could not be restored, 2 usage\n\
      \terror, 4 everything skipped, 141 stdout was closed (e.g. by head); the run\n\
@@ -184,6 +205,12 @@ pub fn parse(args: &[String]) -> Result<Option<Options>, String> {
             "--tmpfs" => o.private_tmpfs = true,
             "--trace" => o.trace = true,
             "--extras" => o.extras = true,
+            "--khugepaged" => {
+                let v = value("--khugepaged")?;
+                o.khugepaged = Some(KhugepagedMode::from_name(&v).ok_or_else(|| {
+                    format!("--khugepaged {v}: expected selftest or deterministic")
+                })?);
+            }
             "--across-releases" => o.across_releases = true,
             "--only" => {
                 let v = value("--only")?;
@@ -338,11 +365,13 @@ pub fn env_for(o: &Options) -> Result<Env, String> {
         return Ok(Env {
             anon_order: o.anon_order,
             finfo: Some(FileInfo::model_tmpfs("advise")),
+            khugepaged: o.khugepaged_mode(),
         });
     }
     Ok(Env {
         anon_order: o.anon_order,
         finfo,
+        khugepaged: o.khugepaged_mode(),
     })
 }
 

@@ -11,6 +11,7 @@ pub mod extras;
 pub mod host;
 pub mod model_backend;
 pub mod page_map;
+pub mod race;
 pub mod report;
 pub mod runner;
 pub mod steps;

@@ -4,7 +4,9 @@
 use std::time::{Duration, Instant};
 
 use crate::backend::Backend;
-use crate::catalogue::{alloc_at_fault, Ctx, DirKind, Env, MemType, TestEntry};
+use crate::catalogue::{
+    alloc_at_fault, Ctx, DirKind, Env, KhugepagedMode, MemType, TestEntry, PARKED_SLEEP_MILLISECS,
+};
 use crate::steps::{Step, Verdict};
 use crate::thp_settings::ThpSettings;
 use crate::trace::TracingBackend;
@@ -91,7 +93,11 @@ pub fn env_description(env: &Env) -> String {
         Some(DirKind::Tmpfs { huge }) => format!("tmpfs(huge={huge})"),
         Some(DirKind::Disk { .. }) => "disk".to_string(),
     };
-    format!("anon_order={} file={file}", env.anon_order)
+    let mut text = format!("anon_order={} file={file}", env.anon_order);
+    if env.khugepaged != KhugepagedMode::Selftest {
+        text.push_str(&format!(" khugepaged={}", env.khugepaged.name()));
+    }
+    text
 }
 
 /// The settings a case runs under, for the trace header.
@@ -202,7 +208,12 @@ fn run_case_inner(
             };
         }
     };
-    let defaults = ThpSettings::selftest_defaults(&saved, env.anon_order);
+    let mut defaults = ThpSettings::selftest_defaults(&saved, env.anon_order);
+    if env.khugepaged == KhugepagedMode::Deterministic {
+        // khugepaged sleeps until a wait wakes it (see KhugepagedMode::Deterministic).
+        defaults.scan_sleep_millisecs = PARKED_SLEEP_MILLISECS;
+        defaults.alloc_sleep_millisecs = PARKED_SLEEP_MILLISECS;
+    }
     let settings_text = settings_description(&defaults);
     let era = model::KernelProfile::for_release(&b.kernel_release()).ok();
     let read_only_thp_for_fs = b.read_only_thp_for_fs();
@@ -218,6 +229,9 @@ fn run_case_inner(
         .settings
         .push(t.b, defaults)
         .map_err(crate::catalogue::Abort);
+    if result.is_ok() {
+        result = t.settle_khugepaged();
+    }
     if result.is_ok() {
         // main() runs alloc_at_fault before the TEST() list: every test starts in a process
         // with that history (it registered the process with khugepaged).

@@ -230,6 +230,30 @@ impl Backend for TracingBackend<'_> {
         ));
         r
     }
+    fn khugepaged_pass(&mut self) -> Result<(), String> {
+        self.inner.khugepaged_pass()
+    }
+    fn khugepaged_settle(&mut self) -> Result<(), String> {
+        self.inner.khugepaged_settle()
+    }
+    fn wait_for_scan_passes(
+        &mut self,
+        full_scans_target: u64,
+        done: &mut dyn FnMut(&mut dyn Backend) -> bool,
+        tick: &mut dyn FnMut(),
+    ) -> Result<bool, String> {
+        let r = self
+            .inner
+            .wait_for_scan_passes(full_scans_target, done, tick);
+        // The same line as the selftest's wait: the two modes differ in the header only.
+        if let Ok(timed_out) = r {
+            self.calls.push(format!(
+                "wait for khugepaged = {}",
+                if timed_out { "timeout" } else { "done" }
+            ));
+        }
+        r
+    }
     fn take_trace_calls(&mut self) -> Vec<String> {
         self.inner.step_boundary();
         self.collect_notes();

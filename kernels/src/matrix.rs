@@ -595,6 +595,7 @@ fn harness_step_lines(dir: &Path, args: &[&str]) -> Result<Vec<String>, String> 
                 },
             )
         }),
+        ..Default::default()
     };
     let mut out = Vec::new();
     for case in harness::cli::select_cases(&o) {

@@ -6,7 +6,9 @@ use std::io::{Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::time::{Duration, Instant};
 
-use crate::backend::{Backend, ChildResult, Errno, Fd, Madv, MapTarget, PageObs, SmapsFields};
+use crate::backend::{
+    Backend, ChildResult, Errno, Fd, Madv, MapTarget, PageObs, SmapsFields, WaitStatus,
+};
 use crate::steps::Step;
 
 use super::ranges::MappedRanges;
@@ -31,6 +33,8 @@ pub struct HostBackend {
     pub stall_timeout: Duration,
     /// Print khugepaged wait progress on stderr.
     pub show_progress: bool,
+    /// The khugepaged thread last seen (it gets a new PID when it is restarted).
+    khugepaged_pid: Option<i32>,
     /// What this backend mapped: loads, stores and write(2) from memory must lie inside, and
     /// munmap, madvise and mremap must not touch the program's own mappings.
     mapped: MappedRanges,
@@ -74,6 +78,7 @@ impl Default for HostBackend {
             stall_timeout: Duration::from_secs(30),
             show_progress: true,
             mapped: MappedRanges::default(),
+            khugepaged_pid: None,
         }
     }
 }
@@ -372,7 +377,7 @@ impl Backend for HostBackend {
                 .ok()
                 .and_then(|s| s.trim().parse::<u64>().ok())
         };
-        let start = Instant::now();
+        let mut line = ProgressLine::new(self.show_progress);
         let mut last_scans = read_scans();
         let mut last_progress = Instant::now();
         let mut last_dot = Instant::now();
@@ -394,20 +399,102 @@ impl Backend for HostBackend {
             if last_dot.elapsed() >= Duration::from_millis(500) {
                 tick();
                 last_dot = Instant::now();
-                if self.show_progress && start.elapsed() >= Duration::from_secs(3) {
-                    eprint!(
-                        "\rwaiting for khugepaged: full_scans {}/{} ({:.0} s)   ",
-                        scans.map_or("?".into(), |s| s.to_string()),
-                        full_scans_target,
-                        start.elapsed().as_secs_f64()
-                    );
-                }
+                line.show(&format!(
+                    "full_scans {}/{full_scans_target}",
+                    scans.map_or("?".into(), |s| s.to_string())
+                ));
             }
             std::thread::sleep(Duration::from_millis(20));
         }
     }
 
+    /// One pass: khugepaged must sleep first (a write while it works would be lost:
+    /// `khugepaged_wait_work` sets `khugepaged_sleep_expire` again when the pass ends); then
+    /// rewrite scan_sleep_millisecs with its own value, and wait until it sleeps again.
+    fn khugepaged_pass(&mut self) -> Result<(), String> {
+        self.khugepaged_settle()?;
+        let file = "khugepaged/scan_sleep_millisecs";
+        let v = sysfs::read(file).map_err(|e| format!("reading {file}: {e}"))?;
+        sysfs::write(file, v.trim()).map_err(|e| format!("writing {file}: {e}"))?;
+        self.khugepaged_settle()
+    }
+
+    fn khugepaged_settle(&mut self) -> Result<(), String> {
+        let pid = super::kthread::wait_until_asleep(self.khugepaged_pid, self.stall_timeout)?;
+        self.khugepaged_pid = pid;
+        Ok(())
+    }
+
+    /// The shared pass loop, with a progress line on stderr once a wait takes 3 s. As the
+    /// selftest-mode wait, it gives up only when full_scans stops moving for `stall_timeout`.
+    fn wait_for_scan_passes(
+        &mut self,
+        full_scans_target: u64,
+        done: &mut dyn FnMut(&mut dyn Backend) -> bool,
+        tick: &mut dyn FnMut(),
+    ) -> Result<bool, String> {
+        let mut line = ProgressLine::new(self.show_progress);
+        let stall_timeout = self.stall_timeout;
+        let mut last_progress = Instant::now();
+        crate::backend::wait_in_passes(
+            self,
+            full_scans_target,
+            done,
+            tick,
+            &mut |s: &WaitStatus| {
+                if s.passes_without_progress == 0 {
+                    last_progress = Instant::now();
+                }
+                line.show(&format!(
+                    "pass {}, full_scans {}/{full_scans_target}",
+                    s.passes,
+                    s.full_scans.map_or("?".into(), |v| v.to_string())
+                ));
+                last_progress.elapsed() >= stall_timeout
+            },
+        )
+    }
+
     fn as_dyn(&mut self) -> &mut dyn Backend {
         self
+    }
+}
+
+/// The "waiting for khugepaged" line on stderr: shown, rewritten in place, once a wait has
+/// taken 3 s; ended with a newline when the wait ends, so the next output starts on its own
+/// line.
+struct ProgressLine {
+    enabled: bool,
+    start: Instant,
+    shown: Option<Instant>,
+}
+
+impl ProgressLine {
+    fn new(enabled: bool) -> ProgressLine {
+        ProgressLine {
+            enabled,
+            start: Instant::now(),
+            shown: None,
+        }
+    }
+
+    /// Shows `what` (at most twice a second).
+    fn show(&mut self, what: &str) {
+        let secs = self.start.elapsed().as_secs_f64();
+        let due = self
+            .shown
+            .is_none_or(|t| t.elapsed() >= Duration::from_millis(500));
+        if self.enabled && secs >= 3.0 && due {
+            eprint!("\rwaiting for khugepaged: {what} ({secs:.0} s)   ");
+            self.shown = Some(Instant::now());
+        }
+    }
+}
+
+impl Drop for ProgressLine {
+    fn drop(&mut self) {
+        if self.shown.is_some() {
+            eprintln!();
+        }
     }
 }

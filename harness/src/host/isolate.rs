@@ -17,7 +17,7 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::Instant;
 
-use crate::catalogue::{DirKind, Env, FileInfo, MemType};
+use crate::catalogue::{DirKind, Env, FileInfo, KhugepagedMode, MemType};
 use crate::runner::{unsupported_reason, Case, CaseResult, Outcome};
 use crate::steps::Step;
 
@@ -56,6 +56,10 @@ pub fn run_case_retrying_races_streaming(
     on_step: &mut dyn FnMut(&Step),
 ) -> CaseResult {
     let first = run_case_isolated_streaming(case, env, opts, on_step);
+    // (determinism) khugepaged acts only inside the waits: a failure is the result, not luck.
+    if env.khugepaged == KhugepagedMode::Deterministic {
+        return first;
+    }
     let raced = matches!(first.outcome, Outcome::Fail(_))
         && crate::crosscheck::explanations(&first)
             .iter()
@@ -400,6 +404,9 @@ fn case_args(case: &Case, env: &Env, trace: bool) -> Vec<String> {
     if trace {
         a.push("--trace".into());
     }
+    // (determinism) How khugepaged runs: the case process sets it up (runner, catalogue).
+    a.push("--khugepaged".into());
+    a.push(env.khugepaged.name().into());
     if let Some(f) = &env.finfo {
         a.push("--file-dir".into());
         a.push(f.dir.clone());
@@ -579,6 +586,14 @@ pub fn case_process_main(args: &[String]) -> i32 {
             "--file-dir" => dir = it.next().cloned(),
             "--file-kind" => kind = it.next().cloned(),
             "--trace" => traced = true,
+            // (determinism)
+            "--khugepaged" => match it.next().and_then(|v| KhugepagedMode::from_name(v)) {
+                Some(m) => env.khugepaged = m,
+                None => {
+                    eprintln!("khugepaged --host-case: bad --khugepaged");
+                    return 2;
+                }
+            },
             _ => {}
         }
     }

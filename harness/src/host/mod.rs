@@ -7,6 +7,7 @@ pub mod crash_point;
 pub mod fsinfo;
 pub mod isolate;
 pub mod journal;
+pub mod kthread;
 pub mod probe;
 pub mod proc;
 pub mod ranges;
