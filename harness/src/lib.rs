@@ -12,6 +12,7 @@ pub mod model_backend;
 pub mod page_map;
 pub mod report;
 pub mod runner;
+pub mod scenario;
 pub mod steps;
 pub mod thp_settings;
 pub mod trace;
