@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::rc::Rc;
+use std::sync::Arc;
 
 use model::scan_result::ScanResult;
 use model::{Errno, KernelProfile, HPAGE_PMD_NR};
@@ -24,7 +24,7 @@ const MAX_INCLUDE_DEPTH: usize = 16;
 /// Where a token is: file, 1-based line and column.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Loc {
-    pub file: Rc<PathBuf>,
+    pub file: Arc<PathBuf>,
     pub line: usize,
     pub col: usize,
 }
@@ -308,7 +308,7 @@ struct Line {
     toks: Vec<(String, usize)>,
 }
 
-fn tokenize(text: &str, file: &Rc<PathBuf>) -> Vec<Line> {
+fn tokenize(text: &str, file: &Arc<PathBuf>) -> Vec<Line> {
     static TOKEN: Lazy<Regex> = Lazy::new(|| Regex::new(r"\S+").unwrap());
     let mut lines = Vec::new();
     for (i, raw) in text.lines().enumerate() {
@@ -883,7 +883,7 @@ impl Parser {
             return Vec::new();
         }
         self.stack.push(canon);
-        let lines = tokenize(text, &Rc::new(path.to_path_buf()));
+        let lines = tokenize(text, &Arc::new(path.to_path_buf()));
         let mut i = 0;
         let body = self.block(&lines, &mut i, None, path);
         self.stack.pop();
@@ -1110,7 +1110,7 @@ pub fn parse_file(path: &Path) -> Result<Scenario, Vec<ParseError>> {
         Ok(text) => parse_str(path, &text),
         Err(e) => Err(vec![err(
             &Loc {
-                file: Rc::new(path.to_path_buf()),
+                file: Arc::new(path.to_path_buf()),
                 line: 0,
                 col: 0,
             },
