@@ -40,7 +40,7 @@ pub trait ScenarioExt: Backend {
     fn exit_process(&mut self, p: ProcId) -> Result<(), Errno>;
     /// A /proc/vmstat counter (or khugepaged's pages_collapsed) by name.
     fn vmstat(&mut self, name: &str) -> Option<u64>;
-    /// Creates an unlinked-on-exit file on a tmpfs mounted with `huge=`.
+    /// Creates a file on a tmpfs mounted with `huge=` (open for writing).
     fn create_tmpfs_file(&mut self, huge: &str) -> Result<crate::backend::Fd, Errno>;
     /// Collapse decisions since the last call, oldest first.
     fn take_decisions(&mut self) -> Vec<Decision>;
@@ -541,8 +541,8 @@ impl<B: ScenarioExt> Runner<'_, B> {
                             .filter(|o| props.iter().any(|p| !has(o, *p)))
                             .count();
                         return Err(format!(
-                            "expected every page {} of {map} {}, but page {} is {} ({bad} of {n} pages differ)",
-                            range.map_or("0..".to_string() + &(n - 1).to_string(), |r| r.to_string()),
+                            "expected page(s) {} of {map} to be {}, but page {} is {} ({bad} of {n} pages differ)",
+                            range.map_or(format!("0..{}", n - 1), |r| r.to_string()),
                             p.name(),
                             first + i as u64,
                             describe(o)
