@@ -1011,9 +1011,9 @@ impl Parser {
                         }
                     }
                 } else {
+                    let start = *i;
                     let body = self.block(lines, i, Some(line.indent), path);
-                    if body.is_empty() && !lines.get(*i - 1).is_some_and(|l| l.indent > line.indent)
-                    {
+                    if *i == start {
                         self.errors.push(err(
                             &t.loc(),
                             "an indented line after the header",
