@@ -17,7 +17,7 @@ use crate::backend::Madv;
 /// Largest mapping a scenario may create (64 PMDs): keeps a typo from allocating gigabytes.
 pub const MAX_PAGES: u64 = 64 * HPAGE_PMD_NR as u64;
 /// Most full scans one `khugepaged` line may ask for.
-pub const MAX_SCANS: u64 = 1000;
+pub const MAX_SCANS: u64 = 100;
 /// Deepest include nesting (a cycle is reported before that).
 const MAX_INCLUDE_DEPTH: usize = 16;
 

@@ -165,7 +165,7 @@ struct Runner<'a, B: ScenarioExt> {
 /// The first address hint; every mapping gets its own PMD-aligned stretch after it.
 const FIRST_HINT: u64 = 0x4000_0000;
 /// Wake-ups one `khugepaged` line may use before it gives up (a stopped or idle thread).
-const MAX_WAKEUPS: u64 = 20_000;
+const MAX_WAKEUPS: u64 = 2_000;
 
 type R<T> = Result<T, String>;
 
