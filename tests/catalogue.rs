@@ -32,7 +32,22 @@ fn verdict(r: &CaseResult, expect_skip: bool) -> Result<(), Failed> {
     }
 }
 
+/// Model trials for every case: `model/...` on 6.18, `model@RELEASE/...` on the first release
+/// of every other distinct behaviour (the catalogue must pass under every profile).
 fn model_trials() -> Vec<Trial> {
+    let mut trials = Vec::new();
+    for profile in KernelProfile::eras() {
+        let prefix = if profile == KernelProfile::v6_18() {
+            "model".to_string()
+        } else {
+            format!("model@{}", profile.name)
+        };
+        trials.extend(model_trials_for(&prefix, profile));
+    }
+    trials
+}
+
+fn model_trials_for(prefix: &str, profile: KernelProfile) -> Vec<Trial> {
     // The model's file tests use a tmpfs directory mounted huge=advise, as the selftest asks.
     let env = Env {
         anon_order: 0,
@@ -42,9 +57,10 @@ fn model_trials() -> Vec<Trial> {
         .into_iter()
         .map(|case| {
             let env = env.clone();
+            let profile = profile.clone();
             let expect_skip = skipped_on_tmpfs(&case);
-            let trial = Trial::test(format!("model/{}", case.id()), move || {
-                let mut b = ModelBackend::new(KernelProfile::v6_18());
+            let trial = Trial::test(format!("{prefix}/{}", case.id()), move || {
+                let mut b = ModelBackend::new(profile);
                 b.dir = env.finfo.as_ref().map(|f| f.kind.clone());
                 let r = run_case(&mut b, &env, &case);
                 if let Err(v) = b.k.check_invariants() {

@@ -24,6 +24,14 @@ fn usage_errors_are_one_line_and_exit_2() {
         (vec!["-s", "12"], "-s 12"),
         (vec!["--backend", "vm"], "--backend vm"),
         (vec!["--profile", "5.4"], "--profile 5.4"),
+        (
+            vec!["--across-releases", "--backend", "both"],
+            "--across-releases runs the model",
+        ),
+        (
+            vec!["--across-releases", "--profile", "6.1"],
+            "--across-releases runs the model",
+        ),
         (vec!["--format", "json"], "--format json"),
         (vec!["--frobnicate"], "unknown option --frobnicate"),
         (
@@ -82,7 +90,8 @@ fn help_prints_the_selftest_usage() {
     for opt in [
         "-s:",
         "--backend model|host|both:",
-        "--profile 6.1|6.12|6.18:",
+        "--profile RELEASE:",
+        "--across-releases:",
         "--format kernel|ktap:",
         "--read-only-thp-for-fs:",
         "--tmpfs:",

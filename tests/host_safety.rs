@@ -6,7 +6,9 @@
 //! on timing.
 //!
 //! These tests drive the real kernel, so they run only as root with THP and MADV_COLLAPSE
-//! (elsewhere they are listed as ignored, with the reason), one at a time. In `cargo test`
+//! (elsewhere they are listed as ignored, with the reason), one at a time. The walks hold the
+//! host lock from before each crashed run until the next start has repaired it (handing it
+//! down to both), so other host runs on the machine cannot step between. In `cargo test`
 //! the walk covers a deterministic sample of the points (every point that is not a sysfs
 //! write, and every 7th); `KHUGEPAGED_CRASH_WALK=full` walks every point.
 
@@ -100,6 +102,11 @@ struct Snapshot {
 
 fn snapshot() -> Snapshot {
     let _lock = HostLock::acquire().expect("host lock");
+    snapshot_held()
+}
+
+/// [`snapshot`] when this process holds the host lock already.
+fn snapshot_held() -> Snapshot {
     let root = Path::new(harness::host::sysfs::THP_ROOT);
     let mut thp = BTreeMap::new();
     read_tree(root, root, &mut thp);
@@ -166,9 +173,39 @@ fn diff(before: &Snapshot, after: &Snapshot) -> String {
     out
 }
 
-fn khugepaged(args: &[&str], crash_log: Option<&Path>, crash_at: Option<&str>) -> Output {
+/// Runs the harness. With `lock`, the run uses the host lock this test holds (inherited, see
+/// `journal::INHERITED_LOCK_VAR`), so no other run on the machine steps between a crashed run
+/// and the start that repairs it.
+fn khugepaged(
+    args: &[&str],
+    crash_log: Option<&Path>,
+    crash_at: Option<&str>,
+    lock: Option<&HostLock>,
+) -> Output {
     use std::os::unix::process::CommandExt;
     let mut c = Command::new(env!("CARGO_BIN_EXE_khugepaged"));
+    c.env_remove(journal::INHERITED_LOCK_VAR);
+    if let Some(l) = lock {
+        let fds = l.raw_fds();
+        c.env(
+            journal::INHERITED_LOCK_VAR,
+            fds.iter()
+                .map(|f| f.to_string())
+                .collect::<Vec<_>>()
+                .join(","),
+        );
+        // SAFETY: only fcntl(2) between fork and exec.
+        unsafe {
+            c.pre_exec(move || {
+                for &fd in &fds {
+                    if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                Ok(())
+            });
+        }
+    }
     c.args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -186,6 +223,13 @@ fn khugepaged(args: &[&str], crash_log: Option<&Path>, crash_at: Option<&str>) -
     c.output().expect("start khugepaged")
 }
 
+/// Repairs whatever an earlier run (or an earlier failed iteration) left, with the lock this
+/// test holds, so every iteration starts from the same machine state and takes the same path.
+fn start_clean(lock: &HostLock) {
+    let out = khugepaged(&["--recover"], None, None, Some(lock));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+}
+
 /// A fresh, empty crash-point log.
 fn fresh_log(name: &str) -> PathBuf {
     let p = std::env::temp_dir().join(format!(
@@ -196,18 +240,26 @@ fn fresh_log(name: &str) -> PathBuf {
     p
 }
 
-/// The points a log recorded: (pid, what), in order.
-fn points(log: &Path) -> Vec<(String, String)> {
+/// One crash point as a log recorded it.
+#[derive(Clone, Debug)]
+struct Point {
+    pid: String,
+    ppid: String,
+    what: String,
+}
+
+/// The points a log recorded, in order.
+fn points(log: &Path) -> Vec<Point> {
     std::fs::read_to_string(log)
         .expect("read the crash-point log")
         .lines()
         .map(|l| {
-            let mut f = l.splitn(3, '\t');
-            let _n = f.next();
-            (
-                f.next().unwrap_or("").to_string(),
-                f.next().unwrap_or("").to_string(),
-            )
+            let f: Vec<&str> = l.splitn(4, '\t').collect();
+            Point {
+                pid: f.get(1).unwrap_or(&"").to_string(),
+                ppid: f.get(2).unwrap_or(&"").to_string(),
+                what: f.get(3).unwrap_or(&"").to_string(),
+            }
         })
         .collect()
 }
@@ -223,9 +275,12 @@ fn text(o: &Output) -> String {
 
 /// The operations of the walk's run, from a run without a crash. Checks that it touches every
 /// kind of state, and that the run passed.
-fn count_points() -> Vec<(String, String)> {
+fn count_points() -> Vec<Point> {
     let log = fresh_log("count");
-    let out = khugepaged(WALK_ARGS, Some(&log), None);
+    let lock = HostLock::acquire().expect("host lock");
+    start_clean(&lock);
+    let out = khugepaged(WALK_ARGS, Some(&log), None, Some(&lock));
+    drop(lock);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let p = points(&log);
     let _ = std::fs::remove_file(&log);
@@ -246,7 +301,7 @@ fn count_points() -> Vec<(String, String)> {
         "/sys/kernel/mm/transparent_hugepage/khugepaged/max_ptes_swap",
     ] {
         assert!(
-            p.iter().any(|(_, w)| w.contains(kind)),
+            p.iter().any(|pt| pt.what.contains(kind)),
             "the walk's run has no crash point for {kind:?}: {p:#?}"
         );
     }
@@ -260,17 +315,17 @@ fn is_sysfs_write(what: &str) -> bool {
 
 /// Which points to walk: all with KHUGEPAGED_CRASH_WALK=full, else every point that is not a
 /// sysfs write plus every `stride`-th point.
-fn sample(all: &[(String, String)], stride: usize) -> Vec<usize> {
+fn sample(all: &[Point], stride: usize) -> Vec<usize> {
     let full = std::env::var("KHUGEPAGED_CRASH_WALK").is_ok_and(|v| v == "full");
     (1..=all.len())
-        .filter(|&n| full || !is_sysfs_write(&all[n - 1].1) || n % stride == 0)
+        .filter(|&n| full || !is_sysfs_write(&all[n - 1].what) || n % stride == 0)
         .collect()
 }
 
 fn normal_run_restores_settings() {
     let _g = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let before = snapshot();
-    let out = khugepaged(&["--backend", "host", "madvise:anon"], None, None);
+    let out = khugepaged(&["--backend", "host", "madvise:anon"], None, None, None);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let after = snapshot();
     assert!(before == after, "{}", diff(&before, &after));
@@ -283,12 +338,14 @@ fn sigkill_at_every_crash_point_is_repaired_by_the_next_start() {
     let walk = sample(&all, 7);
     let start = Instant::now();
     for &n in &walk {
-        let before = snapshot();
+        let lock = HostLock::acquire().expect("host lock");
+        start_clean(&lock);
+        let before = snapshot_held();
         let log = fresh_log("kill");
-        let out = khugepaged(WALK_ARGS, Some(&log), Some(&n.to_string()));
+        let out = khugepaged(WALK_ARGS, Some(&log), Some(&n.to_string()), Some(&lock));
         let seen = points(&log);
         let _ = std::fs::remove_file(&log);
-        let at = format!("point {n} of {} ({:?})", all.len(), all[n - 1].1);
+        let at = format!("point {n} of {} ({:?})", all.len(), all[n - 1].what);
         assert_eq!(
             out.status.signal(),
             Some(libc::SIGKILL),
@@ -302,12 +359,12 @@ fn sigkill_at_every_crash_point_is_repaired_by_the_next_start() {
             seen.len()
         );
         assert_eq!(
-            seen[n - 1].1,
-            all[n - 1].1,
+            seen[n - 1].what,
+            all[n - 1].what,
             "{at}: the crashed run took another path"
         );
         let journal_left = journal::journal_path().exists();
-        let next = khugepaged(&["--recover"], None, None);
+        let next = khugepaged(&["--recover"], None, None, Some(&lock));
         let stderr = String::from_utf8_lossy(&next.stderr);
         assert_eq!(next.status.code(), Some(0), "{at}: {}", text(&next));
         if journal_left {
@@ -318,7 +375,8 @@ fn sigkill_at_every_crash_point_is_repaired_by_the_next_start() {
                 text(&next)
             );
         }
-        let after = snapshot();
+        let after = snapshot_held();
+        drop(lock);
         assert!(
             before == after,
             "{at}: the machine differs after the next start\n{}",
@@ -341,11 +399,18 @@ fn sigint_at_every_crash_point_restores_and_exits_130() {
     let walk = sample(&all, 13);
     let start = Instant::now();
     for &n in &walk {
-        let before = snapshot();
+        let lock = HostLock::acquire().expect("host lock");
+        start_clean(&lock);
+        let before = snapshot_held();
         let log = fresh_log("int");
-        let out = khugepaged(WALK_ARGS, Some(&log), Some(&format!("{n}:INT")));
+        let out = khugepaged(
+            WALK_ARGS,
+            Some(&log),
+            Some(&format!("{n}:INT")),
+            Some(&lock),
+        );
         let _ = std::fs::remove_file(&log);
-        let at = format!("point {n} of {} ({:?})", all.len(), all[n - 1].1);
+        let at = format!("point {n} of {} ({:?})", all.len(), all[n - 1].what);
         assert_eq!(out.status.code(), Some(130), "{at}: {}", text(&out));
         assert!(
             String::from_utf8_lossy(&out.stderr)
@@ -353,7 +418,8 @@ fn sigint_at_every_crash_point_restores_and_exits_130() {
             "{at}: {}",
             text(&out)
         );
-        let after = snapshot();
+        let after = snapshot_held();
+        drop(lock);
         assert!(
             before == after,
             "{at}: the machine differs after the interrupted run\n{}",
@@ -368,6 +434,84 @@ fn sigint_at_every_crash_point_restores_and_exits_130() {
     );
 }
 
+/// Kills only the coordinator (SIGKILL to its pid, not the group) while its case process is at
+/// a point: the case process must die with it (PR_SET_PDEATHSIG), so the next start restores a
+/// machine nobody is changing any more. (It also holds the host lock until it is gone; the
+/// walk hands its own lock down, so that part is not what this checks.)
+fn killing_the_coordinator_alone_ends_its_case_process() {
+    let _g = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let all = count_points();
+    let coordinator = all.first().map(|p| p.pid.clone()).unwrap_or_default();
+    // Points of the case processes themselves (children of the coordinator), not of the
+    // test's forked children.
+    let in_case: Vec<usize> = (1..=all.len())
+        .filter(|&n| all[n - 1].ppid == coordinator)
+        .collect();
+    assert!(!in_case.is_empty(), "no crash point in a case process");
+    let full = std::env::var("KHUGEPAGED_CRASH_WALK").is_ok_and(|v| v == "full");
+    let walk: Vec<usize> = in_case
+        .iter()
+        .copied()
+        .enumerate()
+        .filter(|(i, _)| full || i % 17 == 0)
+        .map(|(_, n)| n)
+        .collect();
+    let start = Instant::now();
+    for &n in &walk {
+        let lock = HostLock::acquire().expect("host lock");
+        start_clean(&lock);
+        let before = snapshot_held();
+        let log = fresh_log("parent");
+        let out = khugepaged(
+            WALK_ARGS,
+            Some(&log),
+            Some(&format!("{n}:PARENT")),
+            Some(&lock),
+        );
+        let seen = points(&log);
+        let _ = std::fs::remove_file(&log);
+        let at = format!("point {n} of {} ({:?})", all.len(), all[n - 1].what);
+        assert_eq!(
+            out.status.signal(),
+            Some(libc::SIGKILL),
+            "{at}: the coordinator was not killed\n{}",
+            text(&out)
+        );
+        assert_eq!(
+            seen[n - 1].what,
+            all[n - 1].what,
+            "{at}: the crashed run took another path"
+        );
+        let case_pid: i32 = seen[n - 1].pid.parse().expect("pid in the log");
+        let next = khugepaged(&["--recover"], None, None, Some(&lock));
+        assert_eq!(next.status.code(), Some(0), "{at}: {}", text(&next));
+        // Dying with the coordinator is immediate (PR_SET_PDEATHSIG): by now the case
+        // process, parked at the point until it is killed, is gone (at most a zombie waiting
+        // to be reaped by init).
+        let state = std::fs::read_to_string(format!("/proc/{case_pid}/stat")).ok();
+        assert!(
+            state.as_deref().is_none_or(|s| s
+                .rsplit(')')
+                .next()
+                .is_some_and(|r| r.trim_start().starts_with('Z'))),
+            "{at}: the case process {case_pid} outlived its coordinator: {state:?}"
+        );
+        let after = snapshot_held();
+        drop(lock);
+        assert!(
+            before == after,
+            "{at}: the machine differs after the next start\n{}",
+            diff(&before, &after)
+        );
+    }
+    eprintln!(
+        "crash walk (coordinator alone): {} of {} case-process points in {:.1} s",
+        walk.len(),
+        in_case.len(),
+        start.elapsed().as_secs_f64()
+    );
+}
+
 fn main() {
     let args = libtest_mimic::Arguments::from_args();
     // A journal that cannot be used makes these tests fail, not skip.
@@ -375,7 +519,7 @@ fn main() {
         Preflight::SkipAll(reason) => Some(reason),
         _ => None,
     };
-    let tests: [(&str, fn()); 3] = [
+    let tests: [(&str, fn()); 4] = [
         (
             "host-safety/normal_run_restores_settings",
             normal_run_restores_settings,
@@ -387,6 +531,10 @@ fn main() {
         (
             "host-safety/sigint_at_every_crash_point_restores_and_exits_130",
             sigint_at_every_crash_point_restores_and_exits_130,
+        ),
+        (
+            "host-safety/killing_the_coordinator_alone_ends_its_case_process",
+            killing_the_coordinator_alone_ends_its_case_process,
         ),
     ];
     let trials = tests

@@ -102,7 +102,7 @@ pub trait Backend {
     }
 
     /// Whether the kernel can collapse regular-file page cache
-    /// (CONFIG_READ_ONLY_THP_FOR_FS=y).
+    /// (CONFIG_READ_ONLY_THP_FOR_FS=y before 7.2; any large-folio filesystem from 7.2).
     fn read_only_thp_for_fs(&mut self) -> bool;
 
     /// mmap(addr, len, ...) without MAP_FIXED: the address is a hint.

@@ -39,6 +39,10 @@ pub struct Options {
     pub trace: bool,
     /// Also run this project's own tests (`extras`), after the selftest's.
     pub extras: bool,
+    /// `--profile list`: print every profile switch and exit.
+    pub list_profiles: bool,
+    /// Run the selected cases on the model under every release profile.
+    pub across_releases: bool,
     /// Only the cases whose id (`khugepaged:anon/collapse_full`) matches this regex.
     pub only: Option<regex::Regex>,
     /// Only restore what an interrupted host run left, then exit.
@@ -63,6 +67,8 @@ impl Default for Options {
             record: None,
             trace: false,
             extras: false,
+            list_profiles: false,
+            across_releases: false,
             only: None,
             recover: false,
         }
@@ -87,8 +93,13 @@ pub fn usage() -> String {
      \t\t--backend model|host|both: where to run (default model; model never touches\n\
      \t\t    the system; host runs this kernel (root); both runs each case on both,\n\
      \t\t    traced, and compares them).\n\
-     \t\t--profile 6.1|6.12|6.18: kernel era the model follows (default 6.18; with\n\
-     \t\t    --backend both, the host kernel's era). Not with --backend host.\n\
+     \t\t--profile RELEASE: kernel release the model follows, 6.1 .. 7.3 or a full\n\
+     \t\t    release string (default 6.18; with --backend both, the host's\n\
+     \t\t    release). Not with --backend host. --profile list prints every switch\n\
+     \t\t    with the release where it flips and its kernel commit.\n\
+     \t\t--across-releases: run the cases on the model under every release and\n\
+     \t\t    name the switch behind each change of outcome (with --only to pick a\n\
+     \t\t    case).\n\
      \t\t--format kernel|ktap: the selftest's own lines (default) or KTAP.\n\
      \t\t--read-only-thp-for-fs: give the model CONFIG_READ_ONLY_THP_FOR_FS=y\n\
      \t\t    (--backend model only; a host kernel has its own).\n\
@@ -160,10 +171,14 @@ pub fn parse(args: &[String]) -> Result<Option<Options>, String> {
             }
             "--profile" => {
                 let v = value("--profile")?;
-                o.profile = Some(KernelProfile::by_name(&v).ok_or_else(|| {
-                    let names: Vec<&str> = KernelProfile::all().iter().map(|p| p.name).collect();
-                    format!("--profile {v}: expected one of {}", names.join(", "))
-                })?);
+                if v == "list" {
+                    o.list_profiles = true;
+                } else {
+                    o.profile = Some(
+                        KernelProfile::for_release(&v)
+                            .map_err(|e| format!("--profile {v}: {e}"))?,
+                    );
+                }
             }
             "--format" => {
                 o.format = match value("--format")?.as_str() {
@@ -177,6 +192,7 @@ pub fn parse(args: &[String]) -> Result<Option<Options>, String> {
             "--tmpfs" => o.private_tmpfs = true,
             "--trace" => o.trace = true,
             "--extras" => o.extras = true,
+            "--across-releases" => o.across_releases = true,
             "--only" => {
                 let v = value("--only")?;
                 o.only = Some(
@@ -267,6 +283,11 @@ fn check_combinations(o: &mut Options, backend_given: Option<&str>) -> Result<()
     if o.profile.is_some() && o.backend == BackendChoice::Host {
         return Err(format!(
             "--profile picks the model's kernel era; with {how} only this kernel runs (use --backend both to compare it with a profile)"
+        ));
+    }
+    if o.across_releases && (o.backend != BackendChoice::Model || o.profile.is_some()) {
+        return Err(format!(
+            "--across-releases runs the model under every release; it takes no --profile and runs no kernel (not with {how})"
         ));
     }
     if !o.swapfile && o.backend == BackendChoice::Model {
@@ -368,7 +389,7 @@ pub fn effective_profile(o: &Options) -> KernelProfile {
     }
     if o.backend != BackendChoice::Model {
         if let Ok(u) = nix::sys::utsname::uname() {
-            if let Some(p) = KernelProfile::for_release(&u.release().to_string_lossy()) {
+            if let Ok(p) = KernelProfile::for_release(&u.release().to_string_lossy()) {
                 return p;
             }
         }
@@ -784,6 +805,22 @@ fn outcome_word(o: &Outcome) -> String {
 
 /// Runs the selected cases, printing as it goes. Returns the exit code.
 pub fn run(o: &Options, out: &mut dyn Write) -> Result<i32, String> {
+    if o.list_profiles {
+        Printer::new(out).put(&KernelProfile::list())?;
+        return Ok(0);
+    }
+    if o.across_releases {
+        let env = env_for(o)?;
+        let mut model = |p: &KernelProfile| {
+            let mut b = ModelBackend::new(p.clone());
+            b.k.read_only_thp_for_fs = o.read_only_thp_for_fs;
+            b.dir = env.finfo.as_ref().map(|f| f.kind.clone());
+            b
+        };
+        let (text, code) = crate::across::run(&select_cases(o), &env, &mut model);
+        Printer::new(out).put(&text)?;
+        return Ok(code);
+    }
     let mut p = Printer::new(out);
     if o.recover || o.backend != BackendChoice::Model || o.record.is_some() {
         if let Some(code) = host_preflight(o, &mut p)? {

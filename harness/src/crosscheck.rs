@@ -207,7 +207,16 @@ pub fn fixture_name(case: &Case, env: &Env) -> String {
     } else {
         String::new()
     };
-    format!("{}{order}.trace", case.id().replace([':', '/'], "_"))
+    // File cases on a block-device filesystem are recorded beside the tmpfs ones.
+    let disk = if matches!(
+        env.finfo.as_ref().map(|f| &f.kind),
+        Some(DirKind::Disk { .. })
+    ) {
+        "-disk"
+    } else {
+        ""
+    };
+    format!("{}{order}{disk}.trace", case.id().replace([':', '/'], "_"))
 }
 
 /// Writes `text` to `path` atomically: a temporary file in the same directory, then a rename,
@@ -303,10 +312,10 @@ pub fn replay(path: &Path) -> Result<Option<Vec<String>>, String> {
         return Ok(Some(header.unmodelled));
     }
     let profile = KernelProfile::by_name(&header.profile)
-        .or_else(|| KernelProfile::for_release(&header.kernel))
-        .ok_or_else(|| {
+        .map_or_else(|| KernelProfile::for_release(&header.kernel), Ok)
+        .map_err(|e| {
             format!(
-                "{}: no model profile for kernel {} (profile {:?})",
+                "{}: no model profile for kernel {} (profile {:?}): {e}",
                 path.display(),
                 header.kernel,
                 header.profile
@@ -317,7 +326,14 @@ pub fn replay(path: &Path) -> Result<Option<Vec<String>>, String> {
         .find(|c| c.id() == header.case)
         .ok_or_else(|| format!("{}: unknown case {:?}", path.display(), header.case))?;
     let env = env_from_header(&header.env).map_err(|e| format!("{}: {e}", path.display()))?;
-    let model = model_trace(&profile, false, &env, &case);
+    // The host records a file case on a disk filesystem only where the kernel collapses
+    // regular files (elsewhere it skips without a trace), so such a fixture stands for a kernel
+    // with that ability.
+    let file_collapse = matches!(
+        env.finfo.as_ref().map(|f| &f.kind),
+        Some(DirKind::Disk { .. })
+    );
+    let model = model_trace(&profile, file_collapse, &env, &case);
     let dir = env.finfo.as_ref().map(|f| f.dir.clone());
     let m = body(model.trace.as_deref().unwrap_or(""), dir.as_deref())?;
     let recorded = trace::normalize(&lines, None);
@@ -331,4 +347,38 @@ pub fn replay(path: &Path) -> Result<Option<Vec<String>>, String> {
             trace::describe(&d, "kernel", "model")
         )),
     }
+}
+
+/// The sidecar of a release's fixtures that disagree with the model and stay as the kernel
+/// recorded them: `fixtures/<release>/AWAITING`, one `<fixture file>: #<issue> <why>` per
+/// line, `#` comments.
+pub const AWAITING: &str = "AWAITING";
+
+/// The AWAITING entries of the fixture directory `dir`: file name -> reason.
+pub fn awaiting(dir: &Path) -> Result<std::collections::BTreeMap<String, String>, String> {
+    let path = dir.join(AWAITING);
+    let text = match fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Default::default()),
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    };
+    let mut out = std::collections::BTreeMap::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (file, reason) = line
+            .split_once(": ")
+            .filter(|(_, r)| r.starts_with('#') && r[1..].starts_with(|c: char| c.is_ascii_digit()))
+            .ok_or_else(|| {
+                format!(
+                    "{}:{}: expected `<fixture>.trace: #<model issue> <why>`, got {line:?}",
+                    path.display(),
+                    n + 1
+                )
+            })?;
+        out.insert(file.to_string(), reason.to_string());
+    }
+    Ok(out)
 }

@@ -2,6 +2,7 @@
 //! written once against a [`backend::Backend`], a model backend, a host backend, the runner
 //! and the reports.
 
+pub mod across;
 pub mod backend;
 pub mod catalogue;
 pub mod cli;

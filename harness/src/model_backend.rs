@@ -102,7 +102,8 @@ impl Backend for ModelBackend {
     }
 
     fn read_only_thp_for_fs(&mut self) -> bool {
-        self.k.read_only_thp_for_fs
+        // Whether regular files collapse at all: the config before 7.2, always from 7.2.
+        self.k.regular_file_thp()
     }
 
     fn mmap(&mut self, addr: u64, len: u64, target: MapTarget) -> Result<u64, Errno> {

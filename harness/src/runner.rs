@@ -129,7 +129,7 @@ pub fn unsupported_reason(b: &mut dyn Backend, env: &Env, case: &Case) -> Option
     match env.finfo.as_ref().map(|f| &f.kind) {
         None => Some("file tests need a [dir] argument".into()),
         Some(DirKind::Disk { .. }) if !b.read_only_thp_for_fs() => Some(format!(
-            "{}: file collapse outside tmpfs needs CONFIG_READ_ONLY_THP_FOR_FS=y, which {} does not have",
+            "{}: file collapse outside tmpfs needs CONFIG_READ_ONLY_THP_FOR_FS=y (before 7.2), which {} does not have",
             env.finfo.as_ref().map_or("", |f| f.dir.as_str()),
             b.kernel_release()
         )),
@@ -204,7 +204,7 @@ fn run_case_inner(
     };
     let defaults = ThpSettings::selftest_defaults(&saved, env.anon_order);
     let settings_text = settings_description(&defaults);
-    let era = model::KernelProfile::for_release(&b.kernel_release());
+    let era = model::KernelProfile::for_release(&b.kernel_release()).ok();
     let mut t = Ctx::new(b, env.clone());
     t.tracing = trace.is_some();
     t.era = era;

@@ -84,6 +84,10 @@ impl Kernel {
                 return 0;
             }
         }
+        if vma.is_anonymous() && !self.profile.anon_mthp {
+            // Before 6.8 anonymous memory has no sizes between a page and a PMD.
+            orders &= 1 << HPAGE_PMD_ORDER;
+        }
         orders &= if vma.is_anonymous() {
             ANON_ORDERS_MASK
         } else {
@@ -119,8 +123,9 @@ impl Kernel {
                         return 0;
                     }
                 }
-                // file_thp_enabled: a regular file not open for writing, and the config.
-                if self.read_only_thp_for_fs && !self.inode(inode).open_for_write {
+                // file_thp_enabled: a regular file not open for writing, and the config (or,
+                // from 7.2, a filesystem with PMD-order folios).
+                if self.regular_file_thp() && !self.inode(inode).open_for_write {
                     orders
                 } else {
                     0
@@ -286,7 +291,8 @@ impl Kernel {
             Pmd::Huge(h) => {
                 let tracking = self.profile.mm_id;
                 let f = self.folios.folio_mut(h.folio);
-                rmap::folio_remove_rmap_pmd(f, mm_id, tracking);
+                let queued = rmap::folio_remove_rmap_pmd(f, mm_id, tracking);
+                self.vmstat.thp_deferred_split_page += queued as u64;
                 if h.dirty {
                     f.dirty = true;
                 }
@@ -341,7 +347,9 @@ impl Kernel {
                     RmapFlags::None
                 };
                 rmap::folio_add_rmap_ptes(f, 0, HPAGE_PMD_NR, mm_id, flags, tracking);
-                rmap::folio_remove_rmap_pmd(f, mm_id, tracking);
+                // Every page stays PTE-mapped: never partially mapped here.
+                let queued = rmap::folio_remove_rmap_pmd(f, mm_id, tracking);
+                debug_assert!(!queued, "model bug: a PMD split queued a deferred split");
             }
             PmdView::None | PmdView::Table => {}
         }

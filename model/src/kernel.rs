@@ -45,7 +45,8 @@ pub struct Kernel {
     pub(crate) swap: Option<SwapDevice>,
     pub vmstat: VmStat,
     /// CONFIG_READ_ONLY_THP_FOR_FS: khugepaged and MADV_COLLAPSE may build THPs in the page
-    /// cache of regular files opened read-only. Off on this host and on Debian's kernels.
+    /// cache of regular files opened read-only. Off on this host and on Debian's kernels;
+    /// gone from 7.2 (see [`Kernel::regular_file_thp`]).
     pub read_only_thp_for_fs: bool,
     /// khugepaged's list of registered MMs (`khugepaged_scan.mm_head`), in scan order.
     pub(crate) khugepaged_mm_list: Vec<Pid>,
@@ -61,6 +62,14 @@ pub struct Kernel {
 }
 
 impl Kernel {
+    /// Whether khugepaged and MADV_COLLAPSE may build THPs in a regular file's page cache
+    /// (`file_thp_enabled`): with CONFIG_READ_ONLY_THP_FOR_FS before 7.2; from 7.2 when the
+    /// filesystem supports PMD-order folios, which the model's disk filesystem does (as ext4
+    /// and xfs do).
+    pub fn regular_file_thp(&self) -> bool {
+        self.read_only_thp_for_fs || self.profile.file_thp_without_read_only_config
+    }
+
     /// A machine running `profile` with boot-default THP settings and one process (pid 1)
     /// with an empty address space.
     pub fn new(profile: KernelProfile) -> Kernel {

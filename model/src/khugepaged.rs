@@ -11,7 +11,9 @@ impl Kernel {
     /// `hugepage_pmd_enabled`: whether the khugepaged thread runs at all.
     pub fn hugepage_pmd_enabled(&self) -> bool {
         let global_enabled = self.thp.enabled != ThpEnabled::Never;
-        if self.read_only_thp_for_fs && global_enabled {
+        // The config counted here until it was removed (7.2).
+        let config = self.read_only_thp_for_fs && !self.profile.file_thp_without_read_only_config;
+        if config && global_enabled {
             return true;
         }
         let pmd_anon = match self.thp.anon_orders[HPAGE_PMD_ORDER as usize] {
@@ -446,7 +448,10 @@ impl Kernel {
                 .page_table
                 .set_pte(haddr + i as u64 * PAGE_SIZE, Pte::None);
             let f = self.folios.folio_mut(p.folio);
-            rmap::folio_remove_rmap_ptes(f, p.page as usize, 1, mm_id, tracking);
+            // PTE by PTE, as __collapse_huge_page_copy_succeeded does: a PTE-mapped THP source
+            // is partially mapped after its first page.
+            let queued = rmap::folio_remove_rmap_ptes(f, p.page as usize, 1, mm_id, tracking);
+            self.vmstat.thp_deferred_split_page += queued as u64;
             if self.folio(p.folio).swapcache.is_some() && !self.folio(p.folio).folio_mapped() {
                 self.folio_free_swap(p.folio);
             }
@@ -771,7 +776,8 @@ impl Kernel {
             let mut mapped = 0;
             for (i, pte) in table.iter().enumerate() {
                 if let Pte::Present(p) = *pte {
-                    rmap::folio_remove_rmap_ptes(
+                    // A page-cache folio: never queued for deferred split.
+                    let _ = rmap::folio_remove_rmap_ptes(
                         self.folios.folio_mut(folio),
                         i,
                         1,

@@ -36,7 +36,10 @@ pub mod vmscan;
 pub use errno::Errno;
 pub use folio::{Folio, FolioId};
 pub use kernel::{Kernel, Pid};
-pub use profile::{KernelProfile, LargeFolioCowReuse, SharingPredicate};
+pub use profile::{
+    Change, KernelProfile, LargeFolioCowReuse, PagemapPmdExclusive, ProfileError, Release,
+    SharingPredicate, Switch,
+};
 
 /// log2 of the base page size (x86_64, 4 KiB pages).
 pub const PAGE_SHIFT: u32 = 12;

@@ -368,10 +368,11 @@ impl Kernel {
         );
         if let Some(p) = old {
             let f = self.folios.folio_mut(p.folio);
-            rmap::folio_remove_rmap_ptes(f, p.page as usize, 1, mm_id, tracking);
+            let queued = rmap::folio_remove_rmap_ptes(f, p.page as usize, 1, mm_id, tracking);
             if p.dirty {
                 f.dirty = true;
             }
+            self.vmstat.thp_deferred_split_page += queued as u64;
             self.folio_put_refs(p.folio, 1);
         }
         self.vmstat.cow_copies += 1;
@@ -666,10 +667,12 @@ impl Kernel {
     }
 
     /// Drops what zapped PTEs held: rmap and references of present pages (batched over
-    /// consecutive pages of one folio, as `zap_present_ptes` does), swap entries.
+    /// consecutive pages of one folio, as `zap_present_ptes` does from 6.9; one by one
+    /// before), swap entries.
     fn release_ptes(&mut self, pid: Pid, old: &[Pte]) {
         let mm_id = self.mms[&pid].mm_id;
         let tracking = self.profile.mm_id;
+        let batched = self.profile.zap_batches_large_folio_ptes;
         let mut i = 0;
         while i < old.len() {
             match old[i] {
@@ -689,7 +692,18 @@ impl Kernel {
                         nr += 1;
                     }
                     let f = self.folios.folio_mut(p.folio);
-                    rmap::folio_remove_rmap_ptes(f, p.page as usize, nr, mm_id, tracking);
+                    let mut queued = false;
+                    if batched {
+                        queued =
+                            rmap::folio_remove_rmap_ptes(f, p.page as usize, nr, mm_id, tracking);
+                    } else {
+                        // zap_pte_range before 6.9: page_remove_rmap one PTE at a time, so the
+                        // first page unmapped leaves the folio partially mapped.
+                        for page in p.page as usize..p.page as usize + nr {
+                            queued |= rmap::folio_remove_rmap_ptes(f, page, 1, mm_id, tracking);
+                        }
+                    }
+                    self.vmstat.thp_deferred_split_page += queued as u64;
                     if dirty {
                         f.dirty = true;
                     }

@@ -1,85 +1,616 @@
-//! Kernel profiles: one value selects the behaviour of a kernel era.
+//! Kernel profiles: the behaviour of one kernel release, composed from changes.
 //!
-//! Every behavioural difference between the modelled releases is one named field of
-//! [`KernelProfile`], documented with the kernel change it comes from. Model code asks the
-//! profile, never a release number, so adding an era is adding one constructor here.
+//! Every behavioural difference between the modelled releases is one [`Switch`]: a named field
+//! of [`KernelProfile`] with its history, the release where each value starts, the title of the
+//! kernel commit (or series) that made the change, and what the kernel code does from then on.
+//! [`KernelProfile::for_release`] starts from 6.1 and applies every change up to the release
+//! asked for. Model code asks the profile, never a release number.
+//!
+//! How each boundary was checked is part of its history entry ([`Change::evidence`]): the
+//! Debian `linux-source-6.1` (6.1.192) and `linux-source-6.12` (6.12.117) trees were read for
+//! the 6.1 and 6.12 sides; the 6.18 side is the 6.18 reference tree this project follows
+//! (`/work/shared/reference/kernel-semantics.md`) and measurements on a 6.18 host; releases
+//! after 6.18 come from the patch mails and LWN (no 7.x tree was available to read), and say
+//! so.
 
 use std::fmt;
 
+/// A kernel release series, `major.minor`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Release {
+    pub major: u8,
+    pub minor: u8,
+}
+
+const fn rel(major: u8, minor: u8) -> Release {
+    Release { major, minor }
+}
+
+/// Every release the model has a profile for, oldest first (6.1 … 6.19, 7.0 … 7.3).
+pub const RELEASES: &[Release] = &[
+    rel(6, 1),
+    rel(6, 2),
+    rel(6, 3),
+    rel(6, 4),
+    rel(6, 5),
+    rel(6, 6),
+    rel(6, 7),
+    rel(6, 8),
+    rel(6, 9),
+    rel(6, 10),
+    rel(6, 11),
+    rel(6, 12),
+    rel(6, 13),
+    rel(6, 14),
+    rel(6, 15),
+    rel(6, 16),
+    rel(6, 17),
+    rel(6, 18),
+    rel(6, 19),
+    rel(7, 0),
+    rel(7, 1),
+    rel(7, 2),
+    rel(7, 3),
+];
+
+/// The names of [`RELEASES`], index for index (profiles carry a `&'static str` name).
+const RELEASE_NAMES: &[&str] = &[
+    "6.1", "6.2", "6.3", "6.4", "6.5", "6.6", "6.7", "6.8", "6.9", "6.10", "6.11", "6.12", "6.13",
+    "6.14", "6.15", "6.16", "6.17", "6.18", "6.19", "7.0", "7.1", "7.2", "7.3",
+];
+
+impl Release {
+    /// The oldest release the model knows.
+    pub const OLDEST: Release = rel(6, 1);
+    /// The newest release the model knows.
+    pub const NEWEST: Release = rel(7, 3);
+
+    /// "6.12".
+    pub fn name(self) -> &'static str {
+        RELEASES
+            .iter()
+            .position(|&r| r == self)
+            .map_or("?", |i| RELEASE_NAMES[i])
+    }
+
+    /// Parses a release number or a full kernel release string: `6.12`, `6.12.48`,
+    /// `6.12.48+deb13-amd64`, `6.18.44-fc-v669`, `model-6.18`. The series must be one of
+    /// [`RELEASES`].
+    pub fn parse(text: &str) -> Result<Release, ProfileError> {
+        let bad = || ProfileError::NotARelease(text.to_string());
+        let start = text.find(|c: char| c.is_ascii_digit()).ok_or_else(bad)?;
+        let mut parts = text[start..].split('.');
+        let number = |s: Option<&str>| -> Option<u8> {
+            let s = s?;
+            let end = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+            s[..end].parse().ok()
+        };
+        let major = number(parts.next()).ok_or_else(bad)?;
+        let minor = number(parts.next()).ok_or_else(bad)?;
+        let r = rel(major, minor);
+        if RELEASES.contains(&r) {
+            Ok(r)
+        } else if r < Release::OLDEST {
+            Err(ProfileError::TooOld(text.to_string()))
+        } else {
+            Err(ProfileError::Unknown(text.to_string()))
+        }
+    }
+}
+
+impl fmt::Display for Release {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.major, self.minor)
+    }
+}
+
+/// Why a release has no profile.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ProfileError {
+    /// No `major.minor` in the text.
+    NotARelease(String),
+    /// Before 6.1.
+    TooOld(String),
+    /// A series the model does not know (newer than 7.3, or 6.20+).
+    Unknown(String),
+}
+
+impl fmt::Display for ProfileError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let known = format!(
+            "the model has profiles for {} … {} ({})",
+            Release::OLDEST,
+            Release::NEWEST,
+            RELEASE_NAMES.join(", ")
+        );
+        match self {
+            ProfileError::NotARelease(t) => {
+                write!(f, "{t:?} is not a kernel release (expected e.g. 6.12 or 6.12.48+deb13-amd64); {known}")
+            }
+            ProfileError::TooOld(t) => write!(
+                f,
+                "kernel {t} is older than {}, the oldest release modelled (no MADV_COLLAPSE before 6.1); {known}",
+                Release::OLDEST
+            ),
+            ProfileError::Unknown(t) => write!(f, "kernel {t} is not a release the model knows; {known}"),
+        }
+    }
+}
+
+impl std::error::Error for ProfileError {}
+
 /// The test khugepaged applies to the folio of each present PTE when counting shared PTEs
-/// against `max_ptes_shared` (`hpage_collapse_scan_pmd`).
+/// against `max_ptes_shared` (`hpage_collapse_scan_pmd`, `__collapse_huge_page_isolate`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SharingPredicate {
-    /// `page_mapcount(page) > 1`, per subpage (5.8 .. 6.9): the precise mapcount of the page the
-    /// PTE maps, including PMD mappings of the folio elsewhere.
+    /// `page_mapcount(page) > 1`, per subpage: the precise mapcount of the page the PTE maps,
+    /// including PMD mappings of the folio elsewhere.
     PageMapcount,
-    /// `folio_likely_mapped_shared(folio)` (6.10 .. 6.14, commit 1bafe96e89f0 "mm/khugepaged:
-    /// replace page_mapcount() check by folio_likely_mapped_shared()").
+    /// `folio_likely_mapped_shared(folio)`: the folio's total mapcount heuristic, which looks
+    /// at page 0 when the total does not decide.
     FolioLikelyMappedShared,
-    /// `folio_maybe_mapped_shared(folio)` (6.15+, "mm: convert folio_likely_mapped_shared() to
-    /// folio_maybe_mapped_shared()", part of the MM owner tracking series).
+    /// `folio_maybe_mapped_shared(folio)`: the MM-owner tracking answer (no false negatives).
     FolioMaybeMappedShared,
 }
 
 /// How /proc/PID/pagemap computes PM_MMAP_EXCLUSIVE for the 512 entries of a PMD-mapped THP.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PagemapPmdExclusive {
-    /// Each entry tests its own subpage's precise mapcount == 1 (6.11 .. 6.14, "fs/proc/task_mmu:
-    /// properly detect PM_MMAP_EXCLUSIVE per page of PMD-mapped THPs").
+    /// Each entry tests its own subpage's precise mapcount == 1.
     PerSubpage,
     /// Every entry tests the head page's precise mapcount == 1: the head is passed and never
-    /// advanced (<= 6.10, and again 6.15 .. 6.18 after the CONFIG_NO_PAGE_MAPCOUNT rework).
+    /// advanced.
     HeadPage,
 }
 
 /// Whether `do_wp_page` may reuse a page of an anonymous large folio.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LargeFolioCowReuse {
-    /// The small-folio rule applies unchanged: reuse iff the folio's refcount is 1 (a large
-    /// folio mapped by a single PTE and nothing else). 6.1 .. 6.5.
+    /// The small-page rule applies unchanged: reuse iff the folio's refcount is 1 (a large
+    /// folio mapped by a single PTE and nothing else).
     RefcountOne,
-    /// Never reuse a large folio, always copy (6.6 .. 6.14: `wp_can_reuse_anon_folio` returns
-    /// false for large folios).
+    /// Never reuse a large folio, always copy (`wp_can_reuse_anon_folio` returns false).
     Never,
     /// Reuse when this MM is the only mapper and every reference is a mapping
-    /// (`__wp_can_reuse_large_anon_folio`, 6.15, needs CONFIG_MM_ID).
+    /// (`__wp_can_reuse_large_anon_folio`, needs CONFIG_MM_ID).
     ExclusiveMapper,
 }
 
-/// Behaviour switches of one kernel era. Construct with [`KernelProfile::v6_1`],
-/// [`KernelProfile::v6_12`], [`KernelProfile::v6_18`] or [`KernelProfile::for_release`].
+/// One behavioural switch of [`KernelProfile`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Switch {
+    LargeFolioCowReuse,
+    AnonMthp,
+    ZapBatchesLargeFolioPtes,
+    KhugepagedSharing,
+    ScanAnonCheckBeforeShared,
+    ShmemMthp,
+    PagemapPmdExclusive,
+    UnderusedThpShrinker,
+    MmId,
+    CollapseRequiresWritablePte,
+    FileThpWithoutReadOnlyConfig,
+    KhugepagedMthpCollapse,
+}
+
+/// One value of a switch: from which release it holds, and why.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Change {
+    /// First release with this value (6.1 for the baseline).
+    pub release: Release,
+    /// The value, as `--profile list` prints it.
+    pub value: &'static str,
+    /// Title of the kernel commit or patch series that made the change (the baseline names
+    /// the 6.1 code instead).
+    pub commit: &'static str,
+    /// What the kernel code does with this value.
+    pub what: &'static str,
+    /// How the release boundary was checked.
+    pub evidence: &'static str,
+}
+
+const SRC_61_612: &str = "read in Debian's linux-source-6.1 and linux-source-6.12";
+
+impl Switch {
+    /// Every switch, in the order its first change happened.
+    pub const ALL: &'static [Switch] = &[
+        Switch::LargeFolioCowReuse,
+        Switch::AnonMthp,
+        Switch::ZapBatchesLargeFolioPtes,
+        Switch::KhugepagedSharing,
+        Switch::ScanAnonCheckBeforeShared,
+        Switch::ShmemMthp,
+        Switch::PagemapPmdExclusive,
+        Switch::UnderusedThpShrinker,
+        Switch::MmId,
+        Switch::CollapseRequiresWritablePte,
+        Switch::FileThpWithoutReadOnlyConfig,
+        Switch::KhugepagedMthpCollapse,
+    ];
+
+    /// The field name in [`KernelProfile`].
+    pub fn name(self) -> &'static str {
+        match self {
+            Switch::LargeFolioCowReuse => "large_folio_cow_reuse",
+            Switch::AnonMthp => "anon_mthp",
+            Switch::ZapBatchesLargeFolioPtes => "zap_batches_large_folio_ptes",
+            Switch::KhugepagedSharing => "khugepaged_sharing",
+            Switch::ScanAnonCheckBeforeShared => "scan_anon_check_before_shared",
+            Switch::ShmemMthp => "shmem_mthp",
+            Switch::PagemapPmdExclusive => "pagemap_pmd_exclusive",
+            Switch::UnderusedThpShrinker => "underused_thp_shrinker",
+            Switch::MmId => "mm_id",
+            Switch::CollapseRequiresWritablePte => "collapse_requires_writable_pte",
+            Switch::FileThpWithoutReadOnlyConfig => "file_thp_without_read_only_config",
+            Switch::KhugepagedMthpCollapse => "khugepaged_mthp_collapse",
+        }
+    }
+
+    /// Whether the model implements the behaviour of every value. A switch that is not
+    /// modelled is listed (so nobody mistakes the model's answer for the kernel's there) and
+    /// `--profile list` says so.
+    pub fn modelled(self) -> bool {
+        !matches!(self, Switch::KhugepagedMthpCollapse)
+    }
+
+    /// The values of the switch, oldest first; the first holds from 6.1.
+    pub fn history(self) -> &'static [Change] {
+        match self {
+            Switch::LargeFolioCowReuse => &[
+                Change {
+                    release: Release::OLDEST,
+                    value: "refcount-one",
+                    commit: "do_wp_page() reuse test on the folio refcount (6.1)",
+                    what: "a write fault on an anonymous page reuses it iff the folio refcount \
+                           is 1 (plus the swap cache), large folio or not; a THP PTE-mapped by \
+                           one PTE only is reused",
+                    evidence: "read in linux-source-6.1 (mm/memory.c do_wp_page)",
+                },
+                Change {
+                    release: Release { major: 6, minor: 6 },
+                    value: "never",
+                    commit: "wp_can_reuse_anon_folio(): large folios are never reused (6.6; \
+                             exact commit title not verified)",
+                    what: "wp_can_reuse_anon_folio() returns false for any large folio: every \
+                           write to a COW-shared page of one copies it",
+                    evidence: "present in linux-source-6.12; the 6.6 boundary is from the \
+                               reference, not checked against a tag",
+                },
+                Change {
+                    release: Release {
+                        major: 6,
+                        minor: 15,
+                    },
+                    value: "exclusive-mapper",
+                    commit: "mm: COW reuse support for PTE-mapped THP with CONFIG_MM_ID (MM \
+                             owner tracking series; title recalled, not checked)",
+                    what: "a large folio is reused when this MM is its only mapper \
+                           (folio_maybe_mapped_shared false, CONFIG_MM_ID) and every reference \
+                           is a mapping",
+                    evidence: "6.18 reference tree; absent from linux-source-6.12",
+                },
+            ],
+            Switch::AnonMthp => &[
+                Change {
+                    release: Release::OLDEST,
+                    value: "no",
+                    commit: "PMD-size THP only (6.1)",
+                    what: "no hugepages-<N>kB directories; anonymous faults allocate an order-0 \
+                           page or, where `enabled` allows, a PMD THP",
+                    evidence: "read in linux-source-6.1 (no thpsize kobjects in \
+                               mm/huge_memory.c)",
+                },
+                Change {
+                    release: Release { major: 6, minor: 8 },
+                    value: "yes",
+                    commit: "mm: thp: introduce multi-size THP sysfs interface",
+                    what: "hugepages-<N>kB/enabled for orders 2..9 \
+                           (always/inherit/madvise/never); alloc_anon_folio tries the highest \
+                           allowed order at an anonymous fault",
+                    evidence: "present in linux-source-6.12; release from the series' merge \
+                               (6.8)",
+                },
+            ],
+            Switch::ZapBatchesLargeFolioPtes => &[
+                Change {
+                    release: Release::OLDEST,
+                    value: "no",
+                    commit: "page_remove_rmap() per PTE (6.1)",
+                    what: "zap removes the rmap of one PTE at a time; the first PTE whose page \
+                           becomes unmapped while the THP has no PMD mapping queues the THP \
+                           for deferred split (thp_deferred_split_page), even when the rest \
+                           of the THP is unmapped right after",
+                    evidence: "read in linux-source-6.1 (mm/rmap.c page_remove_rmap, \
+                               mm/huge_memory.c deferred_split_huge_page)",
+                },
+                Change {
+                    release: Release { major: 6, minor: 9 },
+                    value: "yes",
+                    commit: "mm/memory: optimize unmap/zap with PTE-mapped THP",
+                    what: "zap removes a batch of PTEs of one folio with \
+                           folio_remove_rmap_ptes(); __folio_remove_rmap queues the folio only \
+                           if pages became unmapped and others stay mapped (partially_mapped)",
+                    evidence: "batched form read in linux-source-6.12; the 6.9 boundary is \
+                               from the series date, not checked against a tag",
+                },
+            ],
+            Switch::KhugepagedSharing => &[
+                Change {
+                    release: Release::OLDEST,
+                    value: "page_mapcount",
+                    commit: "max_ptes_shared with page_mapcount(page) > 1 (5.8)",
+                    what: "khugepaged counts a PTE as shared when its own page's precise \
+                           mapcount is above 1",
+                    evidence: "read in linux-source-6.1 (hpage_collapse_scan_pmd)",
+                },
+                Change {
+                    release: Release {
+                        major: 6,
+                        minor: 10,
+                    },
+                    value: "folio_likely_mapped_shared",
+                    commit: "mm/khugepaged: replace page_mapcount() check by \
+                             folio_likely_mapped_shared()",
+                    what: "every PTE of a folio that folio_likely_mapped_shared() calls shared \
+                           counts; the guess looks at page 0 when the total mapcount does not \
+                           decide",
+                    evidence: "read in linux-source-6.12; mainline 1bafe96e89f0 (6.10)",
+                },
+                Change {
+                    release: Release {
+                        major: 6,
+                        minor: 15,
+                    },
+                    value: "folio_maybe_mapped_shared",
+                    commit: "mm: convert folio_likely_mapped_shared() to \
+                             folio_maybe_mapped_shared()",
+                    what: "the MM-owner slots decide: shared once two MMs mapped the folio at \
+                           the same time, no false negatives",
+                    evidence: "6.18 reference tree; patch mail (MM owner tracking series, 6.15)",
+                },
+            ],
+            Switch::ScanAnonCheckBeforeShared => &[
+                Change {
+                    release: Release::OLDEST,
+                    value: "no",
+                    commit: "hpage_collapse_scan_pmd() order of checks (6.1)",
+                    what: "the sharing test runs before the !folio_test_anon test",
+                    evidence: "read in linux-source-6.1",
+                },
+                Change {
+                    release: Release {
+                        major: 6,
+                        minor: 10,
+                    },
+                    value: "yes",
+                    commit: "mm/khugepaged: replace page_mapcount() check by \
+                             folio_likely_mapped_shared()",
+                    what: "SCAN_PAGE_ANON is decided before the sharing test",
+                    evidence: "read in linux-source-6.12",
+                },
+            ],
+            Switch::ShmemMthp => &[
+                Change {
+                    release: Release::OLDEST,
+                    value: "no",
+                    commit: "shmem PMD THP only (6.1)",
+                    what: "no hugepages-<N>kB/shmem_enabled; shmem allocates PMD THPs by \
+                           shmem_enabled and huge= only",
+                    evidence: "read in linux-source-6.1",
+                },
+                Change {
+                    release: Release {
+                        major: 6,
+                        minor: 11,
+                    },
+                    value: "yes",
+                    commit: "mm: shmem: add multi-size THP sysfs interface for anonymous shmem",
+                    what: "hugepages-<N>kB/shmem_enabled per size \
+                           (always/inherit/within_size/advise/never)",
+                    evidence: "present in linux-source-6.12 (thpsize_shmem_enabled); 6.11 from \
+                               the series' merge",
+                },
+            ],
+            Switch::PagemapPmdExclusive => &[
+                Change {
+                    release: Release::OLDEST,
+                    value: "head-page",
+                    commit: "pagemap_pmd_range() tests page_mapcount(head) once (6.1)",
+                    what: "all 512 entries of a PMD mapping carry the head page's \
+                           PM_MMAP_EXCLUSIVE",
+                    evidence: "read in linux-source-6.1 (fs/proc/task_mmu.c)",
+                },
+                Change {
+                    release: Release {
+                        major: 6,
+                        minor: 11,
+                    },
+                    value: "per-subpage",
+                    commit: "fs/proc/task_mmu: properly detect PM_MMAP_EXCLUSIVE per page of \
+                             PMD-mapped THPs",
+                    what: "each entry tests its own subpage's precise mapcount",
+                    evidence: "read in linux-source-6.12; 6.11 from the patch date",
+                },
+                Change {
+                    release: Release {
+                        major: 6,
+                        minor: 15,
+                    },
+                    value: "head-page",
+                    commit: "fs/proc/task_mmu: remove per-page mapcount dependency for \
+                             PM_MMAP_EXCLUSIVE (CONFIG_NO_PAGE_MAPCOUNT series)",
+                    what: "the PMD path passes the head page for every entry again",
+                    evidence: "6.18 reference tree; measured on the 6.18 host (512/512 \
+                               entries exclusive)",
+                },
+            ],
+            Switch::UnderusedThpShrinker => &[
+                Change {
+                    release: Release::OLDEST,
+                    value: "no",
+                    commit: "deferred split only for partially mapped THPs (6.1)",
+                    what: "a THP joins the deferred-split queue only when unmapping leaves \
+                           part of it mapped",
+                    evidence: "read in linux-source-6.1",
+                },
+                Change {
+                    release: Release {
+                        major: 6,
+                        minor: 12,
+                    },
+                    value: "yes",
+                    commit: "mm: split underused THPs",
+                    what: "every THP made at fault or by collapse is queued \
+                           (deferred_split_folio(folio, false)) for the underused shrinker; \
+                           PG_partially_mapped (\"mm: introduce a pageflag for partially \
+                           mapped folios\") keeps thp_deferred_split_page for the partial case",
+                    evidence: "read in linux-source-6.12 (mm/huge_memory.c, mm/khugepaged.c)",
+                },
+            ],
+            Switch::MmId => &[
+                Change {
+                    release: Release::OLDEST,
+                    value: "no",
+                    commit: "per-page mapcounts only (6.1)",
+                    what: "large folios have no owner slots",
+                    evidence: "read in linux-source-6.1 and linux-source-6.12",
+                },
+                Change {
+                    release: Release {
+                        major: 6,
+                        minor: 15,
+                    },
+                    value: "yes",
+                    commit: "mm/rmap: basic MM owner tracking for large folios (!hugetlb)",
+                    what: "large folios record up to two owning MMs (_mm_id[2], \
+                           _mm_id_mapcount[2]) and a maybe-shared bit",
+                    evidence: "6.18 reference tree; patch mail (6.15)",
+                },
+            ],
+            Switch::CollapseRequiresWritablePte => &[
+                Change {
+                    release: Release::OLDEST,
+                    value: "yes",
+                    commit: "SCAN_PAGE_RO (6.1)",
+                    what: "collapse needs at least one writable PTE in the range, else \
+                           SCAN_PAGE_RO (MADV_COLLAPSE: EINVAL)",
+                    evidence: SRC_61_612,
+                },
+                Change {
+                    release: Release {
+                        major: 6,
+                        minor: 18,
+                    },
+                    value: "no",
+                    commit: "mm: Enable khugepaged to operate on non-writable VMAs",
+                    what: "SCAN_PAGE_RO is gone; read-only ranges collapse",
+                    evidence: "absent from the 6.18 reference tree; patch mail 2025-09",
+                },
+            ],
+            Switch::FileThpWithoutReadOnlyConfig => &[
+                Change {
+                    release: Release::OLDEST,
+                    value: "no",
+                    commit: "file_thp_enabled() needs CONFIG_READ_ONLY_THP_FOR_FS (6.1)",
+                    what: "khugepaged and MADV_COLLAPSE build regular-file THPs only with \
+                           CONFIG_READ_ONLY_THP_FOR_FS (off in Debian's and this host's \
+                           kernels), and only for files nobody has open for writing",
+                    evidence: SRC_61_612,
+                },
+                Change {
+                    release: Release { major: 7, minor: 2 },
+                    value: "yes",
+                    commit: "Remove CONFIG_READ_ONLY_THP_FOR_FS and enable file THP for \
+                             writable files (series)",
+                    what: "file_thp_enabled() asks the mapping for PMD-order folio support \
+                           instead of the config: regular files on large-folio filesystems \
+                           (ext4, xfs) collapse; hugepage_pmd_enabled() no longer counts the \
+                           config. The model keeps the not-open-for-writing condition (the \
+                           selftest's file cases open read-only)",
+                    evidence: "patch mails \"[PATCH 7.2 v3]\" (2026-04) and v6 in mm-new \
+                               (2026-05); release inferred, no 7.x tree read",
+                },
+            ],
+            Switch::KhugepagedMthpCollapse => &[
+                Change {
+                    release: Release::OLDEST,
+                    value: "no",
+                    commit: "khugepaged collapses to PMD order only (6.1)",
+                    what: "khugepaged and MADV_COLLAPSE build PMD THPs only",
+                    evidence: SRC_61_612,
+                },
+                Change {
+                    release: Release { major: 7, minor: 2 },
+                    value: "yes",
+                    commit: "khugepaged: add mTHP collapse support (series)",
+                    what: "khugepaged also collapses anonymous ranges to enabled mTHP orders \
+                           (max_ptes_none 0 or 511 only; a swap or shared PTE aborts a \
+                           collapse below PMD order). NOT MODELLED: the model collapses to PMD \
+                           order only",
+                    evidence: "patch mails v15 (2026-02) .. v18 (2026-05), LWN \"Automatic \
+                               mTHP creation in 7.2\"; no 7.x tree read",
+                },
+            ],
+        }
+    }
+
+    /// How many changes of this switch happened up to and including `r` (0: the 6.1 value).
+    pub fn step_at(self, r: Release) -> usize {
+        self.history()[1..]
+            .iter()
+            .filter(|c| c.release <= r)
+            .count()
+    }
+
+    /// The change that gives `r` its value of this switch.
+    pub fn change_at(self, r: Release) -> &'static Change {
+        &self.history()[self.step_at(r)]
+    }
+}
+
+/// Behaviour switches of one kernel release. Construct with [`KernelProfile::for_release`]
+/// (or the [`KernelProfile::v6_1`], [`KernelProfile::v6_12`], [`KernelProfile::v6_18`]
+/// shorthands). Each field's history is in [`Switch::history`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KernelProfile {
-    /// Short name of the era ("6.1", "6.12", "6.18").
+    /// The release ("6.12").
     pub name: &'static str,
-    /// khugepaged's sharing test; see [`SharingPredicate`].
+    pub release: Release,
+    /// khugepaged's sharing test; [`Switch::KhugepagedSharing`].
     pub khugepaged_sharing: SharingPredicate,
-    /// CONFIG_MM_ID (6.15): large folios track up to two owning MMs and a "maybe shared" bit
-    /// (`_mm_id[2]`, `_mm_id_mapcount[2]`, FOLIO_MM_IDS_SHARED_BIT). Without it the slots stay
-    /// empty and `folio_maybe_mapped_shared` is true for every large folio mapped twice.
+    /// CONFIG_MM_ID owner slots; [`Switch::MmId`]. Without it the slots stay empty and
+    /// `folio_maybe_mapped_shared` is true for every large folio mapped twice.
     pub mm_id: bool,
-    /// When a write fault may reuse a page of a PTE-mapped anonymous large folio instead of
-    /// copying it; see [`LargeFolioCowReuse`].
+    /// [`Switch::LargeFolioCowReuse`].
     pub large_folio_cow_reuse: LargeFolioCowReuse,
-    /// Collapse needs at least one writable PTE in the range, else SCAN_PAGE_RO (removed in
-    /// 6.18 by "mm: Enable khugepaged to operate on non-writable VMAs").
+    /// [`Switch::CollapseRequiresWritablePte`].
     pub collapse_requires_writable_pte: bool,
-    /// pagemap PM_MMAP_EXCLUSIVE on PMD mappings; see [`PagemapPmdExclusive`].
+    /// [`Switch::PagemapPmdExclusive`].
     pub pagemap_pmd_exclusive: PagemapPmdExclusive,
-    /// Every THP made at fault or by collapse is queued for deferred split so the "underused"
-    /// shrinker can split it (6.12, `deferred_split_folio(folio, false)` in map_anon_folio_pmd).
+    /// [`Switch::UnderusedThpShrinker`].
     pub underused_thp_shrinker: bool,
-    /// In `hpage_collapse_scan_pmd` the `!folio_test_anon -> SCAN_PAGE_ANON` test runs before
-    /// the sharing test (6.10, moved together with the predicate change).
+    /// [`Switch::ScanAnonCheckBeforeShared`].
     pub scan_anon_check_before_shared: bool,
+    /// hugepages-<N>kB/enabled exist and anonymous faults may allocate mTHPs;
+    /// [`Switch::AnonMthp`].
+    pub anon_mthp: bool,
+    /// hugepages-<N>kB/shmem_enabled exist; [`Switch::ShmemMthp`].
+    pub shmem_mthp: bool,
+    /// Zap removes a folio's PTEs in one batch; [`Switch::ZapBatchesLargeFolioPtes`].
+    pub zap_batches_large_folio_ptes: bool,
+    /// Regular-file collapse without CONFIG_READ_ONLY_THP_FOR_FS;
+    /// [`Switch::FileThpWithoutReadOnlyConfig`].
+    pub file_thp_without_read_only_config: bool,
+    /// khugepaged collapses to mTHP orders (not modelled); [`Switch::KhugepagedMthpCollapse`].
+    pub khugepaged_mthp_collapse: bool,
 }
 
 impl KernelProfile {
-    /// Debian bookworm's 6.1: per-page `page_mapcount() > 1`, writable PTE required, no large
-    /// folio COW reuse, no MM-ID, pagemap tests the head page of a PMD mapping.
-    pub fn v6_1() -> Self {
-        KernelProfile {
-            name: "6.1",
+    /// The profile of release `r`: the 6.1 values with every later change up to `r` applied.
+    pub fn of(r: Release) -> KernelProfile {
+        let mut p = KernelProfile {
+            name: r.name(),
+            release: r,
             khugepaged_sharing: SharingPredicate::PageMapcount,
             mm_id: false,
             large_folio_cow_reuse: LargeFolioCowReuse::RefcountOne,
@@ -87,66 +618,149 @@ impl KernelProfile {
             pagemap_pmd_exclusive: PagemapPmdExclusive::HeadPage,
             underused_thp_shrinker: false,
             scan_anon_check_before_shared: false,
+            anon_mthp: false,
+            shmem_mthp: false,
+            zap_batches_large_folio_ptes: false,
+            file_thp_without_read_only_config: false,
+            khugepaged_mthp_collapse: false,
+        };
+        for &s in Switch::ALL {
+            p.set_step(s, s.step_at(r));
+        }
+        p
+    }
+
+    /// Sets switch `s` to the value of its history entry `step`.
+    fn set_step(&mut self, s: Switch, step: usize) {
+        let on = step > 0;
+        match s {
+            Switch::LargeFolioCowReuse => {
+                self.large_folio_cow_reuse = [
+                    LargeFolioCowReuse::RefcountOne,
+                    LargeFolioCowReuse::Never,
+                    LargeFolioCowReuse::ExclusiveMapper,
+                ][step]
+            }
+            Switch::AnonMthp => self.anon_mthp = on,
+            Switch::ZapBatchesLargeFolioPtes => self.zap_batches_large_folio_ptes = on,
+            Switch::KhugepagedSharing => {
+                self.khugepaged_sharing = [
+                    SharingPredicate::PageMapcount,
+                    SharingPredicate::FolioLikelyMappedShared,
+                    SharingPredicate::FolioMaybeMappedShared,
+                ][step]
+            }
+            Switch::ScanAnonCheckBeforeShared => self.scan_anon_check_before_shared = on,
+            Switch::ShmemMthp => self.shmem_mthp = on,
+            Switch::PagemapPmdExclusive => {
+                self.pagemap_pmd_exclusive = [
+                    PagemapPmdExclusive::HeadPage,
+                    PagemapPmdExclusive::PerSubpage,
+                    PagemapPmdExclusive::HeadPage,
+                ][step]
+            }
+            Switch::UnderusedThpShrinker => self.underused_thp_shrinker = on,
+            Switch::MmId => self.mm_id = on,
+            Switch::CollapseRequiresWritablePte => self.collapse_requires_writable_pte = !on,
+            Switch::FileThpWithoutReadOnlyConfig => self.file_thp_without_read_only_config = on,
+            Switch::KhugepagedMthpCollapse => self.khugepaged_mthp_collapse = on,
         }
     }
 
-    /// Debian trixie's 6.12: `folio_likely_mapped_shared()`, writable PTE required, no large
-    /// folio COW reuse, no MM-ID, per-subpage pagemap exclusivity.
+    /// This profile with switch `s` set to its value at release `r` (the rest unchanged):
+    /// flipping one switch at a time to find which change altered an outcome.
+    pub fn with_switch_of(&self, s: Switch, r: Release) -> KernelProfile {
+        let mut p = self.clone();
+        p.set_step(s, s.step_at(r));
+        p
+    }
+
+    /// The switches whose value differs between releases `a` and `b`.
+    pub fn switches_changed(a: Release, b: Release) -> Vec<Switch> {
+        Switch::ALL
+            .iter()
+            .copied()
+            .filter(|s| s.step_at(a) != s.step_at(b))
+            .collect()
+    }
+
+    /// Debian bookworm's 6.1.
+    pub fn v6_1() -> Self {
+        Self::of(rel(6, 1))
+    }
+
+    /// Debian trixie's 6.12.
     pub fn v6_12() -> Self {
-        KernelProfile {
-            name: "6.12",
-            khugepaged_sharing: SharingPredicate::FolioLikelyMappedShared,
-            mm_id: false,
-            large_folio_cow_reuse: LargeFolioCowReuse::Never,
-            collapse_requires_writable_pte: true,
-            pagemap_pmd_exclusive: PagemapPmdExclusive::PerSubpage,
-            underused_thp_shrinker: true,
-            scan_anon_check_before_shared: true,
-        }
+        Self::of(rel(6, 12))
     }
 
-    /// 6.18: MM-ID, `folio_maybe_mapped_shared()`, large folio COW reuse, no writable
-    /// requirement, pagemap tests the head page of a PMD mapping again.
+    /// 6.18, the release this project develops on.
     pub fn v6_18() -> Self {
-        KernelProfile {
-            name: "6.18",
-            khugepaged_sharing: SharingPredicate::FolioMaybeMappedShared,
-            mm_id: true,
-            large_folio_cow_reuse: LargeFolioCowReuse::ExclusiveMapper,
-            collapse_requires_writable_pte: false,
-            pagemap_pmd_exclusive: PagemapPmdExclusive::HeadPage,
-            underused_thp_shrinker: true,
-            scan_anon_check_before_shared: true,
-        }
+        Self::of(rel(6, 18))
     }
 
-    /// All profiles the model knows, oldest first.
+    /// The profile of every release, oldest first.
     pub fn all() -> Vec<KernelProfile> {
-        vec![Self::v6_1(), Self::v6_12(), Self::v6_18()]
+        RELEASES.iter().map(|&r| Self::of(r)).collect()
     }
 
-    /// Looks a profile up by its short name ("6.1", "6.12", "6.18").
+    /// One profile per distinct behaviour: the first release of every combination of switch
+    /// values, oldest first (for tests that need each behaviour once, not each release).
+    pub fn eras() -> Vec<KernelProfile> {
+        let mut out: Vec<KernelProfile> = Vec::new();
+        for p in Self::all() {
+            let same = out.last().is_some_and(|q| {
+                Switch::ALL
+                    .iter()
+                    .all(|s| s.step_at(q.release) == s.step_at(p.release))
+            });
+            if !same {
+                out.push(p);
+            }
+        }
+        out
+    }
+
+    /// Looks a profile up by its release number ("6.1", "6.12", "7.3").
     pub fn by_name(name: &str) -> Option<KernelProfile> {
         Self::all().into_iter().find(|p| p.name == name)
     }
 
-    /// Picks the profile whose era contains a kernel release string such as `6.12.117-amd64`
-    /// or `6.18.44-fc`. Releases between the modelled points map to the era whose behaviour
-    /// they share (6.10..6.14 behave like 6.12, 6.15+ like 6.18). Returns None before 6.1.
-    pub fn for_release(release: &str) -> Option<KernelProfile> {
-        let mut parts = release
-            .split(|c: char| !c.is_ascii_digit())
-            .filter(|s| !s.is_empty())
-            .map(|s| s.parse::<u32>().ok());
-        let major = parts.next()??;
-        let minor = parts.next()??;
-        match (major, minor) {
-            (6, 1..=9) => Some(Self::v6_1()),
-            (6, 10..=14) => Some(Self::v6_12()),
-            (6, 15..) | (7.., _) => Some(Self::v6_18()),
-            _ => None,
-        }
+    /// The profile for a release number or kernel release string (`6.12`,
+    /// `6.12.48+deb13-amd64`, `6.18.44-fc-v669`); an error naming the known releases for
+    /// anything older than 6.1, newer than 7.3 or not a release.
+    pub fn for_release(release: &str) -> Result<KernelProfile, ProfileError> {
+        Release::parse(release).map(Self::of)
     }
+
+    /// `--profile list`: every switch, each value with the release where it starts, the
+    /// kernel commit and what the code does.
+    pub fn list() -> String {
+        let mut out = String::new();
+        for &s in Switch::ALL {
+            out.push_str(s.name());
+            if !s.modelled() {
+                out.push_str("  (not modelled: the model keeps the first value)");
+            }
+            out.push('\n');
+            for c in s.history() {
+                out.push_str(&format!(
+                    "  {:<5} {:<26} {}\n        {}\n        evidence: {}\n",
+                    c.release.to_string(),
+                    c.value,
+                    squash(c.commit),
+                    squash(c.what),
+                    squash(c.evidence)
+                ));
+            }
+        }
+        out
+    }
+}
+
+/// Collapses the runs of spaces that line continuations leave in the tables above.
+fn squash(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 impl Default for KernelProfile {
@@ -166,19 +780,114 @@ mod tests {
     use super::*;
 
     #[test]
-    fn releases_map_to_eras() {
+    fn releases_parse_to_their_own_profile() {
+        let name = |s: &str| KernelProfile::for_release(s).unwrap().name;
+        assert_eq!(name("6.1.0-56-amd64"), "6.1");
+        assert_eq!(name("6.12.48+deb13-amd64"), "6.12");
+        assert_eq!(name("6.14.2"), "6.14");
+        assert_eq!(name("6.18.44-fc-v669"), "6.18");
+        assert_eq!(name("model-6.18"), "6.18");
+        assert_eq!(name("7.0.1"), "7.0");
+        assert_eq!(name("7.3"), "7.3");
+    }
+
+    #[test]
+    fn unknown_releases_are_refused_with_what_is_known() {
+        for (text, err) in [
+            ("5.15.0", ProfileError::TooOld("5.15.0".into())),
+            ("6.20", ProfileError::Unknown("6.20".into())),
+            ("7.4.1", ProfileError::Unknown("7.4.1".into())),
+            ("garbage", ProfileError::NotARelease("garbage".into())),
+            ("6", ProfileError::NotARelease("6".into())),
+        ] {
+            let got = KernelProfile::for_release(text).unwrap_err();
+            assert_eq!(got, err);
+            let msg = got.to_string();
+            assert!(
+                msg.contains("6.1 … 7.3") && msg.contains("6.19, 7.0"),
+                "{msg}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_three_reference_eras_keep_their_values() {
+        let p = KernelProfile::v6_1();
+        assert_eq!(p.khugepaged_sharing, SharingPredicate::PageMapcount);
+        assert_eq!(p.large_folio_cow_reuse, LargeFolioCowReuse::RefcountOne);
+        assert!(p.collapse_requires_writable_pte && !p.anon_mthp && !p.shmem_mthp);
+        assert!(!p.zap_batches_large_folio_ptes && !p.underused_thp_shrinker);
+        let p = KernelProfile::v6_12();
         assert_eq!(
-            KernelProfile::for_release("6.1.0-56-amd64").unwrap().name,
-            "6.1"
+            p.khugepaged_sharing,
+            SharingPredicate::FolioLikelyMappedShared
         );
-        assert_eq!(KernelProfile::for_release("6.12.117").unwrap().name, "6.12");
-        assert_eq!(KernelProfile::for_release("6.14.2").unwrap().name, "6.12");
+        assert_eq!(p.pagemap_pmd_exclusive, PagemapPmdExclusive::PerSubpage);
+        assert_eq!(p.large_folio_cow_reuse, LargeFolioCowReuse::Never);
+        assert!(p.anon_mthp && p.shmem_mthp && p.underused_thp_shrinker && !p.mm_id);
+        let p = KernelProfile::v6_18();
         assert_eq!(
-            KernelProfile::for_release("6.18.44-fc-v669").unwrap().name,
-            "6.18"
+            p.khugepaged_sharing,
+            SharingPredicate::FolioMaybeMappedShared
         );
-        assert_eq!(KernelProfile::for_release("7.0.1").unwrap().name, "6.18");
-        assert!(KernelProfile::for_release("5.15.0").is_none());
-        assert!(KernelProfile::for_release("garbage").is_none());
+        assert_eq!(p.pagemap_pmd_exclusive, PagemapPmdExclusive::HeadPage);
+        assert!(p.mm_id && !p.collapse_requires_writable_pte);
+        assert!(!p.file_thp_without_read_only_config);
+        assert!(
+            KernelProfile::for_release("7.3")
+                .unwrap()
+                .file_thp_without_read_only_config
+        );
+    }
+
+    #[test]
+    fn boundaries_flip_exactly_the_switches_of_their_changes() {
+        let r = |s: &str| Release::parse(s).unwrap();
+        assert_eq!(
+            KernelProfile::switches_changed(r("6.7"), r("6.8")),
+            vec![Switch::AnonMthp]
+        );
+        assert_eq!(
+            KernelProfile::switches_changed(r("6.14"), r("6.15")),
+            vec![
+                Switch::LargeFolioCowReuse,
+                Switch::KhugepagedSharing,
+                Switch::PagemapPmdExclusive,
+                Switch::MmId
+            ]
+        );
+        assert!(KernelProfile::switches_changed(r("6.16"), r("6.17")).is_empty());
+        // Flipping every changed switch of a boundary turns one profile into the next.
+        for w in RELEASES.windows(2) {
+            let mut p = KernelProfile::of(w[0]);
+            for s in KernelProfile::switches_changed(w[0], w[1]) {
+                p = p.with_switch_of(s, w[1]);
+            }
+            let next = KernelProfile::of(w[1]);
+            assert_eq!((p.release, p.name), (w[0], w[0].name()));
+            p.release = next.release;
+            p.name = next.name;
+            assert_eq!(p, next);
+        }
+    }
+
+    #[test]
+    fn every_history_is_ordered_and_listed() {
+        let list = KernelProfile::list();
+        for &s in Switch::ALL {
+            let h = s.history();
+            assert_eq!(h[0].release, Release::OLDEST, "{}", s.name());
+            assert!(h.windows(2).all(|w| w[0].release < w[1].release));
+            assert!(list.contains(s.name()));
+            for c in h {
+                assert!(list.contains(&squash(c.commit)), "{}", c.commit);
+            }
+        }
+        assert_eq!(RELEASES.len(), RELEASE_NAMES.len());
+        let eras: Vec<&str> = KernelProfile::eras().iter().map(|p| p.name).collect();
+        assert_eq!(
+            eras,
+            ["6.1", "6.6", "6.8", "6.9", "6.10", "6.11", "6.12", "6.15", "6.18", "7.2"]
+        );
     }
 }

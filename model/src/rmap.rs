@@ -84,13 +84,16 @@ pub fn folio_add_rmap_pmd(folio: &mut Folio, mm: MmId, flags: RmapFlags, trackin
 }
 
 /// `folio_remove_rmap_ptes`: `nr` consecutive pages from `first` lose one PTE mapping each.
+/// Returns whether this queued the folio as partially mapped and counted
+/// `thp_deferred_split_page` (see [`deferred_split_folio`]).
+#[must_use = "add a true result to vmstat.thp_deferred_split_page"]
 pub fn folio_remove_rmap_ptes(
     folio: &mut Folio,
     first: usize,
     nr: usize,
     mm: MmId,
     tracking: bool,
-) {
+) -> bool {
     let mut newly_unmapped = 0;
     for page in &mut folio.pages[first..first + nr] {
         page.mapcount -= 1;
@@ -100,20 +103,22 @@ pub fn folio_remove_rmap_ptes(
         }
     }
     if !folio.is_large() {
-        return;
+        return false;
     }
     mm_id::sub_large_mapcount(folio, nr as i32, mm, tracking);
     folio.nr_pages_mapped -= newly_unmapped;
-    // Some pages went unmapped while others stay mapped: queue for deferred split.
+    // Some pages went unmapped while others stay mapped: queue for deferred split. Whether a
+    // whole zap counts depends on the batch: one batch for every PTE of the folio (6.9+) never
+    // leaves it partially mapped, PTE by PTE (6.1 .. 6.8) the first one does; the caller picks.
     let partially_mapped =
         newly_unmapped > 0 && folio.nr_pages_mapped != 0 && folio.nr_pages_mapped < ENTIRELY_MAPPED;
-    if partially_mapped && folio.is_anon() {
-        deferred_split_folio(folio, true);
-    }
+    partially_mapped && folio.is_anon() && deferred_split_folio(folio, true)
 }
 
-/// `folio_remove_rmap_pmd`: one PMD mapping fewer.
-pub fn folio_remove_rmap_pmd(folio: &mut Folio, mm: MmId, tracking: bool) {
+/// `folio_remove_rmap_pmd`: one PMD mapping fewer. Returns whether this counted
+/// `thp_deferred_split_page` (the last PMD mapping went while some pages stay PTE-mapped).
+#[must_use = "add a true result to vmstat.thp_deferred_split_page"]
+pub fn folio_remove_rmap_pmd(folio: &mut Folio, mm: MmId, tracking: bool) -> bool {
     mm_id::sub_large_mapcount(folio, 1, mm, tracking);
     folio.entire_mapcount -= 1;
     if folio.entire_mapcount == -1 {
@@ -121,9 +126,10 @@ pub fn folio_remove_rmap_pmd(folio: &mut Folio, mm: MmId, tracking: bool) {
         let still_pte_mapped = folio.nr_pages_mapped & FOLIO_PAGES_MAPPED;
         let unmapped = folio.nr_pages() as i32 - still_pte_mapped;
         if unmapped > 0 && unmapped < folio.nr_pages() as i32 && folio.is_anon() {
-            deferred_split_folio(folio, true);
+            return deferred_split_folio(folio, true);
         }
     }
+    false
 }
 
 /// `folio_try_dup_anon_rmap_ptes` at fork: the child maps the same `nr` pages. The model has
@@ -173,14 +179,20 @@ pub fn folio_dup_file_rmap_pmd(folio: &mut Folio, child: MmId, tracking: bool) {
     mm_id::add_large_mapcount(folio, 1, child, tracking);
 }
 
-/// `deferred_split_folio`: queue a large anonymous folio for the deferred-split shrinker.
-/// `partially_mapped` marks the queueing caused by unmapped subpages (6.12+ flag).
-pub fn deferred_split_folio(folio: &mut Folio, partially_mapped: bool) {
-    if folio.order < 2 {
-        return;
+/// `deferred_split_folio` (6.12+; `deferred_split_huge_page` in 6.1): queue a large
+/// anonymous folio for the deferred-split shrinker. `partially_mapped` marks the queueing
+/// caused by unmapped subpages. Returns whether the kernel counts `thp_deferred_split_page`:
+/// the first time a PMD-order folio is queued as partially mapped (6.12+: PG_partially_mapped
+/// newly set; 6.1: added to the list, where only partially mapped THPs go). Folios in the swap
+/// cache are left alone (reclaim is handling them), in both eras.
+pub fn deferred_split_folio(folio: &mut Folio, partially_mapped: bool) -> bool {
+    if folio.order < 2 || folio.swapcache.is_some() {
+        return false;
     }
     folio.deferred_split = true;
-    if partially_mapped {
+    if partially_mapped && !folio.partially_mapped {
         folio.partially_mapped = true;
+        return folio.is_pmd_mappable();
     }
+    false
 }

@@ -267,8 +267,12 @@ impl Kernel {
             (dir, Some(file)) => {
                 let order = size_dir_order(dir).ok_or(Errno::ENOENT)? as usize;
                 match file {
-                    "enabled" if order >= 2 => choices(ThpOrderEnabled::ALL, t.anon_orders[order]),
-                    "shmem_enabled" => choices(ShmemOrderEnabled::ALL, t.shmem_orders[order]),
+                    "enabled" if order >= 2 && self.profile.anon_mthp => {
+                        choices(ThpOrderEnabled::ALL, t.anon_orders[order])
+                    }
+                    "shmem_enabled" if self.profile.shmem_mthp => {
+                        choices(ShmemOrderEnabled::ALL, t.shmem_orders[order])
+                    }
                     _ => return Err(Errno::ENOENT),
                 }
             }
@@ -288,6 +292,7 @@ impl Kernel {
             "1" => Ok(true),
             _ => Err(Errno::EINVAL),
         };
+        let (anon_mthp, shmem_mthp) = (self.profile.anon_mthp, self.profile.shmem_mthp);
         let t = &mut self.thp;
         match (first, rest) {
             ("enabled", None) => t.enabled = value.parse().map_err(|_| Errno::EINVAL)?,
@@ -313,11 +318,14 @@ impl Kernel {
             }
             (dir, Some(file)) => {
                 let order = size_dir_order(dir).ok_or(Errno::ENOENT)? as usize;
+                // Before 6.8 (anon) and 6.11 (shmem) the per-size directories do not exist;
+                // the per-order arrays keep their boot values (PMD inherit, others never),
+                // which is what those kernels do.
                 match file {
-                    "enabled" if order >= 2 => {
+                    "enabled" if order >= 2 && anon_mthp => {
                         t.anon_orders[order] = value.parse().map_err(|_| Errno::EINVAL)?
                     }
-                    "shmem_enabled" => {
+                    "shmem_enabled" if shmem_mthp => {
                         t.shmem_orders[order] = value.parse().map_err(|_| Errno::EINVAL)?
                     }
                     _ => return Err(Errno::ENOENT),
@@ -366,6 +374,20 @@ mod tests {
         );
         assert_eq!(k.sysfs_read("hugepages-8kB/enabled"), Err(Errno::ENOENT));
         assert_eq!(k.sysfs_read("nope"), Err(Errno::ENOENT));
+        // Before 6.8 there are no per-size directories at all; 6.8 .. 6.10 have no shmem ones.
+        let mut k = Kernel::new(crate::KernelProfile::v6_1());
+        assert_eq!(k.sysfs_read("hugepages-2048kB/enabled"), Err(Errno::ENOENT));
+        assert_eq!(
+            k.sysfs_write("hugepages-16kB/enabled", "always"),
+            Err(Errno::ENOENT)
+        );
+        assert_eq!(k.thp.anon_orders[2], ThpOrderEnabled::Never);
+        let k = Kernel::new(crate::KernelProfile::for_release("6.10").unwrap());
+        assert!(k.sysfs_read("hugepages-16kB/enabled").is_ok());
+        assert_eq!(
+            k.sysfs_read("hugepages-16kB/shmem_enabled"),
+            Err(Errno::ENOENT)
+        );
         assert_eq!(k.sysfs_read("khugepaged/pages_to_scan").unwrap(), "4096");
     }
 }

@@ -204,7 +204,9 @@ impl Kernel {
             if p.dirty {
                 f.dirty = true;
             }
-            rmap::folio_remove_rmap_ptes(f, page, 1, mm_id, tracking);
+            // In the swap cache: deferred_split_folio leaves it alone.
+            let queued = rmap::folio_remove_rmap_ptes(f, page, 1, mm_id, tracking);
+            debug_assert!(!queued, "model bug: a swap-cache folio was queued");
             f.pages[page].anon_exclusive = false;
             let slot = SwapEntry(entry.0 + page as u32);
             self.swap_duplicate(slot);

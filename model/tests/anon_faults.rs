@@ -210,3 +210,17 @@ fn write_pages_matches_a_loop_of_writes() {
     };
     assert_eq!(build(true), build(false));
 }
+
+#[test]
+fn no_mthp_sizes_before_6_8_even_if_the_order_array_says_so() {
+    // The per-size files do not exist before 6.8; even a model whose array was set directly
+    // faults order-0 pages, as those kernels do.
+    for (release, order) in [("6.7", 0), ("6.8", 2)] {
+        let mut s = Sys::new(model::KernelProfile::for_release(release).unwrap());
+        s.k.thp.anon_orders[2] = model::thp_settings::ThpOrderEnabled::Always;
+        let p = s.p;
+        s.mmap_anon(p, BASE, PMD);
+        s.write(p, BASE, 1);
+        assert_eq!(s.folio(p, BASE).order, order, "{release}");
+    }
+}

@@ -53,7 +53,11 @@ impl Backend for HostBackend {
     }
 
     fn read_only_thp_for_fs(&mut self) -> bool {
+        // From 7.2 the config is gone and large-folio filesystems collapse without it.
+        let release = self.kernel_release();
         super::probe::read_only_thp_for_fs()
+            || model::KernelProfile::for_release(&release)
+                .is_ok_and(|p| p.file_thp_without_read_only_config)
     }
 
     fn mmap(&mut self, addr: u64, len: u64, target: MapTarget) -> Result<u64, Errno> {

@@ -4,16 +4,20 @@
 //! tests two environment variables turn it on (the SQLite approach: crash at every write, then
 //! check recovery, instead of killing at a random moment):
 //!
-//! - `KHUGEPAGED_HARNESS_TEST_CRASH_LOG=FILE`: every point appends `N<TAB>pid<TAB>what` to FILE;
+//! - `KHUGEPAGED_HARNESS_TEST_CRASH_LOG=FILE`: every point appends `N<TAB>pid<TAB>ppid<TAB>what`
+//!   to FILE;
 //!   N counts across the coordinator, its case processes and their forked children, because
 //!   they all append to the same file (under an exclusive flock).
 //! - `KHUGEPAGED_HARNESS_TEST_CRASH_AT=N` (or `N:INT`, `N:TERM`): at point N, before doing the
 //!   operation, signal this run's whole process group (SIGKILL unless named otherwise). Needs
-//!   the log, which holds the count.
+//!   the log, which holds the count. `N:PARENT` instead SIGKILLs only the parent of the
+//!   process at point N (for a point in a case process: the coordinator alone, as `kill -9
+//!   PID` would) and then waits to be killed in turn: the case process must die with it.
 //!
 //! Both are for tests only; a user never needs them.
 
 use std::io::{Read, Seek, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 
 /// The log-file environment variable.
@@ -21,9 +25,18 @@ pub const LOG_VAR: &str = "KHUGEPAGED_HARNESS_TEST_CRASH_LOG";
 /// The crash-point environment variable.
 pub const AT_VAR: &str = "KHUGEPAGED_HARNESS_TEST_CRASH_AT";
 
+/// What happens at the chosen point.
+#[derive(Clone, Copy)]
+enum Crash {
+    /// This signal to the whole process group.
+    Group(nix::sys::signal::Signal),
+    /// SIGKILL to the parent only, then wait.
+    Parent,
+}
+
 struct Config {
     log: std::path::PathBuf,
-    at: Option<(u64, nix::sys::signal::Signal)>,
+    at: Option<(u64, Crash)>,
 }
 
 fn config() -> Option<&'static Config> {
@@ -31,11 +44,13 @@ fn config() -> Option<&'static Config> {
     C.get_or_init(|| {
         let log = std::env::var_os(LOG_VAR)?;
         let at = std::env::var(AT_VAR).ok().and_then(|v| {
+            use nix::sys::signal::Signal;
             let (n, sig) = match v.split_once(':') {
-                Some((n, "INT")) => (n, nix::sys::signal::Signal::SIGINT),
-                Some((n, "TERM")) => (n, nix::sys::signal::Signal::SIGTERM),
-                Some((n, _)) => (n, nix::sys::signal::Signal::SIGKILL),
-                None => (v.as_str(), nix::sys::signal::Signal::SIGKILL),
+                Some((n, "INT")) => (n, Crash::Group(Signal::SIGINT)),
+                Some((n, "TERM")) => (n, Crash::Group(Signal::SIGTERM)),
+                Some((n, "PARENT")) => (n, Crash::Parent),
+                Some((n, _)) => (n, Crash::Group(Signal::SIGKILL)),
+                None => (v.as_str(), Crash::Group(Signal::SIGKILL)),
             };
             n.parse().ok().map(|n| (n, sig))
         });
@@ -47,14 +62,22 @@ fn config() -> Option<&'static Config> {
     .as_ref()
 }
 
+/// Set in a host case process (`--host-case`), whose parent is the coordinator.
+static IN_CASE_PROCESS: AtomicBool = AtomicBool::new(false);
+
+/// Says that this process is a host case process.
+pub fn mark_case_process() {
+    IN_CASE_PROCESS.store(true, Ordering::SeqCst);
+}
+
 /// Marks the operation `what` that is about to change the machine. See the module docs.
 pub fn crash_point(what: &str) {
     let Some(c) = config() else { return };
     let Some(n) = append(&c.log, what) else {
         return;
     };
-    if let Some((at, sig)) = c.at {
-        if n == at {
+    match c.at {
+        Some((at, Crash::Group(sig))) if n == at => {
             // The whole group: the coordinator and its case process die together, as under
             // a `kill -9 -PGID` or a terminal's Ctrl-C.
             let _ = nix::sys::signal::killpg(nix::unistd::getpgrp(), sig);
@@ -63,6 +86,22 @@ pub fn crash_point(what: &str) {
                 std::process::abort();
             }
         }
+        Some((at, Crash::Parent)) if n == at && !IN_CASE_PROCESS.load(Ordering::SeqCst) => {
+            // Only a case process's parent is a coordinator; anywhere else the parent may be a
+            // shell or a test runner. Crash the group instead, which the caller will notice.
+            let _ =
+                nix::sys::signal::killpg(nix::unistd::getpgrp(), nix::sys::signal::Signal::SIGKILL);
+            std::process::abort();
+        }
+        Some((at, Crash::Parent)) if n == at => {
+            let _ =
+                nix::sys::signal::kill(nix::unistd::getppid(), nix::sys::signal::Signal::SIGKILL);
+            // Only the parent's death may end this process (PR_SET_PDEATHSIG).
+            loop {
+                nix::unistd::pause();
+            }
+        }
+        _ => {}
     }
 }
 
@@ -79,8 +118,15 @@ fn append(path: &std::path::Path, what: &str) -> Option<u64> {
     f.rewind().ok()?;
     f.read_to_string(&mut text).ok()?;
     let n = text.lines().count() as u64 + 1;
-    f.write_all(format!("{n}\t{}\t{what}\n", std::process::id()).as_bytes())
-        .ok()?;
+    f.write_all(
+        format!(
+            "{n}\t{}\t{}\t{what}\n",
+            std::process::id(),
+            nix::unistd::getppid()
+        )
+        .as_bytes(),
+    )
+    .ok()?;
     f.sync_data().ok()?;
     Some(n)
 }

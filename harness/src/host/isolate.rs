@@ -109,23 +109,45 @@ pub(crate) fn exit_if_interrupted() {
     }
 }
 
-/// SIGINT, SIGTERM, SIGHUP and SIGQUIT only set a flag: the coordinator finishes restoring,
-/// then exits with 128 + signal.
-pub(crate) fn install_signal_handlers() {
-    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
-    let act = SigAction::new(
-        SigHandler::Handler(on_signal),
-        SaFlags::empty(),
-        SigSet::empty(),
-    );
-    for s in [
-        Signal::SIGINT,
-        Signal::SIGTERM,
-        Signal::SIGHUP,
-        Signal::SIGQUIT,
-    ] {
-        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-        let _ = unsafe { sigaction(s, &act) };
+/// While alive, SIGINT, SIGTERM, SIGHUP and SIGQUIT only set a flag, so a section that changes
+/// the machine (recovery, a case) runs to its end and restores; dropping it puts the previous
+/// handlers back and ends the process with 128 + signal if one arrived. Outside such sections
+/// the signals keep their usual effect (a test runner stays interruptible).
+pub(crate) struct DeferSignals {
+    old: Vec<(nix::sys::signal::Signal, nix::sys::signal::SigAction)>,
+}
+
+impl DeferSignals {
+    pub(crate) fn new() -> DeferSignals {
+        use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+        let act = SigAction::new(
+            SigHandler::Handler(on_signal),
+            SaFlags::empty(),
+            SigSet::empty(),
+        );
+        let mut old = Vec::new();
+        for s in [
+            Signal::SIGINT,
+            Signal::SIGTERM,
+            Signal::SIGHUP,
+            Signal::SIGQUIT,
+        ] {
+            // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+            if let Ok(prev) = unsafe { sigaction(s, &act) } {
+                old.push((s, prev));
+            }
+        }
+        DeferSignals { old }
+    }
+}
+
+impl Drop for DeferSignals {
+    fn drop(&mut self) {
+        for (s, prev) in self.old.drain(..) {
+            // SAFETY: puts back the disposition that was in place before.
+            let _ = unsafe { nix::sys::signal::sigaction(s, &prev) };
+        }
+        exit_if_interrupted();
     }
 }
 
@@ -225,8 +247,7 @@ pub fn run_case_isolated_streaming(
             return skip(case, reason);
         }
     }
-    install_signal_handlers();
-    exit_if_interrupted();
+    let _signals = DeferSignals::new();
     let lock = match HostLock::acquire() {
         Ok(l) => l,
         Err(e) => {
@@ -535,6 +556,7 @@ fn read_case_stream(
 /// `khugepaged --host-case <id> ...`: the case process. Runs one case with the host backend
 /// and writes its steps and outcome to stdout. Returns the exit code.
 pub fn case_process_main(args: &[String]) -> i32 {
+    super::crash_point::mark_case_process();
     let mut id = None;
     let mut traced = false;
     let mut env = Env::default();

@@ -444,6 +444,47 @@ pub fn recover_leftover() -> Result<Option<String>, String> {
 /// running.
 pub struct HostLock {
     locks: Vec<nix::fcntl::Flock<fs::File>>,
+    /// Descriptors of a lock the parent process holds and handed down (tests only, see
+    /// [`INHERITED_LOCK_VAR`]); never unlocked here.
+    inherited: Vec<i32>,
+}
+
+/// Tests only: `FD[,FD]` of the host lock files, locked by the parent process and inherited
+/// without close-on-exec. A crash-point test holds the lock from before a crashed run until
+/// after the next start has repaired it, so no other run on the machine can step between.
+pub const INHERITED_LOCK_VAR: &str = "KHUGEPAGED_HARNESS_TEST_INHERITED_LOCK";
+
+/// The descriptors of [`INHERITED_LOCK_VAR`], each checked to be one of the lock files and
+/// to hold its lock (flock succeeds at once only for the descriptor that holds it).
+fn inherited_lock() -> Result<Option<Vec<i32>>, String> {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(v) = std::env::var(INHERITED_LOCK_VAR) else {
+        return Ok(None);
+    };
+    let mut fds = Vec::new();
+    let files: Vec<(u64, u64)> = [lock_path(), PathBuf::from(LEGACY_LOCK)]
+        .iter()
+        .filter_map(|p| fs::metadata(p).ok().map(|m| (m.dev(), m.ino())))
+        .collect();
+    for f in v.split(',') {
+        let fd: i32 = f
+            .parse()
+            .map_err(|_| format!("{INHERITED_LOCK_VAR}={v}: {f:?} is not a descriptor"))?;
+        // SAFETY: fstat and flock on a descriptor number; a closed one fails with EBADF.
+        let held = unsafe {
+            let mut st: libc::stat = std::mem::zeroed();
+            libc::fstat(fd, &mut st) == 0
+                && files.contains(&(st.st_dev, st.st_ino))
+                && libc::flock(fd, libc::LOCK_EX | libc::LOCK_NB) == 0
+        };
+        if !held {
+            return Err(format!(
+                "{INHERITED_LOCK_VAR}={v}: descriptor {fd} does not hold a host lock file"
+            ));
+        }
+        fds.push(fd);
+    }
+    Ok(Some(fds))
 }
 
 /// The lock file of harness builds before the journal moved into [`STATE_DIR`]. Taken too, so
@@ -481,6 +522,12 @@ impl HostLock {
     /// Blocks until this process holds the lock. Not re-entrant: a process takes it once.
     pub fn acquire() -> Result<HostLock, String> {
         state_dir()?;
+        if let Some(inherited) = inherited_lock()? {
+            return Ok(HostLock {
+                locks: Vec::new(),
+                inherited,
+            });
+        }
         let path = lock_path();
         if fs::symlink_metadata(&path).is_err() {
             crash_point("create the lock file");
@@ -489,6 +536,7 @@ impl HostLock {
         if !legacy.parent().is_some_and(|d| d.is_dir()) {
             return Ok(HostLock {
                 locks: vec![open_and_lock(&path, true)?],
+                inherited: Vec::new(),
             });
         }
         if fs::symlink_metadata(legacy).is_err() {
@@ -500,7 +548,12 @@ impl HostLock {
         loop {
             let a = open_and_lock(first, true)?;
             match open_and_lock(second, false) {
-                Ok(b) => return Ok(HostLock { locks: vec![a, b] }),
+                Ok(b) => {
+                    return Ok(HostLock {
+                        locks: vec![a, b],
+                        inherited: Vec::new(),
+                    })
+                }
                 Err(e) if e.is_empty() => {
                     drop(a);
                     std::mem::swap(&mut first, &mut second);
@@ -513,7 +566,11 @@ impl HostLock {
     /// The locked descriptors, for a child process to inherit.
     pub fn raw_fds(&self) -> Vec<i32> {
         use std::os::fd::AsRawFd;
-        self.locks.iter().map(|l| l.as_raw_fd()).collect()
+        self.locks
+            .iter()
+            .map(|l| l.as_raw_fd())
+            .chain(self.inherited.iter().copied())
+            .collect()
     }
 }
 

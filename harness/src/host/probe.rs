@@ -21,8 +21,9 @@ pub enum Preflight {
 pub fn preflight() -> Preflight {
     static DONE: OnceLock<Preflight> = OnceLock::new();
     DONE.get_or_init(|| {
-        // From here on SIGINT and friends only set a flag: nothing is left half-done.
-        super::isolate::install_signal_handlers();
+        // Until the end of recovery SIGINT and friends only set a flag: nothing is left
+        // half-done.
+        let signals = super::isolate::DeferSignals::new();
         let root = nix::unistd::geteuid().is_root();
         let lock = if root {
             match super::journal::HostLock::acquire() {
@@ -45,7 +46,7 @@ pub fn preflight() -> Preflight {
             },
         };
         drop(lock);
-        super::isolate::exit_if_interrupted();
+        drop(signals);
         p
     })
     .clone()
@@ -117,13 +118,55 @@ fn madv_collapse_supported() -> bool {
     }
 }
 
-/// CONFIG_READ_ONLY_THP_FOR_FS=y, from /proc/config.gz or /boot/config-$(uname -r).
+/// Whether khugepaged and MADV_COLLAPSE may collapse regular files on a disk filesystem:
+/// CONFIG_READ_ONLY_THP_FOR_FS=y, or a kernel whose config no longer has that option at all
+/// (it was removed when file collapse stopped depending on it; Debian's 7.3 config has no
+/// such line, where 6.1 and 6.12 say "is not set"). From /boot/config-$(uname -r), else
+/// /proc/config.gz.
 pub fn read_only_thp_for_fs() -> bool {
     static V: OnceLock<bool> = OnceLock::new();
     *V.get_or_init(|| {
+        let release = nix::sys::utsname::uname()
+            .map(|u| u.release().to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if let Ok(text) = std::fs::read_to_string(format!("/boot/config-{release}")) {
+            return config_allows_file_collapse(&text);
+        }
         procfs::kernel_config()
             .ok()
             .and_then(|c| c.get("CONFIG_READ_ONLY_THP_FOR_FS").cloned())
             .is_some_and(|v| v == procfs::ConfigSetting::Yes)
     })
+}
+
+/// See `read_only_thp_for_fs`: a THP kernel's config text.
+pub fn config_allows_file_collapse(config: &str) -> bool {
+    let mut mentioned = false;
+    for line in config.lines() {
+        if line == "CONFIG_READ_ONLY_THP_FOR_FS=y" {
+            return true;
+        }
+        mentioned |= line.contains("CONFIG_READ_ONLY_THP_FOR_FS");
+    }
+    !mentioned && config.lines().any(|l| l == "CONFIG_TRANSPARENT_HUGEPAGE=y")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::config_allows_file_collapse;
+
+    #[test]
+    fn file_collapse_from_config() {
+        let thp = "CONFIG_TRANSPARENT_HUGEPAGE=y\n";
+        assert!(config_allows_file_collapse(&format!(
+            "{thp}CONFIG_READ_ONLY_THP_FOR_FS=y\n"
+        )));
+        assert!(!config_allows_file_collapse(&format!(
+            "{thp}# CONFIG_READ_ONLY_THP_FOR_FS is not set\n"
+        )));
+        assert!(config_allows_file_collapse(thp));
+        assert!(!config_allows_file_collapse(
+            "# CONFIG_TRANSPARENT_HUGEPAGE is not set\n"
+        ));
+    }
 }

@@ -34,16 +34,13 @@ pub fn main(args: &[String], out: &mut dyn Write, err: &mut dyn Write) -> i32 {
             }
             "-v" | "--verbose" => verbose = true,
             "--profile" => match it.next() {
-                Some(r)
-                    if parse::lookup_profile(r).is_some()
-                        && parse::release_version(r).is_some() =>
-                {
-                    only = Some(r.clone())
-                }
-                Some(r) => {
-                    let _ = writeln!(err, "khugepaged scenario: --profile {r}: expected a kernel release the model knows (6.1 or later)");
-                    return 2;
-                }
+                Some(r) => match parse::lookup_profile(r) {
+                    Ok(_) => only = Some(r.clone()),
+                    Err(why) => {
+                        let _ = writeln!(err, "khugepaged scenario: --profile {r}: {why}");
+                        return 2;
+                    }
+                },
                 None => {
                     let _ = writeln!(err, "khugepaged scenario: --profile needs a release");
                     return 2;

@@ -63,8 +63,8 @@ fn err(loc: &Loc, expected: impl Into<String>, found: impl Into<String>) -> Pars
 
 /// The one place a release named in a scenario becomes a model profile, so per-release
 /// profiles (when `KernelProfile::for_release` grows them) apply here unchanged.
-pub fn lookup_profile(release: &str) -> Option<KernelProfile> {
-    KernelProfile::for_release(release)
+pub fn lookup_profile(release: &str) -> Result<KernelProfile, String> {
+    KernelProfile::for_release(release).map_err(|e| e.to_string())
 }
 
 /// (major, minor) of a release string such as `6.12` or `6.12.117-amd64`.
@@ -296,7 +296,8 @@ pub struct Stmt {
 #[derive(Clone, Debug)]
 pub struct Scenario {
     pub path: PathBuf,
-    /// The releases of the `profile` line as written (every known profile when absent).
+    /// The releases of the `profile` line as written (without one: the first release of
+    /// every distinct behaviour, `KernelProfile::eras`).
     pub releases: Vec<String>,
     pub body: Vec<Stmt>,
 }
@@ -975,16 +976,18 @@ impl Parser {
                     while t.peek().is_some() {
                         let loc = t.loc();
                         let r = t.next("a release")?;
-                        if lookup_profile(r).is_none() || release_version(r).is_none() {
-                            let known: Vec<&str> =
-                                KernelProfile::all().iter().map(|p| p.name).collect();
+                        if release_version(r).is_none() {
                             return Err(err(
                                 &loc,
-                                format!(
-                                    "a kernel release the model knows ({} or later)",
-                                    known.join(", ")
-                                ),
+                                "a kernel release such as 6.12 or 6.12.48+deb13-amd64",
                                 format!("`{r}`"),
+                            ));
+                        }
+                        if let Err(why) = lookup_profile(r) {
+                            return Err(err(
+                                &loc,
+                                "a kernel release the model knows",
+                                format!("`{r}`: {why}"),
                             ));
                         }
                         rel.push(r.to_string());
@@ -1067,7 +1070,8 @@ pub fn parse_str(path: &Path, text: &str) -> Result<Scenario, Vec<ParseError>> {
     let body = p.parse_file(path, text, None);
     let releases = match p.releases.take() {
         Some((r, _)) => r,
-        None => KernelProfile::all()
+        // One release per distinct behaviour.
+        None => KernelProfile::eras()
             .iter()
             .map(|k| k.name.to_string())
             .collect(),

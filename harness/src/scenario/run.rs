@@ -688,8 +688,7 @@ pub fn run_on<B: ScenarioExt>(sc: &Scenario, release: &str, b: &mut B) -> Outcom
 
 /// Runs `sc` on a fresh model machine with the profile of `release`.
 pub fn run_model(sc: &Scenario, release: &str) -> Result<Outcome, String> {
-    let profile: KernelProfile = super::parse::lookup_profile(release)
-        .ok_or_else(|| format!("the model knows no profile for release {release}"))?;
+    let profile: KernelProfile = super::parse::lookup_profile(release)?;
     let mut b = ModelBackend::new(profile);
     Ok(run_on(sc, release, &mut b))
 }

@@ -1,0 +1,236 @@
+//! `--across-releases`: a case run on the model under every release profile, 6.1 … 7.3.
+//!
+//! For each release the outcome is summarised as the verdict, the collapse results (the model's
+//! scan and collapse decisions, and what MADV_COLLAPSE returned) and the page map of the test
+//! area at the last step. Where the outcome changes from one release to the next, every switch
+//! that changed between the two is flipped alone on the older profile; the switches whose flip
+//! alone reproduces the change are named, with the kernel commit that made it. The question it
+//! answers is the one a maintainer asks first: since when does the kernel do this, and why.
+
+use std::fmt::Write as _;
+
+use model::profile::RELEASES;
+use model::{KernelProfile, Release, Switch};
+
+use crate::catalogue::Env;
+use crate::model_backend::ModelBackend;
+use crate::runner::{run_case_traced, Case, Outcome};
+
+/// What one run of a case looked like, in the terms the table compares.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Summary {
+    /// pass, fail: <first failing line>, skip: <why>.
+    pub verdict: String,
+    /// The collapse decisions in order, repeats folded ("khugepaged scan_pmd SCAN_SUCCEED").
+    pub collapse: String,
+    /// The page map of the last observed step.
+    pub page_map: String,
+    /// The page maps of every observed step, in order (an earlier state may differ while the
+    /// end state is the same, e.g. the fault size before a collapse).
+    pub page_maps: Vec<String>,
+}
+
+/// Runs `case` on a fresh model of profile `p` and summarises it.
+pub fn summarise(
+    case: &Case,
+    env: &Env,
+    p: &KernelProfile,
+    model: &mut dyn FnMut(&KernelProfile) -> ModelBackend,
+) -> Summary {
+    let mut b = model(p);
+    let release = crate::backend::Backend::kernel_release(&b);
+    let r = run_case_traced(&mut b, env, case, p.name);
+    // A skip reason may name the release; it must not make every release look different.
+    let verdict = match &r.outcome {
+        Outcome::Pass => "pass".to_string(),
+        Outcome::Fail(w) => format!("fail: {}", w.trim()),
+        Outcome::Skip(w) => format!("skip: {}", w.trim()),
+    }
+    .replace(&release, "this kernel");
+    let trace = r.trace.unwrap_or_default();
+    let page_maps: Vec<String> = trace
+        .lines()
+        .map(str::trim_start)
+        .filter(|l| l.starts_with("map("))
+        .map(str::to_string)
+        .collect();
+    Summary {
+        verdict,
+        collapse: collapse_summary(&trace),
+        page_map: page_maps.last().cloned().unwrap_or_else(|| "-".into()),
+        page_maps,
+    }
+}
+
+/// The collapse decisions of a trace: the `#` notes' context, stage and result, and the
+/// results of MADV_COLLAPSE calls, consecutive repeats folded as `×n`.
+fn collapse_summary(trace: &str) -> String {
+    let mut items: Vec<(String, usize)> = Vec::new();
+    for line in trace.lines().map(str::trim_start) {
+        let item = if let Some(note) = line.strip_prefix("# ") {
+            let mut words = note.split_whitespace();
+            let (ctx, stage) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+            match note.split_whitespace().find(|w| w.starts_with("SCAN_")) {
+                Some(result) => format!("{ctx} {stage} {result}"),
+                None => continue,
+            }
+        } else if line.contains("MADV_COLLAPSE)") {
+            match line.rsplit_once(" = ") {
+                Some((_, result)) => format!("MADV_COLLAPSE = {result}"),
+                None => continue,
+            }
+        } else {
+            continue;
+        };
+        match items.last_mut() {
+            Some((last, n)) if *last == item => *n += 1,
+            _ => items.push((item, 1)),
+        }
+    }
+    if items.is_empty() {
+        return "-".into();
+    }
+    items
+        .iter()
+        .map(|(i, n)| {
+            if *n > 1 {
+                format!("{i} ×{n}")
+            } else {
+                i.clone()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The switches that explain a change of outcome between `prev` and `next`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Cause {
+    /// Each of these, flipped alone on the older profile, gives an outcome different from the
+    /// older release's.
+    Alone(Vec<Switch>),
+    /// No single switch does; only these together (every switch that changed).
+    Together(Vec<Switch>),
+}
+
+/// One release where the outcome differs from the release before.
+#[derive(Clone, Debug)]
+pub struct Change {
+    pub release: Release,
+    pub cause: Cause,
+}
+
+/// A case across every release.
+#[derive(Clone, Debug)]
+pub struct Across {
+    pub rows: Vec<(Release, Summary)>,
+    pub changes: Vec<Change>,
+}
+
+/// Runs `case` under every release profile and finds the switches behind each change.
+pub fn across(
+    case: &Case,
+    env: &Env,
+    model: &mut dyn FnMut(&KernelProfile) -> ModelBackend,
+) -> Across {
+    let mut rows: Vec<(Release, Summary)> = Vec::new();
+    let mut changes = Vec::new();
+    for &r in RELEASES {
+        let s = summarise(case, env, &KernelProfile::of(r), model);
+        if let Some((prev, before)) = rows.last() {
+            if *before != s {
+                let older = KernelProfile::of(*prev);
+                let changed = KernelProfile::switches_changed(*prev, r);
+                let alone: Vec<Switch> = changed
+                    .iter()
+                    .copied()
+                    .filter(|&sw| {
+                        summarise(case, env, &older.with_switch_of(sw, r), model) != *before
+                    })
+                    .collect();
+                let cause = if alone.is_empty() {
+                    Cause::Together(changed)
+                } else {
+                    Cause::Alone(alone)
+                };
+                changes.push(Change { release: r, cause });
+            }
+        }
+        rows.push((r, s));
+    }
+    Across { rows, changes }
+}
+
+/// The table and the explanations, as `--across-releases` prints them.
+pub fn render(case: &Case, a: &Across) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "{} across releases (model)", case.title());
+    let mut prev: Option<&Summary> = None;
+    for (r, s) in &a.rows {
+        let _ = writeln!(out, "  {:<5} {}", r.to_string(), s.verdict);
+        match prev {
+            Some(p) if p.collapse == s.collapse && p.page_map == s.page_map => {
+                if let Some((n, m)) = first_different(&p.page_maps, &s.page_maps) {
+                    let _ = writeln!(
+                        out,
+                        "        page map {} of {} differs: {m}",
+                        n + 1,
+                        s.page_maps.len()
+                    );
+                }
+            }
+            _ => {
+                let _ = writeln!(out, "        collapse: {}", s.collapse);
+                let _ = writeln!(out, "        {}", s.page_map);
+            }
+        }
+        prev = Some(s);
+    }
+    if a.changes.is_empty() {
+        let _ = writeln!(out, "  same outcome on every release");
+    }
+    for c in &a.changes {
+        let (how, switches) = match &c.cause {
+            Cause::Alone(s) => ("changed by", s),
+            Cause::Together(s) => ("changed only by these together", s),
+        };
+        let _ = writeln!(out, "  at {}: {how}", c.release);
+        for &sw in switches {
+            let ch = sw.change_at(c.release);
+            let commit = ch.commit.split_whitespace().collect::<Vec<_>>().join(" ");
+            let _ = writeln!(out, "    {} = {} ({})", sw.name(), ch.value, commit);
+        }
+    }
+    out
+}
+
+/// The first page map of `b` that differs from `a`'s at the same step.
+fn first_different<'a>(a: &[String], b: &'a [String]) -> Option<(usize, &'a str)> {
+    b.iter()
+        .enumerate()
+        .find(|(i, m)| a.get(*i) != Some(*m))
+        .map(|(i, m)| (i, m.as_str()))
+}
+
+/// Runs every case of `cases` (alloc_at_fault only when nothing else is selected) across
+/// releases. Returns the text and the exit code (0: it ran; the outcomes are the answer).
+pub fn run(
+    cases: &[Case],
+    env: &Env,
+    model: &mut dyn FnMut(&KernelProfile) -> ModelBackend,
+) -> (String, i32) {
+    let tests: Vec<&Case> = cases
+        .iter()
+        .filter(|c| !matches!(c, Case::AllocAtFault))
+        .collect();
+    let chosen: Vec<&Case> = if tests.is_empty() {
+        cases.iter().collect()
+    } else {
+        tests
+    };
+    let mut out = String::new();
+    for case in chosen {
+        out.push_str(&render(case, &across(case, env, model)));
+    }
+    (out, 0)
+}

@@ -1,0 +1,152 @@
+//! `ci/kernels`: the kernel matrix. list | fetch KERNEL… | run KERNEL -- ARGS |
+//! record KERNEL… | report. Exit codes: the guest's for `run`, else 0 ok, 1 failure,
+//! 2 usage error.
+
+use std::time::Duration;
+
+use kernels::{catalog, fetch, matrix, vm};
+
+const USAGE: &str = "usage: ci/kernels list
+       ci/kernels fetch KERNEL...|all
+       ci/kernels run [--timeout SECS] KERNEL -- ARGS...   (the harness's arguments)
+       ci/kernels record [--timeout SECS] KERNEL...|all
+       ci/kernels selftest [--timeout SECS] KERNEL...|all   (the kernel's own C selftest)
+       ci/kernels report [--markdown]
+KERNEL is a series from `list` (6.1, 6.12, ..., 7.3), or a path: a kernel build tree (with
+vmlinux), a .deb or a directory of .debs, a bzImage or a vmlinux. The cache is $KHUGEPAGED_KERNELS_CACHE,
+else /var/cache/khugepaged-kernels (root) or $XDG_CACHE_HOME/khugepaged-kernels.";
+
+/// The names given, with `all` for every series of the catalogue; each checked.
+fn kernels_from(names: &[String]) -> Result<Vec<String>, String> {
+    if names.is_empty() {
+        return Err("usage error: no KERNEL given".into());
+    }
+    if names.len() == 1 && names[0] == "all" {
+        return Ok(catalog::KERNELS
+            .iter()
+            .map(|k| k.series.to_string())
+            .collect());
+    }
+    for n in names {
+        if !(n.contains('/') || std::path::Path::new(n).exists()) {
+            catalog::find(n)?;
+        }
+    }
+    Ok(names.to_vec())
+}
+
+fn take_timeout(args: &mut Vec<String>, default: u64) -> Result<Duration, String> {
+    if let Some(i) = args.iter().position(|a| a == "--timeout") {
+        let v = args
+            .get(i + 1)
+            .ok_or("--timeout needs a number of seconds")?
+            .parse::<u64>()
+            .map_err(|_| "--timeout: expected a number of seconds".to_string())?;
+        args.drain(i..i + 2);
+        return Ok(Duration::from_secs(v));
+    }
+    Ok(Duration::from_secs(default))
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let code = match real_main(args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("ci/kernels: {e}");
+            if e.starts_with("usage") {
+                2
+            } else {
+                1
+            }
+        }
+    };
+    std::process::exit(code);
+}
+
+fn real_main(mut args: Vec<String>) -> Result<i32, String> {
+    if args.is_empty() {
+        return Err(format!("usage error: no command\n{USAGE}"));
+    }
+    let cmd = args.remove(0);
+    match cmd.as_str() {
+        "list" => {
+            println!(
+                "{:<6} {:<34} {:<20} cached release",
+                "series", "package", "suite"
+            );
+            for k in catalog::KERNELS {
+                let cached = fetch::cached(k)
+                    .map(|f| f.release)
+                    .unwrap_or_else(|| "-".into());
+                println!("{:<6} {:<34} {:<20} {cached}", k.series, k.package, k.suite);
+            }
+            println!("cache: {}", catalog::cache_root().display());
+            Ok(0)
+        }
+        "fetch" => {
+            let mut failed = 0;
+            for k in kernels_from(&args)? {
+                let t = std::time::Instant::now();
+                match fetch::resolve(&k) {
+                    Ok(f) => println!(
+                        "{}: {} ({}) in {:.1}s",
+                        k,
+                        f.release,
+                        f.vmlinux.display(),
+                        t.elapsed().as_secs_f64()
+                    ),
+                    Err(e) => {
+                        failed += 1;
+                        eprintln!("{k}: {e}");
+                    }
+                }
+            }
+            Ok(i32::from(failed > 0))
+        }
+        "run" => {
+            let timeout = take_timeout(&mut args, 1800)?;
+            let sep = args
+                .iter()
+                .position(|a| a == "--")
+                .ok_or_else(|| format!("usage error: run KERNEL -- ARGS\n{USAGE}"))?;
+            let harness_args = args.split_off(sep + 1);
+            args.pop();
+            let [name] = args.as_slice() else {
+                return Err(format!("usage error: run takes one KERNEL\n{USAGE}"));
+            };
+            let f = fetch::resolve(name)?;
+            let mut argv = vec!["/bin/khugepaged".to_string()];
+            argv.extend(harness_args);
+            let job = vm::GuestJob {
+                commands: vec![argv],
+                extra_files: Vec::new(),
+                timeout,
+                stream: true,
+            };
+            let r = vm::boot(&f, &job)?;
+            eprintln!(
+                "ci/kernels: {} exited {} (boot {:.1}s, total {:.1}s)",
+                f.release,
+                r.status,
+                r.boot.as_secs_f64(),
+                r.total.as_secs_f64()
+            );
+            Ok(i32::from(r.status))
+        }
+        "record" => {
+            let timeout = take_timeout(&mut args, 3600)?;
+            matrix::record_all(&kernels_from(&args)?, timeout)
+        }
+        "selftest" => {
+            let timeout = take_timeout(&mut args, 3600)?;
+            matrix::selftest_all(&kernels_from(&args)?, timeout)
+        }
+        "report" => matrix::report(args.iter().any(|a| a == "--markdown")),
+        "-h" | "--help" | "help" => {
+            println!("{USAGE}");
+            Ok(0)
+        }
+        c => Err(format!("usage error: unknown command {c:?}\n{USAGE}")),
+    }
+}

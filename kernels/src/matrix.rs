@@ -1,0 +1,709 @@
+//! Recording fixtures on the matrix's kernels, and the matrix report (kernels × selections,
+//! from the recorded fixtures replayed on the model).
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use harness::crosscheck::{self, AWAITING};
+
+use crate::catalog;
+use crate::guest::{EXT4, OUT, TMPFS_HUGE};
+use crate::protocol::MARK;
+use crate::{fetch, vm};
+
+/// The selections recorded on every kernel: the same as the 6.18 host fixtures, plus the file
+/// cases on an ext4 directory (recorded where the kernel collapses regular files, skipped
+/// with the reason elsewhere).
+pub const SELECTIONS: &[(&str, &[&str])] = &[
+    ("all:all tmpfs", &["--tmpfs", "--extras", "all:all"]),
+    ("-s 2 all:anon", &["-s", "2", "all:anon"]),
+    ("-s 4 all:shmem", &["-s", "4", "all:shmem"]),
+    ("all:file ext4", &["all:file", "/mnt/ext4/khugepaged"]),
+];
+
+/// The report's columns: the selections, with the extras apart.
+const COLUMNS: &[&str] = &[
+    "all:all tmpfs",
+    "extras",
+    "-s 2 all:anon",
+    "-s 4 all:shmem",
+    "all:file ext4",
+];
+
+/// The log of a recording kept beside the fixtures: the init's lines and the harness's
+/// recorded / not recorded lines.
+pub const RECORD_LOG: &str = "record.log";
+
+pub fn fixtures_root() -> PathBuf {
+    catalog::workspace_root().join("fixtures")
+}
+
+/// Records every kernel in `ks`, one after the other; prints the times.
+pub fn record_all(ks: &[String], timeout: Duration) -> Result<i32, String> {
+    let start = Instant::now();
+    let mut failed = Vec::new();
+    let mut lines = Vec::new();
+    for k in ks {
+        match record_one(k, timeout) {
+            Ok(line) => {
+                println!("{line}");
+                lines.push(line);
+            }
+            Err(e) => {
+                eprintln!("ci/kernels: {k}: {e}");
+                failed.push(format!("{k}: {}", e.lines().next().unwrap_or("")));
+            }
+        }
+    }
+    println!("\nTimes (wall clock):");
+    for l in &lines {
+        println!("  {l}");
+    }
+    for f in &failed {
+        println!("  FAILED {f}");
+    }
+    println!(
+        "  total {:.0}s for {} kernel(s)",
+        start.elapsed().as_secs_f64(),
+        ks.len()
+    );
+    Ok(i32::from(!failed.is_empty()))
+}
+
+fn record_one(k: &str, timeout: Duration) -> Result<String, String> {
+    let t = Instant::now();
+    let f = fetch::resolve(k)?;
+    let fetch_time = t.elapsed();
+    // Some packages come without loadable modules (Debian published no linux-modules-* for
+    // 6.19, 7.0 and 7.1) and these kernels have no block driver, ext4 or zram built in: no
+    // swap and no disk then. The swap cases are skipped with that reason and the ext4
+    // selection is not run; record.log says so.
+    let has_disk = fetch::has_module(&f, "virtio_blk")? && fetch::has_module(&f, "ext4")?;
+    let has_swap = fetch::has_module(&f, "zram")? || has_disk;
+    let mut notes = Vec::new();
+    if !has_swap {
+        notes.push(format!(
+            "{MARK} no swap: {} has neither zram nor a disk driver to swap to (no loadable modules in its packages); swap cases skipped (--no-swapfile)",
+            f.release
+        ));
+    }
+    if !has_disk {
+        notes.push(format!(
+            "{MARK} not run: {}: {} has no virtio_blk or ext4 (no loadable modules in its packages)",
+            SELECTIONS[3].0, f.release
+        ));
+    }
+    let commands = SELECTIONS
+        .iter()
+        .filter(|(_, args)| has_disk || !args.iter().any(|a| a.starts_with(EXT4)))
+        .map(|(_, args)| {
+            let mut argv = vec!["/bin/khugepaged".to_string(), "--record".into(), OUT.into()];
+            if !has_swap {
+                argv.push("--no-swapfile".into());
+            }
+            argv.extend(args.iter().map(|a| a.to_string()));
+            argv
+        })
+        .collect();
+    let job = vm::GuestJob {
+        commands,
+        extra_files: Vec::new(),
+        timeout,
+        stream: true,
+    };
+    let r = vm::boot(&f, &job)?;
+    // Each --record run exits 0 (fixtures written) or 4 (nothing to record: all skipped).
+    for l in &r.console {
+        if let Some(rest) = l.split_once(&format!("{MARK} exit ")).map(|(_, r)| r) {
+            let status = rest.split_whitespace().nth(2).unwrap_or("?");
+            if status != "0" && status != "4" {
+                return Err(format!("a recording run failed in the guest: {l}"));
+            }
+        }
+    }
+    // The guest names the directory after its uname -r.
+    let traces: Vec<_> = r
+        .out
+        .iter()
+        .filter(|e| e.name.ends_with(".trace"))
+        .collect();
+    let release = traces
+        .first()
+        .and_then(|e| e.name.split_once('/'))
+        .map(|(r, _)| r.to_string())
+        .ok_or_else(|| format!("the guest recorded no fixtures for {}", f.release))?;
+    if let Some(e) = traces
+        .iter()
+        .find(|e| !e.name.starts_with(&format!("{release}/")))
+    {
+        return Err(format!("the guest recorded {} outside {release}/", e.name));
+    }
+    let dir = fixtures_root().join(&release);
+    // Replace the release's traces; AWAITING stays (the replay test says when it is stale).
+    fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    if let Ok(entries) = fs::read_dir(&dir) {
+        for e in entries.flatten() {
+            if e.path().extension().is_some_and(|x| x == "trace") {
+                let _ = fs::remove_file(e.path());
+            }
+        }
+    }
+    for e in &traces {
+        let name = e.name.rsplit('/').next().unwrap_or(&e.name);
+        crosscheck::write_atomically(&dir.join(name), &String::from_utf8_lossy(&e.data))?;
+    }
+    let log: String = notes
+        .iter()
+        .cloned()
+        .chain(r.console.iter().cloned())
+        .filter_map(|l| {
+            if let Some(i) = l.find(MARK) {
+                Some(l[i..].to_string())
+            } else if l.starts_with("recorded ")
+                || l.starts_with("not recorded ")
+                || l.contains(" fixture(s) written")
+            {
+                Some(l)
+            } else {
+                None
+            }
+        })
+        .map(|l| l + "\n")
+        .collect();
+    crosscheck::write_atomically(&dir.join(RECORD_LOG), &log)?;
+    let boot = r.boot;
+    let rec = r.total.saturating_sub(r.boot);
+    let (disagree, unmarked, stale) = disagreements(&dir)?;
+    Ok(format!(
+        "{} {}: fetch {:.0}s, boot {:.0}s, record {:.0}s; {} fixtures, {} disagree with the model{}{}",
+        k,
+        release,
+        fetch_time.as_secs_f64(),
+        boot.as_secs_f64(),
+        rec.as_secs_f64(),
+        traces.len(),
+        disagree,
+        if unmarked.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " ({} not in {AWAITING} yet: {})",
+                unmarked.len(),
+                unmarked.join(", ")
+            )
+        },
+        if stale.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; {AWAITING} lines that now agree (remove them): {}",
+                stale.join(", ")
+            )
+        }
+    ))
+}
+
+/// Replays `dir`'s fixtures: how many disagree, those AWAITING does not name, and the
+/// AWAITING entries whose fixture now agrees (or is gone).
+fn disagreements(dir: &Path) -> Result<(usize, Vec<String>, Vec<String>), String> {
+    let awaiting = crosscheck::awaiting(dir)?;
+    let mut n = 0;
+    let mut unmarked = Vec::new();
+    let mut disagreeing = Vec::new();
+    for p in fixture_files(dir) {
+        if crosscheck::replay(&p).is_err() {
+            n += 1;
+            let file = p
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
+            if !awaiting.contains_key(&file) {
+                unmarked.push(file.clone());
+            }
+            disagreeing.push(file);
+        }
+    }
+    let stale = awaiting
+        .into_keys()
+        .filter(|f| !disagreeing.contains(f))
+        .collect();
+    Ok((n, unmarked, stale))
+}
+
+fn fixture_files(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = fs::read_dir(dir)
+        .map(|es| {
+            es.flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "trace"))
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// One cell of the report.
+#[derive(Default, Clone, Copy)]
+struct Cell {
+    agree: usize,
+    disagree: usize,
+    both_fail: usize,
+    skip: usize,
+    awaiting: usize,
+}
+
+fn column_of(text: &str) -> &'static str {
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+            .unwrap_or("")
+            .to_string()
+    };
+    let env = field("env");
+    if field("case").starts_with("extra") {
+        "extras"
+    } else if env.contains("file=disk") {
+        "all:file ext4"
+    } else if env.contains("anon_order=2") {
+        "-s 2 all:anon"
+    } else if env.contains("anon_order=4") {
+        "-s 4 all:shmem"
+    } else {
+        "all:all tmpfs"
+    }
+}
+
+/// Cases the recording skipped (no trace), per column, from record.log.
+fn skipped_from_log(dir: &Path) -> BTreeMap<&'static str, usize> {
+    let mut out = BTreeMap::new();
+    let Ok(log) = fs::read_to_string(dir.join(RECORD_LOG)) else {
+        return out;
+    };
+    let mut column = "all:all tmpfs";
+    for l in log.lines() {
+        if let Some(run) = l.strip_prefix(&format!("{MARK} run ")) {
+            column = SELECTIONS
+                .iter()
+                .find(|(_, args)| run.ends_with(&args.join(" ")))
+                .map(|(c, _)| *c)
+                .unwrap_or("all:all tmpfs");
+        } else if l.starts_with("not recorded ") && l.contains(": skip: ") {
+            *out.entry(column).or_default() += 1;
+        }
+    }
+    out
+}
+
+/// `ci/kernels report`: prints the table and writes fixtures/MATRIX.md.
+pub fn report(markdown_only: bool) -> Result<i32, String> {
+    let root = fixtures_root();
+    let mut releases: Vec<PathBuf> = fs::read_dir(&root)
+        .map_err(|e| format!("{}: {e}", root.display()))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+        .collect();
+    releases.sort_by_key(|p| release_key(&p.file_name().unwrap_or_default().to_string_lossy()));
+    let mut rows = Vec::new();
+    for dir in &releases {
+        let awaiting = crosscheck::awaiting(dir)?;
+        let mut cells: BTreeMap<&str, Cell> = BTreeMap::new();
+        for p in fixture_files(dir) {
+            let text = fs::read_to_string(&p).map_err(|e| format!("{}: {e}", p.display()))?;
+            let cell = cells.entry(column_of(&text)).or_default();
+            let file = p
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
+            match crosscheck::replay(&p) {
+                Ok(Some(_)) => cell.skip += 1,
+                Ok(None) if text.lines().any(|l| l.starts_with("outcome: fail")) => {
+                    cell.both_fail += 1
+                }
+                Ok(None) => cell.agree += 1,
+                Err(_) => {
+                    cell.disagree += 1;
+                    if awaiting.contains_key(&file) {
+                        cell.awaiting += 1;
+                    }
+                }
+            }
+        }
+        for (col, n) in skipped_from_log(dir) {
+            cells.entry(col).or_default().skip += n;
+        }
+        let release = dir
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        let profile = model::KernelProfile::for_release(&release)
+            .map(|p| p.name.to_string())
+            .unwrap_or_else(|_| "-".into());
+        rows.push((release, profile, cells));
+    }
+    let cell_text = |c: Option<&Cell>| match c {
+        None => "-".to_string(),
+        Some(c) => format!("{}/{}/{}/{}", c.agree, c.disagree, c.both_fail, c.skip),
+    };
+    // Plain text.
+    let mut text = format!("{:<24} {:<7}", "kernel", "profile");
+    for c in COLUMNS {
+        text.push_str(&format!(" {c:>15}"));
+    }
+    text.push('\n');
+    for (release, profile, cells) in &rows {
+        text.push_str(&format!("{release:<24} {profile:<7}"));
+        for c in COLUMNS {
+            text.push_str(&format!(" {:>15}", cell_text(cells.get(c))));
+        }
+        text.push('\n');
+    }
+    text.push_str("cells: agree/disagree/both fail/skip (fixtures replayed on the model with the profile for_release picks; skip = not recorded because the kernel skipped, or unmodelled)\n");
+    let mut total_await = 0;
+    for (release, _, cells) in &rows {
+        let a: usize = cells.values().map(|c| c.awaiting).sum();
+        let d: usize = cells.values().map(|c| c.disagree).sum();
+        total_await += a;
+        if d > 0 {
+            text.push_str(&format!(
+                "{release}: {d} disagree, {a} of them in its {AWAITING} (waiting on a model issue)\n"
+            ));
+        }
+    }
+    // Markdown.
+    let mut md = String::from(
+        "# Kernel matrix\n\nWritten by `ci/kernels report` from the fixtures: each is replayed on the \
+         model with the profile `KernelProfile::for_release` picks. Cells: agree / disagree / both \
+         fail / skip (skip: the kernel skipped the case, or the fixture depends on something the \
+         model does not model). Disagreeing fixtures wait on the model issue named in their \
+         release's `AWAITING` file.\n\n| kernel | profile |",
+    );
+    for c in COLUMNS {
+        md.push_str(&format!(" {c} |"));
+    }
+    md.push_str("\n|---|---|");
+    for _ in COLUMNS {
+        md.push_str("---|");
+    }
+    md.push('\n');
+    for (release, profile, cells) in &rows {
+        md.push_str(&format!("| {release} | {profile} |"));
+        for c in COLUMNS {
+            md.push_str(&format!(" {} |", cell_text(cells.get(c))));
+        }
+        md.push('\n');
+    }
+    let _ = total_await;
+    // What waits on the model, and the C selftest references.
+    let mut waits = String::new();
+    let mut selftests = String::new();
+    for dir in &releases {
+        let release = dir
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        for (file, reason) in crosscheck::awaiting(dir)? {
+            waits.push_str(&format!("- {release}/{file}: {reason}\n"));
+        }
+        if let Ok(log) = fs::read_to_string(dir.join(SELFTEST_LOG)) {
+            let origin = log
+                .lines()
+                .nth(1)
+                .and_then(|l| l.split_once(" from "))
+                .map(|(_, o)| o.trim_end_matches("; built with gcc -static").to_string())
+                .unwrap_or_default();
+            selftests.push_str(&format!("- {release} (from {origin}):\n"));
+            for l in log.lines() {
+                if let Some(c) = l.strip_prefix("## compared with the harness's fixtures: ") {
+                    selftests.push_str(&format!("  - {c}\n"));
+                }
+            }
+        }
+    }
+    if !waits.is_empty() {
+        md.push_str(&format!(
+            "\n## Waiting on the model ({AWAITING})\n\n{waits}"
+        ));
+    }
+    if !selftests.is_empty() {
+        md.push_str(&format!(
+            "\n## The kernels' own C selftest ({SELFTEST_LOG}), step lines against the harness's fixtures\n\n{selftests}"
+        ));
+    }
+    crosscheck::write_atomically(&root.join("MATRIX.md"), &md)?;
+    if markdown_only {
+        print!("{md}");
+    } else {
+        print!("{text}");
+        println!("(also written to {})", root.join("MATRIX.md").display());
+    }
+    Ok(0)
+}
+
+fn release_key(r: &str) -> Vec<u32> {
+    r.split(|c: char| !c.is_ascii_digit())
+        .filter(|s| !s.is_empty())
+        .take(3)
+        .filter_map(|s| s.parse().ok())
+        .collect()
+}
+
+/// The C selftest's invocations for the same selections as `SELECTIONS` (the tmpfs one on a
+/// huge=advise tmpfs the guest mounts), with the harness selection each matches.
+const C_SELECTIONS: &[(&str, &[&str])] = &[
+    ("all:all tmpfs", &["all:all", TMPFS_HUGE]),
+    ("-s 2 all:anon", &["-s", "2", "all:anon"]),
+    ("-s 4 all:shmem", &["-s", "4", "all:shmem"]),
+    ("all:file ext4", &["all:file", "/mnt/ext4/khugepaged"]),
+];
+
+/// The C selftest's output on each kernel, beside its fixtures.
+pub const SELFTEST_LOG: &str = "selftest.log";
+
+/// `ci/kernels selftest KERNEL…`: each release's own C selftest (or the nearest series'),
+/// built static on the host, run in the guest on the recording's selections; its output is
+/// kept as fixtures/<release>/selftest.log and its step lines compared with the harness's
+/// recorded ones.
+pub fn selftest_all(ks: &[String], timeout: Duration) -> Result<i32, String> {
+    let mut failed = 0;
+    for k in ks {
+        match selftest_one(k, timeout) {
+            Ok(summary) => println!("{summary}"),
+            Err(e) => {
+                failed += 1;
+                eprintln!("ci/kernels: {k}: {e}");
+            }
+        }
+    }
+    Ok(i32::from(failed > 0))
+}
+
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::new();
+    let mut it = s.chars().peekable();
+    while let Some(c) = it.next() {
+        if c == '\x1b' {
+            for d in it.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The test file's directory differs between runs (the selftest's dir, the harness's private
+/// tmpfs): shown as $DIR.
+fn normalize_step(line: &str) -> String {
+    line.split(' ')
+        .map(|w| match w.rfind("/collapse_test_file") {
+            Some(i) if w.starts_with('/') || w.starts_with('$') => format!("$DIR{}", &w[i..]),
+            _ => w.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The step lines of selftest output ("<what>... OK|Fail|Skip"), without the settings
+/// save/restore lines the harness does not trace.
+fn c_step_lines(lines: &[String]) -> Vec<String> {
+    lines
+        .iter()
+        .map(|l| strip_ansi(l).trim().trim_start_matches("# ").to_string())
+        .filter(|l| {
+            l.contains("...")
+                && (l.ends_with("OK") || l.ends_with("Fail") || l.ends_with("Skip"))
+                && !l.starts_with("Save THP")
+                && !l.starts_with("Restore THP")
+        })
+        .map(|l| normalize_step(&l))
+        .collect()
+}
+
+/// Compares two sequences of step lines by their longest common subsequence: how many are
+/// common, and the first line only one side has.
+fn compare_steps(label: &str, c: &[String], h: &[String]) -> String {
+    let (n, m) = (c.len(), h.len());
+    let mut t = vec![vec![0u32; m + 1]; n + 1];
+    for i in (0..n).rev() {
+        for j in (0..m).rev() {
+            t[i][j] = if c[i] == h[j] {
+                t[i + 1][j + 1] + 1
+            } else {
+                t[i + 1][j].max(t[i][j + 1])
+            };
+        }
+    }
+    let (mut i, mut j) = (0, 0);
+    let (mut c_only, mut h_only) = (Vec::new(), Vec::new());
+    while i < n || j < m {
+        if i < n && j < m && c[i] == h[j] {
+            i += 1;
+            j += 1;
+        } else if j == m || (i < n && t[i + 1][j] >= t[i][j + 1]) {
+            c_only.push(&c[i]);
+            i += 1;
+        } else {
+            h_only.push(&h[j]);
+            j += 1;
+        }
+    }
+    let common = t[0][0];
+    if c_only.is_empty() && h_only.is_empty() {
+        return format!("{label}: all {common} step lines equal");
+    }
+    let first = |v: &[&String]| {
+        v.first()
+            .map(|s| format!("{s:?}"))
+            .unwrap_or_else(|| "-".into())
+    };
+    format!(
+        "{label}: {common} step lines equal; {} only in the selftest (first {}), {} only in the harness's fixtures (first {})",
+        c_only.len(),
+        first(&c_only),
+        h_only.len(),
+        first(&h_only)
+    )
+}
+
+/// The harness's step lines for a selection, from the recorded fixtures, in the selftest's
+/// case order.
+fn harness_step_lines(dir: &Path, args: &[&str]) -> Result<Vec<String>, String> {
+    let args: Vec<String> = args
+        .iter()
+        .filter(|a| **a != "--extras" && **a != "--record")
+        .map(|a| a.to_string())
+        .collect();
+    let o = harness::cli::parse(&args)?.ok_or("help")?;
+    let env = harness::catalogue::Env {
+        anon_order: o.anon_order,
+        finfo: o.dir.as_ref().map(|d| {
+            harness::catalogue::FileInfo::new(
+                d,
+                harness::catalogue::DirKind::Disk {
+                    read_ahead_kb_path: None,
+                },
+            )
+        }),
+    };
+    let mut out = Vec::new();
+    for case in harness::cli::select_cases(&o) {
+        let p = dir.join(crosscheck::fixture_name(&case, &env));
+        let Ok(text) = fs::read_to_string(&p) else {
+            continue;
+        };
+        for l in text.lines() {
+            for verdict in ["step ok: ", "step fail: ", "step skip: "] {
+                if let Some(line) = l.strip_prefix(verdict) {
+                    out.push(normalize_step(line.trim()));
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn selftest_one(k: &str, timeout: Duration) -> Result<String, String> {
+    let f = fetch::resolve(k)?;
+    let series = fetch::selftest_series(&f.release)
+        .ok_or_else(|| format!("no source series for release {}", f.release))?;
+    let (bin, version) = fetch::selftest_binary(series)?;
+    let has_disk = fetch::has_module(&f, "virtio_blk")? && fetch::has_module(&f, "ext4")?;
+    let selections: Vec<&(&str, &[&str])> = C_SELECTIONS
+        .iter()
+        .filter(|(_, a)| has_disk || !a.iter().any(|x| x.starts_with(EXT4)))
+        .collect();
+    let commands = selections
+        .iter()
+        .map(|(_, args)| {
+            let mut argv = vec!["/bin/khugepaged-c".to_string()];
+            argv.extend(args.iter().map(|a| a.to_string()));
+            argv
+        })
+        .collect();
+    let data = fs::read(&bin).map_err(|e| format!("{}: {e}", bin.display()))?;
+    let job = vm::GuestJob {
+        commands,
+        extra_files: vec![("bin/khugepaged-c".into(), data, 0o755)],
+        timeout,
+        stream: true,
+    };
+    let r = vm::boot(&f, &job)?;
+    let release = r
+        .console
+        .iter()
+        .find_map(|l| {
+            l.split_once(&format!("{MARK} init release="))
+                .map(|(_, r)| r.trim().to_string())
+        })
+        .unwrap_or(f.release.clone());
+    // Split the console by the init's run/exit lines.
+    let mut runs: Vec<(String, Vec<String>, String)> = Vec::new();
+    for l in &r.console {
+        if let Some((_, rest)) = l.split_once(&format!("{MARK} run ")) {
+            let args = rest.split_once(": ").map(|(_, a)| a).unwrap_or(rest);
+            runs.push((args.to_string(), Vec::new(), String::new()));
+        } else if let Some((_, rest)) = l.split_once(&format!("{MARK} exit ")) {
+            if let Some(last) = runs.last_mut() {
+                last.2 = rest.to_string();
+            }
+        } else if let Some(last) = runs.last_mut().filter(|r| r.2.is_empty()) {
+            last.1.push(l.clone());
+        }
+    }
+    let dir = fixtures_root().join(&release);
+    let origin = if f.release.starts_with(&format!("{series}."))
+        || f.release.starts_with(&format!("{series}-"))
+    {
+        format!("its own series' source, linux-source-{series} {version}")
+    } else {
+        format!(
+            "linux-source-{series} {version}: Debian has no linux-source package for this release's series; {series} is the nearest that exists"
+        )
+    };
+    let mut log = format!(
+        "# The kernel's own khugepaged selftest on {release}, under qemu (ci/kernels selftest)\n\
+         # khugepaged.c, vm_util.c and thp_settings.c/hugepage_settings.c from {origin}; built with gcc -static\n"
+    );
+    let mut summary = format!("{k} {release}: selftest from linux-source-{series} {version}");
+    for (n, (args, lines, exit)) in runs.iter().enumerate() {
+        log.push_str(&format!(
+            "\n## khugepaged {}\n",
+            args.trim_start_matches("/bin/khugepaged-c ")
+        ));
+        for l in lines {
+            log.push_str(&strip_ansi(l));
+            log.push('\n');
+        }
+        log.push_str(&format!("## exit {exit}\n"));
+        let (label, _) = selections[n];
+        let harness_args = SELECTIONS
+            .iter()
+            .find(|(l, _)| l == label)
+            .map(|(_, a)| *a)
+            .unwrap_or(&[]);
+        let c = c_step_lines(lines);
+        let h = harness_step_lines(&dir, harness_args)?;
+        let verdict = compare_steps(label, &c, &h);
+        log.push_str(&format!(
+            "## compared with the harness's fixtures: {verdict}\n"
+        ));
+        summary.push_str(&format!("\n  {verdict}"));
+    }
+    if !has_disk {
+        log.push_str(&format!("\n## not run: all:file on ext4: {release} has no virtio_blk or ext4 (no loadable modules in its packages)\n"));
+    }
+    fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    crosscheck::write_atomically(&dir.join(SELFTEST_LOG), &log)?;
+    Ok(summary)
+}
