@@ -137,11 +137,19 @@ pub fn usage() -> String {
      \t\t    (wakes every 10 ms, may act between two waits), or woken one pass at a\n\
      \t\t    time inside the test's waits only (default with --backend both and\n\
      \t\t    --record).\n\
+     \n\tkhugepaged scenario FILE...: run scenario files (fixtures/scenarios/README.md).\n\
      \n\tExit status: 0 passed, 1 a test failed (or, with --backend both, host and\n\
      \tmodel disagree or both fail) or the settings could not be restored, 2 usage\n\
      \terror, 4 everything skipped, 141 stdout was closed (e.g. by head); the run\n\
      \tstops, the machine restored.\n"
         .to_string()
+}
+
+/// `khugepaged scenario ...` when `args` starts with `scenario`: its exit status.
+pub fn subcommand(args: &[String]) -> Option<i32> {
+    let rest = args.strip_prefix(&["scenario".to_string()])?;
+    let (mut out, mut err) = (std::io::stdout().lock(), std::io::stderr().lock());
+    Some(crate::scenario::main(rest, &mut out, &mut err))
 }
 
 /// Parses arguments (without the program name). Err is a one-line usage error; Ok(None)

@@ -14,6 +14,7 @@ pub mod page_map;
 pub mod race;
 pub mod report;
 pub mod runner;
+pub mod scenario;
 pub mod steps;
 pub mod thp_settings;
 pub mod trace;

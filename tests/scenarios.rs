@@ -1,0 +1,282 @@
+//! Every scenario under fixtures/scenarios/ on the model, one trial per (file, release its
+//! `profile` line names); the parser's error reports; and a fuzz test: deterministic
+//! mutations of the shipped files never panic the parser or the model runner.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+
+use harness::scenario::{self, parse_file, parse_str, run_model};
+use libtest_mimic::{Arguments, Failed, Trial};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/scenarios")
+}
+
+/// The scenario files (`*.scn`; `*.inc` are included pieces), sorted.
+fn scenario_files() -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(root())
+        .map(|d| {
+            d.filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "scn"))
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+fn scenario_trials() -> Vec<Trial> {
+    let mut trials = Vec::new();
+    for path in scenario_files() {
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        match parse_file(&path) {
+            Err(errors) => {
+                let text: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+                trials.push(Trial::test(format!("scenario/{name}"), move || {
+                    Err(Failed::from(text.join("\n")))
+                }));
+            }
+            Ok(sc) => {
+                for rel in sc.releases.clone() {
+                    let sc = sc.clone();
+                    trials.push(Trial::test(format!("scenario/{name}/{rel}"), move || {
+                        let o = run_model(&sc, &rel).map_err(Failed::from)?;
+                        match o.failure {
+                            None => Ok(()),
+                            Some(f) => Err(Failed::from(format!(
+                                "{}: `{}`: {}\n--- log ---\n{}",
+                                f.loc,
+                                f.line,
+                                f.why,
+                                o.log.join("\n")
+                            ))),
+                        }
+                    }));
+                }
+            }
+        }
+    }
+    trials
+}
+
+/// Parse errors name file:line:column, what was expected and what was found; the CLI exits
+/// 2 and runs nothing when any file is bad.
+fn parse_error_trials() -> Vec<Trial> {
+    let cases: &[(&str, &str)] = &[
+        ("mmap anon A 1 pmd\nwrite A 0..512\n", "x.scn:2:9: expected pages 0..511 of A, found page 512"),
+        ("mmap anon A 1 pmd\nmadvise A sometimes\n", "x.scn:2:11: expected an advice"),
+        ("mmap anon A 1 pmd\nin child:\n    write A 0\n", "x.scn:2:4: expected a live process (main), found `child`"),
+        ("set khugepaged/max_ptes_none 512\n", "x.scn:1:30: expected a value khugepaged/max_ptes_none accepts, found `512`"),
+        ("profile 5.4\n", "x.scn:1:9: expected a kernel release the model knows"),
+        ("mmap anon A 1 pmd\ncollapse A expect EWHAT\n", "x.scn:2:19: expected 0 or an errno name"),
+        ("on 6.12:\n", "x.scn:1:9: expected an indented line after the header, found none"),
+        ("mmap anon A 1 pmd\n  write A 0\n", "x.scn:2:3: expected indentation of 0 like the line before"),
+        ("mmap anon A 9999 pmd\n", "x.scn:1:13: expected a size of 1 to 32768 pages, found `9999`"),
+        ("profile 6.1 6.18\non 6.18: mmap anon D 2 pages\nwrite D 0\n", "x.scn:3:7: expected a mapping made earlier (mmap, memfd, file), found `D` (when run as 6.1)"),
+        ("expect scan-result\n", "x.scn:1:19: expected a mapping name (a letter, then letters, digits, _ or -), found end of line"),
+    ];
+    let mut trials = Vec::new();
+    for (i, (text, want)) in cases.iter().enumerate() {
+        let (text, want) = (text.to_string(), want.to_string());
+        trials.push(Trial::test(format!("parse_error/{i}"), move || {
+            let errs = match parse_str(Path::new("x.scn"), &text) {
+                Ok(_) => return Err(format!("{text:?} parsed; expected {want}").into()),
+                Err(e) => e,
+            };
+            let first = errs[0].to_string();
+            if first.starts_with(&want) {
+                Ok(())
+            } else {
+                Err(format!("for {text:?}\n  got: {first}\n want: {want}...").into())
+            }
+        }));
+    }
+    trials.push(Trial::test("parse_error/cli_exit_2_runs_nothing", || {
+        let dir = std::env::temp_dir().join(format!("scenario-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let bad = dir.join("bad.scn");
+        std::fs::write(&bad, "mmap anon A 1 pmd\nwrite B 0\n").map_err(|e| e.to_string())?;
+        let good = root().join("linux-mm-case.scn");
+        let args = vec![good.display().to_string(), bad.display().to_string()];
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let code = scenario::main(&args, &mut out, &mut err);
+        let _ = std::fs::remove_dir_all(&dir);
+        let (out, err) = (String::from_utf8_lossy(&out), String::from_utf8_lossy(&err));
+        if code == 2
+            && out.is_empty()
+            && err.contains("bad.scn:2:7: expected a mapping made earlier")
+        {
+            Ok(())
+        } else {
+            Err(format!("exit {code}, stdout {out:?}, stderr {err:?}").into())
+        }
+    }));
+    trials
+}
+
+/// splitmix64: a deterministic stream for the mutations.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
+const NUMBERS: [&str; 12] = [
+    "0",
+    "1",
+    "2",
+    "255",
+    "256",
+    "257",
+    "511",
+    "512",
+    "513",
+    "4096",
+    "99999999999",
+    "1..0",
+];
+const BYTES: &[u8] = b" \t\n:.#+-,0123456789azAZ_=";
+
+fn mutate(text: &str, words: &[String], rng: &mut Rng) -> String {
+    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    for _ in 0..1 + rng.below(3) {
+        if lines.is_empty() {
+            break;
+        }
+        let i = rng.below(lines.len());
+        match rng.below(6) {
+            0 => {
+                lines.remove(i);
+            }
+            1 => {
+                let l = lines[i].clone();
+                let j = rng.below(lines.len());
+                lines.insert(j, l);
+            }
+            2 => {
+                // A byte flip (kept valid UTF-8 by replacing whole characters).
+                let mut b = lines[i].clone().into_bytes();
+                if !b.is_empty() {
+                    let p = rng.below(b.len());
+                    b[p] = BYTES[rng.below(BYTES.len())];
+                }
+                lines[i] = String::from_utf8_lossy(&b).into_owned();
+            }
+            3 => {
+                // A number changed.
+                let l = &lines[i];
+                let starts: Vec<usize> = l
+                    .char_indices()
+                    .filter(|&(k, c)| {
+                        c.is_ascii_digit()
+                            && (k == 0 || !l.as_bytes()[k - 1].is_ascii_alphanumeric())
+                    })
+                    .map(|(k, _)| k)
+                    .collect();
+                if !starts.is_empty() {
+                    let s = starts[rng.below(starts.len())];
+                    let e = l[s..]
+                        .find(|c: char| !c.is_ascii_digit())
+                        .map_or(l.len(), |x| s + x);
+                    lines[i] = format!(
+                        "{}{}{}",
+                        &l[..s],
+                        NUMBERS[rng.below(NUMBERS.len())],
+                        &l[e..]
+                    );
+                }
+            }
+            4 => {
+                // A word replaced by another word of the corpus.
+                let toks: Vec<&str> = lines[i].split(' ').collect();
+                let k = rng.below(toks.len());
+                let mut toks: Vec<String> = toks.into_iter().map(str::to_string).collect();
+                toks[k] = words[rng.below(words.len())].clone();
+                lines[i] = toks.join(" ");
+            }
+            _ => {
+                let j = rng.below(lines.len());
+                lines.swap(i, j);
+            }
+        }
+    }
+    lines.join("\n")
+}
+
+fn fuzz_trial() -> Trial {
+    Trial::test("fuzz/mutated_scenarios_never_panic", || {
+        let iterations: usize = std::env::var("SCENARIO_FUZZ_ITERATIONS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(3000);
+        let mut corpus = Vec::new();
+        for p in scenario_files() {
+            corpus.push((
+                p.clone(),
+                std::fs::read_to_string(&p).map_err(|e| e.to_string())?,
+            ));
+        }
+        if corpus.is_empty() {
+            return Err("no scenario files to mutate".into());
+        }
+        let words: Vec<String> = corpus
+            .iter()
+            .flat_map(|(_, t)| t.split_whitespace().map(str::to_string).collect::<Vec<_>>())
+            .collect();
+        let mut rng = Rng(0x5eed);
+        let (mut parsed, mut runs) = (0, 0);
+        for n in 0..iterations {
+            let (path, text) = &corpus[n % corpus.len()];
+            let m = mutate(text, &words, &mut rng);
+            let r = catch_unwind(AssertUnwindSafe(|| {
+                let mut runs = 0;
+                if let Ok(sc) = parse_str(path, &m) {
+                    for rel in &sc.releases {
+                        let _ = run_model(&sc, rel);
+                        runs += 1;
+                    }
+                    Some(runs)
+                } else {
+                    None
+                }
+            }));
+            match r {
+                Ok(Some(k)) => {
+                    parsed += 1;
+                    runs += k;
+                }
+                Ok(None) => {}
+                Err(_) => {
+                    return Err(format!(
+                        "mutation {n} of {} panicked; the input:\n{m}",
+                        path.display()
+                    )
+                    .into())
+                }
+            }
+        }
+        // The mutations must reach the runner, not only the parser.
+        if parsed * 10 < iterations {
+            return Err(format!("only {parsed} of {iterations} mutations parsed").into());
+        }
+        eprintln!("fuzz: {iterations} mutations, {parsed} parsed, {runs} model runs");
+        Ok(())
+    })
+}
+
+fn main() {
+    let args = Arguments::from_args();
+    let mut trials = scenario_trials();
+    trials.extend(parse_error_trials());
+    trials.push(fuzz_trial());
+    libtest_mimic::run(&args, trials).exit();
+}
