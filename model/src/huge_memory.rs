@@ -440,6 +440,7 @@ impl Kernel {
                 },
             };
             let mut f = Folio::new(0, owner, |_| page.data);
+            f.pfn = old.pfn + i as u64;
             f.pages[0].mapcount = page.mapcount;
             f.pages[0].anon_exclusive = page.anon_exclusive;
             f.swapbacked = old.swapbacked;
@@ -449,7 +450,7 @@ impl Kernel {
             let caches = f.swapcache.is_some() as i32 + (!anon) as i32;
             f.refcount = (page.mapcount + 1) + caches;
             new_ids.push(if f.refcount > 0 {
-                Some(self.folios.insert(f))
+                Some(self.folios.insert_with_pfn(f))
             } else {
                 None
             });
