@@ -72,6 +72,7 @@ impl Kernel {
     }
 }
 
+use crate::decision::{FolioSeen, RangePicture};
 use crate::errno::Errno;
 use crate::filemap::{CacheEntry, InodeId};
 use crate::folio::{FolioId, FolioOwner};
@@ -132,6 +133,16 @@ pub struct CollapseReport {
     pub writable: u32,
     /// pages present in the page cache (file collapse).
     pub present: u32,
+    /// The profile's sharing predicate (what `shared` counts).
+    pub predicate: SharingPredicate,
+    /// The folios the sharing predicate was asked about, in PTE order, with its answers
+    /// (anonymous scans only; empty when the scan stopped before the first present PTE).
+    pub folios: Vec<FolioSeen>,
+    /// The range in `pid` before the attempt (for `CollapseHugePage`, before the scan that
+    /// led to it).
+    pub before: RangePicture,
+    /// The range in `pid` after this stage.
+    pub after: RangePicture,
 }
 
 /// khugepaged's state: the scan cursor and the counters sysfs shows.
@@ -165,6 +176,7 @@ struct Tally {
     referenced: u32,
     writable: u32,
     present: u32,
+    folios: Vec<FolioSeen>,
 }
 
 /// The per-PTE rules both passes over an anonymous range apply (`hpage_collapse_scan_pmd`, then
@@ -208,6 +220,7 @@ impl Tally {
 }
 
 impl Kernel {
+    #[allow(clippy::too_many_arguments)] // one record: who, where, what, and the evidence
     fn report(
         &mut self,
         context: CollapseContext,
@@ -215,7 +228,8 @@ impl Kernel {
         pid: Pid,
         addr: u64,
         result: ScanResult,
-        t: &Tally,
+        t: Tally,
+        before: RangePicture,
     ) {
         match result {
             ScanResult::ExceedNonePte => self.collapse_stats.thp_scan_exceed_none_pte += 1,
@@ -235,6 +249,10 @@ impl Kernel {
             referenced: t.referenced,
             writable: t.writable,
             present: t.present,
+            predicate: self.profile.khugepaged_sharing,
+            folios: t.folios,
+            after: self.range_picture(pid, addr),
+            before,
         });
     }
 
@@ -309,12 +327,14 @@ impl Kernel {
         cc: CollapseContext,
     ) -> ScanResult {
         let mut t = Tally::default();
+        let before = self.range_picture(pid, haddr);
         let result = self.scan_pmd_ptes(pid, haddr, cc, &mut t);
-        self.report(cc, CollapseStage::ScanPmd, pid, haddr, result, &t);
+        let unmapped = t.swap;
+        self.report(cc, CollapseStage::ScanPmd, pid, haddr, result, t, before.clone());
         if result != ScanResult::Succeed {
             return result;
         }
-        let result = self.collapse_huge_page(pid, haddr, cc, t.swap);
+        let result = self.collapse_huge_page(pid, haddr, cc, unmapped, before);
         if result == ScanResult::Succeed && cc.is_khugepaged() {
             self.khugepaged_state.pages_collapsed += 1;
         }
@@ -354,7 +374,9 @@ impl Kernel {
             if self.profile.scan_anon_check_before_shared && !folio.is_anon() {
                 return ScanResult::PageAnon;
             }
-            if self.khugepaged_sees_shared(p.folio, p.page as usize) {
+            let shared = self.khugepaged_sees_shared(p.folio, p.page as usize);
+            self.note_folio_seen(&mut t.folios, p.folio, shared);
+            if shared {
                 if let Some(stop) = t.count_shared(khugepaged, limits) {
                     return stop;
                 }
@@ -416,6 +438,7 @@ impl Kernel {
         haddr: u64,
         cc: CollapseContext,
         unmapped: u32,
+        before: RangePicture,
     ) -> ScanResult {
         let mut t = Tally::default();
         // alloc_charge_folio: always succeeds in the model (no fragmentation, no memcg limit).
@@ -429,7 +452,15 @@ impl Kernel {
         if result != ScanResult::Succeed {
             self.folio_put_refs(new, 1);
         }
-        self.report(cc, CollapseStage::CollapseHugePage, pid, haddr, result, &t);
+        self.report(
+            cc,
+            CollapseStage::CollapseHugePage,
+            pid,
+            haddr,
+            result,
+            t,
+            before,
+        );
         result
     }
 
@@ -543,7 +574,9 @@ impl Kernel {
             if !folio.is_anon() {
                 return ScanResult::PageAnon;
             }
-            if self.khugepaged_sees_shared(p.folio, p.page as usize) {
+            let shared = self.khugepaged_sees_shared(p.folio, p.page as usize);
+            self.note_folio_seen(&mut t.folios, p.folio, shared);
+            if shared {
                 if let Some(stop) = t.count_shared(khugepaged, &limits) {
                     return stop;
                 }
@@ -571,6 +604,7 @@ impl Kernel {
         cc: CollapseContext,
     ) -> ScanResult {
         let mut t = Tally::default();
+        let before = self.range_picture(pid, haddr);
         let mut present = 0u32;
         let limits = self.thp.khugepaged.clone();
         let mut result = ScanResult::Succeed;
@@ -629,7 +663,7 @@ impl Kernel {
                 result = ScanResult::PteMappedHugepage;
             }
         }
-        self.report(cc, CollapseStage::ScanFile, pid, haddr, result, &t);
+        self.report(cc, CollapseStage::ScanFile, pid, haddr, result, t, before);
         result
     }
 
@@ -761,8 +795,9 @@ impl Kernel {
         cc: CollapseContext,
     ) -> ScanResult {
         let mut t = Tally::default();
+        let before = self.range_picture(pid, haddr);
         let result = self.collapse_pte_mapped_thp_inner(pid, haddr, install_pmd, &mut t);
-        self.report(cc, CollapseStage::PteMappedThp, pid, haddr, result, &t);
+        self.report(cc, CollapseStage::PteMappedThp, pid, haddr, result, t, before);
         result
     }
 
@@ -835,6 +870,19 @@ impl Kernel {
             self.do_set_pmd(pid, &vma, haddr, folio, false);
         }
         ScanResult::Succeed
+    }
+
+    /// MADV_COLLAPSE over `[start, start + len)` with the decision record of every collapse
+    /// attempt it made (also kept in [`Kernel::collapse_log`]).
+    pub fn madvise_collapse_explained(
+        &mut self,
+        pid: Pid,
+        start: u64,
+        len: u64,
+    ) -> (Result<(), Errno>, Vec<CollapseReport>) {
+        let from = self.collapse_log.len();
+        let r = self.madvise_collapse(pid, start, len);
+        (r, self.collapse_log[from..].to_vec())
     }
 
     /// MADV_COLLAPSE over `[start, start + len)` (`madvise_collapse`, once per VMA).
@@ -927,8 +975,15 @@ impl Kernel {
 
     /// One khugepaged wake-up (`khugepaged_do_scan`): scans up to `pages_to_scan` units from
     /// the cursor, stopping after passing the list head twice. Does nothing while the thread
-    /// is stopped (no PMD THP enabled anywhere).
-    pub fn khugepaged_do_scan(&mut self) {
+    /// is stopped (no PMD THP enabled anywhere). Returns the decision records of the wake-up
+    /// (also kept in [`Kernel::collapse_log`]).
+    pub fn khugepaged_do_scan(&mut self) -> Vec<CollapseReport> {
+        let from = self.collapse_log.len();
+        self.khugepaged_do_scan_inner();
+        self.collapse_log[from..].to_vec()
+    }
+
+    fn khugepaged_do_scan_inner(&mut self) {
         if !self.hugepage_pmd_enabled() {
             return;
         }
@@ -952,12 +1007,14 @@ impl Kernel {
     }
 
     /// Wakes khugepaged until `full_scans` has advanced by `n` (or `max_wakeups` pass, for
-    /// a thread that is stopped or has nothing to scan). Returns the wake-ups used.
+    /// a thread that is stopped or has nothing to scan), one period of virtual time per
+    /// wake-up. Returns the wake-ups used; [`Kernel::khugepaged_run_until`] stops on a
+    /// condition and returns the records.
     pub fn khugepaged_run_full_scans(&mut self, n: u64, max_wakeups: u64) -> u64 {
         let target = self.khugepaged_state.full_scans + n;
         let mut used = 0;
         while self.khugepaged_state.full_scans < target && used < max_wakeups {
-            self.khugepaged_do_scan();
+            self.khugepaged_wake();
             used += 1;
         }
         used
