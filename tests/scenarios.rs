@@ -277,6 +277,173 @@ fn main() {
     let args = Arguments::from_args();
     let mut trials = scenario_trials();
     trials.extend(parse_error_trials());
+    trials.extend(explain_trials());
     trials.push(fuzz_trial());
     libtest_mimic::run(&args, trials).exit();
+}
+
+/// The `--explain` picture of the linux-mm case, pinned so it cannot change unnoticed: the
+/// child's khugepaged attempt on 6.12 (folio_likely_mapped_shared misses the sharing, the
+/// range collapses) and on 6.18 (folio_maybe_mapped_shared sees it at the first PTE).
+const EXPLAIN_CHILD_6_12: &str = r#"  hpage_collapse_scan_pmd: SCAN_SUCCEED  none_or_zero=255 swap=0 shared=0 referenced=1 writable=1
+    sharing predicate folio_likely_mapped_shared(folio):
+      pfn 0x100200 order 0 mapcount 1: 1 PTE -> not shared
+      pfn 0x100000 order 9 mapcount 512: 256 PTEs -> not shared
+  collapse_huge_page: SCAN_SUCCEED  none_or_zero=255 swap=0 shared=0 referenced=1 writable=1
+    sharing predicate folio_likely_mapped_shared(folio):
+      pfn 0x100200 order 0 mapcount 1: 1 PTE -> not shared
+      pfn 0x100000 order 9 mapcount 512: 256 PTEs -> not shared
+        before                              after
+      0 eSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSS    HHHHHHHHHHHHHHHHHHHHHHHHHHHHHHHH
+     32 SSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSS    HHHHHHHHHHHHHHHHHHHHHHHHHHHHHHHH
+     64 SSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSS    HHHHHHHHHHHHHHHHHHHHHHHHHHHHHHHH
+     96 SSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSS    HHHHHHHHHHHHHHHHHHHHHHHHHHHHHHHH
+    128 SSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSS    HHHHHHHHHHHHHHHHHHHHHHHHHHHHHHHH
+    160 SSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSS    HHHHHHHHHHHHHHHHHHHHHHHHHHHHHHHH
+    192 SSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSS    HHHHHHHHHHHHHHHHHHHHHHHHHHHHHHHH
+    224 SSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSS    HHHHHHHHHHHHHHHHHHHHHHHHHHHHHHHH
+    256 S...............................    HHHHHHHHHHHHHHHHHHHHHHHHHHHHHHHH
+    288 ................................    HHHHHHHHHHHHHHHHHHHHHHHHHHHHHHHH
+    320 ................................    HHHHHHHHHHHHHHHHHHHHHHHHHHHHHHHH
+    352 ................................    HHHHHHHHHHHHHHHHHHHHHHHHHHHHHHHH
+    384 ................................    HHHHHHHHHHHHHHHHHHHHHHHHHHHHHHHH
+    416 ................................    HHHHHHHHHHHHHHHHHHHHHHHHHHHHHHHH
+    448 ................................    HHHHHHHHHHHHHHHHHHHHHHHHHHHHHHHH
+    480 ................................    HHHHHHHHHHHHHHHHHHHHHHHHHHHHHHHH
+  legend:
+    H PMD-mapped anon THP
+    S PTE-mapped page of a large anon folio, mapped more than once
+    e small anon page, mapped once (exclusive)
+    . none (no PTE)"#;
+
+const EXPLAIN_CHILD_6_18: &str = r#"  hpage_collapse_scan_pmd: SCAN_EXCEED_SHARED_PTE  none_or_zero=0 swap=0 shared=1 referenced=1 writable=1
+    sharing predicate folio_maybe_mapped_shared(folio):
+      pfn 0x100200 order 0 mapcount 1: 1 PTE -> not shared
+      pfn 0x100000 order 9 mapcount 512: 1 PTE -> shared
+        before                              after
+      0 eSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSS    eSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSS
+     32 SSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSS    SSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSS
+     64 SSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSS    SSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSS
+     96 SSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSS    SSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSS
+    128 SSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSS    SSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSS
+    160 SSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSS    SSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSS
+    192 SSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSS    SSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSS
+    224 SSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSS    SSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSS
+    256 S...............................    S...............................
+    288 ................................    ................................
+    320 ................................    ................................
+    352 ................................    ................................
+    384 ................................    ................................
+    416 ................................    ................................
+    448 ................................    ................................
+    480 ................................    ................................
+  legend:
+    S PTE-mapped page of a large anon folio, mapped more than once
+    e small anon page, mapped once (exclusive)
+    . none (no PTE)"#;
+
+fn explain_trials() -> Vec<Trial> {
+    let mut trials = Vec::new();
+    for (rel, want) in [("6.12", EXPLAIN_CHILD_6_12), ("6.18", EXPLAIN_CHILD_6_18)] {
+        trials.push(Trial::test(
+            format!("explain/linux-mm-case/{rel}"),
+            move || {
+                let sc =
+                    parse_file(&root().join("linux-mm-case.scn")).map_err(|e| format!("{e:?}"))?;
+                let o = run_model(&sc, rel)?;
+                if let Some(f) = o.failure {
+                    return Err(format!("{}: {}", f.loc, f.why).into());
+                }
+                let child: Vec<_> = o
+                    .attempts
+                    .iter()
+                    .filter(|a| a.title == "khugepaged on A (0x40000000) in child")
+                    .collect();
+                let [a] = child[..] else {
+                    return Err(format!(
+                        "expected one attempt in the child, found {}",
+                        child.len()
+                    )
+                    .into());
+                };
+                let text = a.text();
+                let caused = &text[1];
+                if !caused.ends_with("linux-mm-case.scn:15: `khugepaged scans 1`") {
+                    return Err(format!("caused-by line: {caused}").into());
+                }
+                let got = text[2..].join("\n");
+                if got == want {
+                    Ok(())
+                } else {
+                    Err(format!("--- got ---\n{got}\n--- pinned ---\n{want}").into())
+                }
+            },
+        ));
+    }
+    trials.push(Trial::test("explain/svg_matches_the_picture", || {
+        let sc = parse_file(&root().join("linux-mm-case.scn")).map_err(|e| format!("{e:?}"))?;
+        let o = run_model(&sc, "6.12")?;
+        let a = o.attempts.last().ok_or("no collapse attempt")?;
+        let svg = a.svg();
+        if !svg.starts_with("<svg xmlns=\"http://www.w3.org/2000/svg\"")
+            || !svg.ends_with("</svg>\n")
+        {
+            return Err("not a stand-alone SVG document".into());
+        }
+        // One cell per page in each picture, titled with the page's number and kind.
+        let (before, after) = a.pictures();
+        for (n, pic) in [before, after].into_iter().enumerate() {
+            for (i, k) in pic.pages.iter().enumerate() {
+                let title = format!("<title>page {i}: {}</title>", k.describe());
+                let found = svg.matches(&title).count();
+                let want = [before, after].iter().filter(|p| p.pages[i] == *k).count();
+                if found != want {
+                    return Err(format!(
+                        "picture {n}, page {i}: {found} cells titled {title}, expected {want}"
+                    )
+                    .into());
+                }
+            }
+        }
+        Ok(())
+    }));
+    trials.push(Trial::test("explain/cli_writes_svg_files", || {
+        let dir = std::env::temp_dir().join(format!("scenario-svg-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let file = root().join("linux-mm-case.scn");
+        let args: Vec<String> = vec![
+            "--explain".into(),
+            "--explain-svg".into(),
+            dir.display().to_string(),
+            "--profile".into(),
+            "6.18".into(),
+            file.display().to_string(),
+        ];
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let code = scenario::main(&args, &mut out, &mut err);
+        let mut names: Vec<String> = std::fs::read_dir(&dir)
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        let _ = std::fs::remove_dir_all(&dir);
+        let out = String::from_utf8_lossy(&out);
+        let attempts = out.matches("collapse attempt ").count();
+        let want: Vec<String> = (1..=attempts)
+            .map(|n| format!("linux-mm-case-6.18-{n:03}.svg"))
+            .collect();
+        if code == 0 && attempts == 2 && names == want && out.contains("SCAN_EXCEED_SHARED_PTE") {
+            Ok(())
+        } else {
+            Err(format!(
+                "exit {code}, {attempts} attempts, files {names:?}, stderr {:?}",
+                String::from_utf8_lossy(&err)
+            )
+            .into())
+        }
+    }));
+    trials
 }

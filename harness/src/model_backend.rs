@@ -27,8 +27,6 @@ pub struct ModelBackend {
     pub pid: Pid,
     fds: BTreeMap<i32, OpenFile>,
     files: BTreeMap<String, InodeId>,
-    /// Virtual time not yet spent by khugepaged (microseconds).
-    khugepaged_debt_us: u64,
     /// The filesystem the selftest's `[dir]` is on: where create_file makes its file.
     pub dir: Option<DirKind>,
     /// Run the invariant checker at every step boundary of a traced run and after every call
@@ -48,16 +46,15 @@ impl ModelBackend {
     /// A fresh machine running `profile`, with the host's boot-default THP settings and an
     /// active swap device.
     pub fn new(profile: KernelProfile) -> ModelBackend {
-        let mut k = Kernel::new(profile);
+        let mut k = Kernel::boot(profile);
         k.swapon(Self::DEFAULT_SWAP_PAGES)
             .expect("a fresh model has no swap yet");
-        let pid = k.pids()[0];
+        let pid = k.spawn();
         ModelBackend {
             k,
             pid,
             fds: BTreeMap::new(),
             files: BTreeMap::new(),
-            khugepaged_debt_us: 0,
             dir: None,
             check_invariants: false,
             invariant_violation: None,
@@ -108,7 +105,8 @@ impl ModelBackend {
         };
         if let Some((folio, page)) = e.page {
             let f = self.k.folio(folio);
-            o.folio = Some(folio.0 as u64);
+            // The head page's PFN, as the host reports it: never reused while the model runs.
+            o.folio = Some(f.pfn);
             o.index_in_folio = page as u32;
             o.order = f.order;
             o.mapcount = f.folio_precise_page_mapcount(page);
@@ -297,14 +295,9 @@ impl Backend for ModelBackend {
     }
 
     fn sleep_us(&mut self, usec: u64) {
-        // khugepaged wakes every scan_sleep_millisecs (a sleep of 0 still yields once per
-        // wake-up); scanning itself takes no virtual time.
-        let period_us = (self.k.thp.khugepaged.scan_sleep_millisecs as u64 * 1000).max(1000);
-        self.khugepaged_debt_us += usec;
-        while self.khugepaged_debt_us >= period_us {
-            self.khugepaged_debt_us -= period_us;
-            self.k.khugepaged_do_scan();
-        }
+        // The model's clock: khugepaged wakes every scan_sleep_millisecs of sleep; scanning
+        // itself takes no virtual time.
+        self.k.sleep_us(usec);
     }
 
     /// khugepaged.c's wait in virtual time: the selftest's 6 ticks of 0.5 s (3 s), but the
@@ -316,7 +309,7 @@ impl Backend for ModelBackend {
         done: &mut dyn FnMut(&mut dyn Backend) -> bool,
         tick: &mut dyn FnMut(),
     ) -> bool {
-        let period_us = (self.k.thp.khugepaged.scan_sleep_millisecs as u64 * 1000).max(1000);
+        let period_us = self.k.khugepaged_period_us();
         let total_us = 6 * 500_000;
         let mut elapsed = 0;
         loop {
@@ -331,7 +324,7 @@ impl Backend for ModelBackend {
             if before / 500_000 != elapsed / 500_000 || before == 0 {
                 tick();
             }
-            self.k.khugepaged_do_scan();
+            self.k.khugepaged_wake();
         }
     }
 

@@ -13,9 +13,13 @@ pub use run::{run_model, run_on, Outcome, ScenarioExt};
 
 /// Usage of `khugepaged scenario`.
 pub const USAGE: &str = "\
-usage: khugepaged scenario [-v] [--profile RELEASE] FILE...
+usage: khugepaged scenario [-v] [--explain] [--explain-svg DIR] [--profile RELEASE] FILE...
   Runs scenario files on the model, once per release each file names on its `profile` line
   (or only RELEASE). -v prints every line run and every collapse decision.
+  --explain prints, for every collapse attempt (khugepaged and MADV_COLLAPSE), its decision
+  record (result, counts, the sharing predicate's answer per folio) and a picture of the PMD
+  range before and after (16 rows of 32 pages, with a legend).
+  --explain-svg DIR writes the same as DIR/<file>-<release>-<n>.svg, one per attempt.
   Exit status: 0 all passed, 1 a scenario failed, 2 a usage or parse error (nothing runs then).
 ";
 
@@ -23,6 +27,8 @@ usage: khugepaged scenario [-v] [--profile RELEASE] FILE...
 /// runs), then runs each on the model. Returns the exit status.
 pub fn main(args: &[String], out: &mut dyn Write, err: &mut dyn Write) -> i32 {
     let mut verbose = false;
+    let mut explain = false;
+    let mut svg_dir: Option<PathBuf> = None;
     let mut only: Option<String> = None;
     let mut files = Vec::new();
     let mut it = args.iter();
@@ -33,6 +39,14 @@ pub fn main(args: &[String], out: &mut dyn Write, err: &mut dyn Write) -> i32 {
                 return 0;
             }
             "-v" | "--verbose" => verbose = true,
+            "--explain" => explain = true,
+            "--explain-svg" => match it.next() {
+                Some(d) => svg_dir = Some(PathBuf::from(d)),
+                None => {
+                    let _ = writeln!(err, "khugepaged scenario: --explain-svg needs a directory");
+                    return 2;
+                }
+            },
             "--profile" => match it.next() {
                 Some(r) => match parse::lookup_profile(r) {
                     Ok(_) => only = Some(r.clone()),
@@ -73,6 +87,16 @@ pub fn main(args: &[String], out: &mut dyn Write, err: &mut dyn Write) -> i32 {
     if bad {
         return 2;
     }
+    if let Some(d) = &svg_dir {
+        if let Err(e) = std::fs::create_dir_all(d) {
+            let _ = writeln!(
+                err,
+                "khugepaged scenario: --explain-svg {}: cannot create the directory: {e}",
+                d.display()
+            );
+            return 2;
+        }
+    }
     let mut status = 0;
     for sc in &parsed {
         let releases: Vec<String> = match &only {
@@ -90,6 +114,28 @@ pub fn main(args: &[String], out: &mut dyn Write, err: &mut dyn Write) -> i32 {
             if verbose {
                 for l in &o.log {
                     let _ = writeln!(out, "{l}");
+                }
+            }
+            if explain {
+                for (n, a) in o.attempts.iter().enumerate() {
+                    let _ = writeln!(out, "collapse attempt {} ({rel}): {}", n + 1, a.title);
+                    for l in a.text().iter().skip(1) {
+                        let _ = writeln!(out, "{l}");
+                    }
+                }
+            }
+            if let Some(d) = &svg_dir {
+                let stem = sc
+                    .path
+                    .file_stem()
+                    .map_or("scenario".into(), |s| s.to_string_lossy().into_owned());
+                for (n, a) in o.attempts.iter().enumerate() {
+                    let path = d.join(format!("{stem}-{rel}-{:03}.svg", n + 1));
+                    if let Err(e) = std::fs::write(&path, a.svg()) {
+                        let _ =
+                            writeln!(err, "khugepaged scenario: writing {}: {e}", path.display());
+                        return 1;
+                    }
                 }
             }
             match &o.failure {

@@ -14,7 +14,9 @@ use super::parse::{
 };
 use crate::backend::{Backend, MapTarget, PageObs, PageState};
 use crate::catalogue::DirKind;
+use crate::explain::{self, Attempt};
 use crate::model_backend::ModelBackend;
+use model::khugepaged::CollapseReport;
 
 /// A process handle of a [`ScenarioExt`] backend.
 pub type ProcId = u64;
@@ -44,6 +46,14 @@ pub trait ScenarioExt: Backend {
     fn create_tmpfs_file(&mut self, huge: &str) -> Result<crate::backend::Fd, Errno>;
     /// Collapse decisions since the last call, oldest first.
     fn take_decisions(&mut self) -> Vec<Decision>;
+    /// The same, each with the model's full decision record where the backend has one
+    /// (`--explain`); the default has none.
+    fn take_decisions_explained(&mut self) -> Vec<(Decision, Option<CollapseReport>)> {
+        self.take_decisions()
+            .into_iter()
+            .map(|d| (d, None))
+            .collect()
+    }
 }
 
 impl ScenarioExt for ModelBackend {
@@ -64,22 +74,17 @@ impl ScenarioExt for ModelBackend {
     }
 
     fn vmstat(&mut self, name: &str) -> Option<u64> {
-        let v = &self.k.vmstat;
-        let c = &self.k.collapse_stats;
-        Some(match name {
-            "thp_fault_alloc" => v.thp_fault_alloc,
-            "thp_split_pmd" => v.thp_split_pmd,
-            "thp_split_page" => v.thp_split_page,
-            "thp_swpout" => v.thp_swpout,
-            "pswpin" => v.pswpin,
-            "pswpout" => v.pswpout,
-            "thp_collapse_alloc" => c.thp_collapse_alloc,
-            "thp_scan_exceed_none_pte" => c.thp_scan_exceed_none_pte,
-            "thp_scan_exceed_swap_pte" => c.thp_scan_exceed_swap_pte,
-            "thp_scan_exceed_share_pte" => c.thp_scan_exceed_share_pte,
-            "pages_collapsed" => self.k.khugepaged_state.pages_collapsed,
-            _ => return None,
-        })
+        if name == "pages_collapsed" {
+            // khugepaged's sysfs counter, read as the file.
+            return self
+                .k
+                .sysfs_read("khugepaged/pages_collapsed")
+                .ok()?
+                .trim()
+                .parse()
+                .ok();
+        }
+        self.k.vmstat_read(name)
     }
 
     fn create_tmpfs_file(&mut self, huge: &str) -> Result<crate::backend::Fd, Errno> {
@@ -98,6 +103,13 @@ impl ScenarioExt for ModelBackend {
     }
 
     fn take_decisions(&mut self) -> Vec<Decision> {
+        self.take_decisions_explained()
+            .into_iter()
+            .map(|(d, _)| d)
+            .collect()
+    }
+
+    fn take_decisions_explained(&mut self) -> Vec<(Decision, Option<CollapseReport>)> {
         use model::khugepaged::{CollapseContext, CollapseStage};
         self.k
             .take_collapse_log()
@@ -113,7 +125,7 @@ impl ScenarioExt for ModelBackend {
                     CollapseStage::ScanFile => "scan_file",
                     CollapseStage::PteMappedThp => "collapse_pte_mapped_thp",
                 };
-                Decision {
+                let d = Decision {
                     process: r.pid as ProcId,
                     addr: r.addr,
                     result: r.result,
@@ -121,7 +133,8 @@ impl ScenarioExt for ModelBackend {
                         "{ctx} {stage} {:#x}: {} none={} swap={} shared={} referenced={} writable={} present={}",
                         r.addr, r.result, r.none_or_zero, r.swap, r.shared, r.referenced, r.writable, r.present
                     ),
-                }
+                };
+                (d, Some(r))
             })
             .collect()
     }
@@ -141,6 +154,8 @@ pub struct Failure {
 pub struct Outcome {
     pub log: Vec<String>,
     pub failure: Option<Failure>,
+    /// Every collapse attempt with its decision records, where the backend gives them.
+    pub attempts: Vec<Attempt>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -156,10 +171,14 @@ struct Runner<'a, B: ScenarioExt> {
     names: BTreeMap<ProcId, String>,
     maps: BTreeMap<String, Mapping>,
     next_hint: u64,
-    labels: BTreeMap<String, (Option<u64>, u32)>,
+    /// Remembered pages by label: the page's PFN (the folio's head PFN plus the index).
+    labels: BTreeMap<String, u64>,
     baseline: BTreeMap<&'static str, u64>,
     decisions: Vec<Decision>,
     log: Vec<String>,
+    attempts: Vec<Attempt>,
+    /// The line being run (`file:line: text`), for the attempts it causes.
+    line: String,
 }
 
 /// The first address hint; every mapping gets its own PMD-aligned stretch after it.
@@ -187,15 +206,39 @@ fn ps() -> u64 {
 
 impl<B: ScenarioExt> Runner<'_, B> {
     fn collect(&mut self) {
-        for d in self.b.take_decisions() {
-            let who = self
-                .names
-                .get(&d.process)
-                .cloned()
-                .unwrap_or_else(|| format!("pid {}", d.process));
+        let mut records = Vec::new();
+        for (d, r) in self.b.take_decisions_explained() {
+            let who = self.who(d.process);
             self.log.push(format!("    # {} ({who})", d.text));
             self.decisions.push(d);
+            records.extend(r);
         }
+        for g in explain::group(records) {
+            let r = &g[0];
+            let map = self
+                .maps
+                .iter()
+                .find(|(_, m)| r.addr < m.addr + m.pages * ps() && m.addr < r.addr + HPAGE_PMD_SIZE)
+                .map_or(String::new(), |(n, _)| format!("{n} "));
+            let title = format!(
+                "{} on {map}({:#x}) in {}",
+                explain::context_name(r.context),
+                r.addr,
+                self.who(r.pid as ProcId)
+            );
+            self.attempts.push(Attempt {
+                title,
+                line: Some(self.line.clone()),
+                records: g,
+            });
+        }
+    }
+
+    fn who(&self, p: ProcId) -> String {
+        self.names
+            .get(&p)
+            .cloned()
+            .unwrap_or_else(|| format!("pid {p}"))
     }
 
     fn current_name(&self) -> String {
@@ -250,6 +293,7 @@ impl<B: ScenarioExt> Runner<'_, B> {
 
     fn run_block(&mut self, body: &[Stmt]) -> Result<(), Failure> {
         for s in body {
+            self.line = format!("{}:{}: `{}`", s.loc.file.display(), s.loc.line, s.text);
             self.log.push(format!(
                 "{}:{}: [{}] {}",
                 s.loc.file.display(),
@@ -503,13 +547,12 @@ impl<B: ScenarioExt> Runner<'_, B> {
             Op::Remember { map, page, label } => {
                 let (addr, _) = self.span(map, None)?;
                 let o = self.b.page_map(addr + page * ps(), 1)?[0];
-                if o.folio.is_none() {
+                let Some(pfn) = page_pfn(&o) else {
                     return Err(format!(
                         "page {page} of {map} is not mapped (nothing to remember)"
                     ));
-                }
-                self.labels
-                    .insert(label.clone(), (o.folio, o.index_in_folio));
+                };
+                self.labels.insert(label.clone(), pfn);
                 Ok(())
             }
             Op::Expect(e) => self.expect(e),
@@ -581,9 +624,7 @@ impl<B: ScenarioExt> Runner<'_, B> {
             } => {
                 let (addr, _) = self.span(map, None)?;
                 let o = self.b.page_map(addr + page * ps(), 1)?[0];
-                let then = self.labels[label];
-                let now = (o.folio, o.index_in_folio);
-                let is_same = o.folio.is_some() && now == then;
+                let is_same = page_pfn(&o) == Some(self.labels[label]);
                 if is_same == *same {
                     Ok(())
                 } else if *same {
@@ -640,6 +681,12 @@ impl<B: ScenarioExt> Runner<'_, B> {
     }
 }
 
+/// The PFN of an observed page: its folio's head PFN plus its index (model and host alike
+/// report the head's PFN as the folio identity). A split keeps it.
+fn page_pfn(o: &PageObs) -> Option<u64> {
+    o.folio.map(|f| f + o.index_in_folio as u64)
+}
+
 fn has(o: &PageObs, p: PageProp) -> bool {
     let present = o.state == PageState::Present;
     match p {
@@ -683,6 +730,8 @@ pub fn run_on<B: ScenarioExt>(sc: &Scenario, release: &str, b: &mut B) -> Outcom
         baseline: BTreeMap::new(),
         decisions: Vec::new(),
         log: Vec::new(),
+        attempts: Vec::new(),
+        line: String::new(),
     };
     r.b.take_decisions();
     r.snapshot();
@@ -690,6 +739,7 @@ pub fn run_on<B: ScenarioExt>(sc: &Scenario, release: &str, b: &mut B) -> Outcom
     Outcome {
         log: r.log,
         failure,
+        attempts: r.attempts,
     }
 }
 
