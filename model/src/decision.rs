@@ -25,7 +25,11 @@ pub enum PageKind {
     Pmd { file: bool },
     /// A page mapped by a PTE here. `large`: a page of a large folio; `shared`: mapped more
     /// than once (/proc/kpagecount > 1, PMD mappings elsewhere included).
-    Pte { file: bool, large: bool, shared: bool },
+    Pte {
+        file: bool,
+        large: bool,
+        shared: bool,
+    },
 }
 
 impl PageKind {
@@ -195,23 +199,25 @@ impl Kernel {
             };
         };
         let pages = (0..HPAGE_PMD_NR)
-            .map(|i| match mm.page_table.lookup(haddr + i as u64 * PAGE_SIZE) {
-                Mapping::None | Mapping::Pte(Pte::None) => PageKind::None,
-                Mapping::Pte(Pte::Swap { .. }) => PageKind::Swap,
-                Mapping::Pte(Pte::Zero { .. }) => PageKind::Zero,
-                Mapping::HugeZero => PageKind::HugeZero,
-                Mapping::PmdMapped { pmd, .. } => PageKind::Pmd {
-                    file: !self.folio(pmd.folio).is_anon(),
-                },
-                Mapping::Pte(Pte::Present(p)) => {
-                    let f = self.folio(p.folio);
-                    PageKind::Pte {
-                        file: !f.is_anon(),
-                        large: f.is_large(),
-                        shared: f.folio_precise_page_mapcount(p.page as usize) > 1,
+            .map(
+                |i| match mm.page_table.lookup(haddr + i as u64 * PAGE_SIZE) {
+                    Mapping::None | Mapping::Pte(Pte::None) => PageKind::None,
+                    Mapping::Pte(Pte::Swap { .. }) => PageKind::Swap,
+                    Mapping::Pte(Pte::Zero { .. }) => PageKind::Zero,
+                    Mapping::HugeZero => PageKind::HugeZero,
+                    Mapping::PmdMapped { pmd, .. } => PageKind::Pmd {
+                        file: !self.folio(pmd.folio).is_anon(),
+                    },
+                    Mapping::Pte(Pte::Present(p)) => {
+                        let f = self.folio(p.folio);
+                        PageKind::Pte {
+                            file: !f.is_anon(),
+                            large: f.is_large(),
+                            shared: f.folio_precise_page_mapcount(p.page as usize) > 1,
+                        }
                     }
-                }
-            })
+                },
+            )
             .collect();
         RangePicture { pages }
     }

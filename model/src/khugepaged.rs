@@ -330,7 +330,15 @@ impl Kernel {
         let before = self.range_picture(pid, haddr);
         let result = self.scan_pmd_ptes(pid, haddr, cc, &mut t);
         let unmapped = t.swap;
-        self.report(cc, CollapseStage::ScanPmd, pid, haddr, result, t, before.clone());
+        self.report(
+            cc,
+            CollapseStage::ScanPmd,
+            pid,
+            haddr,
+            result,
+            t,
+            before.clone(),
+        );
         if result != ScanResult::Succeed {
             return result;
         }
@@ -797,7 +805,15 @@ impl Kernel {
         let mut t = Tally::default();
         let before = self.range_picture(pid, haddr);
         let result = self.collapse_pte_mapped_thp_inner(pid, haddr, install_pmd, &mut t);
-        self.report(cc, CollapseStage::PteMappedThp, pid, haddr, result, t, before);
+        self.report(
+            cc,
+            CollapseStage::PteMappedThp,
+            pid,
+            haddr,
+            result,
+            t,
+            before,
+        );
         result
     }
 
