@@ -125,6 +125,7 @@ fn help_prints_the_selftest_usage() {
                 "--check",
                 "--test",
                 "--bench",
+                "--example",
                 // libtest's and cargo-mutants' (ci/mutants.sh) flags.
                 "--include-ignored",
                 "--skip",

@@ -137,7 +137,9 @@ pub fn usage() -> String {
      \t\t    (wakes every 10 ms, may act between two waits), or woken one pass at a\n\
      \t\t    time inside the test's waits only (default with --backend both and\n\
      \t\t    --record).\n\
-     \n\tkhugepaged scenario FILE...: run scenario files (fixtures/scenarios/README.md).\n\
+     \n\tkhugepaged scenario [-v] [--explain] [--explain-svg DIR] FILE...: run scenario\n\
+     \t    files (fixtures/scenarios/README.md); --explain prints each collapse\n\
+     \t    attempt's decision record and page picture, --explain-svg writes them as SVG.\n\
      \n\tExit status: 0 passed, 1 a test failed (or, with --backend both, host and\n\
      \tmodel disagree or both fail) or the settings could not be restored, 2 usage\n\
      \terror, 4 everything skipped, 141 stdout was closed (e.g. by head); the run\n\
