@@ -612,7 +612,7 @@ pub fn case_process_main(args: &[String]) -> i32 {
         };
         env.finfo = Some(FileInfo::new(&d, kind));
     }
-    let all = crate::cli::all_cases();
+    let all = crate::runner::all_cases();
     let Some(case) = id.and_then(|id| all.into_iter().find(|c| c.id() == id)) else {
         eprintln!("khugepaged --host-case: unknown case");
         return 2;
