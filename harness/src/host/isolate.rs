@@ -39,8 +39,8 @@ pub struct HostRunOptions {
     pub trace: bool,
 }
 
-/// Runs a host case; a failure that only shows khugepaged racing ahead of the test (see
-/// `crosscheck::explanations`; khugepaged.c since 6.17 leaves the range advised between
+/// Runs a host case; a failure where khugepaged is seen racing ahead of the test (see
+/// `race::collapse_races`; khugepaged.c since 6.17 leaves the range advised between
 /// waits, so the daemon may collapse it before the next sanity check) is retried once, and
 /// the result says so.
 pub fn run_case_retrying_races(case: &Case, env: &Env, opts: &HostRunOptions) -> CaseResult {
@@ -61,9 +61,7 @@ pub fn run_case_retrying_races_streaming(
         return first;
     }
     let raced = matches!(first.outcome, Outcome::Fail(_))
-        && crate::crosscheck::explanations(&first)
-            .iter()
-            .any(|e| e.reason == crate::crosscheck::RACE);
+        && !crate::race::collapse_races(&first).is_empty();
     if !raced {
         return first;
     }
