@@ -14,7 +14,6 @@ use std::io::Write;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::Instant;
 
 use crate::catalogue::{DirKind, Env, FileInfo, KhugepagedMode, MemType};
@@ -24,6 +23,7 @@ use crate::steps::Step;
 use super::backend::HostBackend;
 use super::crash_point::crash_point;
 use super::journal::{self, Journal, SavedState};
+use super::signals::{exit_if_interrupted, interrupted_by, DeferSignals};
 use super::swapfile;
 
 /// How host cases are run.
@@ -102,65 +102,6 @@ pub use super::probe::{preflight, Preflight};
 /// Cases that need an active swap device (check_swap).
 pub fn needs_swap(case: &Case) -> bool {
     matches!(case, Case::Test(e) if e.name == "collapse_swapin_single_pte" || e.name == "collapse_max_ptes_swap")
-}
-
-/// The signal that interrupted the coordinator, or 0.
-static INTERRUPTED: AtomicI32 = AtomicI32::new(0);
-
-extern "C" fn on_signal(sig: libc::c_int) {
-    INTERRUPTED.store(sig, Ordering::SeqCst);
-}
-
-/// Ends the process with 128 + signal if a signal arrived while nothing was changed (waiting
-/// for the lock, between cases).
-pub(crate) fn exit_if_interrupted() {
-    let sig = INTERRUPTED.load(Ordering::SeqCst);
-    if sig != 0 {
-        eprintln!("khugepaged: interrupted by signal {sig}; THP settings restored");
-        std::process::exit(128 + sig);
-    }
-}
-
-/// While alive, SIGINT, SIGTERM, SIGHUP and SIGQUIT only set a flag, so a section that changes
-/// the machine (recovery, a case) runs to its end and restores; dropping it puts the previous
-/// handlers back and ends the process with 128 + signal if one arrived. Outside such sections
-/// the signals keep their usual effect (a test runner stays interruptible).
-pub(crate) struct DeferSignals {
-    old: Vec<(nix::sys::signal::Signal, nix::sys::signal::SigAction)>,
-}
-
-impl DeferSignals {
-    pub(crate) fn new() -> DeferSignals {
-        use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
-        let act = SigAction::new(
-            SigHandler::Handler(on_signal),
-            SaFlags::empty(),
-            SigSet::empty(),
-        );
-        let mut old = Vec::new();
-        for s in [
-            Signal::SIGINT,
-            Signal::SIGTERM,
-            Signal::SIGHUP,
-            Signal::SIGQUIT,
-        ] {
-            // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-            if let Ok(prev) = unsafe { sigaction(s, &act) } {
-                old.push((s, prev));
-            }
-        }
-        DeferSignals { old }
-    }
-}
-
-impl Drop for DeferSignals {
-    fn drop(&mut self) {
-        for (s, prev) in self.old.drain(..) {
-            // SAFETY: puts back the disposition that was in place before.
-            let _ = unsafe { nix::sys::signal::sigaction(s, &prev) };
-        }
-        exit_if_interrupted();
-    }
 }
 
 /// A private directory (mode 0700, a fresh name) inside `parent`, journaled before it is
@@ -309,7 +250,7 @@ pub fn run_case_isolated_streaming(
     let result = match prepared {
         Err(e) => Err((e, Vec::new())),
         // A signal during the preparation: do not start the case.
-        Ok(()) if INTERRUPTED.load(Ordering::SeqCst) != 0 => Err((
+        Ok(()) if interrupted_by() != 0 => Err((
             "interrupted before the case started".to_string(),
             Vec::new(),
         )),
@@ -317,7 +258,7 @@ pub fn run_case_isolated_streaming(
     };
     let errs = journal.finish();
     drop(lock);
-    let sig = INTERRUPTED.load(Ordering::SeqCst);
+    let sig = interrupted_by();
     if sig != 0 {
         if errs.is_empty() {
             eprintln!("khugepaged: interrupted by signal {sig}; THP settings restored");
