@@ -36,6 +36,14 @@ fn usage_errors_are_one_line_and_exit_2() {
         (vec!["--khugepaged", "sometimes"], "--khugepaged sometimes"),
         (vec!["--frobnicate"], "unknown option --frobnicate"),
         (
+            vec!["--explain", "--backend", "host"],
+            "--explain shows the model's decision records",
+        ),
+        (
+            vec!["--explain", "--across-releases"],
+            "not with --across-releases",
+        ),
+        (
             vec!["all:file", "/nonexistent-dir-for-test"],
             "/nonexistent-dir-for-test",
         ),
@@ -142,6 +150,28 @@ fn help_prints_the_selftest_usage() {
             "the README uses {opt}, --help does not list it"
         );
     }
+}
+
+#[test]
+fn explain_pictures_each_collapse_in_the_trace() {
+    let (code, stdout, _) = khugepaged(&[
+        "--explain",
+        "--only",
+        "anon/collapse_full$",
+        "khugepaged:anon",
+    ]);
+    assert_eq!(code, 0, "{stdout}");
+    assert!(
+        stdout.contains("--- trace (model) ---"),
+        "--explain implies --trace"
+    );
+    // The first of the four ranges: 512 small pages before, one THP after.
+    let want = "  # khugepaged on 0x40000000 (pid 1):\n\
+                \x20 #   hpage_collapse_scan_pmd: SCAN_SUCCEED  none_or_zero=0 swap=0 shared=0 referenced=512 writable=512\n\
+                \x20 #     sharing predicate folio_maybe_mapped_shared(folio):\n";
+    assert!(stdout.contains(want), "{stdout}");
+    let row = "  #       0 eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee    HHHHHHHHHHHHHHHHHHHHHHHHHHHHHHHH\n";
+    assert_eq!(stdout.matches(row).count(), 4, "{stdout}");
 }
 
 #[test]

@@ -5,7 +5,7 @@
 
 use std::fmt::Write as _;
 
-use model::decision::{PageKind, RangePicture};
+use model::decision::{FolioSeen, PageKind, RangePicture};
 use model::khugepaged::{CollapseContext, CollapseReport, CollapseStage};
 use model::HPAGE_PMD_NR;
 
@@ -88,26 +88,55 @@ pub fn counts(r: &CollapseReport) -> String {
     s
 }
 
-/// The sharing predicate's answers of one record: one line per folio.
+/// The sharing predicate's answers of one record: one line per folio, with runs of small
+/// folios alike (same mapcount, same answer) on one line.
 fn folio_lines(r: &CollapseReport) -> Vec<String> {
-    r.folios
-        .iter()
-        .map(|f| {
-            let answer = if f.shared_ptes == 0 {
-                "not shared".to_string()
-            } else if f.shared_ptes == f.ptes {
-                "shared".to_string()
+    let answer = |f: &FolioSeen| {
+        if f.shared_ptes == 0 {
+            "not shared".to_string()
+        } else if f.shared_ptes == f.ptes {
+            "shared".to_string()
+        } else {
+            format!("shared for {} of them", f.shared_ptes)
+        }
+    };
+    let mut runs: Vec<Vec<&FolioSeen>> = Vec::new();
+    for f in &r.folios {
+        match runs.last_mut() {
+            Some(run)
+                if f.order == 0
+                    && run[0].order == 0
+                    && run[0].mapcount == f.mapcount
+                    && answer(run[0]) == answer(f) =>
+            {
+                run.push(f)
+            }
+            _ => runs.push(vec![f]),
+        }
+    }
+    runs.into_iter()
+        .map(|run| {
+            let f = run[0];
+            let ptes: u32 = run.iter().map(|f| f.ptes).sum();
+            let plural = if ptes == 1 { "" } else { "s" };
+            if run.len() == 1 {
+                format!(
+                    "pfn {:#x} order {} mapcount {}: {ptes} PTE{plural} -> {}",
+                    f.pfn,
+                    f.order,
+                    f.mapcount,
+                    answer(f)
+                )
             } else {
-                format!("shared for {} of them", f.shared_ptes)
-            };
-            format!(
-                "pfn {:#x} order {} mapcount {}: {} PTE{} -> {answer}",
-                f.pfn,
-                f.order,
-                f.mapcount,
-                f.ptes,
-                if f.ptes == 1 { "" } else { "s" }
-            )
+                format!(
+                    "{} small folios, pfn {:#x} .. {:#x}, mapcount {} each: {ptes} PTE{plural} -> {}",
+                    run.len(),
+                    f.pfn,
+                    run[run.len() - 1].pfn,
+                    f.mapcount,
+                    answer(f)
+                )
+            }
         })
         .collect()
 }
@@ -164,6 +193,17 @@ impl Attempt {
             }
         }
         let (before, after) = self.pictures();
+        if before == after && before.pages.iter().all(|k| *k == before.pages[0]) {
+            // Nothing to look at: one kind throughout, unchanged.
+            let k = before.pages[0];
+            out.push(format!(
+                "  range: all {} pages {} {} (unchanged)",
+                before.pages.len(),
+                k.symbol(),
+                k.describe()
+            ));
+            return out;
+        }
         out.extend(grid(before, after).into_iter().map(|l| format!("  {l}")));
         out.push("  legend:".into());
         out.extend(

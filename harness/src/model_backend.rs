@@ -35,6 +35,9 @@ pub struct ModelBackend {
     /// cost seconds per case (the checker walks all memory).
     pub check_invariants: bool,
     pub invariant_violation: Option<String>,
+    /// Notes explain every collapse attempt (`--explain`): after the one-line records, each
+    /// attempt's decision record and the picture of its range.
+    pub explain: bool,
     /// Notes not yet taken (an invariant violation found at a step boundary).
     pending_notes: Vec<String>,
 }
@@ -58,6 +61,7 @@ impl ModelBackend {
             dir: None,
             check_invariants: false,
             invariant_violation: None,
+            explain: false,
             pending_notes: Vec::new(),
         }
     }
@@ -338,10 +342,9 @@ impl Backend for ModelBackend {
     /// The model's collapse reports: for every scan and attempt, the result code and the
     /// counts that decided it.
     fn take_notes(&mut self) -> Vec<String> {
-        let mut notes: Vec<String> = self
-            .k
-            .take_collapse_log()
-            .into_iter()
+        let log = self.k.take_collapse_log();
+        let mut notes: Vec<String> = log
+            .iter()
             .map(|r| {
                 let ctx = match r.context {
                     model::khugepaged::CollapseContext::Khugepaged => "khugepaged",
@@ -359,6 +362,22 @@ impl Backend for ModelBackend {
                 )
             })
             .collect();
+        if self.explain {
+            for g in crate::explain::group(log) {
+                let title = format!(
+                    "{} on {:#x} (pid {}):",
+                    crate::explain::context_name(g[0].context),
+                    g[0].addr,
+                    g[0].pid
+                );
+                let a = crate::explain::Attempt {
+                    title,
+                    line: None,
+                    records: g,
+                };
+                notes.extend(a.text());
+            }
+        }
         if !notes.is_empty() {
             self.check();
         }
