@@ -236,7 +236,15 @@ impl Attempt {
         let grid_w = ROW * CELL;
         let grid_h = HPAGE_PMD_NR / ROW * CELL;
         let label_w = 40;
-        let width = PAD * 2 + (label_w + grid_w) * 2 + PAD * 2;
+        // Wide enough for both grids and for the longest text line (monospace 12 px: about
+        // 7.2 px a character).
+        let longest = text
+            .iter()
+            .chain(std::iter::once(&self.title))
+            .map(|t| t.chars().count())
+            .max()
+            .unwrap_or(0);
+        let width = (PAD * 2 + (label_w + grid_w) * 2 + PAD * 2).max(PAD * 2 + longest * 15 / 2);
         let text_top = PAD + LINE * 2;
         let grid_top = text_top + text.len() * LINE + LINE * 2;
         let legend_top = grid_top + grid_h + LINE * 2;

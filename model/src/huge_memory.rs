@@ -312,6 +312,9 @@ impl Kernel {
         let mm_id = mm.mm_id;
         match mm.page_table.pmd_view(haddr) {
             PmdView::HugeZero => {
+                // `__split_huge_pmd_locked` counts every PMD it splits, the huge zero page's
+                // too.
+                self.vmstat.thp_split_pmd += 1;
                 mm.page_table.set_pmd(
                     haddr,
                     Pmd::Table(crate::page_table::new_table(Pte::Zero { young: true })),

@@ -21,14 +21,16 @@ pub type Pid = u32;
 
 /// The /proc/vmstat counters the model counts, by their /proc/vmstat names, for
 /// [`Kernel::vmstat_read`]. Each is counted where the kernel calls `count_vm_event` for it:
-/// thp_fault_alloc in `do_huge_pmd_anonymous_page` / `shmem_alloc_and_add_folio`,
+/// thp_fault_alloc in `do_huge_pmd_anonymous_page` (anonymous memory only), thp_file_alloc in
+/// `shmem_get_folio_gfp` (`shmem_add_to_page_cache` in 6.1) for PMD-sized shmem folios,
 /// thp_split_pmd in `__split_huge_pmd_locked`, thp_split_page in `__folio_split`,
 /// thp_deferred_split_page in `deferred_split_folio`, pswpin in `swap_read_folio`'s I/O
 /// paths, pswpout and thp_swpout in `count_swpout_vm_event`, thp_collapse_alloc in
 /// `alloc_charge_folio`, thp_scan_exceed_*_pte in `hpage_collapse_scan_pmd`,
 /// `__collapse_huge_page_isolate` and `hpage_collapse_scan_file`.
-pub const VMSTAT_NAMES: [&str; 11] = [
+pub const VMSTAT_NAMES: [&str; 12] = [
     "thp_fault_alloc",
+    "thp_file_alloc",
     "thp_split_pmd",
     "thp_split_page",
     "thp_deferred_split_page",
@@ -46,6 +48,7 @@ pub const VMSTAT_NAMES: [&str; 11] = [
 pub struct VmStat {
     pub thp_fault_alloc: u64,
     pub thp_fault_fallback: u64,
+    pub thp_file_alloc: u64,
     pub thp_split_pmd: u64,
     pub thp_split_page: u64,
     pub thp_deferred_split_page: u64,
@@ -95,6 +98,7 @@ impl Kernel {
         let c = &self.collapse_stats;
         Some(match name {
             "thp_fault_alloc" => v.thp_fault_alloc,
+            "thp_file_alloc" => v.thp_file_alloc,
             "thp_split_pmd" => v.thp_split_pmd,
             "thp_split_page" => v.thp_split_page,
             "thp_deferred_split_page" => v.thp_deferred_split_page,

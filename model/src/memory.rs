@@ -256,9 +256,8 @@ impl Kernel {
                 }),
             );
         }
-        if order > 0 {
-            self.vmstat.thp_fault_alloc += 1;
-        }
+        // An mTHP fault counts only the per-size stats (anon_fault_alloc), which the model does
+        // not keep; thp_fault_alloc is the PMD fault's (`__do_huge_pmd_anonymous_page`).
         Ok(())
     }
 

@@ -105,6 +105,44 @@ fn vmstat_by_name_counts_or_refuses() {
         None,
         "not counted: refused"
     );
+
+    // A shmem THP at fault is thp_file_alloc; an mTHP fault counts no THP event at all.
+    k.sysfs_write("shmem_enabled", "always").unwrap();
+    let inode = k.memfd_create();
+    k.ftruncate(inode, HPAGE_PMD_SIZE).unwrap();
+    let m = Mmap::shared(inode, HPAGE_PMD_SIZE)
+        .at(A + 4 * HPAGE_PMD_SIZE)
+        .call(&mut k, p)
+        .unwrap();
+    k.write(p, m, 1).unwrap();
+    assert!(k.pagemap(p, m).unwrap().pmd_mapped);
+    k.sysfs_write("hugepages-16kB/enabled", "always").unwrap();
+    let s = Mmap::anon(HPAGE_PMD_SIZE)
+        .at(A + 8 * HPAGE_PMD_SIZE)
+        .call(&mut k, p)
+        .unwrap();
+    k.write(p, s, 1).unwrap();
+    let (f, _) = k.folio_at(p, s).unwrap();
+    assert_eq!(k.folio(f).order, 2);
+    assert_eq!(k.vmstat_read("thp_file_alloc"), Some(1));
+    assert_eq!(
+        k.vmstat_read("thp_fault_alloc"),
+        Some(1),
+        "only the anonymous PMD fault"
+    );
+
+    // Splitting the huge zero page's PMD is a PMD split too.
+    k.sysfs_write("use_zero_page", "1").unwrap();
+    let z = Mmap::anon(HPAGE_PMD_SIZE)
+        .at(A + 12 * HPAGE_PMD_SIZE)
+        .call(&mut k, p)
+        .unwrap();
+    k.madvise(p, z, HPAGE_PMD_SIZE, Advice::HugePage).unwrap();
+    k.read(p, z).unwrap();
+    assert!(k.pagemap(p, z).unwrap().zero_page);
+    assert!(k.pagemap(p, z).unwrap().pmd_mapped);
+    k.madvise(p, z, PAGE_SIZE, Advice::DontNeed).unwrap();
+    assert_eq!(k.vmstat_read("thp_split_pmd"), Some(2));
 }
 
 #[test]

@@ -173,8 +173,9 @@ pub const SMAPS_FIELDS: [&str; 5] = [
 
 /// /proc/vmstat counters the model counts (others, e.g. thp_deferred_split_page, are not
 /// modelled yet and are refused rather than read as a silent 0).
-pub const VMSTAT_COUNTERS: [&str; 12] = [
+pub const VMSTAT_COUNTERS: [&str; 13] = [
     "thp_fault_alloc",
+    "thp_file_alloc",
     "thp_split_pmd",
     "thp_split_page",
     "thp_deferred_split_page",
