@@ -73,6 +73,8 @@ fn parse_error_trials() -> Vec<Trial> {
         ("mmap anon A 1 pmd\n  write A 0\n", "x.scn:2:3: expected indentation of 0 like the line before"),
         ("mmap anon A 9999 pmd\n", "x.scn:1:13: expected a size of 1 to 32768 pages, found `9999`"),
         ("profile 6.1 6.18\non 6.18: mmap anon D 2 pages\nwrite D 0\n", "x.scn:3:7: expected a mapping made earlier (mmap, memfd, file), found `D` (when run as 6.1)"),
+        ("sleep 0 ms\n", "x.scn:1:7: expected 1 to 3600000 milliseconds, found `0`"),
+        ("sleep 5 s\n", "x.scn:1:9: expected `ms`"),
         ("expect scan-result\n", "x.scn:1:19: expected a mapping name (a letter, then letters, digits, _ or -), found end of line"),
     ];
     let mut trials = Vec::new();
@@ -380,6 +382,44 @@ fn explain_trials() -> Vec<Trial> {
             },
         ));
     }
+    trials.push(Trial::test(
+        "sleep/khugepaged_wakes_once_per_period",
+        || {
+            // Model-only timing (a host's khugepaged wakes at its own phase), so not a shipped
+            // scenario: 9 ms of sleep leave the range alone, the 10th millisecond collapses it;
+            // with scan_sleep_millisecs 1000, 999 ms do nothing and the next one collapses.
+            let text = format!(
+                "profile 6.1 6.18\n\
+             include {}\n\
+             mmap anon A 1 pmd\n\
+             write A 0..511\n\
+             madvise A hugepage\n\
+             sleep 9 ms\n\
+             expect pagemap A 0..511 pte\n\
+             sleep 1 ms\n\
+             expect pagemap A 0..511 pmd\n\
+             set khugepaged/scan_sleep_millisecs 1000\n\
+             mmap anon B 1 pmd\n\
+             write B 0..511\n\
+             madvise B hugepage\n\
+             mark vmstat\n\
+             sleep 999 ms\n\
+             expect vmstat thp_collapse_alloc +0\n\
+             sleep 1 ms\n\
+             expect pagemap B 0..511 pmd\n\
+             expect vmstat thp_collapse_alloc +1\n",
+                root().join("prelude.inc").display()
+            );
+            let sc = parse_str(&root().join("sleep.scn"), &text).map_err(|e| format!("{e:?}"))?;
+            for rel in &sc.releases {
+                let o = run_model(&sc, rel)?;
+                if let Some(f) = o.failure {
+                    return Err(format!("{rel}: {}: `{}`: {}", f.loc, f.line, f.why).into());
+                }
+            }
+            Ok(())
+        },
+    ));
     trials.push(Trial::test("explain/svg_matches_the_picture", || {
         let sc = parse_file(&root().join("linux-mm-case.scn")).map_err(|e| format!("{e:?}"))?;
         let o = run_model(&sc, "6.12")?;

@@ -544,6 +544,10 @@ impl<B: ScenarioExt> Runner<'_, B> {
                 self.snapshot();
                 Ok(())
             }
+            Op::Sleep(ms) => {
+                self.b.sleep_us(ms * 1000);
+                Ok(())
+            }
             Op::Remember { map, page, label } => {
                 let (addr, _) = self.span(map, None)?;
                 let o = self.b.page_map(addr + page * ps(), 1)?[0];
