@@ -173,6 +173,7 @@ impl Kernel {
         let folio = self.alloc_folio(HPAGE_PMD_ORDER, FolioOwner::Anon { anon_vma, index }, |_| 0);
         self.map_anon_folio_pmd(pid, &vma, haddr, folio);
         self.vmstat.thp_fault_alloc += 1;
+        self.vmstat.anon_fault_alloc[HPAGE_PMD_ORDER as usize] += 1;
         Ok(true)
     }
 
@@ -213,6 +214,7 @@ impl Kernel {
         let folio = self.alloc_folio(HPAGE_PMD_ORDER, FolioOwner::Anon { anon_vma, index }, |_| 0);
         self.map_anon_folio_pmd(pid, vma, haddr, folio);
         self.vmstat.thp_fault_alloc += 1;
+        self.vmstat.anon_fault_alloc[HPAGE_PMD_ORDER as usize] += 1;
         Ok(())
     }
 

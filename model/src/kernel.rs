@@ -49,6 +49,10 @@ pub struct VmStat {
     pub thp_fault_alloc: u64,
     pub thp_fault_fallback: u64,
     pub thp_file_alloc: u64,
+    /// The per-size stat `hugepages-<size>/stats/anon_fault_alloc` by order (6.10+; counted
+    /// by `count_mthp_stat` for every anonymous large folio allocated at fault, the PMD-sized
+    /// one included).
+    pub anon_fault_alloc: [u64; crate::HPAGE_PMD_ORDER as usize + 1],
     pub thp_split_pmd: u64,
     pub thp_split_page: u64,
     pub thp_deferred_split_page: u64,

@@ -124,6 +124,10 @@ fn vmstat_by_name_counts_or_refuses() {
     k.write(p, s, 1).unwrap();
     let (f, _) = k.folio_at(p, s).unwrap();
     assert_eq!(k.folio(f).order, 2);
+    assert_eq!(
+        k.vmstat.anon_fault_alloc[2], 1,
+        "the 16 KiB size's own stat"
+    );
     assert_eq!(k.vmstat_read("thp_file_alloc"), Some(1));
     assert_eq!(
         k.vmstat_read("thp_fault_alloc"),
