@@ -138,8 +138,8 @@ pub struct CollapseReport {
     /// The folios the sharing predicate was asked about, in PTE order, with its answers
     /// (anonymous scans only; empty when the scan stopped before the first present PTE).
     pub folios: Vec<FolioSeen>,
-    /// The range in `pid` before the attempt (for `CollapseHugePage`, before the scan that
-    /// led to it).
+    /// The range in `pid` before this stage (for `CollapseHugePage` the state its scan saw:
+    /// nothing runs between the two in the model).
     pub before: RangePicture,
     /// The range in `pid` after this stage.
     pub after: RangePicture,
@@ -177,6 +177,8 @@ struct Tally {
     writable: u32,
     present: u32,
     folios: Vec<FolioSeen>,
+    /// The range before the attempt (None: the report takes the picture after it).
+    before: Option<RangePicture>,
 }
 
 /// The per-PTE rules both passes over an anonymous range apply (`hpage_collapse_scan_pmd`, then
@@ -220,7 +222,6 @@ impl Tally {
 }
 
 impl Kernel {
-    #[allow(clippy::too_many_arguments)] // one record: who, where, what, and the evidence
     fn report(
         &mut self,
         context: CollapseContext,
@@ -228,8 +229,7 @@ impl Kernel {
         pid: Pid,
         addr: u64,
         result: ScanResult,
-        t: Tally,
-        before: RangePicture,
+        t: &Tally,
     ) {
         match result {
             ScanResult::ExceedNonePte => self.collapse_stats.thp_scan_exceed_none_pte += 1,
@@ -237,6 +237,7 @@ impl Kernel {
             ScanResult::ExceedSharedPte => self.collapse_stats.thp_scan_exceed_share_pte += 1,
             _ => {}
         }
+        let after = self.range_picture(pid, addr);
         self.collapse_log.push(CollapseReport {
             context,
             stage,
@@ -250,10 +251,18 @@ impl Kernel {
             writable: t.writable,
             present: t.present,
             predicate: self.profile.khugepaged_sharing,
-            folios: t.folios,
-            after: self.range_picture(pid, addr),
-            before,
+            folios: t.folios.clone(),
+            before: t.before.clone().unwrap_or_else(|| after.clone()),
+            after,
         });
+    }
+
+    /// A fresh tally holding the picture of the range before the attempt.
+    fn tally_before(&self, pid: Pid, haddr: u64) -> Tally {
+        Tally {
+            before: Some(self.range_picture(pid, haddr)),
+            ..Tally::default()
+        }
     }
 
     /// The collapse reports recorded so far (oldest first).
@@ -326,23 +335,13 @@ impl Kernel {
         haddr: u64,
         cc: CollapseContext,
     ) -> ScanResult {
-        let mut t = Tally::default();
-        let before = self.range_picture(pid, haddr);
+        let mut t = self.tally_before(pid, haddr);
         let result = self.scan_pmd_ptes(pid, haddr, cc, &mut t);
-        let unmapped = t.swap;
-        self.report(
-            cc,
-            CollapseStage::ScanPmd,
-            pid,
-            haddr,
-            result,
-            t,
-            before.clone(),
-        );
+        self.report(cc, CollapseStage::ScanPmd, pid, haddr, result, &t);
         if result != ScanResult::Succeed {
             return result;
         }
-        let result = self.collapse_huge_page(pid, haddr, cc, unmapped, before);
+        let result = self.collapse_huge_page(pid, haddr, cc, t.swap);
         if result == ScanResult::Succeed && cc.is_khugepaged() {
             self.khugepaged_state.pages_collapsed += 1;
         }
@@ -446,9 +445,8 @@ impl Kernel {
         haddr: u64,
         cc: CollapseContext,
         unmapped: u32,
-        before: RangePicture,
     ) -> ScanResult {
-        let mut t = Tally::default();
+        let mut t = self.tally_before(pid, haddr);
         // alloc_charge_folio: always succeeds in the model (no fragmentation, no memcg limit).
         self.collapse_stats.thp_collapse_alloc += 1;
         let placeholder = FolioOwner::Anon {
@@ -460,15 +458,7 @@ impl Kernel {
         if result != ScanResult::Succeed {
             self.folio_put_refs(new, 1);
         }
-        self.report(
-            cc,
-            CollapseStage::CollapseHugePage,
-            pid,
-            haddr,
-            result,
-            t,
-            before,
-        );
+        self.report(cc, CollapseStage::CollapseHugePage, pid, haddr, result, &t);
         result
     }
 
@@ -611,8 +601,7 @@ impl Kernel {
         start: u64,
         cc: CollapseContext,
     ) -> ScanResult {
-        let mut t = Tally::default();
-        let before = self.range_picture(pid, haddr);
+        let mut t = self.tally_before(pid, haddr);
         let mut present = 0u32;
         let limits = self.thp.khugepaged.clone();
         let mut result = ScanResult::Succeed;
@@ -671,7 +660,7 @@ impl Kernel {
                 result = ScanResult::PteMappedHugepage;
             }
         }
-        self.report(cc, CollapseStage::ScanFile, pid, haddr, result, t, before);
+        self.report(cc, CollapseStage::ScanFile, pid, haddr, result, &t);
         result
     }
 
@@ -802,18 +791,9 @@ impl Kernel {
         install_pmd: bool,
         cc: CollapseContext,
     ) -> ScanResult {
-        let mut t = Tally::default();
-        let before = self.range_picture(pid, haddr);
+        let mut t = self.tally_before(pid, haddr);
         let result = self.collapse_pte_mapped_thp_inner(pid, haddr, install_pmd, &mut t);
-        self.report(
-            cc,
-            CollapseStage::PteMappedThp,
-            pid,
-            haddr,
-            result,
-            t,
-            before,
-        );
+        self.report(cc, CollapseStage::PteMappedThp, pid, haddr, result, &t);
         result
     }
 
