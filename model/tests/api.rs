@@ -242,3 +242,28 @@ fn madvise_collapse_returns_its_records() {
     );
     assert!(k.pagemap(child, a).unwrap().present);
 }
+
+#[test]
+fn the_invariant_checker_refuses_shared_or_misaligned_frames() {
+    let (mut k, p) = thp_machine();
+    let a = Mmap::anon(HPAGE_PMD_SIZE).at(A).call(&mut k, p).unwrap();
+    k.madvise(p, a, HPAGE_PMD_SIZE, Advice::HugePage).unwrap();
+    k.write(p, a, 1).unwrap(); // a THP
+    let b = Mmap::anon(PAGE_SIZE)
+        .at(A + 2 * HPAGE_PMD_SIZE)
+        .call(&mut k, p)
+        .unwrap();
+    k.write(p, b, 1).unwrap(); // a small page
+    k.check_invariants().unwrap();
+    let (thp, _) = k.folio_at(p, a).unwrap();
+    let (small, _) = k.folio_at(p, b).unwrap();
+    let thp_pfn = k.folio(thp).pfn;
+    let mut bad = k.clone();
+    bad.folios.folio_mut(small).pfn = thp_pfn + 7;
+    let e = bad.check_invariants().unwrap_err().to_string();
+    assert!(e.contains("share page frames"), "{e}");
+    let mut bad = k.clone();
+    bad.folios.folio_mut(thp).pfn = thp_pfn + 1;
+    let e = bad.check_invariants().unwrap_err().to_string();
+    assert!(e.contains("not aligned"), "{e}");
+}
