@@ -405,6 +405,7 @@ pub fn model_backend(o: &Options, env: &Env) -> ModelBackend {
     b.k.read_only_thp_for_fs = o.read_only_thp_for_fs;
     b.dir = env.finfo.as_ref().map(|f| f.kind.clone());
     b.explain = o.explain;
+    b.k.decision_detail = o.explain;
     b
 }
 

@@ -193,6 +193,10 @@ impl Attempt {
             }
         }
         let (before, after) = self.pictures();
+        if before.pages.is_empty() || after.pages.is_empty() {
+            out.push("  (no picture: the model's decision_detail is off)".into());
+            return out;
+        }
         if before == after && before.pages.iter().all(|k| *k == before.pages[0]) {
             // Nothing to look at: one kind throughout, unchanged.
             let k = before.pages[0];

@@ -50,6 +50,9 @@ impl ModelBackend {
     /// active swap device.
     pub fn new(profile: KernelProfile) -> ModelBackend {
         let mut k = Kernel::boot(profile);
+        // The pictures and per-folio answers cost a scan several times its own work; only
+        // `--explain` and scenarios (which turn them on) show them.
+        k.decision_detail = false;
         k.swapon(Self::DEFAULT_SWAP_PAGES)
             .expect("a fresh model has no swap yet");
         let pid = k.spawn();

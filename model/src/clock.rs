@@ -37,29 +37,30 @@ impl Kernel {
 
     /// The caller sleeps `us` microseconds. khugepaged wakes once per `scan_sleep_millisecs`
     /// of sleep (time slept before carries over to the next call), and runs one
-    /// `khugepaged_do_scan` per wake-up. Returns the decision records of those wake-ups.
-    pub fn sleep_us(&mut self, us: u64) -> Vec<CollapseReport> {
+    /// `khugepaged_do_scan` per wake-up. Returns the decision records of those wake-ups (the
+    /// tail of [`Kernel::collapse_log`]).
+    pub fn sleep_us(&mut self, us: u64) -> &[CollapseReport] {
         self.clock_us += us;
         self.khugepaged_slept_us += us;
-        let mut records = Vec::new();
+        let from = self.collapse_log.len();
         loop {
             let period = self.khugepaged_period_us();
             if self.khugepaged_slept_us < period {
                 break;
             }
             self.khugepaged_slept_us -= period;
-            records.extend(self.khugepaged_do_scan());
+            self.khugepaged_do_scan();
         }
-        records
+        &self.collapse_log[from..]
     }
 
     /// The caller sleeps `ms` milliseconds (see [`Kernel::sleep_us`]).
-    pub fn sleep_ms(&mut self, ms: u64) -> Vec<CollapseReport> {
+    pub fn sleep_ms(&mut self, ms: u64) -> &[CollapseReport] {
         self.sleep_us(ms * 1000)
     }
 
-    /// One khugepaged period passes and khugepaged wakes once.
-    pub fn khugepaged_wake(&mut self) -> Vec<CollapseReport> {
+    /// One khugepaged period passes and khugepaged wakes once; returns its records.
+    pub fn khugepaged_wake(&mut self) -> &[CollapseReport] {
         self.clock_us += self.khugepaged_period_us();
         self.khugepaged_do_scan()
     }
@@ -76,9 +77,9 @@ impl Kernel {
     ) -> RunUntil {
         let start = self.khugepaged_state.full_scans;
         let mut out = RunUntil::default();
-        let mut last: Vec<CollapseReport> = Vec::new();
+        let mut last = self.collapse_log.len()..self.collapse_log.len();
         loop {
-            if stop(self, &last) {
+            if stop(self, &self.collapse_log[last.clone()]) {
                 out.met = true;
                 break;
             }
@@ -86,9 +87,12 @@ impl Kernel {
             if done >= max_full_scans || out.wakeups >= max_wakeups {
                 break;
             }
-            last = self.khugepaged_wake();
+            let from = self.collapse_log.len();
+            self.khugepaged_wake();
+            last = from..self.collapse_log.len();
             out.wakeups += 1;
-            out.records.extend(last.iter().cloned());
+            out.records
+                .extend_from_slice(&self.collapse_log[last.clone()]);
         }
         out.full_scans = self.khugepaged_state.full_scans - start;
         out

@@ -6,9 +6,9 @@
 
 use crate::folio::FolioId;
 use crate::kernel::{Kernel, Pid};
-use crate::page_table::{Mapping, Pte};
+use crate::page_table::{Pmd, Pte};
 use crate::profile::SharingPredicate;
-use crate::{HPAGE_PMD_NR, PAGE_SIZE};
+use crate::HPAGE_PMD_NR;
 
 /// What one page of a range looks like from the scanned process.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -150,8 +150,9 @@ impl PageKind {
     }
 }
 
-/// The state of every page of one PMD range (512 pages) in one process.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// The state of every page of one PMD range (512 pages) in one process; empty when not taken
+/// ([`Kernel::decision_detail`] off).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RangePicture {
     pub pages: Vec<PageKind>,
 }
@@ -198,32 +199,44 @@ impl Kernel {
                 pages: vec![PageKind::None; HPAGE_PMD_NR],
             };
         };
-        let pages = (0..HPAGE_PMD_NR)
-            .map(
-                |i| match mm.page_table.lookup(haddr + i as u64 * PAGE_SIZE) {
-                    Mapping::None | Mapping::Pte(Pte::None) => PageKind::None,
-                    Mapping::Pte(Pte::Swap { .. }) => PageKind::Swap,
-                    Mapping::Pte(Pte::Zero { .. }) => PageKind::Zero,
-                    Mapping::HugeZero => PageKind::HugeZero,
-                    Mapping::PmdMapped { pmd, .. } => PageKind::Pmd {
-                        file: !self.folio(pmd.folio).is_anon(),
-                    },
-                    Mapping::Pte(Pte::Present(p)) => {
-                        let f = self.folio(p.folio);
-                        PageKind::Pte {
-                            file: !f.is_anon(),
-                            large: f.is_large(),
-                            shared: f.folio_precise_page_mapcount(p.page as usize) > 1,
-                        }
+        // The PMD once, then its table entry by entry: this runs twice per collapse report.
+        let all = |k: PageKind| RangePicture {
+            pages: vec![k; HPAGE_PMD_NR],
+        };
+        let table = match mm.page_table.pmd(haddr) {
+            Pmd::None => return all(PageKind::None),
+            Pmd::HugeZero => return all(PageKind::HugeZero),
+            Pmd::Huge(h) => {
+                return all(PageKind::Pmd {
+                    file: !self.folio(h.folio).is_anon(),
+                })
+            }
+            Pmd::Table(t) => t,
+        };
+        let pages = table
+            .iter()
+            .map(|pte| match *pte {
+                Pte::None => PageKind::None,
+                Pte::Swap { .. } => PageKind::Swap,
+                Pte::Zero { .. } => PageKind::Zero,
+                Pte::Present(p) => {
+                    let f = self.folio(p.folio);
+                    PageKind::Pte {
+                        file: !f.is_anon(),
+                        large: f.is_large(),
+                        shared: f.folio_precise_page_mapcount(p.page as usize) > 1,
                     }
-                },
-            )
+                }
+            })
             .collect();
         RangePicture { pages }
     }
 
     /// Adds one PTE of `folio` to `seen` (consecutive PTEs of one folio share an entry).
     pub(crate) fn note_folio_seen(&self, seen: &mut Vec<FolioSeen>, folio: FolioId, shared: bool) {
+        if !self.decision_detail {
+            return;
+        }
         let f = self.folio(folio);
         match seen.last_mut() {
             Some(last) if last.pfn == f.pfn => {

@@ -85,6 +85,10 @@ pub struct Kernel {
     pub collapse_stats: crate::khugepaged::CollapseStats,
     /// Reports of every collapse scan and attempt, oldest first.
     pub(crate) collapse_log: Vec<crate::khugepaged::CollapseReport>,
+    /// Collapse reports carry the range's pictures and the sharing predicate's answer per
+    /// folio (on by default). Off, they keep the result and counts only, and a scan costs
+    /// what it did before the records grew (the selftest harness's runs, where nobody looks).
+    pub decision_detail: bool,
     /// Virtual time since boot in microseconds (see `clock.rs`).
     pub(crate) clock_us: u64,
     /// Sleep time not yet turned into a khugepaged wake-up.
@@ -150,6 +154,7 @@ impl Kernel {
             khugepaged_state: Default::default(),
             collapse_stats: Default::default(),
             collapse_log: Vec::new(),
+            decision_detail: true,
             clock_us: 0,
             khugepaged_slept_us: 0,
             next_pid: 1,

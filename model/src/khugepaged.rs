@@ -141,7 +141,8 @@ pub struct CollapseReport {
     /// The range in `pid` before this stage (for `CollapseHugePage` the state its scan saw:
     /// nothing runs between the two in the model).
     pub before: RangePicture,
-    /// The range in `pid` after this stage.
+    /// The range in `pid` after this stage. Both pictures and `folios` are empty while
+    /// [`Kernel::decision_detail`] is off.
     pub after: RangePicture,
 }
 
@@ -237,7 +238,12 @@ impl Kernel {
             ScanResult::ExceedSharedPte => self.collapse_stats.thp_scan_exceed_share_pte += 1,
             _ => {}
         }
-        let after = self.range_picture(pid, addr);
+        let after = match (stage, &t.before) {
+            _ if !self.decision_detail => RangePicture::default(),
+            // The scan only looks.
+            (CollapseStage::ScanPmd, Some(before)) => before.clone(),
+            _ => self.range_picture(pid, addr),
+        };
         self.collapse_log.push(CollapseReport {
             context,
             stage,
@@ -260,7 +266,7 @@ impl Kernel {
     /// A fresh tally holding the picture of the range before the attempt.
     fn tally_before(&self, pid: Pid, haddr: u64) -> Tally {
         Tally {
-            before: Some(self.range_picture(pid, haddr)),
+            before: self.decision_detail.then(|| self.range_picture(pid, haddr)),
             ..Tally::default()
         }
     }
@@ -972,11 +978,12 @@ impl Kernel {
     /// One khugepaged wake-up (`khugepaged_do_scan`): scans up to `pages_to_scan` units from
     /// the cursor, stopping after passing the list head twice. Does nothing while the thread
     /// is stopped (no PMD THP enabled anywhere). Returns the decision records of the wake-up
-    /// (also kept in [`Kernel::collapse_log`]).
-    pub fn khugepaged_do_scan(&mut self) -> Vec<CollapseReport> {
+    /// (the tail of [`Kernel::collapse_log`]; borrowed, so a caller that ignores them pays
+    /// nothing).
+    pub fn khugepaged_do_scan(&mut self) -> &[CollapseReport] {
         let from = self.collapse_log.len();
         self.khugepaged_do_scan_inner();
-        self.collapse_log[from..].to_vec()
+        &self.collapse_log[from..]
     }
 
     fn khugepaged_do_scan_inner(&mut self) {

@@ -163,7 +163,7 @@ fn sleeping_gives_khugepaged_one_wake_up_per_period() {
         "less than scan_sleep_millisecs: no wake-up"
     );
     assert_eq!(k.khugepaged_state.wakeups, 0);
-    let recs = k.sleep_ms(1);
+    let recs = k.sleep_ms(1).to_vec();
     assert_eq!(k.khugepaged_state.wakeups, 1);
     assert_eq!(k.now_us(), 10_000);
     assert!(recs.iter().any(|r| r.addr == a && r.pid == p));

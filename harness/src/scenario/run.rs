@@ -751,5 +751,7 @@ pub fn run_on<B: ScenarioExt>(sc: &Scenario, release: &str, b: &mut B) -> Outcom
 pub fn run_model(sc: &Scenario, release: &str) -> Result<Outcome, String> {
     let profile: KernelProfile = super::parse::lookup_profile(release)?;
     let mut b = ModelBackend::new(profile);
+    // `--explain` shows the pictures and per-folio answers of every decision.
+    b.k.decision_detail = true;
     Ok(run_on(sc, release, &mut b))
 }
