@@ -1,0 +1,307 @@
+//! `khugepaged scenario`: the command line of scenario files, on the model, this host, or
+//! both compared.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use super::parse::{self, Scenario};
+use super::record;
+use super::run::{run_model, Outcome};
+use crate::host::scenario::{run_scenario, HostRun};
+
+/// Usage of `khugepaged scenario`.
+pub const USAGE: &str = "\
+usage: khugepaged scenario [-v] [--backend model|host|both] [--profile RELEASE]
+                           [--record DIR] FILE...
+  Runs scenario files. On the model (the default): once per release each file names on its
+  `profile` line (or only RELEASE). On the host (root; THP needed): once, as this kernel,
+  each file in its own process with the THP settings journaled and restored and khugepaged
+  in the deterministic mode; collapse decisions are read from the huge_memory tracepoints of
+  a private tracefs instance. `both`: the host, then the model with this kernel's profile,
+  compared line by line (expectations' observations, decisions, collapse counters).
+  --record DIR writes each host run to DIR/<kernel release>/scenarios/<name>.trace (implies
+  --backend host), which `cargo test` replays on the model.
+  -v prints every line run and every collapse decision.
+  Exit status: 0 all passed (and agreed), 1 a scenario failed or the sides disagree,
+  2 a usage or parse error (nothing runs then), 4 the host cannot run scenarios.
+";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Backend {
+    Model,
+    Host,
+    Both,
+}
+
+fn usage_error(err: &mut dyn Write, msg: &str) -> i32 {
+    let _ = writeln!(err, "khugepaged scenario: {msg}\n{USAGE}");
+    2
+}
+
+/// `khugepaged scenario ARGS...`: parses every file first (any error: exit 2 before anything
+/// runs), then runs them. Returns the exit status.
+pub fn main(args: &[String], out: &mut dyn Write, err: &mut dyn Write) -> i32 {
+    let mut verbose = false;
+    let mut only: Option<String> = None;
+    let mut backend: Option<Backend> = None;
+    let mut record_dir: Option<PathBuf> = None;
+    let mut files = Vec::new();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "-h" | "--help" => {
+                let _ = out.write_all(USAGE.as_bytes());
+                return 0;
+            }
+            "-v" | "--verbose" => verbose = true,
+            "--profile" => match it.next() {
+                Some(r) => match parse::lookup_profile(r) {
+                    Ok(_) => only = Some(r.clone()),
+                    Err(why) => {
+                        let _ = writeln!(err, "khugepaged scenario: --profile {r}: {why}");
+                        return 2;
+                    }
+                },
+                None => return usage_error(err, "--profile needs a release"),
+            },
+            "--backend" => {
+                backend = match it.next().map(String::as_str) {
+                    Some("model") => Some(Backend::Model),
+                    Some("host") => Some(Backend::Host),
+                    Some("both") => Some(Backend::Both),
+                    other => {
+                        return usage_error(
+                            err,
+                            &format!(
+                                "--backend needs model, host or both, found {}",
+                                other.unwrap_or("nothing")
+                            ),
+                        )
+                    }
+                }
+            }
+            "--record" => match it.next() {
+                Some(d) => record_dir = Some(PathBuf::from(d)),
+                None => return usage_error(err, "--record needs a directory"),
+            },
+            s if s.starts_with('-') => return usage_error(err, &format!("unknown option {s}")),
+            f => files.push(PathBuf::from(f)),
+        }
+    }
+    if record_dir.is_some() {
+        match backend {
+            None | Some(Backend::Host) => backend = Some(Backend::Host),
+            Some(_) => {
+                return usage_error(
+                    err,
+                    "--record records host runs: it goes with --backend host only",
+                )
+            }
+        }
+    }
+    let backend = backend.unwrap_or(Backend::Model);
+    if only.is_some() && backend != Backend::Model {
+        return usage_error(
+            err,
+            "--profile chooses a model profile; a host run is this kernel (with both, the model takes this kernel's profile)",
+        );
+    }
+    if files.is_empty() {
+        return usage_error(err, "no scenario file given");
+    }
+    let mut parsed = Vec::new();
+    let mut bad = false;
+    for f in &files {
+        match parse::parse_file(f) {
+            Ok(s) => parsed.push(s),
+            Err(errors) => {
+                bad = true;
+                for e in errors {
+                    let _ = writeln!(err, "{e}");
+                }
+            }
+        }
+    }
+    if bad {
+        return 2;
+    }
+    if let Some(dir) = &record_dir {
+        // Checked before anything runs on the host.
+        if let Err(e) = writable(dir) {
+            let _ = writeln!(err, "khugepaged scenario: --record {}: {e}", dir.display());
+            return 2;
+        }
+    }
+    match backend {
+        Backend::Model => run_on_model(&parsed, only.as_deref(), verbose, out, err),
+        Backend::Host | Backend::Both => run_on_host(
+            &parsed,
+            backend == Backend::Both,
+            record_dir.as_deref(),
+            verbose,
+            out,
+            err,
+        ),
+    }
+}
+
+fn writable(dir: &Path) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("creating it: {e}"))?;
+    let probe = dir.join(format!(".probe.{}", std::process::id()));
+    crate::host::create_private_file(&probe).map_err(|e| format!("cannot write in it: {e}"))?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
+}
+
+fn report(out: &mut dyn Write, sc: &Scenario, side: &str, o: &Outcome, verbose: bool) -> bool {
+    if verbose {
+        for l in &o.log {
+            let _ = writeln!(out, "{l}");
+        }
+    }
+    match &o.failure {
+        None => {
+            let _ = writeln!(out, "ok    {} on {side}", sc.path.display());
+            true
+        }
+        Some(f) => {
+            let _ = writeln!(
+                out,
+                "FAIL  {} on {side}\n    {}: `{}`\n    {}",
+                sc.path.display(),
+                f.loc,
+                f.line,
+                f.why
+            );
+            false
+        }
+    }
+}
+
+fn run_on_model(
+    parsed: &[Scenario],
+    only: Option<&str>,
+    verbose: bool,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> i32 {
+    let mut status = 0;
+    for sc in parsed {
+        let releases: Vec<String> = match only {
+            Some(r) => vec![r.to_string()],
+            None => sc.releases.clone(),
+        };
+        for rel in releases {
+            let o = match run_model(sc, &rel) {
+                Ok(o) => o,
+                Err(e) => {
+                    let _ = writeln!(err, "khugepaged scenario: {e}");
+                    return 2;
+                }
+            };
+            if !report(out, sc, &format!("model {rel}"), &o, verbose) {
+                status = 1;
+            }
+        }
+    }
+    status
+}
+
+fn run_on_host(
+    parsed: &[Scenario],
+    both: bool,
+    record_dir: Option<&Path>,
+    verbose: bool,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> i32 {
+    let exe = match std::env::current_exe() {
+        Ok(e) => e,
+        Err(e) => {
+            let _ = writeln!(err, "khugepaged scenario: finding this program: {e}");
+            return 2;
+        }
+    };
+    let kernel = crate::host::backend::HostBackend::default();
+    let release = crate::backend::Backend::kernel_release(&kernel);
+    if both {
+        if let Err(e) = parse::lookup_profile(&release) {
+            let _ = writeln!(
+                err,
+                "khugepaged scenario: the model has no profile for this kernel {release}: {e}"
+            );
+            return 2;
+        }
+    }
+    let mut status = 0;
+    let mut skipped = 0;
+    for sc in parsed {
+        let host = match run_scenario(sc, &exe) {
+            HostRun::Ran(o) => o,
+            HostRun::Skipped(why) => {
+                let _ = writeln!(out, "skip  {} on host {release}: {why}", sc.path.display());
+                skipped += 1;
+                continue;
+            }
+            HostRun::Broken(why) => {
+                let _ = writeln!(out, "FAIL  {} on host {release}: {why}", sc.path.display());
+                status = 1;
+                continue;
+            }
+        };
+        if !report(out, sc, &format!("host {release}"), &host, verbose) {
+            status = 1;
+        }
+        if let Some(dir) = record_dir {
+            let path = record::recording_path(dir, &release, &sc.path);
+            let text = record::render(&sc.path, &release, &host);
+            match crate::crosscheck::write_atomically(&path, &text) {
+                Ok(()) => {
+                    let _ = writeln!(out, "      recorded {}", path.display());
+                }
+                Err(e) => {
+                    let _ = writeln!(err, "khugepaged scenario: {e}");
+                    status = 1;
+                }
+            }
+        }
+        if both {
+            let model = match run_model(sc, &release) {
+                Ok(o) => o,
+                Err(e) => {
+                    let _ = writeln!(err, "khugepaged scenario: {e}");
+                    return 2;
+                }
+            };
+            if !report(out, sc, &format!("model {release}"), &model, verbose) {
+                status = 1;
+            }
+            let (h, m) = (record::outcome_word(&host), record::outcome_word(&model));
+            match record::first_difference(&host.trace, &model.trace, "host", "model") {
+                None if h == m => {
+                    let _ = writeln!(
+                        out,
+                        "agree {}: every observation and decision",
+                        sc.path.display()
+                    );
+                }
+                diff => {
+                    status = 1;
+                    let _ = writeln!(out, "DISAGREE {}", sc.path.display());
+                    if h != m {
+                        let _ = writeln!(out, "    outcome: host {h}, model {m}");
+                    }
+                    if let Some(d) = diff {
+                        for l in d.lines() {
+                            let _ = writeln!(out, "    {l}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+    if status == 0 && skipped == parsed.len() {
+        return 4;
+    }
+    status
+}
