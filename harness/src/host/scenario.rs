@@ -357,6 +357,10 @@ pub struct HostScenario {
     /// Per process and whole PMD range: its present frames in page order, as before the
     /// last pass or collapse.
     pmd_frames: BTreeMap<ProcId, BTreeMap<u64, Vec<u64>>>,
+    /// What decisions on other processes' memory added to /proc/vmstat's collapse counters.
+    foreign: BTreeMap<&'static str, u64>,
+    /// Decisions read while reading vmstat, for the next take_decisions.
+    pending: Vec<Decision>,
     /// The file the next shared mapping maps (the last one created).
     pending_file: Option<String>,
     /// File name -> (process, address, length) of its mappings.
@@ -405,6 +409,8 @@ impl HostScenario {
             pmd_frames: BTreeMap::new(),
             sleeps: BTreeMap::new(),
             pending_file: None,
+            foreign: BTreeMap::new(),
+            pending: Vec::new(),
             file_maps: BTreeMap::new(),
             broken: None,
         };
@@ -562,12 +568,65 @@ impl HostScenario {
         found
     }
 
+    /// Counts what a decision on another process's memory added to the collapse counters of
+    /// /proc/vmstat (khugepaged scans every MM of the machine), so that `vmstat` shows the
+    /// scenario's own share: a scan's exceed verdict (`count_vm_event` next to it in
+    /// `hpage_collapse_scan_pmd`, `hpage_collapse_scan_file`, `__collapse_huge_page_isolate`),
+    /// an allocated THP (every collapse that did not fail to allocate), a khugepaged success.
+    fn tally_foreign(
+        &mut self,
+        e: &tracefs::Event,
+        ours: bool,
+        isolates: &mut BTreeMap<i32, String>,
+    ) {
+        let exceed = |status: &str| match status {
+            "exceed_none_pte" => Some("thp_scan_exceed_none_pte"),
+            "exceed_swap_pte" => Some("thp_scan_exceed_swap_pte"),
+            "exceed_shared_pte" => Some("thp_scan_exceed_share_pte"),
+            _ => None,
+        };
+        let khugepaged = super::kthread::state(e.pid).is_some();
+        let mut add = |c: &'static str| *self.foreign.entry(c).or_default() += 1;
+        match e.name.as_str() {
+            "mm_collapse_huge_page_isolate" => {
+                isolates.insert(e.pid, e.get("status").unwrap_or("").to_string());
+            }
+            "mm_collapse_huge_page" | "mm_khugepaged_collapse_file" => {
+                let isolate = isolates.remove(&e.pid);
+                if ours {
+                    return;
+                }
+                if let Some(c) = isolate.as_deref().and_then(exceed) {
+                    add(c);
+                }
+                let status = e.get("status").or(e.get("result")).unwrap_or("");
+                if status != "alloc_huge_page_failed" {
+                    add("thp_collapse_alloc");
+                }
+            }
+            "mm_khugepaged_scan_pmd" | "mm_khugepaged_scan_file" if !ours => {
+                let status = e.get("status").or(e.get("result")).unwrap_or("");
+                if let Some(c) = exceed(status) {
+                    add(c);
+                }
+                // khugepaged's own successes (another MM's MADV_COLLAPSE is not counted in
+                // pages_collapsed).
+                if status == "succeeded" && khugepaged {
+                    add("pages_collapsed");
+                }
+            }
+            _ => {}
+        }
+    }
+
     fn decisions_from(&mut self, events: Vec<tracefs::Event>) -> Vec<Decision> {
         let mut out = Vec::new();
         // collapse_huge_page and isolate come before the scan_pmd that ends the decision.
         let mut detail: Vec<String> = Vec::new();
+        let mut isolates: BTreeMap<i32, String> = BTreeMap::new();
         for e in events {
             let mm_proc = e.mm().and_then(|m| self.mm_ids.get(&m).copied());
+            self.tally_foreign(&e, mm_proc.is_some(), &mut isolates);
             match e.name.as_str() {
                 "mm_collapse_huge_page" | "mm_collapse_huge_page_swapin" if mm_proc.is_some() => {
                     let f: Vec<String> = e
@@ -986,21 +1045,35 @@ impl ScenarioExt for HostScenario {
         Ok(())
     }
 
+    /// The machine's counter, less what decisions on other processes' memory added to it
+    /// (read from the tracepoints; see `tally_foreign`). Without the tracer, the machine's.
     fn vmstat(&mut self, name: &str) -> Option<u64> {
-        if name == "pages_collapsed" {
-            return self
-                .main
+        if let Ok(t) = self.tracer.as_mut() {
+            match t.take() {
+                Ok(events) => {
+                    let d = self.decisions_from(events);
+                    self.pending.extend(d);
+                }
+                Err(e) => {
+                    self.broken.get_or_insert(e);
+                }
+            }
+        }
+        let machine: u64 = if name == "pages_collapsed" {
+            self.main
                 .thp_read("khugepaged/pages_collapsed")
                 .ok()?
                 .trim()
                 .parse()
-                .ok();
-        }
-        let text = std::fs::read_to_string("/proc/vmstat").ok()?;
-        text.lines()
-            .filter_map(|l| l.split_once(' '))
-            .find(|(k, _)| *k == name)
-            .and_then(|(_, v)| v.trim().parse().ok())
+                .ok()?
+        } else {
+            let text = std::fs::read_to_string("/proc/vmstat").ok()?;
+            text.lines()
+                .filter_map(|l| l.split_once(' '))
+                .find(|(k, _)| *k == name)
+                .and_then(|(_, v)| v.trim().parse().ok())?
+        };
+        Some(machine.saturating_sub(self.foreign.get(name).copied().unwrap_or(0)))
     }
 
     fn create_tmpfs_file(&mut self, huge: &str) -> Result<Fd, Errno> {
@@ -1023,7 +1096,8 @@ impl ScenarioExt for HostScenario {
             Ok(t) => t.take()?,
             Err(e) => return Err(e.clone()),
         };
-        let d = self.decisions_from(events);
+        let mut d = std::mem::take(&mut self.pending);
+        d.extend(self.decisions_from(events));
         match &self.broken {
             Some(b) => Err(b.clone()),
             None => Ok(d),
