@@ -276,25 +276,20 @@ fn run_on_host(
             if !report(out, sc, &format!("model {release}"), &model, verbose) {
                 status = 1;
             }
-            let (h, m) = (record::outcome_word(&host), record::outcome_word(&model));
-            match record::first_difference(&host.trace, &model.trace, "host", "model") {
-                None if h == m => {
+            let h = record::outcome_word(&host);
+            match record::disagreement(&h, &host.trace, &model, "host") {
+                None => {
                     let _ = writeln!(
                         out,
                         "agree {}: every observation and decision",
                         sc.path.display()
                     );
                 }
-                diff => {
+                Some(d) => {
                     status = 1;
                     let _ = writeln!(out, "DISAGREE {}", sc.path.display());
-                    if h != m {
-                        let _ = writeln!(out, "    outcome: host {h}, model {m}");
-                    }
-                    if let Some(d) = diff {
-                        for l in d.lines() {
-                            let _ = writeln!(out, "    {l}");
-                        }
+                    for l in d.lines() {
+                        let _ = writeln!(out, "    {l}");
                     }
                 }
             }

@@ -112,12 +112,16 @@ pub fn first_difference(
 /// from the kernel's (the scenario file is looked up in `scenarios_dir`).
 pub fn replay(path: &Path, scenarios_dir: &Path) -> Result<(), String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let rec = parse(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    replay_text(&text, scenarios_dir).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// [`replay`] of a recording's text.
+pub fn replay_text(text: &str, scenarios_dir: &Path) -> Result<(), String> {
+    let rec = parse(text)?;
     let file = scenarios_dir.join(&rec.scenario);
     let sc = super::parse_file(&file).map_err(|errs| {
         format!(
-            "{}: the scenario {} does not parse: {}",
-            path.display(),
+            "the scenario {} does not parse: {}",
             file.display(),
             errs.iter()
                 .map(|e| e.to_string())
@@ -126,19 +130,38 @@ pub fn replay(path: &Path, scenarios_dir: &Path) -> Result<(), String> {
         )
     })?;
     let o = super::run_model(&sc, &rec.kernel)?;
-    let model_outcome = outcome_word(&o);
-    let diff = first_difference(&rec.trace, &o.trace, "kernel", "model");
-    if diff.is_none() && model_outcome == rec.outcome {
-        return Ok(());
+    match disagreement(&rec.outcome, &rec.trace, &o, "kernel") {
+        None => Ok(()),
+        Some(d) => Err(format!(
+            "the recording on {} differs from the model ({}; re-record with `khugepaged scenario --record fixtures {}` if the scenario changed):\n{d}",
+            rec.kernel,
+            sc.path.display(),
+            file.display()
+        )),
     }
-    Err(format!(
-        "{} (recorded on {}) differs from the model:\n  outcome: kernel {}, model {}\n{}",
-        path.display(),
-        rec.kernel,
-        rec.outcome,
-        model_outcome,
-        diff.unwrap_or_default()
-    ))
+}
+
+/// How a run of the model differs from a kernel's run (its outcome word and trace), or None
+/// when they agree on every observation and decision.
+pub fn disagreement(
+    kernel_outcome: &str,
+    kernel_trace: &[String],
+    model: &Outcome,
+    kernel_name: &str,
+) -> Option<String> {
+    let m = outcome_word(model);
+    let diff = first_difference(kernel_trace, &model.trace, kernel_name, "model");
+    if diff.is_none() && m == kernel_outcome {
+        return None;
+    }
+    let mut s = String::new();
+    if m != kernel_outcome {
+        s.push_str(&format!(
+            "outcome: {kernel_name} {kernel_outcome}, model {m}\n"
+        ));
+    }
+    s.push_str(&diff.unwrap_or_default());
+    Some(s.trim_end().to_string())
 }
 
 #[cfg(test)]
