@@ -111,6 +111,52 @@ fn parse_error_trials() -> Vec<Trial> {
             Err(format!("exit {code}, stdout {out:?}, stderr {err:?}").into())
         }
     }));
+    // Options that contradict each other are usage errors (exit 2) before anything runs; a
+    // bad file is found before the host is touched.
+    trials.push(Trial::test(
+        "parse_error/contradicting_options_exit_2",
+        || {
+            let good = root().join("linux-mm-case.scn").display().to_string();
+            let cases: Vec<(Vec<&str>, &str)> = vec![
+                (
+                    vec!["--record", "/tmp/x", "--backend", "model"],
+                    "--record records host runs",
+                ),
+                (
+                    vec!["--record", "/tmp/x", "--backend", "both"],
+                    "--record records host runs",
+                ),
+                (
+                    vec!["--backend", "host", "--profile", "6.12"],
+                    "--profile chooses a model profile",
+                ),
+                (
+                    vec!["--backend", "sometimes"],
+                    "--backend needs model, host or both",
+                ),
+                (vec!["--record"], "--record needs a directory"),
+                (
+                    vec!["--backend", "host", "/nonexistent/x.scn"],
+                    "/nonexistent/x.scn",
+                ),
+            ];
+            for (args, want) in cases {
+                let mut a: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+                if !args.iter().any(|s| s.ends_with(".scn")) && args != ["--record"] {
+                    a.push(good.clone());
+                }
+                let (mut out, mut err) = (Vec::new(), Vec::new());
+                let code = scenario::main(&a, &mut out, &mut err);
+                let (out, err) = (String::from_utf8_lossy(&out), String::from_utf8_lossy(&err));
+                if code != 2 || !out.is_empty() || !err.contains(want) {
+                    return Err(
+                        format!("{args:?}: exit {code}, stdout {out:?}, stderr {err:?}").into(),
+                    );
+                }
+            }
+            Ok(())
+        },
+    ));
     trials
 }
 

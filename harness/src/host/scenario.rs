@@ -268,8 +268,8 @@ fn handle(b: &mut HostBackend, w: &[&str]) -> String {
     }
 }
 
-/// Faults one page of a fresh mapping and unmaps it: the rss_stat events that tell this
-/// process's mm hash.
+/// Maps a page, writes it and unmaps it: mmap(2) and munmap(2) take this process's mmap_lock,
+/// whose tracepoint names its mm (see `tracefs`). Nothing THP-related is touched or counted.
 fn touch() -> Result<(), String> {
     let len = model::PAGE_SIZE as usize;
     // SAFETY: a fresh private anonymous page, written once and unmapped; nothing else uses it.
@@ -347,8 +347,8 @@ pub struct HostScenario {
     tmpfs: BTreeMap<String, PathBuf>,
     files: u32,
     tracer: Result<tracefs::Tracer, String>,
-    /// mm hash -> process.
-    mm_ids: BTreeMap<u32, ProcId>,
+    /// mm pointer -> process.
+    mm_ids: BTreeMap<u64, ProcId>,
     /// The ranges each process mapped (for the page-frame snapshot).
     ranges: BTreeMap<ProcId, Vec<(u64, u64)>>,
     /// (page frame, process) -> PMD-aligned address, as before the last pass or collapse
@@ -680,11 +680,14 @@ impl HostScenario {
                             e.get("swap").unwrap_or("?")
                         )
                     } else {
+                        // `writable` is printed up to 6.17 only.
                         format!(
-                            "scan_pmd none_or_zero={} referenced={} unmapped={}",
+                            "scan_pmd none_or_zero={} referenced={} unmapped={}{}",
                             e.get("none_or_zero").unwrap_or("?"),
                             e.get("referenced").unwrap_or("?"),
-                            e.get("unmapped").unwrap_or("?")
+                            e.get("unmapped").unwrap_or("?"),
+                            e.get("writable")
+                                .map_or(String::new(), |w| format!(" writable={w}"))
                         )
                     };
                     let who = if e.pid as ProcId == p {

@@ -20,10 +20,11 @@
 //! of PTEs the sharing predicate called shared, so that count is compared through the
 //! verdict only (SCAN_EXCEED_SHARED_PTE and thp_scan_exceed_share_pte).
 //!
-//! The events name the mm by its hashed pointer (`%p`, 32 significant bits). kmem's
-//! `rss_stat` names it by the same hash (`mm_id`, `mm_ptr_to_hash`), with the task in
-//! `common_pid` when `curr=1`: a process is registered by faulting one page with rss_stat
-//! enabled for its PID alone.
+//! The events name the mm by its pointer (`%p`). The instance prints it unhashed (its own
+//! `options/hash-ptr` off: 6.1 to 6.18 hash it by default, and before the random pool is
+//! ready, as in a fresh qemu guest, print `(____ptrval____)`). A process's mm is learnt from
+//! `mmap_lock_acquire_returned` (mm, in the calling task: `common_pid`), enabled for that PID
+//! alone while it maps and unmaps a page (6.1 to 6.18 alike).
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -141,9 +142,9 @@ impl Event {
         u64::from_str_radix(v.trim_start_matches("0x"), 16).ok()
     }
 
-    /// The mm hash: `%p` prints 64 bits of which the low 32 carry the hash.
-    pub fn mm(&self) -> Option<u32> {
-        self.hex("mm").map(|v| v as u32)
+    /// The mm pointer (unhashed in the harness's instance).
+    pub fn mm(&self) -> Option<u64> {
+        self.hex("mm").filter(|&v| v != 0)
     }
 }
 
@@ -182,6 +183,7 @@ impl Tracer {
     /// Enables the huge_memory events in the instance and opens its pipe.
     pub fn open(dir: &Path) -> Result<Tracer, String> {
         write(dir, "buffer_size_kb", "2048")?;
+        write(dir, "options/hash-ptr", "0")?;
         write(dir, "events/huge_memory/enable", "1")?;
         write(dir, "tracing_on", "1")?;
         let p = dir.join("trace_pipe");
@@ -221,36 +223,42 @@ impl Tracer {
         Ok(())
     }
 
-    /// The mm hash of process `pid`: rss_stat is enabled for it alone while `touch` makes it
-    /// fault a page.
+    /// The mm of process `pid`: mmap_lock_acquire_returned is enabled for it alone while
+    /// `probe` makes it take its mmap_lock; those events are consumed.
     pub fn register(
         &mut self,
         pid: i32,
-        touch: &mut dyn FnMut() -> Result<(), String>,
-    ) -> Result<u32, String> {
+        probe: &mut dyn FnMut() -> Result<(), String>,
+    ) -> Result<u64, String> {
+        let ev = "events/mmap_lock/mmap_lock_acquire_returned";
         write(
             &self.dir,
-            "events/kmem/rss_stat/filter",
-            &format!("common_pid == {pid} && curr == 1"),
+            &format!("{ev}/filter"),
+            &format!("common_pid == {pid}"),
         )?;
-        write(&self.dir, "events/kmem/rss_stat/enable", "1")?;
-        let touched = touch();
-        let off = write(&self.dir, "events/kmem/rss_stat/enable", "0");
-        let _ = write(&self.dir, "events/kmem/rss_stat/filter", "0");
-        touched?;
+        write(&self.dir, &format!("{ev}/enable"), "1")?;
+        let probed = probe();
+        let off = write(&self.dir, &format!("{ev}/enable"), "0");
+        let _ = write(&self.dir, &format!("{ev}/filter"), "0");
+        probed?;
         off?;
         self.drain()?;
         let mut found = None;
         self.events.retain(|e| {
-            if e.name != "rss_stat" {
+            if e.name != "mmap_lock_acquire_returned" {
                 return true;
             }
-            if e.pid == pid && e.get("curr") == Some("1") {
-                found = found.or_else(|| e.num("mm_id").map(|v| v as u32));
+            if e.pid == pid {
+                found = found.or_else(|| e.mm());
             }
             false
         });
-        found.ok_or_else(|| format!("no rss_stat event of pid {pid} in {}", self.dir.display()))
+        found.ok_or_else(|| {
+            format!(
+                "no mmap_lock event of pid {pid} with an mm in {}",
+                self.dir.display()
+            )
+        })
     }
 
     /// The events read so far, oldest first.
@@ -273,17 +281,17 @@ mod tests {
 
     #[test]
     fn parses_the_6_18_lines() {
-        let e = parse_line("      khugepaged-3078    [001] ..... 19618.647696: mm_khugepaged_scan_pmd: mm=000000006e73d0e2, scan_pfn=0x26626a, referenced=0, none_or_zero=511, status=exceed_shared_pte, unmapped=0").unwrap();
+        let e = parse_line("      khugepaged-3078    [001] ..... 19618.647696: mm_khugepaged_scan_pmd: mm=ffff8881066e73d0, scan_pfn=0x26626a, referenced=0, none_or_zero=511, status=exceed_shared_pte, unmapped=0").unwrap();
         assert_eq!(e.pid, 3078);
         assert_eq!(e.name, "mm_khugepaged_scan_pmd");
-        assert_eq!(e.mm(), Some(0x6e73d0e2));
+        assert_eq!(e.mm(), Some(0xffff8881066e73d0));
         assert_eq!(e.hex("scan_pfn"), Some(0x26626a));
         assert_eq!(e.num("none_or_zero"), Some(511));
         assert_eq!(e.get("status"), Some("exceed_shared_pte"));
-        let r = parse_line("   some-comm-with-dash-7 [000] ...1. 1.5: rss_stat: mm_id=3214599815 curr=1 type=MM_ANONPAGES size=4096B").unwrap();
+        let r = parse_line("   some-comm-with-dash-7 [000] ...1. 1.5: mmap_lock_acquire_returned: mm=ffff88815a8f5dc0 memcg_path= write=true success=true").unwrap();
         assert_eq!(r.pid, 7);
-        assert_eq!(r.num("mm_id"), Some(3214599815));
-        assert_eq!(r.get("curr"), Some("1"));
+        assert_eq!(r.mm(), Some(0xffff88815a8f5dc0));
+        assert_eq!(r.get("success"), Some("true"));
         assert!(parse_line("# tracer: nop").is_none());
     }
 }

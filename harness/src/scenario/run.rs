@@ -114,7 +114,8 @@ impl ScenarioExt for ModelBackend {
     }
 
     fn take_decisions(&mut self) -> Result<Vec<Decision>, String> {
-        Ok(model_decisions(self.k.take_collapse_log()))
+        let with_writable = self.k.profile.collapse_requires_writable_pte;
+        Ok(model_decisions(self.k.take_collapse_log(), with_writable))
     }
 }
 
@@ -122,7 +123,12 @@ impl ScenarioExt for ModelBackend {
 /// `collapse_huge_page` that followed are one decision, as the kernel traces them: one
 /// mm_khugepaged_scan_pmd event, after the collapse, with the scan's counts and the final
 /// result.
-pub fn model_decisions(reports: Vec<model::khugepaged::CollapseReport>) -> Vec<Decision> {
+/// `with_writable`: the release's mm_khugepaged_scan_pmd has the `writable` field (up to 6.17,
+/// the releases that require a writable PTE).
+pub fn model_decisions(
+    reports: Vec<model::khugepaged::CollapseReport>,
+    with_writable: bool,
+) -> Vec<Decision> {
     use model::khugepaged::{CollapseContext, CollapseStage};
     let mut out: Vec<Decision> = Vec::new();
     let mut pending_scan: Option<model::khugepaged::CollapseReport> = None;
@@ -140,12 +146,12 @@ pub fn model_decisions(reports: Vec<model::khugepaged::CollapseReport>) -> Vec<D
                 pending_scan = Some(r);
                 continue;
             }
-            CollapseStage::ScanPmd => (None, "scan_pmd", Some(scan_pmd_record(&r))),
+            CollapseStage::ScanPmd => (None, "scan_pmd", Some(scan_pmd_record(&r, with_writable))),
             CollapseStage::CollapseHugePage => {
                 let scan = pending_scan
                     .take()
                     .filter(|s| s.pid == r.pid && s.addr == r.addr);
-                let rec = scan.as_ref().map(|s| scan_pmd_record(s));
+                let rec = scan.as_ref().map(|s| scan_pmd_record(s, with_writable));
                 (scan, "collapse_huge_page", rec)
             }
             CollapseStage::ScanFile => (
@@ -177,18 +183,24 @@ pub fn model_decisions(reports: Vec<model::khugepaged::CollapseReport>) -> Vec<D
             process: s.pid as ProcId,
             addr: Some(s.addr),
             result: s.result,
-            record: Some(scan_pmd_record(&s)),
+            record: Some(scan_pmd_record(&s, with_writable)),
             text: format!("scan_pmd {:#x}: {}", s.addr, s.result),
         });
     }
     out
 }
 
-/// The counts mm_khugepaged_scan_pmd prints on every release from 6.1 to 7.x (`writable`
-/// left it in 6.8; the sharing count never was in it).
-fn scan_pmd_record(r: &model::khugepaged::CollapseReport) -> String {
+/// The counts mm_khugepaged_scan_pmd prints: none_or_zero, referenced and unmapped (swap
+/// PTEs) on every release from 6.1 to 7.x; `writable` (whether any PTE was writable) up to
+/// 6.17. The sharing count was never in it.
+fn scan_pmd_record(r: &model::khugepaged::CollapseReport, with_writable: bool) -> String {
+    let writable = if with_writable {
+        format!(" writable={}", u32::from(r.writable > 0))
+    } else {
+        String::new()
+    };
     format!(
-        "scan_pmd none_or_zero={} referenced={} unmapped={}",
+        "scan_pmd none_or_zero={} referenced={} unmapped={}{writable}",
         r.none_or_zero, r.referenced, r.swap
     )
 }
