@@ -391,7 +391,7 @@ impl HostScenario {
         main.khugepaged_settle()?;
         let pid = std::process::id() as ProcId;
         let tracer = match tracefs {
-            Some(d) => tracefs::Tracer::open(d),
+            Some(d) => tracefs::Tracer::open(d, &main.kernel_release()),
             None => Err("no tracefs instance (tracefs could not be set up)".into()),
         };
         let mut s = HostScenario {
@@ -657,7 +657,8 @@ impl HostScenario {
                     let status = e.get(if file { "result" } else { "status" }).unwrap_or("?");
                     let Some(result) = ScanResult::parse(status) else {
                         self.broken.get_or_insert(format!(
-                            "a huge_memory event with a result the model does not know: {status}"
+                            "a huge_memory event with a result the model does not know: {} {:?}",
+                            e.name, e.fields
                         ));
                         continue;
                     };
@@ -1386,5 +1387,50 @@ fn parse_loc(s: &str) -> crate::scenario::parse::Loc {
         file: std::sync::Arc::new(PathBuf::from(file)),
         line,
         col,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_observations_cross_the_socket_unchanged() {
+        let o = PageObs {
+            state: PageState::Present,
+            pmd_mapped: true,
+            folio: Some(0x402200),
+            index_in_folio: 17,
+            order: 9,
+            mapcount: 2,
+            exclusive: false,
+            anon: true,
+        };
+        assert_eq!(decode_obs(&encode_obs(&o)), Some(o));
+        let none = PageObs::default();
+        assert_eq!(decode_obs(&encode_obs(&none)), Some(none));
+        assert_eq!(decode_obs("p,1"), None);
+    }
+
+    #[test]
+    fn a_failure_location_round_trips() {
+        let l = parse_loc("fixtures/scenarios/a.scn:12:5");
+        assert_eq!(l.file.as_path(), Path::new("fixtures/scenarios/a.scn"));
+        assert_eq!((l.line, l.col), (12, 5));
+    }
+
+    #[test]
+    fn tmpfs_huge_values_are_collected_from_nested_blocks() {
+        let sc = crate::scenario::parse_str(
+            Path::new("x.scn"),
+            "profile 6.18\nfile F 1 pmd on tmpfs huge=within_size\non 6.18:\n    file G 1 pmd on tmpfs huge=always\n",
+        )
+        .unwrap();
+        let mut h = BTreeSet::new();
+        tmpfs_hugs(&sc.body, &mut h);
+        assert_eq!(
+            h.into_iter().collect::<Vec<_>>(),
+            ["always".to_string(), "within_size".to_string()]
+        );
     }
 }

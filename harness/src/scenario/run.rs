@@ -836,18 +836,23 @@ impl<B: ScenarioExt> Runner<'_, B> {
                             .is_some_and(|a| a + HPAGE_PMD_SIZE > m.addr && a < end)
                     })
                     .ok_or_else(|| {
-                        let unplaced = self
+                        let unplaced: Vec<&str> = self
                             .decisions
                             .iter()
                             .filter(|d| d.process == me && d.addr.is_none())
-                            .count();
+                            .map(|d| d.text.as_str())
+                            .collect();
                         format!(
                             "expected {result}, but no collapse attempt on {map} in process {} yet{}",
                             self.current_name(),
-                            if unplaced > 0 {
-                                format!(" ({unplaced} decision(s) in this process could not be placed: the scan met no page of a known mapping)")
-                            } else {
+                            if unplaced.is_empty() {
                                 String::new()
+                            } else {
+                                format!(
+                                    " ({} decision(s) in this process could not be placed on a mapping: {})",
+                                    unplaced.len(),
+                                    unplaced.join("; ")
+                                )
                             }
                         )
                     })?;
