@@ -12,6 +12,7 @@ pub mod probe;
 pub mod proc;
 pub mod ranges;
 pub mod scenario;
+pub mod signals;
 pub mod swapfile;
 pub mod sysfs;
 pub mod tracefs;

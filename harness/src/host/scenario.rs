@@ -1219,7 +1219,8 @@ fn tmpfs_hugs(body: &[Stmt], out: &mut BTreeSet<String>) {
 /// Runs `sc` (parsed and validated) on this kernel in its own case process; see the module
 /// documentation. `exe` is this binary.
 pub fn run_scenario(sc: &Scenario, exe: &Path) -> HostRun {
-    use super::isolate::{exit_if_interrupted, preflight, DeferSignals, HostLock, Preflight};
+    use super::isolate::{preflight, HostLock, Preflight};
+    use super::signals::{exit_if_interrupted, DeferSignals};
     match preflight() {
         Preflight::Broken(e) => return HostRun::Broken(e),
         Preflight::SkipAll(r) => return HostRun::Skipped(r),
@@ -1255,7 +1256,7 @@ pub fn run_scenario(sc: &Scenario, exe: &Path) -> HostRun {
     };
     let errs = journal.finish();
     drop(lock);
-    super::isolate::exit_if_interrupted();
+    exit_if_interrupted();
     if !errs.is_empty() {
         return HostRun::Broken(format!("restoring the machine failed: {}", errs.join("; ")));
     }
