@@ -113,6 +113,52 @@ fn parse_error_trials() -> Vec<Trial> {
             Err(format!("exit {code}, stdout {out:?}, stderr {err:?}").into())
         }
     }));
+    // Options that contradict each other are usage errors (exit 2) before anything runs; a
+    // bad file is found before the host is touched.
+    trials.push(Trial::test(
+        "parse_error/contradicting_options_exit_2",
+        || {
+            let good = root().join("linux-mm-case.scn").display().to_string();
+            let cases: Vec<(Vec<&str>, &str)> = vec![
+                (
+                    vec!["--record", "/tmp/x", "--backend", "model"],
+                    "--record records host runs",
+                ),
+                (
+                    vec!["--record", "/tmp/x", "--backend", "both"],
+                    "--record records host runs",
+                ),
+                (
+                    vec!["--backend", "host", "--profile", "6.12"],
+                    "--profile chooses a model profile",
+                ),
+                (
+                    vec!["--backend", "sometimes"],
+                    "--backend needs model, host or both",
+                ),
+                (vec!["--record"], "--record needs a directory"),
+                (
+                    vec!["--backend", "host", "/nonexistent/x.scn"],
+                    "/nonexistent/x.scn",
+                ),
+            ];
+            for (args, want) in cases {
+                let mut a: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+                if !args.iter().any(|s| s.ends_with(".scn")) && args != ["--record"] {
+                    a.push(good.clone());
+                }
+                let (mut out, mut err) = (Vec::new(), Vec::new());
+                let code = scenario::main(&a, &mut out, &mut err);
+                let (out, err) = (String::from_utf8_lossy(&out), String::from_utf8_lossy(&err));
+                if code != 2 || !out.is_empty() || !err.contains(want) {
+                    return Err(
+                        format!("{args:?}: exit {code}, stdout {out:?}, stderr {err:?}").into(),
+                    );
+                }
+            }
+            Ok(())
+        },
+    ));
     trials
 }
 
@@ -275,9 +321,101 @@ fn fuzz_trial() -> Trial {
     })
 }
 
+/// The recorded kernel runs (`fixtures/<release>/scenarios/*.trace`), each replayed on the
+/// model with that release's profile: every observation, decision and outcome must agree.
+fn replay_trials() -> Vec<Trial> {
+    let fixtures = root().join("..");
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(&fixtures)
+        .map(|d| {
+            d.filter_map(|e| e.ok().map(|e| e.path().join("scenarios")))
+                .filter(|p| p.is_dir())
+                .flat_map(|p| std::fs::read_dir(p).into_iter().flatten())
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "trace"))
+                .collect()
+        })
+        .unwrap_or_default();
+    paths.sort();
+    let mut trials: Vec<Trial> = paths
+        .into_iter()
+        .map(|p| {
+            let release = p
+                .parent()
+                .and_then(|d| d.parent())
+                .and_then(|d| d.file_name())
+                .map(|n| n.to_string_lossy().to_string())
+                .unwrap_or_default();
+            let name = p.file_stem().unwrap().to_string_lossy().to_string();
+            Trial::test(format!("replay/{release}/{name}"), move || {
+                harness::scenario::record::replay(&p, &root()).map_err(Failed::from)
+            })
+        })
+        .collect();
+    // The replay can fail: a recording whose kernel saw something else is reported.
+    trials.push(Trial::test("replay/a_changed_observation_is_reported", || {
+        let text = "scenario: linux-mm-case.scn\nkernel: 6.18\nkhugepaged: deterministic\noutcome: ok\n--\nprelude.inc:3 [main] set enabled madvise\n";
+        let e = harness::scenario::record::replay_text(text, &root())
+            .expect_err("a truncated recording was accepted");
+        if !e.contains("first difference at trace line 2") {
+            return Err(Failed::from(format!("unexpected report: {e}")));
+        }
+        Ok(())
+    }));
+    trials
+}
+
+/// The shipped scenarios on this host and on the model with this kernel's profile, compared
+/// (`khugepaged scenario --backend both`); ignored, with the reason, where the host cannot run
+/// them.
+fn host_trials() -> Vec<Trial> {
+    use harness::host::isolate::{preflight, Preflight};
+    use harness::host::scenario::{run_scenario, HostRun};
+    let unsupported = match preflight() {
+        Preflight::Ready(Some(msg)) => {
+            eprintln!("khugepaged: {msg}");
+            None
+        }
+        Preflight::Ready(None) | Preflight::Broken(_) => None,
+        Preflight::SkipAll(reason) => Some(reason),
+    };
+    scenario_files()
+        .into_iter()
+        .filter_map(|p| parse_file(&p).ok())
+        .map(|sc| {
+            let name = sc.path.file_name().unwrap().to_string_lossy().to_string();
+            let trial = Trial::test(format!("host/scenario/{name}"), move || {
+                let exe = Path::new(env!("CARGO_BIN_EXE_khugepaged"));
+                let host = match run_scenario(&sc, exe) {
+                    HostRun::Ran(o) => o,
+                    HostRun::Skipped(why) => return Err(Failed::from(format!("skipped: {why}"))),
+                    HostRun::Broken(why) => return Err(Failed::from(why)),
+                };
+                let release = harness::backend::Backend::kernel_release(
+                    &harness::host::backend::HostBackend::default(),
+                );
+                let model = run_model(&sc, &release).map_err(Failed::from)?;
+                let h = scenario::record::outcome_word(&host);
+                match scenario::record::disagreement(&h, &host.trace, &model, "host") {
+                    None if host.failure.is_none() => Ok(()),
+                    None => Err(Failed::from(format!("both fail: {h}"))),
+                    Some(d) => Err(Failed::from(d)),
+                }
+            });
+            match &unsupported {
+                Some(reason) => trial
+                    .with_kind(format!("host: {reason}"))
+                    .with_ignored_flag(true),
+                None => trial,
+            }
+        })
+        .collect()
+}
+
 fn main() {
     let args = Arguments::from_args();
     let mut trials = scenario_trials();
+    trials.extend(replay_trials());
+    trials.extend(host_trials());
     trials.extend(parse_error_trials());
     trials.extend(explain_trials());
     trials.push(fuzz_trial());
@@ -473,7 +611,7 @@ fn explain_trials() -> Vec<Trial> {
         let out = String::from_utf8_lossy(&out);
         let attempts = out.matches("collapse attempt ").count();
         let want: Vec<String> = (1..=attempts)
-            .map(|n| format!("linux-mm-case-6.18-{n:03}.svg"))
+            .map(|n| format!("linux-mm-case-model-6.18-{n:03}.svg"))
             .collect();
         if code == 0 && attempts == 2 && names == want && out.contains("SCAN_EXCEED_SHARED_PTE") {
             Ok(())
