@@ -101,7 +101,7 @@ fn parse_error_trials() -> Vec<Trial> {
         let good = root().join("linux-mm-case.scn");
         let args = vec![good.display().to_string(), bad.display().to_string()];
         let (mut out, mut err) = (Vec::new(), Vec::new());
-        let code = scenario::main(&args, &mut out, &mut err);
+        let code = harness::scenario_cli::main(&args, &mut out, &mut err);
         let _ = std::fs::remove_dir_all(&dir);
         let (out, err) = (String::from_utf8_lossy(&out), String::from_utf8_lossy(&err));
         if code == 2
@@ -148,7 +148,7 @@ fn parse_error_trials() -> Vec<Trial> {
                     a.push(good.clone());
                 }
                 let (mut out, mut err) = (Vec::new(), Vec::new());
-                let code = scenario::main(&a, &mut out, &mut err);
+                let code = harness::scenario_cli::main(&a, &mut out, &mut err);
                 let (out, err) = (String::from_utf8_lossy(&out), String::from_utf8_lossy(&err));
                 if code != 2 || !out.is_empty() || !err.contains(want) {
                     return Err(
@@ -598,7 +598,7 @@ fn explain_trials() -> Vec<Trial> {
             file.display().to_string(),
         ];
         let (mut out, mut err) = (Vec::new(), Vec::new());
-        let code = scenario::main(&args, &mut out, &mut err);
+        let code = harness::scenario_cli::main(&args, &mut out, &mut err);
         let mut names: Vec<String> = std::fs::read_dir(&dir)
             .map(|d| {
                 d.filter_map(|e| e.ok())

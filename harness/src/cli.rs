@@ -157,7 +157,7 @@ pub fn usage() -> String {
 pub fn subcommand(args: &[String]) -> Option<i32> {
     let rest = args.strip_prefix(&["scenario".to_string()])?;
     let (mut out, mut err) = (std::io::stdout().lock(), std::io::stderr().lock());
-    Some(crate::scenario::main(rest, &mut out, &mut err))
+    Some(crate::scenario_cli::main(rest, &mut out, &mut err))
 }
 
 /// Parses arguments (without the program name). Err is a one-line usage error; Ok(None)

@@ -16,6 +16,7 @@ pub mod race;
 pub mod report;
 pub mod runner;
 pub mod scenario;
+pub mod scenario_cli;
 pub mod steps;
 pub mod thp_settings;
 pub mod trace;

@@ -4,10 +4,10 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use super::parse::{self, Scenario};
-use super::record;
-use super::run::{run_model, Outcome};
 use crate::host::scenario::{run_scenario, HostRun};
+use crate::scenario::parse::{self, Scenario};
+use crate::scenario::record;
+use crate::scenario::run::{run_model, Outcome};
 
 /// Usage of `khugepaged scenario`.
 pub const USAGE: &str = "\
