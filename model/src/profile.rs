@@ -10,8 +10,8 @@
 //! Debian `linux-source-6.1` (6.1.192) and `linux-source-6.12` (6.12.117) trees were read for
 //! the 6.1 and 6.12 sides; the 6.18 side is the 6.18 reference tree this project follows
 //! (`/work/shared/reference/kernel-semantics.md`) and measurements on a 6.18 host; releases
-//! after 6.18 come from the patch mails and LWN (no 7.x tree was available to read), and say
-//! so.
+//! after 6.18 come from the patch mails and LWN unless their evidence names Debian's
+//! `linux-source-7.2` / `linux-source-7.3` trees, which were read where it says so.
 
 use std::fmt;
 
@@ -244,13 +244,6 @@ impl Switch {
             Switch::FileThpWithoutReadOnlyConfig => "file_thp_without_read_only_config",
             Switch::KhugepagedMthpCollapse => "khugepaged_mthp_collapse",
         }
-    }
-
-    /// Whether the model implements the behaviour of every value. A switch that is not
-    /// modelled is listed (so nobody mistakes the model's answer for the kernel's there) and
-    /// `--profile list` says so.
-    pub fn modelled(self) -> bool {
-        !matches!(self, Switch::KhugepagedMthpCollapse)
     }
 
     /// The values of the switch, oldest first; the first holds from 6.1.
@@ -543,12 +536,18 @@ impl Switch {
                     release: Release { major: 7, minor: 2 },
                     value: "yes",
                     commit: "khugepaged: add mTHP collapse support (series)",
-                    what: "khugepaged also collapses anonymous ranges to enabled mTHP orders \
-                           (max_ptes_none 0 or 511 only; a swap or shared PTE aborts a \
-                           collapse below PMD order). NOT MODELLED: the model collapses to PMD \
-                           order only",
-                    evidence: "patch mails v15 (2026-02) .. v18 (2026-05), LWN \"Automatic \
-                               mTHP creation in 7.2\"; no 7.x tree read",
+                    what: "khugepaged also collapses anonymous ranges to the enabled mTHP \
+                           orders (collapse_possible_orders, mthp_collapse): the scan accepts \
+                           every none PTE, then blocks are tried from the PMD order down to \
+                           order 2; below the PMD order max_ptes_none is scaled to the order \
+                           when it is 511 and is 0 otherwise, and a shared or swapped-out PTE \
+                           refuses the block; the thread also runs when only an mTHP size is \
+                           enabled (hugepage_enabled). MADV_COLLAPSE and file memory stay at \
+                           the PMD order",
+                    evidence: "read in Debian's linux-source-7.2 and linux-source-7.3 \
+                               (mm/khugepaged.c); 7.1 has no linux-source package, so the \
+                               lower bound is the series' merge per its patch mails (v18, \
+                               2026-05)",
                 },
             ],
         }
@@ -601,7 +600,7 @@ pub struct KernelProfile {
     /// Regular-file collapse without CONFIG_READ_ONLY_THP_FOR_FS;
     /// [`Switch::FileThpWithoutReadOnlyConfig`].
     pub file_thp_without_read_only_config: bool,
-    /// khugepaged collapses to mTHP orders (not modelled); [`Switch::KhugepagedMthpCollapse`].
+    /// khugepaged collapses anonymous memory to mTHP orders; [`Switch::KhugepagedMthpCollapse`].
     pub khugepaged_mthp_collapse: bool,
 }
 
@@ -739,9 +738,6 @@ impl KernelProfile {
         let mut out = String::new();
         for &s in Switch::ALL {
             out.push_str(s.name());
-            if !s.modelled() {
-                out.push_str("  (not modelled: the model keeps the first value)");
-            }
             out.push('\n');
             for c in s.history() {
                 out.push_str(&format!(
