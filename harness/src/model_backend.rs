@@ -139,6 +139,7 @@ impl Backend for ModelBackend {
                 (Prot::READ_WRITE, MapKind::Shared(self.inode_of(fd)?.inode))
             }
             MapTarget::PrivateRead(fd) => (Prot::READ, MapKind::Private(self.inode_of(fd)?.inode)),
+            MapTarget::SharedRead(fd) => (Prot::READ, MapKind::Shared(self.inode_of(fd)?.inode)),
         };
         self.k.mmap(self.pid, addr, len, prot, kind, 0, false)
     }
@@ -216,6 +217,16 @@ impl Backend for ModelBackend {
             inode,
             write: false,
         }))
+    }
+
+    fn open_read_write(&mut self, path: &str) -> Result<Fd, Errno> {
+        let inode = *self.files.get(path).ok_or(Errno::ENOENT)?;
+        self.k.inode_open(inode, true);
+        Ok(self.new_fd(OpenFile { inode, write: true }))
+    }
+
+    fn msync(&mut self, addr: u64, len: u64) -> Result<(), Errno> {
+        self.k.msync(self.pid, addr, len)
     }
 
     fn write_from(&mut self, fd: Fd, addr: u64, len: u64) -> Result<(), Errno> {

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use crate::backend::Backend;
 use crate::catalogue::{
-    alloc_at_fault, Ctx, DirKind, Env, KhugepagedMode, MemType, TestEntry, PARKED_SLEEP_MILLISECS,
+    alloc_at_fault, Catalogue, Ctx, DirKind, Env, KhugepagedMode, TestEntry, PARKED_SLEEP_MILLISECS,
 };
 use crate::steps::{Step, Verdict};
 use crate::thp_settings::ThpSettings;
@@ -34,12 +34,12 @@ impl Case {
     pub fn id(&self) -> String {
         match self {
             Case::AllocAtFault => "alloc_at_fault".into(),
-            Case::Test(e) => format!("{}:{}/{}", e.context.name(), e.mem.name(), e.name),
-            Case::Extra(e) => format!("extra/{}:{}/{}", e.context.name(), e.mem.name(), e.name),
+            Case::Test(e) => format!("{}:{}/{}", e.context.name(), e.mem.key(), e.name),
+            Case::Extra(e) => format!("extra/{}:{}/{}", e.context.name(), e.mem.key(), e.name),
         }
     }
 
-    pub fn mem(&self) -> Option<MemType> {
+    pub fn mem(&self) -> Option<crate::catalogue::MemType> {
         match self {
             Case::AllocAtFault => None,
             Case::Test(e) | Case::Extra(e) => Some(e.mem),
@@ -97,6 +97,13 @@ pub fn env_description(env: &Env) -> String {
     if env.khugepaged != KhugepagedMode::Selftest {
         text.push_str(&format!(" khugepaged={}", env.khugepaged.name()));
     }
+    // Only what differs from the 6.18 selftest, so older traces keep their header.
+    if env.catalogue != Catalogue::V6_18 {
+        text.push_str(&format!(" catalogue={}", env.catalogue.name()));
+    }
+    if env.collapse_order > 0 {
+        text.push_str(&format!(" collapse_order={}", env.collapse_order));
+    }
     text
 }
 
@@ -129,7 +136,7 @@ pub fn settings_description(s: &ThpSettings) -> String {
 
 /// Why a case cannot run on this backend with this environment, if it cannot.
 pub fn unsupported_reason(b: &mut dyn Backend, env: &Env, case: &Case) -> Option<String> {
-    if case.mem() != Some(MemType::File) {
+    if !case.mem().is_some_and(|m| m.is_file()) {
         return None;
     }
     match env.finfo.as_ref().map(|f| &f.kind) {

@@ -142,6 +142,78 @@ impl Kernel {
         i.size_pages = i.size_pages.max(first + data.len() as u64);
     }
 
+    /// `msync(MS_SYNC)` over `[start, start + len)` of `pid`: the regular-file pages its PTEs
+    /// map are written back (`filemap_write_and_wait_range`): the disk gets their contents,
+    /// the folios are clean, and `folio_mkclean` write-protects and cleans the PTEs (a later
+    /// write faults and dirties the folio again). shmem has nothing to write back.
+    pub fn msync(
+        &mut self,
+        pid: crate::kernel::Pid,
+        start: u64,
+        len: u64,
+    ) -> Result<(), crate::errno::Errno> {
+        use crate::page_table::{Pmd, Pte};
+        if !start.is_multiple_of(crate::PAGE_SIZE) {
+            return Err(crate::errno::Errno::EINVAL);
+        }
+        let end = start.saturating_add(len);
+        if !self.mm(pid)?.vmas.covers(start, end) {
+            return Err(crate::errno::Errno::ENOMEM);
+        }
+        let mut addr = start;
+        while addr < end {
+            let pt = &self.mm(pid)?.page_table;
+            let (folio, pte_dirty) = match pt.pmd(addr) {
+                Pmd::Huge(h) => (Some(h.folio), h.dirty),
+                Pmd::Table(_) => match pt.pte(addr) {
+                    Pte::Present(p) => (Some(p.folio), p.dirty),
+                    _ => (None, false),
+                },
+                _ => (None, false),
+            };
+            let next = if matches!(pt.pmd(addr), Pmd::Table(_)) {
+                addr + crate::PAGE_SIZE
+            } else {
+                crate::pmd_align_down(addr) + crate::HPAGE_PMD_SIZE
+            };
+            if let Some(folio) = folio {
+                let f = self.folio(folio);
+                if let FolioOwner::PageCache { inode, index } = f.owner {
+                    if !self.inode(inode).is_shmem() && (pte_dirty || f.dirty) {
+                        self.write_back_folio(folio, inode, index);
+                        let pt = &mut self.mm_mut(pid)?.page_table;
+                        match pt.pmd(addr) {
+                            Pmd::Huge(mut h) => {
+                                h.dirty = false;
+                                h.write = false;
+                                pt.set_pmd(crate::pmd_align_down(addr), Pmd::Huge(h));
+                            }
+                            _ => {
+                                if let Pte::Present(mut p) = pt.pte(addr) {
+                                    p.dirty = false;
+                                    p.write = false;
+                                    pt.set_pte(addr, Pte::Present(p));
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            addr = next;
+        }
+        Ok(())
+    }
+
+    /// Writes a regular file's page-cache folio to disk and marks it clean.
+    fn write_back_folio(&mut self, folio: FolioId, inode: InodeId, index: u64) {
+        let data: Vec<u64> = self.folio(folio).pages.iter().map(|pg| pg.data).collect();
+        let disk = &mut self.inode_mut(inode).disk;
+        for (i, d) in data.into_iter().enumerate() {
+            disk.insert(index + i as u64, d);
+        }
+        self.folios.folio_mut(folio).dirty = false;
+    }
+
     /// `filemap_fault`'s page-cache lookup of a regular file, reading the page from disk on a
     /// miss (read_ahead_kb=0: one order-0 folio per miss). Marks the folio accessed.
     pub(crate) fn filemap_get_folio(&mut self, inode: InodeId, index: u64) -> (FolioId, usize) {
