@@ -1167,7 +1167,7 @@ pub fn collapse_max_ptes_none(t: &mut Ctx, c: Context, ops: MemType) -> R {
     let mut settings = t.current_settings()?;
     settings.max_ptes_none = max_ptes_none;
     t.push_settings(settings)?;
-    let p = t.setup_area(ops, 1)?;
+    let mut p = t.setup_area(ops, 1)?;
     if t.is_tmpfs(ops) {
         t.printf("tmpfs...");
         t.skip("Skip");
@@ -1184,6 +1184,11 @@ pub fn collapse_max_ptes_none(t: &mut Ctx, c: Context, ops: MemType) -> R {
         )?;
         t.validate_memory(p, 0, first)?;
         if c.enforce_pte_scan_limits() {
+            if t.env.catalogue == Catalogue::V7_3 {
+                // 7.3 starts the second half on a fresh area (a new file for file ops).
+                t.cleanup_area(ops, p, t.hpage_pmd_size);
+                p = t.setup_area(ops, 1)?;
+            }
             let second = (t.hpage_pmd_nr - max_ptes_none) * t.page_size;
             t.fault(ops, p, 0, second)?;
             t.collapse(c, "Collapse with max_ptes_none PTEs empty", p, 1, ops, true)?;

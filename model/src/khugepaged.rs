@@ -857,6 +857,15 @@ impl Kernel {
         result
     }
 
+    /// Whether a page-cache folio of `[start, end)` is dirty (what makes collapse_file fail
+    /// with SCAN_PAGE_DIRTY_OR_WRITEBACK on a regular file).
+    fn file_range_dirty(&self, inode: InodeId, start: u64, end: u64) -> bool {
+        self.inode(inode)
+            .cache
+            .range(start..end)
+            .any(|(_, e, _)| matches!(e, CacheEntry::Folio(f) if self.folio(f).dirty))
+    }
+
     /// `collapse_file` (shmem, or a regular file with READ_ONLY_THP_FOR_FS): builds a PMD THP
     /// in the page cache from the range's pages, unmapping them everywhere, then retracts the
     /// empty page tables.
@@ -1120,13 +1129,32 @@ impl Kernel {
                         }
                         VmaBacking::Shmem(inode) | VmaBacking::File(inode) => {
                             let index = vma.linear_page_index(addr);
-                            self.hpage_collapse_scan_file(
+                            let mut r = self.hpage_collapse_scan_file(
                                 pid,
                                 addr,
                                 inode,
                                 index,
                                 CollapseContext::Madvise,
-                            )
+                            );
+                            // collapse_single_pmd: a dirty folio (SCAN_PAGE_DIRTY_OR_WRITEBACK,
+                            // which the model's collapse_file reports as SCAN_FAIL) is written
+                            // back and the collapse tried once more.
+                            let end = index + HPAGE_PMD_NR as u64;
+                            if r == ScanResult::Fail
+                                && self.profile.madvise_collapse_writes_back_dirty
+                                && !self.inode(inode).is_shmem()
+                                && self.file_range_dirty(inode, index, end)
+                            {
+                                self.filemap_write_and_wait_range(inode, index, end);
+                                r = self.hpage_collapse_scan_file(
+                                    pid,
+                                    addr,
+                                    inode,
+                                    index,
+                                    CollapseContext::Madvise,
+                                );
+                            }
+                            r
                         }
                     }
                 };

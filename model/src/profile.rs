@@ -191,6 +191,7 @@ pub enum Switch {
     CollapseRequiresWritablePte,
     FileThpWithoutReadOnlyConfig,
     KhugepagedMthpCollapse,
+    MadviseCollapseWritesBackDirty,
 }
 
 /// One value of a switch: from which release it holds, and why.
@@ -226,6 +227,7 @@ impl Switch {
         Switch::CollapseRequiresWritablePte,
         Switch::FileThpWithoutReadOnlyConfig,
         Switch::KhugepagedMthpCollapse,
+        Switch::MadviseCollapseWritesBackDirty,
     ];
 
     /// The field name in [`KernelProfile`].
@@ -243,6 +245,7 @@ impl Switch {
             Switch::CollapseRequiresWritablePte => "collapse_requires_writable_pte",
             Switch::FileThpWithoutReadOnlyConfig => "file_thp_without_read_only_config",
             Switch::KhugepagedMthpCollapse => "khugepaged_mthp_collapse",
+            Switch::MadviseCollapseWritesBackDirty => "madvise_collapse_writes_back_dirty",
         }
     }
 
@@ -517,11 +520,36 @@ impl Switch {
                              writable files (series)",
                     what: "file_thp_enabled() asks the mapping for PMD-order folio support \
                            instead of the config: regular files on large-folio filesystems \
-                           (ext4, xfs) collapse; hugepage_pmd_enabled() no longer counts the \
-                           config. The model keeps the not-open-for-writing condition (the \
-                           selftest's file cases open read-only)",
-                    evidence: "patch mails \"[PATCH 7.2 v3]\" (2026-04) and v6 in mm-new \
-                               (2026-05); release inferred, no 7.x tree read",
+                           (ext4, xfs) collapse, also while open for writing (collapse_file no \
+                           longer fails on inode_is_open_for_write; a dirty folio still stops \
+                           it); hugepage_pmd_enabled() no longer counts the config",
+                    evidence: "read in Debian's linux-source-7.2 and linux-source-7.3 \
+                               (mm/huge_memory.c file_thp_enabled, mm/khugepaged.c \
+                               collapse_file) against linux-source-6.12; 7.1 has no \
+                               linux-source package: the lower bound is the series' patch mails \
+                               (\"[PATCH 7.2 v3]\", 2026-04)",
+                },
+            ],
+            Switch::MadviseCollapseWritesBackDirty => &[
+                Change {
+                    release: Release::OLDEST,
+                    value: "no",
+                    commit: "madvise_collapse() gives up on dirty file folios (6.1)",
+                    what: "MADV_COLLAPSE of a regular file's range with dirty page-cache \
+                           folios fails (collapse_file refuses dirty folios)",
+                    evidence: SRC_61_612,
+                },
+                Change {
+                    release: Release { major: 7, minor: 2 },
+                    value: "yes",
+                    commit: "MADV_COLLAPSE writes dirty file folios back and retries once \
+                             (collapse_single_pmd's triggered_wb)",
+                    what: "when collapse_file finds a dirty or writeback folio, MADV_COLLAPSE \
+                           (not khugepaged) runs filemap_write_and_wait_range over the PMD \
+                           range and tries once more",
+                    evidence: "absent from linux-source-6.12's madvise_collapse, present in \
+                               linux-source-7.2 and 7.3; 6.13 .. 7.1 were not read, so 7.2 is \
+                               an upper bound of the release",
                 },
             ],
             Switch::KhugepagedMthpCollapse => &[
@@ -602,6 +630,9 @@ pub struct KernelProfile {
     pub file_thp_without_read_only_config: bool,
     /// khugepaged collapses anonymous memory to mTHP orders; [`Switch::KhugepagedMthpCollapse`].
     pub khugepaged_mthp_collapse: bool,
+    /// MADV_COLLAPSE writes dirty file folios back and retries;
+    /// [`Switch::MadviseCollapseWritesBackDirty`].
+    pub madvise_collapse_writes_back_dirty: bool,
 }
 
 impl KernelProfile {
@@ -622,6 +653,7 @@ impl KernelProfile {
             zap_batches_large_folio_ptes: false,
             file_thp_without_read_only_config: false,
             khugepaged_mthp_collapse: false,
+            madvise_collapse_writes_back_dirty: false,
         };
         for &s in Switch::ALL {
             p.set_step(s, s.step_at(r));
@@ -663,6 +695,7 @@ impl KernelProfile {
             Switch::CollapseRequiresWritablePte => self.collapse_requires_writable_pte = !on,
             Switch::FileThpWithoutReadOnlyConfig => self.file_thp_without_read_only_config = on,
             Switch::KhugepagedMthpCollapse => self.khugepaged_mthp_collapse = on,
+            Switch::MadviseCollapseWritesBackDirty => self.madvise_collapse_writes_back_dirty = on,
         }
     }
 
