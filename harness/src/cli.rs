@@ -967,6 +967,11 @@ pub fn run(o: &Options, out: &mut dyn Write) -> Result<i32, String> {
         let r = if tap13 {
             let r = run_one(&o, &env, case)?;
             p.put(&crate::report::tap13_case(n + 1, &r))?;
+            if crate::report::tap13_aborted(&r) {
+                // The C program exits here: no later test runs.
+                p.put(&crate::report::tap13_bail(cases.len(), n, &totals))?;
+                return Ok(if p.closed() { EXIT_STDOUT_CLOSED } else { 1 });
+            }
             r
         } else if o.backend == BackendChoice::Host && o.format == Format::Kernel {
             // Host steps appear as the case process ends them, as the selftest prints.

@@ -48,9 +48,16 @@ impl ModelBackend {
     /// A fresh machine running `profile`, with the host's boot-default THP settings and an
     /// active swap device.
     pub fn new(profile: KernelProfile) -> ModelBackend {
-        let mut k = Kernel::new(profile);
-        k.swapon(Self::DEFAULT_SWAP_PAGES)
+        let mut b = Self::without_swap(profile);
+        b.k.swapon(Self::DEFAULT_SWAP_PAGES)
             .expect("a fresh model has no swap yet");
+        b
+    }
+
+    /// The same machine with no swap device (as the kernels of the matrix that have nothing
+    /// to swap to): MADV_PAGEOUT leaves anonymous pages where they are.
+    pub fn without_swap(profile: KernelProfile) -> ModelBackend {
+        let k = Kernel::new(profile);
         let pid = k.pids()[0];
         ModelBackend {
             k,

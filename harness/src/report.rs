@@ -193,11 +193,37 @@ pub fn tap13_case(n: usize, r: &CaseResult) -> String {
     if let Some(why) = unexplained_failure(r) {
         let _ = writeln!(out, "# Fail: {why}");
     }
+    if tap13_aborted(r) {
+        // exit(EXIT_FAILURE) in the middle of the test: no result line (see tap13_bail).
+        return out;
+    }
     let _ = match &r.outcome {
         Outcome::Pass => writeln!(out, "ok {n} {name}"),
         Outcome::Fail(_) => writeln!(out, "not ok {n} {name}"),
         Outcome::Skip(_) => writeln!(out, "ok {n} # SKIP {name}"),
     };
+    out
+}
+
+/// Whether the case ended in one of khugepaged.c's exits (ksft_exit_fail_msg and the like,
+/// the harness's aborts): in C the whole program ends there, after that test's lines.
+pub fn tap13_aborted(r: &CaseResult) -> bool {
+    matches!(r.outcome, Outcome::Fail(_))
+        && r.steps
+            .iter()
+            .rev()
+            .find(|s| !is_trace_marker(s))
+            .is_some_and(|s| s.verdict == Verdict::Fail && s.word.is_empty())
+}
+
+/// What the selftest prints when it exits in the middle of test `run + 1` of `planned`
+/// (the tests before it reported in `t`).
+pub fn tap13_bail(planned: usize, run: usize, t: &Totals) -> String {
+    let mut out = String::new();
+    if planned != run {
+        let _ = writeln!(out, "# Planned tests != run tests ({planned} != {run})");
+    }
+    let _ = writeln!(out, "{}", t.ktap_line());
     out
 }
 
