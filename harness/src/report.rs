@@ -122,7 +122,10 @@ pub fn ktap_case(n: usize, r: &CaseResult) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "# {}", header(r));
     for s in r.steps.iter().filter(|s| !is_trace_marker(s)) {
-        let _ = writeln!(out, "# {}", coloured(s, false));
+        // A step may span lines (7.3's "Construct ...\n OK"): each is a diagnostic.
+        for line in coloured(s, false).lines() {
+            let _ = writeln!(out, "# {line}");
+        }
         for d in &s.detail {
             let _ = writeln!(out, "#     {d}");
         }
