@@ -5,9 +5,7 @@ use std::io::{IsTerminal, Write};
 
 use model::KernelProfile;
 
-use crate::catalogue::{
-    test_table, test_table_of, Catalogue, Context, Env, FileInfo, KhugepagedMode, MemType,
-};
+use crate::catalogue::{test_table_of, Catalogue, Context, Env, FileInfo, KhugepagedMode, MemType};
 use crate::model_backend::ModelBackend;
 use crate::report::{kernel_case, ktap_case, Format, Totals};
 use crate::runner::{run_case, Case, CaseResult, Outcome};
@@ -406,20 +404,7 @@ fn select_unfiltered(o: &Options) -> Vec<Case> {
     cases
 }
 
-/// Every case of every catalogue (all contexts and memory types; a test both catalogues
-/// have once), after alloc_at_fault.
-pub fn all_cases() -> Vec<Case> {
-    let mut cases = vec![Case::AllocAtFault];
-    cases.extend(test_table().into_iter().map(Case::Test));
-    for e in test_table_of(Catalogue::NEWEST) {
-        let case = Case::Test(e);
-        if !cases.iter().any(|c| c.id() == case.id()) {
-            cases.push(case);
-        }
-    }
-    cases.extend(crate::extras::extra_table().into_iter().map(Case::Extra));
-    cases
-}
+pub use crate::runner::all_cases;
 
 /// Builds the environment: `-s` and the `[dir]` with its filesystem.
 pub fn env_for(o: &Options) -> Result<Env, String> {
