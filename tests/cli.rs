@@ -36,6 +36,23 @@ fn usage_errors_are_one_line_and_exit_2() {
         (vec!["--khugepaged", "sometimes"], "--khugepaged sometimes"),
         (vec!["--frobnicate"], "unknown option --frobnicate"),
         (
+            vec!["--catalogue", "7.9"],
+            "--catalogue 7.9: expected one of 6.18, 7.3",
+        ),
+        (
+            vec!["mthp_khugepaged:anon"],
+            "mthp_khugepaged needs -c ORDER",
+        ),
+        (vec!["-c", "9", "mthp_khugepaged:anon"], "-c 9"),
+        (
+            vec!["-c", "4", "mthp_khugepaged:shmem"],
+            "mthp_khugepaged only supports the anon mem_type",
+        ),
+        (
+            vec!["--catalogue", "6.18", "-c", "4", "mthp_khugepaged:anon"],
+            "not of the 6.18 one",
+        ),
+        (
             vec!["all:file", "/nonexistent-dir-for-test"],
             "/nonexistent-dir-for-test",
         ),
@@ -672,4 +689,23 @@ fn replay_skips_recorded_observations_only_where_the_model_is_volatile() {
             "step ok: B... OK",
         ])
     );
+}
+
+#[test]
+fn mthp_khugepaged_collapses_to_the_c_order_from_7_2() {
+    let args = ["-c", "4", "mthp_khugepaged:anon"];
+    let run = |profile: &str| {
+        let mut a = vec!["--profile", profile];
+        a.extend(args);
+        khugepaged(&a)
+    };
+    let (code, stdout, _) = run("7.3");
+    assert_eq!(code, 0, "{stdout}");
+    assert!(stdout.contains("\n1..4\n"), "{stdout}");
+    assert!(stdout.contains("# Run test: collapse_single_mthp (mthp_khugepaged:anon)\n# Collapse PTE table with half PTE entries present.... OK\nok 4 collapse_single_mthp\n"), "{stdout}");
+    // 7.1's khugepaged builds PMD THPs only: the 64 KiB folios never come.
+    let (code, stdout, _) = run("7.1");
+    assert_eq!(code, 1, "{stdout}");
+    assert!(stdout.contains("not ok 2 collapse_full\n"), "{stdout}");
+    assert!(stdout.contains("ok 3 collapse_empty\n"), "{stdout}");
 }
