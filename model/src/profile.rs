@@ -283,7 +283,8 @@ impl Switch {
                     what: "a large folio is reused when this MM is its only mapper \
                            (folio_maybe_mapped_shared false, CONFIG_MM_ID) and every reference \
                            is a mapping",
-                    evidence: "6.18 reference tree; absent from linux-source-6.12",
+                    evidence: "6.18 reference tree; absent from linux-source-6.12; still so in \
+                               linux-source-7.3 (mm/memory.c)",
                 },
             ],
             Switch::AnonMthp => &[
@@ -362,7 +363,9 @@ impl Switch {
                              folio_maybe_mapped_shared()",
                     what: "the MM-owner slots decide: shared once two MMs mapped the folio at \
                            the same time, no false negatives",
-                    evidence: "6.18 reference tree; patch mail (MM owner tracking series, 6.15)",
+                    evidence: "6.18 reference tree; patch mail (MM owner tracking series, 6.15); \
+                               still so in linux-source-7.3 (collapse_scan_pmd, \
+                               __collapse_huge_page_isolate)",
                 },
             ],
             Switch::ScanAnonCheckBeforeShared => &[
@@ -437,7 +440,8 @@ impl Switch {
                              PM_MMAP_EXCLUSIVE (CONFIG_NO_PAGE_MAPCOUNT series)",
                     what: "the PMD path passes the head page for every entry again",
                     evidence: "6.18 reference tree; measured on the 6.18 host (512/512 \
-                               entries exclusive)",
+                               entries exclusive); still so in linux-source-7.3 \
+                               (pagemap_pmd_range_thp passes the head page)",
                 },
             ],
             Switch::UnderusedThpShrinker => &[
@@ -480,7 +484,9 @@ impl Switch {
                     commit: "mm/rmap: basic MM owner tracking for large folios (!hugetlb)",
                     what: "large folios record up to two owning MMs (_mm_id[2], \
                            _mm_id_mapcount[2]) and a maybe-shared bit",
-                    evidence: "6.18 reference tree; patch mail (6.15)",
+                    evidence:
+                        "6.18 reference tree; patch mail (6.15); still so in linux-source-7.3 \
+                               (folio->_mm_ids)",
                 },
             ],
             Switch::CollapseRequiresWritablePte => &[
@@ -500,7 +506,9 @@ impl Switch {
                     value: "no",
                     commit: "mm: Enable khugepaged to operate on non-writable VMAs",
                     what: "SCAN_PAGE_RO is gone; read-only ranges collapse",
-                    evidence: "absent from the 6.18 reference tree; patch mail 2025-09",
+                    evidence:
+                        "absent from the 6.18 reference tree; patch mail 2025-09; absent from \
+                               linux-source-7.2 and 7.3",
                 },
             ],
             Switch::FileThpWithoutReadOnlyConfig => &[
