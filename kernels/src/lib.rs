@@ -9,4 +9,5 @@ pub mod fetch;
 pub mod guest;
 pub mod matrix;
 pub mod protocol;
+pub mod scenarios;
 pub mod vm;

@@ -34,7 +34,9 @@ fn khugepaged_scans(s: &mut Sys, pid: Pid, p: u64) {
         if s.k.khugepaged_state.full_scans >= target {
             break;
         }
-        s.step("khugepaged wake-up", |k| k.khugepaged_do_scan());
+        s.step("khugepaged wake-up", |k| {
+            k.khugepaged_do_scan();
+        });
     }
 }
 

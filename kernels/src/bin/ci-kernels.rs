@@ -8,7 +8,9 @@ use kernels::{catalog, fetch, matrix, vm};
 
 const USAGE: &str = "usage: ci/kernels list
        ci/kernels fetch KERNEL...|all
-       ci/kernels run [--timeout SECS] KERNEL -- ARGS...   (the harness's arguments)
+       ci/kernels run [--timeout SECS] KERNEL -- ARGS...   (the harness's arguments;
+           `scenario FILE...` ships the files and their includes to the guest, and
+           `scenario --record DIR` brings the recordings back into DIR)
        ci/kernels record [--timeout SECS] KERNEL...|all
        ci/kernels selftest [--timeout SECS] KERNEL...|all   (the kernel's own C selftest)
        ci/kernels report [--markdown]
@@ -116,15 +118,17 @@ fn real_main(mut args: Vec<String>) -> Result<i32, String> {
                 return Err(format!("usage error: run takes one KERNEL\n{USAGE}"));
             };
             let f = fetch::resolve(name)?;
+            let shipped = kernels::scenarios::ship(&harness_args)?;
             let mut argv = vec!["/bin/khugepaged".to_string()];
-            argv.extend(harness_args);
+            argv.extend(shipped.args.clone());
             let job = vm::GuestJob {
                 commands: vec![argv],
-                extra_files: Vec::new(),
+                extra_files: shipped.files.clone(),
                 timeout,
                 stream: true,
             };
             let r = vm::boot(&f, &job)?;
+            shipped.bring_back(&r.out)?;
             eprintln!(
                 "ci/kernels: {} exited {} (boot {:.1}s, total {:.1}s)",
                 f.release,
