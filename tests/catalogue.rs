@@ -1,11 +1,16 @@
 //! The khugepaged.c catalogue as libtest-mimic trials: one per (backend, context, mem_type,
 //! test), named like `model/khugepaged:anon/collapse_max_ptes_shared` (6.18),
 //! `model@6.12/s2/...` (other profiles, `-s` orders) and
-//! `host/khugepaged:anon/collapse_max_ptes_shared`. Host trials run this machine's kernel
-//! (root, THP and MADV_COLLAPSE needed) in the deterministic khugepaged mode, and are listed
-//! as ignored, with the reason, elsewhere.
+//! `host/khugepaged:anon/collapse_max_ptes_shared`; the 7.3 selftest's catalogue as
+//! `model@RELEASE/7.3/...` (its mthp_khugepaged cases with `-c 4`, `-c 5` beside `-s 4`,
+//! and `-c 2`). Host trials
+//! run this machine's kernel (root, THP and MADV_COLLAPSE needed) in the deterministic
+//! khugepaged mode, with the catalogue of its era, and are listed as ignored, with the
+//! reason, elsewhere.
 
-use harness::catalogue::{Env, FileInfo, KhugepagedMode, MemType, SKIPPED_ON_TMPFS};
+use harness::catalogue::{
+    test_table_of, Catalogue, Context, Env, FileInfo, KhugepagedMode, SKIPPED_ON_TMPFS,
+};
 use harness::host::isolate::{run_case_retrying_races, HostRunOptions};
 use harness::model_backend::ModelBackend;
 use harness::runner::all_cases;
@@ -15,7 +20,7 @@ use model::KernelProfile;
 
 /// Whether khugepaged.c itself prints "tmpfs... Skip" for this case (file tests on tmpfs).
 fn skipped_on_tmpfs(case: &Case) -> bool {
-    matches!(case, Case::Test(e) if e.mem == MemType::File && SKIPPED_ON_TMPFS.contains(&e.name))
+    matches!(case, Case::Test(e) if e.mem.is_file() && SKIPPED_ON_TMPFS.contains(&e.name))
 }
 
 /// Turns a case result into a trial verdict; `expect_skip` for the selftest's own skips.
@@ -59,31 +64,100 @@ fn model_trials() -> Vec<Trial> {
                 if anon_order != 0 {
                     name = format!("{name}/s{anon_order}");
                 }
-                trials.extend(model_trials_for(&name, profile.clone(), anon_order, mode));
+                let env = Env {
+                    anon_order,
+                    finfo: Some(FileInfo::model_tmpfs("advise")),
+                    khugepaged: mode,
+                    ..Env::default()
+                };
+                trials.extend(model_trials_for(&name, profile.clone(), &env, cases_618()));
             }
         }
+        // The 7.3 selftest, in its own khugepaged mode (the CLI's default).
+        for anon_order in ANON_ORDERS {
+            let mut name = format!("{prefix}/7.3");
+            if anon_order != 0 {
+                name = format!("{name}/s{anon_order}");
+            }
+            let env = Env {
+                anon_order,
+                finfo: Some(FileInfo::model_tmpfs("advise")),
+                catalogue: Catalogue::V7_3,
+                // Above the -s order: faults of that size or larger are already folios at
+                // least as large, which khugepaged leaves alone (SCAN_PTE_MAPPED_HUGEPAGE), in
+                // C as here.
+                collapse_order: 4.max(anon_order + 1),
+                ..Env::default()
+            };
+            trials.extend(model_trials_for(
+                &name,
+                profile.clone(),
+                &env,
+                cases_of(Catalogue::V7_3),
+            ));
+        }
+        // mthp_khugepaged at another order.
+        let env = Env {
+            catalogue: Catalogue::V7_3,
+            collapse_order: 2,
+            ..Env::default()
+        };
+        let mthp = cases_of(Catalogue::V7_3)
+            .into_iter()
+            .filter(|c| matches!(c, Case::Test(e) if e.context == Context::MthpKhugepaged))
+            .collect();
+        trials.extend(model_trials_for(
+            &format!("{prefix}/7.3/c2"),
+            profile.clone(),
+            &env,
+            mthp,
+        ));
     }
     trials
 }
 
+/// The 6.18 catalogue's cases and this project's extras (written in its style).
+fn cases_618() -> Vec<Case> {
+    let mut cases = cases_of(Catalogue::V6_18);
+    cases.extend(
+        all_cases()
+            .into_iter()
+            .filter(|c| matches!(c, Case::Extra(_))),
+    );
+    cases
+}
+
+/// alloc_at_fault and a catalogue's TEST() list.
+fn cases_of(c: Catalogue) -> Vec<Case> {
+    let mut cases = vec![Case::AllocAtFault];
+    cases.extend(test_table_of(c).into_iter().map(Case::Test));
+    cases
+}
+
+/// The mthp_khugepaged context fails before 7.2 as such a kernel would: khugepaged never
+/// builds the size (only collapse_empty, which wants nothing collapsed, passes), and before
+/// 6.8 the hugepages-<N>kB/enabled file it writes does not exist.
+fn mthp_fails_on(profile: &KernelProfile, case: &Case) -> bool {
+    let Case::Test(e) = case else { return false };
+    e.context == Context::MthpKhugepaged
+        && !profile.khugepaged_mthp_collapse
+        && (e.name != "collapse_empty" || !profile.anon_mthp)
+}
+
+/// The model's file tests use a tmpfs directory mounted huge=advise, as the selftest asks.
 fn model_trials_for(
     prefix: &str,
     profile: KernelProfile,
-    anon_order: u8,
-    khugepaged: KhugepagedMode,
+    env: &Env,
+    cases: Vec<Case>,
 ) -> Vec<Trial> {
-    // The model's file tests use a tmpfs directory mounted huge=advise, as the selftest asks.
-    let env = Env {
-        anon_order,
-        finfo: Some(FileInfo::model_tmpfs("advise")),
-        khugepaged,
-    };
-    all_cases()
+    cases
         .into_iter()
         .map(|case| {
             let env = env.clone();
             let profile = profile.clone();
             let expect_skip = skipped_on_tmpfs(&case);
+            let expect_fail = mthp_fails_on(&profile, &case);
             let trial = Trial::test(format!("{prefix}/{}", case.id()), move || {
                 let mut b = ModelBackend::new(profile);
                 b.dir = env.finfo.as_ref().map(|f| f.kind.clone());
@@ -92,6 +166,14 @@ fn model_trials_for(
                     return Err(Failed::from(format!(
                         "model invariants broken after the case:\n{v}"
                     )));
+                }
+                if expect_fail {
+                    return match &r.outcome {
+                        Outcome::Fail(_) => Ok(()),
+                        o => Err(Failed::from(format!(
+                            "a kernel without mTHP collapse must fail this case, got {o:?}"
+                        ))),
+                    };
                 }
                 verdict(&r, expect_skip)
             });
@@ -128,7 +210,16 @@ fn host_trials() -> Vec<Trial> {
         private_tmpfs: true,
         trace: false,
     };
-    all_cases()
+    // The catalogue of this kernel's era (7.3's from 7.2), its mthp_khugepaged at -c 4.
+    let release = nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let catalogue = Catalogue::for_kernel(KernelProfile::for_release(&release).ok().as_ref());
+    let cases = match catalogue {
+        Catalogue::V6_18 => cases_618(),
+        c => cases_of(c),
+    };
+    cases
         .into_iter()
         .map(|case| {
             let opts = opts.clone();
@@ -137,6 +228,8 @@ fn host_trials() -> Vec<Trial> {
                 // khugepaged acts only inside the waits: the same answer every run.
                 let env = Env {
                     khugepaged: KhugepagedMode::Deterministic,
+                    catalogue,
+                    collapse_order: 4,
                     ..Env::default()
                 };
                 let r = run_case_retrying_races(&case, &env, &opts);

@@ -22,6 +22,8 @@ pub enum MapTarget {
     SharedRw(Fd),
     /// MAP_PRIVATE of a file descriptor, PROT_READ (the 6.18 selftest's file mapping).
     PrivateRead(Fd),
+    /// MAP_SHARED of a file descriptor, PROT_READ (7.3's read-only file mapping).
+    SharedRead(Fd),
 }
 
 /// A file descriptor in the backend's process.
@@ -140,6 +142,10 @@ pub trait Backend {
     fn create_file(&mut self, path: &str) -> Result<Fd, Errno>;
     /// open(path, O_RDONLY).
     fn open_read_only(&mut self, path: &str) -> Result<Fd, Errno>;
+    /// open(path, O_RDWR) (7.3's read-write file mem_ops).
+    fn open_read_write(&mut self, path: &str) -> Result<Fd, Errno>;
+    /// msync(addr, len, MS_SYNC): writes the range's dirty file pages back.
+    fn msync(&mut self, addr: u64, len: u64) -> Result<(), Errno>;
     /// write(fd, addr, len) from this process's memory.
     fn write_from(&mut self, fd: Fd, addr: u64, len: u64) -> Result<(), Errno>;
     fn close(&mut self, fd: Fd) -> Result<(), Errno>;

@@ -1,6 +1,8 @@
-//! tools/testing/selftests/mm/khugepaged.c (Linux 6.18), written once against [`Backend`]:
-//! the same test functions, step messages, expectations and TEST() table, in the same
-//! mem_ops × collapse_context shape.
+//! tools/testing/selftests/mm/khugepaged.c, written once against [`Backend`]: the same test
+//! functions, step messages, expectations and TEST() table, in the same mem_ops ×
+//! collapse_context shape, for two versions of the file ([`Catalogue`]): Linux 6.18's, and
+//! 7.3's (read in Debian's linux-source-7.3; 7.2's differs only by lacking the
+//! mthp_khugepaged context). Where 7.3 changed a test, the test asks `env.catalogue`.
 
 use std::fmt;
 
@@ -13,46 +15,121 @@ pub const BASE_ADDR: u64 = 1 << 30;
 /// The selftest's TEST_FILE.
 pub const TEST_FILE: &str = "collapse_test_file";
 
-/// `struct mem_ops`: anon, file, shmem.
+/// Which release's khugepaged.c the tests follow.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Catalogue {
+    /// Linux 6.18: one read-only file mem_ops, the khugepaged and madvise contexts.
+    #[default]
+    V6_18,
+    /// Linux 7.3: read-only, read-write (read) and read-write (write) file mem_ops, the
+    /// mthp_khugepaged context (`-c ORDER`), collapse_single_mthp, KTAP (TAP 13) output.
+    V7_3,
+}
+
+impl Catalogue {
+    pub const ALL: [Catalogue; 2] = [Catalogue::V6_18, Catalogue::V7_3];
+    pub const NEWEST: Catalogue = Catalogue::V7_3;
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Catalogue::V6_18 => "6.18",
+            Catalogue::V7_3 => "7.3",
+        }
+    }
+
+    /// `--catalogue RELEASE`: a known version by its release (`7.3`).
+    pub fn from_name(name: &str) -> Option<Catalogue> {
+        Catalogue::ALL.into_iter().find(|c| c.name() == name)
+    }
+
+    /// The catalogue of a kernel's era: 7.3's from 7.2 (whose khugepaged.c is 7.3's without
+    /// the mthp_khugepaged context, which only runs when asked for), 6.18's before. A release
+    /// the model does not know gets the newest.
+    pub fn for_kernel(profile: Option<&model::KernelProfile>) -> Catalogue {
+        match profile {
+            Some(p) if p.release < model::profile::Release { major: 7, minor: 2 } => {
+                Catalogue::V6_18
+            }
+            _ => Catalogue::NEWEST,
+        }
+    }
+
+    /// Whether the run prints the selftest's KTAP (7.x) rather than its plain lines.
+    pub fn ktap_output(self) -> bool {
+        self == Catalogue::V7_3
+    }
+}
+
+/// `struct mem_ops`: anon, file, shmem; 7.3 splits file into read-only (`File`), read-write
+/// read (`FileRwRead`) and read-write write (`FileRwWrite`), all named "file".
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum MemType {
     Anon,
     File,
     Shmem,
+    FileRwRead,
+    FileRwWrite,
 }
 
 impl MemType {
     pub const ALL: [MemType; 3] = [MemType::Anon, MemType::File, MemType::Shmem];
 
+    /// The mem_ops name the selftest prints.
     pub fn name(self) -> &'static str {
         match self {
             MemType::Anon => "anon",
-            MemType::File => "file",
+            MemType::File | MemType::FileRwRead | MemType::FileRwWrite => "file",
             MemType::Shmem => "shmem",
+        }
+    }
+
+    /// A name unique among the mem_ops, for case ids and fixture names.
+    pub fn key(self) -> &'static str {
+        match self {
+            MemType::FileRwRead => "file-rw-read",
+            MemType::FileRwWrite => "file-rw-write",
+            m => m.name(),
+        }
+    }
+
+    /// A file mem_ops (needs a `[dir]`).
+    pub fn is_file(self) -> bool {
+        self.family() == MemType::File
+    }
+
+    /// The `<mem_type>` of the command line that selects these ops.
+    pub fn family(self) -> MemType {
+        match self {
+            MemType::FileRwRead | MemType::FileRwWrite => MemType::File,
+            m => m,
         }
     }
 }
 
-/// `struct collapse_context`: khugepaged, madvise.
+/// `struct collapse_context`: khugepaged, madvise, and (7.3) mthp_khugepaged.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Context {
     Khugepaged,
     Madvise,
+    /// khugepaged collapsing to the `-c ORDER` mTHP size (7.3, anon only).
+    MthpKhugepaged,
 }
 
 impl Context {
+    /// The contexts `all:` selects (mthp_khugepaged only runs when named).
     pub const ALL: [Context; 2] = [Context::Khugepaged, Context::Madvise];
 
     pub fn name(self) -> &'static str {
         match self {
             Context::Khugepaged => "khugepaged",
             Context::Madvise => "madvise",
+            Context::MthpKhugepaged => "mthp_khugepaged",
         }
     }
 
     /// `enforce_pte_scan_limits`.
     pub fn enforce_pte_scan_limits(self) -> bool {
-        self == Context::Khugepaged
+        self != Context::Madvise
     }
 }
 
@@ -126,12 +203,16 @@ impl KhugepagedMode {
 /// khugepaged wakes only when the harness writes one of them.
 pub const PARKED_SLEEP_MILLISECS: u64 = 86_400_000;
 
-/// What the command line chose: `-s anon_order`, `[dir]` and how khugepaged runs.
+/// What the command line chose: `-s anon_order`, `-c collapse_order`, `[dir]`, how
+/// khugepaged runs and which release's selftest the tests follow.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Env {
     pub anon_order: u8,
     pub finfo: Option<FileInfo>,
     pub khugepaged: KhugepagedMode,
+    pub catalogue: Catalogue,
+    /// `-c`: the mTHP order of the mthp_khugepaged context (7.3).
+    pub collapse_order: u8,
 }
 
 /// `exit(EXIT_FAILURE)` in the C code: the test process stops here.
@@ -536,7 +617,7 @@ impl<'a> Ctx<'a> {
                     Err(e) => Err(self.perror("mmap()", e)),
                 }
             }
-            MemType::File => {
+            MemType::File | MemType::FileRwRead | MemType::FileRwWrite => {
                 let finfo = self
                     .env
                     .finfo
@@ -555,13 +636,27 @@ impl<'a> Ctx<'a> {
                 let _ = self.b.close(fd);
                 let _ = self.b.munmap(p, size);
                 self.success("OK");
-                self.printf(&format!("Opening {} read only for collapse...", finfo.path));
-                let fd = self
-                    .b
-                    .open_read_only(&finfo.path)
-                    .map_err(|e| self.perror("open()", e))?;
+                // 7.3 maps the file shared, read-only or read-write as its mem_ops say.
+                let (how, writable) = match (self.env.catalogue, ops) {
+                    (Catalogue::V6_18, _) => ("read only", false),
+                    (Catalogue::V7_3, MemType::FileRwRead) => ("read-write (read)", true),
+                    (Catalogue::V7_3, MemType::FileRwWrite) => ("read-write (write)", true),
+                    (Catalogue::V7_3, _) => ("read-only", false),
+                };
+                self.printf(&format!("Opening {} {how} for collapse...", finfo.path));
+                let fd = if writable {
+                    self.b.open_read_write(&finfo.path)
+                } else {
+                    self.b.open_read_only(&finfo.path)
+                };
+                let fd = fd.map_err(|e| self.perror("open()", e))?;
                 self.fd = Some(fd);
-                match self.b.mmap(BASE_ADDR, size, MapTarget::PrivateRead(fd)) {
+                let target = match (self.env.catalogue, writable) {
+                    (Catalogue::V6_18, _) => MapTarget::PrivateRead(fd),
+                    (Catalogue::V7_3, false) => MapTarget::SharedRead(fd),
+                    (Catalogue::V7_3, true) => MapTarget::SharedRw(fd),
+                };
+                match self.b.mmap(BASE_ADDR, size, target) {
                     Ok(p) if p == BASE_ADDR => {}
                     Ok(_) => return Err(self.abort("mmap(): Success".into())),
                     Err(e) => return Err(self.perror("mmap()", e)),
@@ -582,7 +677,7 @@ impl<'a> Ctx<'a> {
                     let _ = self.b.close(fd);
                 }
             }
-            MemType::File => {
+            MemType::File | MemType::FileRwRead | MemType::FileRwWrite => {
                 if let Some(fd) = self.fd.take() {
                     let _ = self.b.close(fd);
                 }
@@ -594,28 +689,54 @@ impl<'a> Ctx<'a> {
     }
 
     pub fn fault(&mut self, ops: MemType, p: u64, start: u64, end: u64) -> R {
+        let populate = |t: &mut Self, advice: Madv, name: &str| match t.b.madvise(
+            p + start,
+            end - start,
+            advice,
+        ) {
+            Ok(()) => Ok(()),
+            Err(e) => Err(t.perror(&format!("madvise({name})"), e)),
+        };
         match ops {
             MemType::Anon | MemType::Shmem => self.fill_memory(p, start, end),
-            MemType::File => match self.b.madvise(p + start, end - start, Madv::PopulateRead) {
-                Ok(()) => Ok(()),
-                Err(e) => Err(self.perror("madvise(MADV_POPULATE_READ", e)),
-            },
+            MemType::File => populate(self, Madv::PopulateRead, "MADV_POPULATE_READ"),
+            MemType::FileRwRead => {
+                populate(self, Madv::PopulateRead, "MADV_POPULATE_READ")?;
+                // Clean folios: khugepaged refuses dirty ones of a regular file.
+                let _ = self.b.msync(p + start, end - start);
+                Ok(())
+            }
+            MemType::FileRwWrite => populate(self, Madv::PopulateWrite, "MADV_POPULATE_WRITE"),
         }
     }
 
     /// check_huge: the smaps field of the memory type equals `nr` PMD sizes.
     pub fn check_huge(&mut self, ops: MemType, addr: u64, nr: u64) -> bool {
-        let (ok, seen) = check_huge_on(self.b, ops, self.env.finfo.as_ref(), addr, nr);
         let len = nr.max(1) * self.hpage_pmd_size;
+        self.check_huge_sized(ops, addr, len, nr, model::HPAGE_PMD_ORDER)
+    }
+
+    /// 7.3's check_huge(addr, len, nr_hpages, hpage_size): at the PMD size the smaps field;
+    /// below it `check_large_folios`, counting the folios of `order` in `[addr, addr + len)`.
+    pub fn check_huge_sized(
+        &mut self,
+        ops: MemType,
+        addr: u64,
+        len: u64,
+        nr: u64,
+        order: u8,
+    ) -> bool {
+        let finfo = self.env.finfo.as_ref();
+        let (ok, seen) = check_huge_order_on(self.b, ops, finfo, addr, len, nr, order);
         if self.area.is_none_or(|(a, l)| a != addr || l < len) {
             self.area = Some((addr, len));
         }
-        self.last_check = Some((addr, nr.max(1) * self.hpage_pmd_size, seen));
+        self.last_check = Some((addr, len, seen));
         ok
     }
 
     fn is_tmpfs(&self, ops: MemType) -> bool {
-        ops == MemType::File && self.env.finfo.as_ref().is_some_and(|f| f.is_tmpfs())
+        ops.is_file() && self.env.finfo.as_ref().is_some_and(|f| f.is_tmpfs())
     }
 
     // ---- collapse contexts ----
@@ -631,6 +752,7 @@ impl<'a> Ctx<'a> {
     ) -> R {
         match c {
             Context::Khugepaged => self.khugepaged_collapse(msg, p, nr, ops, expect),
+            Context::MthpKhugepaged => self.mthp_khugepaged_collapse(msg, p, nr, ops, expect),
             Context::Madvise => {
                 if !self.check_huge(ops, p, 0) {
                     return Err(self.abort("Unexpected huge page".into()));
@@ -669,17 +791,33 @@ impl<'a> Ctx<'a> {
         self.pop_settings()
     }
 
-    /// wait_for_scan; Ok(true) on timeout.
+    /// wait_for_scan over `nr` PMD sizes for PMD THPs; Ok(true) on timeout.
     fn wait_for_scan(&mut self, msg: &str, p: u64, nr: u64, ops: MemType) -> Result<bool, Abort> {
-        if !self.check_huge(ops, p, 0) {
+        let len = nr * self.hpage_pmd_size;
+        self.wait_for_scan_sized(msg, p, len, nr, model::HPAGE_PMD_ORDER, ops)
+    }
+
+    /// 7.3's wait_for_scan(msg, p, len, nr_hpages, order, ops): waits for `nr` folios of
+    /// `order` in `[p, p + len)`.
+    fn wait_for_scan_sized(
+        &mut self,
+        msg: &str,
+        p: u64,
+        len: u64,
+        nr: u64,
+        order: u8,
+        ops: MemType,
+    ) -> Result<bool, Abort> {
+        if !self.check_huge_sized(ops, p, len, 0, order) {
             return Err(self.abort("Unexpected huge page".into()));
         }
-        let _ = self.madvise(p, nr * self.hpage_pmd_size, Madv::HugePage);
+        let _ = self.madvise(p, len, Madv::HugePage);
         let full_scans = self.thp_read_num("khugepaged/full_scans")? + 2;
         self.printf(&format!("{msg}..."));
         let finfo = self.env.finfo.clone();
         let pending = &mut self.pending;
-        let mut done = |b: &mut dyn Backend| check_huge_on(b, ops, finfo.as_ref(), p, nr).0;
+        let mut done =
+            |b: &mut dyn Backend| check_huge_order_on(b, ops, finfo.as_ref(), p, len, nr, order).0;
         let mut tick = || pending.push('.');
         let timed_out = match self.env.khugepaged {
             KhugepagedMode::Selftest => self.b.wait_for_scan(full_scans, &mut done, &mut tick),
@@ -695,7 +833,19 @@ impl<'a> Ctx<'a> {
         Ok(timed_out)
     }
 
-    fn khugepaged_collapse(&mut self, msg: &str, p: u64, nr: u64, ops: MemType, expect: bool) -> R {
+    fn khugepaged_collapse(
+        &mut self,
+        msg: &str,
+        p: u64,
+        nr: u64,
+        ops: MemType,
+        mut expect: bool,
+    ) -> R {
+        // 7.3: khugepaged does not write back a regular file's dirty folios, so it cannot
+        // collapse the read-write (write) file outside tmpfs.
+        if ops == MemType::FileRwWrite && !self.is_tmpfs(ops) {
+            expect = false;
+        }
         if self.wait_for_scan(msg, p, nr, ops)? {
             let scans = self.b.thp_read("khugepaged/full_scans").unwrap_or_default();
             self.last_check = Some((
@@ -720,6 +870,44 @@ impl<'a> Ctx<'a> {
             self.fail("Fail");
         }
         Ok(())
+    }
+
+    /// mthp_khugepaged_collapse (7.3): for anon, PMD THPs off and the `-c` size on madvise,
+    /// then wait for `nr` folios of that size in the PMD range.
+    fn mthp_khugepaged_collapse(
+        &mut self,
+        msg: &str,
+        p: u64,
+        nr: u64,
+        ops: MemType,
+        expect: bool,
+    ) -> R {
+        let order = self.env.collapse_order;
+        let hpage_size = self.page_size << order;
+        let len = self.hpage_pmd_size;
+        let mut settings = self.current_settings()?;
+        if ops == MemType::Anon {
+            settings.thp_enabled = "never".into();
+            settings.hugepages[order as usize] = Some("madvise".into());
+        }
+        self.push_settings(settings)?;
+        if self.wait_for_scan_sized(msg, p, len, nr, order, ops)? {
+            if expect {
+                self.fail("Timeout");
+            } else {
+                self.success("OK");
+            }
+            return self.pop_settings();
+        }
+        if ops != MemType::Anon {
+            self.fault(ops, p, 0, nr * hpage_size)?;
+        }
+        if self.check_huge_sized(ops, p, len, if expect { nr } else { 0 }, order) {
+            self.success("OK");
+        } else {
+            self.fail("Fail");
+        }
+        self.pop_settings()
     }
 
     /// fork(): runs `body` in a child with a copy of this process's state; returns the
@@ -771,6 +959,73 @@ fn describe(r: Result<(), Errno>) -> String {
     }
 }
 
+/// check_huge at a size below the PMD's (7.3's `check_large_folios` in vm_util.c): walks
+/// the pages of `[addr, addr + len)` as `gather_folio_orders` does with pagemap and
+/// kpageflags (a head page, then doubling while the page at the next power-of-two offset is
+/// a tail) and counts the folios found of `order`; the page just past the range is looked at
+/// as the C code does.
+pub fn check_huge_order_on(
+    b: &mut dyn Backend,
+    ops: MemType,
+    finfo: Option<&FileInfo>,
+    addr: u64,
+    len: u64,
+    nr: u64,
+    order: u8,
+) -> (bool, String) {
+    if order == model::HPAGE_PMD_ORDER {
+        return check_huge_on(b, ops, finfo, addr, nr);
+    }
+    let n = (len / b.page_size()) as usize;
+    let map = match b.page_map(addr, n + 1) {
+        Ok(m) => m,
+        Err(e) => return (false, format!("check_large_folios: {e}")),
+    };
+    let mut orders = [0u64; 12];
+    let present = |o: &crate::backend::PageObs| o.state == crate::backend::PageState::Present;
+    let head = |o: &crate::backend::PageObs| present(o) && o.order > 0 && o.index_in_folio == 0;
+    let tail = |o: &crate::backend::PageObs| present(o) && o.order > 0 && o.index_in_folio != 0;
+    let mut i = 0usize;
+    while i < n {
+        let o = &map[i];
+        if !present(o) {
+            i += 1;
+            continue;
+        }
+        if o.order == 0 {
+            orders[0] += 1;
+            i += 1;
+            continue;
+        }
+        if !head(o) {
+            i += 1;
+            continue;
+        }
+        let mut cur = 1usize;
+        let mut next = i + (1 << cur);
+        if next >= n {
+            break;
+        }
+        loop {
+            let ends = map.get(next).is_none_or(|o| !tail(o));
+            if ends {
+                if cur < orders.len() {
+                    orders[cur] += 1;
+                }
+                i = next;
+                break;
+            }
+            cur += 1;
+            next = i + (1 << cur);
+        }
+    }
+    let have = orders[order as usize];
+    (
+        have == nr,
+        format!("check_large_folios: {have} folio(s) of order {order} in {n} pages, expected {nr}"),
+    )
+}
+
 /// check_huge_anon / check_huge_file / check_huge_shmem: the VMA starting at `addr` shows
 /// `nr` PMD-sized mappings in the field of its memory type. Returns the verdict and what was
 /// seen.
@@ -790,10 +1045,12 @@ pub fn check_huge_on(
     let (field, have) = match ops {
         MemType::Anon => ("AnonHugePages", s.anon_huge_pages),
         MemType::Shmem => ("ShmemPmdMapped", s.shmem_pmd_mapped),
-        MemType::File => match finfo.map(|f| &f.kind) {
-            Some(DirKind::Tmpfs { .. }) => ("ShmemPmdMapped", s.shmem_pmd_mapped),
-            _ => ("FilePmdMapped", s.file_pmd_mapped),
-        },
+        MemType::File | MemType::FileRwRead | MemType::FileRwWrite => {
+            match finfo.map(|f| &f.kind) {
+                Some(DirKind::Tmpfs { .. }) => ("ShmemPmdMapped", s.shmem_pmd_mapped),
+                _ => ("FilePmdMapped", s.file_pmd_mapped),
+            }
+        }
     };
     (
         have == want,
@@ -834,9 +1091,15 @@ pub fn alloc_at_fault(t: &mut Ctx) -> R {
 }
 
 pub fn collapse_full(t: &mut Ctx, c: Context, ops: MemType) -> R {
-    let nr = 4;
-    let size = nr * t.hpage_pmd_size;
-    let p = t.setup_area(ops, nr)?;
+    let (mut nr_pmds, mut nr) = (4, 4);
+    let mut size = nr * t.hpage_pmd_size;
+    if c == Context::MthpKhugepaged {
+        // One PMD range, expecting it full of `-c` sized folios.
+        nr_pmds = 1;
+        nr = 1 << (model::HPAGE_PMD_ORDER - t.env.collapse_order);
+        size = t.hpage_pmd_size;
+    }
+    let p = t.setup_area(ops, nr_pmds)?;
     t.fault(ops, p, 0, size)?;
     t.collapse(
         c,
@@ -852,8 +1115,29 @@ pub fn collapse_full(t: &mut Ctx, c: Context, ops: MemType) -> R {
 }
 
 pub fn collapse_empty(t: &mut Ctx, c: Context, ops: MemType) -> R {
+    let nr = match c {
+        Context::MthpKhugepaged => 1 << (model::HPAGE_PMD_ORDER - t.env.collapse_order),
+        _ => 1,
+    };
     let p = t.setup_area(ops, 1)?;
-    t.collapse(c, "Do not collapse empty PTE table", p, 1, ops, false)?;
+    t.collapse(c, "Do not collapse empty PTE table", p, nr, ops, false)?;
+    t.cleanup_area(ops, p, t.hpage_pmd_size);
+    Ok(())
+}
+
+/// collapse_single_mthp (7.3): one `-c` sized block populated, one folio of that size wanted.
+pub fn collapse_single_mthp(t: &mut Ctx, c: Context, ops: MemType) -> R {
+    let hpage_size = t.page_size << t.env.collapse_order;
+    let p = t.setup_area(ops, 1)?;
+    t.fault(ops, p, 0, hpage_size)?;
+    t.collapse(
+        c,
+        "Collapse PTE table with half PTE entries present",
+        p,
+        1,
+        ops,
+        true,
+    )?;
     t.cleanup_area(ops, p, t.hpage_pmd_size);
     Ok(())
 }
@@ -883,7 +1167,7 @@ pub fn collapse_max_ptes_none(t: &mut Ctx, c: Context, ops: MemType) -> R {
     let mut settings = t.current_settings()?;
     settings.max_ptes_none = max_ptes_none;
     t.push_settings(settings)?;
-    let p = t.setup_area(ops, 1)?;
+    let mut p = t.setup_area(ops, 1)?;
     if t.is_tmpfs(ops) {
         t.printf("tmpfs...");
         t.skip("Skip");
@@ -900,6 +1184,11 @@ pub fn collapse_max_ptes_none(t: &mut Ctx, c: Context, ops: MemType) -> R {
         )?;
         t.validate_memory(p, 0, first)?;
         if c.enforce_pte_scan_limits() {
+            if t.env.catalogue == Catalogue::V7_3 {
+                // 7.3 starts the second half on a fresh area (a new file for file ops).
+                t.cleanup_area(ops, p, t.hpage_pmd_size);
+                p = t.setup_area(ops, 1)?;
+            }
             let second = (t.hpage_pmd_nr - max_ptes_none) * t.page_size;
             t.fault(ops, p, 0, second)?;
             t.collapse(c, "Collapse with max_ptes_none PTEs empty", p, 1, ops, true)?;
@@ -1044,12 +1333,20 @@ pub fn collapse_full_of_compound(t: &mut Ctx, c: Context, ops: MemType) -> R {
 pub fn collapse_compound_extreme(t: &mut Ctx, c: Context, ops: MemType) -> R {
     let (ps, hs, nr) = (t.page_size, t.hpage_pmd_size, t.hpage_pmd_nr);
     let mut p = t.setup_area(ops, 1)?;
+    let v7 = t.env.catalogue == Catalogue::V7_3;
+    if v7 {
+        // 7.3 prints the line once, ending it; its verdict comes after the loop on a line of
+        // its own.
+        t.printf("Construct PTE page table full of different PTE-mapped compound pages\n");
+    }
     for i in 0..nr {
-        t.printf(&format!(
-            "\rConstruct PTE page table full of different PTE-mapped compound pages {:3}/{}...",
-            i + 1,
-            nr
-        ));
+        if !v7 {
+            t.printf(&format!(
+                "\rConstruct PTE page table full of different PTE-mapped compound pages {:3}/{}...",
+                i + 1,
+                nr
+            ));
+        }
         let _ = t.madvise(BASE_ADDR, hs, Madv::HugePage);
         t.fault(ops, BASE_ADDR, 0, hs)?;
         if !t.check_huge(ops, BASE_ADDR, 1) {
@@ -1319,7 +1616,31 @@ macro_rules! tests {
     };
 }
 
-/// main()'s TEST() list, in order.
+/// main()'s TEST() list of a catalogue, in order.
+pub fn test_table_of(catalogue: Catalogue) -> Vec<TestEntry> {
+    match catalogue {
+        Catalogue::V6_18 => test_table(),
+        Catalogue::V7_3 => tests![
+            collapse_full: [Khugepaged Anon, Khugepaged File, Khugepaged FileRwRead, Khugepaged FileRwWrite, Khugepaged Shmem, MthpKhugepaged Anon, Madvise Anon, Madvise File, Madvise FileRwRead, Madvise FileRwWrite, Madvise Shmem],
+            collapse_empty: [Khugepaged Anon, MthpKhugepaged Anon, Madvise Anon],
+            collapse_single_mthp: [MthpKhugepaged Anon],
+            collapse_single_pte_entry: [Khugepaged Anon, Khugepaged File, Khugepaged FileRwRead, Khugepaged FileRwWrite, Khugepaged Shmem, Madvise Anon, Madvise File, Madvise FileRwRead, Madvise FileRwWrite, Madvise Shmem],
+            collapse_max_ptes_none: [Khugepaged Anon, Khugepaged File, Khugepaged FileRwRead, Khugepaged FileRwWrite, Madvise Anon, Madvise File, Madvise FileRwRead, Madvise FileRwWrite],
+            collapse_single_pte_entry_compound: [Khugepaged Anon, Khugepaged File, Khugepaged FileRwRead, Madvise Anon, Madvise File, Madvise FileRwRead],
+            collapse_full_of_compound: [Khugepaged Anon, Khugepaged File, Khugepaged FileRwRead, Khugepaged Shmem, Madvise Anon, Madvise File, Madvise FileRwRead, Madvise Shmem],
+            collapse_compound_extreme: [Khugepaged Anon, Madvise Anon],
+            collapse_swapin_single_pte: [Khugepaged Anon, Madvise Anon],
+            collapse_max_ptes_swap: [Khugepaged Anon, Madvise Anon],
+            collapse_fork: [Khugepaged Anon, Madvise Anon],
+            collapse_fork_compound: [Khugepaged Anon, Madvise Anon],
+            collapse_max_ptes_shared: [Khugepaged Anon, Madvise Anon],
+            madvise_collapse_existing_thps: [Madvise Anon, Madvise File, Madvise FileRwRead, Madvise Shmem],
+            madvise_retracted_page_tables: [Madvise File, Madvise FileRwRead, Madvise Shmem],
+        ],
+    }
+}
+
+/// main()'s TEST() list of the 6.18 selftest, in order.
 pub fn test_table() -> Vec<TestEntry> {
     tests![
         collapse_full: [Khugepaged Anon, Khugepaged File, Khugepaged Shmem, Madvise Anon, Madvise File, Madvise Shmem],
@@ -1349,5 +1670,33 @@ mod tests {
         assert_eq!(t.len(), 45);
         assert_eq!(t.iter().filter(|e| e.mem == MemType::Anon).count(), 25);
         assert_eq!(format!("{:?}", t[0]), "collapse_full (khugepaged:anon)");
+    }
+
+    #[test]
+    fn the_7_3_table_has_its_66_entries() {
+        // all:all leaves out the 3 mthp_khugepaged ones: 63 tests and alloc_at_fault, the
+        // "1..64" of 7.3's output.
+        let t = test_table_of(Catalogue::V7_3);
+        assert_eq!(t.len(), 66);
+        assert_eq!(
+            t.iter()
+                .filter(|e| Context::ALL.contains(&e.context))
+                .count(),
+            63
+        );
+        let mthp: Vec<&str> = t
+            .iter()
+            .filter(|e| e.context == Context::MthpKhugepaged)
+            .map(|e| e.name)
+            .collect();
+        assert_eq!(
+            mthp,
+            ["collapse_full", "collapse_empty", "collapse_single_mthp"]
+        );
+        let ids: std::collections::BTreeSet<_> = t
+            .iter()
+            .map(|e| (e.name, e.context.name(), e.mem.key()))
+            .collect();
+        assert_eq!(ids.len(), t.len(), "case ids must be unique");
     }
 }

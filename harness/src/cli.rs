@@ -5,7 +5,7 @@ use std::io::{IsTerminal, Write};
 
 use model::KernelProfile;
 
-use crate::catalogue::{test_table, Context, Env, FileInfo, KhugepagedMode, MemType};
+use crate::catalogue::{test_table_of, Catalogue, Context, Env, FileInfo, KhugepagedMode, MemType};
 use crate::model_backend::ModelBackend;
 use crate::report::{kernel_case, ktap_case, Format, Totals};
 use crate::runner::{run_case, Case, CaseResult, Outcome};
@@ -22,6 +22,10 @@ pub enum BackendChoice {
 #[derive(Clone, Debug)]
 pub struct Options {
     pub anon_order: u8,
+    /// `-c`: the mTHP order of the mthp_khugepaged context (7.3 catalogue).
+    pub collapse_order: u8,
+    /// `--catalogue RELEASE`; None: the model runs the newest, a host its kernel's era's.
+    pub catalogue: Option<Catalogue>,
     pub contexts: Vec<Context>,
     pub mems: Vec<MemType>,
     pub dir: Option<String>,
@@ -74,6 +78,8 @@ impl Default for Options {
     fn default() -> Options {
         Options {
             anon_order: 0,
+            collapse_order: 0,
+            catalogue: None,
             contexts: Context::ALL.to_vec(),
             mems: vec![MemType::Anon],
             dir: None,
@@ -100,7 +106,7 @@ impl Default for Options {
 pub fn usage() -> String {
     "\nUsage: khugepaged [OPTIONS] <test type> [dir]\n\n\
      \t<test type>\t: <context>:<mem_type>\n\
-     \t<context>\t: [all|khugepaged|madvise]\n\
+     \t<context>\t: [all|khugepaged|mthp_khugepaged|madvise]\n\
      \t<mem_type>\t: [all|anon|file|shmem]\n\
      \n\t\"file,all\" mem_type requires [dir] argument\n\
      \n\t\"file,all\" mem_type requires kernel built with\n\
@@ -111,6 +117,11 @@ pub fn usage() -> String {
      \t\t-h: This help message.\n\
      \t\t-s: mTHP size, expressed as page order.\n\
      \t\t    Defaults to 0. Use this size for anon or shmem allocations.\n\
+     \t\t-c: collapse order for mTHP collapse, expressed as page order (the\n\
+     \t\t    mthp_khugepaged context, anon only, 7.3 catalogue; 1 .. 8).\n\
+     \t\t--catalogue RELEASE: which release's khugepaged.c to follow, 6.18 or 7.3\n\
+     \t\t    (default: 7.3 on the model; a host's own era: 7.3 from 7.2, else\n\
+     \t\t    6.18). 7.3's adds read-write file tests, mthp_khugepaged, KTAP output.\n\
      \t\t--backend model|host|both: where to run (default model; model never touches\n\
      \t\t    the system; host runs this kernel (root); both runs each case on both,\n\
      \t\t    traced, and compares them).\n\
@@ -188,6 +199,26 @@ pub fn parse(args: &[String]) -> Result<Option<Options>, String> {
                         )
                     })?;
             }
+            "-c" => {
+                let v = value("-c")?;
+                o.collapse_order = v
+                    .parse()
+                    .ok()
+                    .filter(|&n: &u8| n > 0 && n < model::HPAGE_PMD_ORDER)
+                    .ok_or_else(|| {
+                        format!(
+                            "-c {v}: the collapse order must be a number from 1 to {}",
+                            model::HPAGE_PMD_ORDER - 1
+                        )
+                    })?;
+            }
+            "--catalogue" => {
+                let v = value("--catalogue")?;
+                o.catalogue = Some(Catalogue::from_name(&v).ok_or_else(|| {
+                    let known: Vec<&str> = Catalogue::ALL.iter().map(|c| c.name()).collect();
+                    format!("--catalogue {v}: expected one of {}", known.join(", "))
+                })?);
+            }
             "--backend" => {
                 let (choice, name) = match value("--backend")?.as_str() {
                     "model" => (BackendChoice::Model, "model"),
@@ -254,9 +285,10 @@ pub fn parse(args: &[String]) -> Result<Option<Options>, String> {
             "all" => Context::ALL.to_vec(),
             "khugepaged" => vec![Context::Khugepaged],
             "madvise" => vec![Context::Madvise],
+            "mthp_khugepaged" => vec![Context::MthpKhugepaged],
             v => {
                 return Err(format!(
-                    "context {v:?}: expected all, khugepaged or madvise"
+                    "context {v:?}: expected all, khugepaged, mthp_khugepaged or madvise"
                 ))
             }
         };
@@ -267,6 +299,24 @@ pub fn parse(args: &[String]) -> Result<Option<Options>, String> {
             "shmem" => vec![MemType::Shmem],
             v => return Err(format!("mem_type {v:?}: expected all, anon, file or shmem")),
         };
+        if o.contexts.contains(&Context::MthpKhugepaged) {
+            if effective_catalogue(&o) == Catalogue::V6_18 {
+                return Err(
+                    "mthp_khugepaged is a context of the 7.3 selftest, not of the 6.18 one \
+                     (--catalogue 7.3)"
+                        .into(),
+                );
+            }
+            if o.mems != [MemType::Anon] {
+                return Err("mthp_khugepaged only supports the anon mem_type".into());
+            }
+            if o.collapse_order == 0 {
+                return Err(format!(
+                    "mthp_khugepaged needs -c ORDER, the mTHP order to collapse to (1 to {})",
+                    model::HPAGE_PMD_ORDER - 1
+                ));
+            }
+        }
         if o.mems.contains(&MemType::File) {
             match positional.len() {
                 2 if o.private_tmpfs => return Err("--tmpfs and a [dir] exclude each other".into()),
@@ -360,9 +410,9 @@ pub fn select_cases(o: &Options) -> Vec<Case> {
 fn select_unfiltered(o: &Options) -> Vec<Case> {
     let mut cases = vec![Case::AllocAtFault];
     cases.extend(
-        test_table()
+        test_table_of(effective_catalogue(o))
             .into_iter()
-            .filter(|e| o.contexts.contains(&e.context) && o.mems.contains(&e.mem))
+            .filter(|e| o.contexts.contains(&e.context) && o.mems.contains(&e.mem.family()))
             .map(Case::Test),
     );
     if o.extras {
@@ -390,13 +440,32 @@ pub fn env_for(o: &Options) -> Result<Env, String> {
             anon_order: o.anon_order,
             finfo: Some(FileInfo::model_tmpfs("advise")),
             khugepaged: o.khugepaged_mode(),
+            catalogue: effective_catalogue(o),
+            collapse_order: o.collapse_order,
         });
     }
     Ok(Env {
         anon_order: o.anon_order,
         finfo,
         khugepaged: o.khugepaged_mode(),
+        catalogue: effective_catalogue(o),
+        collapse_order: o.collapse_order,
     })
+}
+
+/// The catalogue of a run: the one asked for; else, when a kernel runs (host, both,
+/// record), that kernel's era's; else (the model alone) the newest.
+pub fn effective_catalogue(o: &Options) -> Catalogue {
+    if let Some(c) = o.catalogue {
+        return c;
+    }
+    if o.backend == BackendChoice::Model && o.record.is_none() {
+        return Catalogue::NEWEST;
+    }
+    let release = nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_default();
+    Catalogue::for_kernel(KernelProfile::for_release(&release).ok().as_ref())
 }
 
 /// A fresh model process for one case.
@@ -896,12 +965,24 @@ pub fn run(o: &Options, out: &mut dyn Write) -> Result<i32, String> {
     } else {
         "OK\n"
     };
+    // 7.3's khugepaged.c prints kselftest's TAP itself: that is its own output.
+    let tap13 = o.format == Format::Kernel && env.catalogue.ktap_output();
     match o.format {
+        Format::Kernel if tap13 => p.put(&crate::report::tap13_header(cases.len()))?,
         Format::Kernel => p.put(&format!("Save THP and khugepaged settings... {ok}"))?,
         Format::Ktap => p.put(&format!("KTAP version 1\n1..{}\n", cases.len()))?,
     }
     for (n, case) in cases.iter().enumerate() {
-        let r = if o.backend == BackendChoice::Host && o.format == Format::Kernel {
+        let r = if tap13 {
+            let r = run_one(&o, &env, case)?;
+            p.put(&crate::report::tap13_case(n + 1, &r))?;
+            if crate::report::tap13_aborted(&r) {
+                // The C program exits here: no later test runs.
+                p.put(&crate::report::tap13_bail(cases.len(), n, &totals))?;
+                return Ok(if p.closed() { EXIT_STDOUT_CLOSED } else { 1 });
+            }
+            r
+        } else if o.backend == BackendChoice::Host && o.format == Format::Kernel {
             // Host steps appear as the case process ends them, as the selftest prints.
             p.put(&crate::report::kernel_case_head(case))?;
             let hopts = host_options(&o, o.trace)?;
@@ -935,8 +1016,9 @@ pub fn run(o: &Options, out: &mut dyn Write) -> Result<i32, String> {
         }
         if let Some(why) = &r.restore_error {
             // The machine may be left changed: no further case runs on top of it.
-            p.put(&restore_failure_text(o.format, why, colour))?;
-            if o.format == Format::Ktap {
+            let format = if tap13 { Format::Ktap } else { o.format };
+            p.put(&restore_failure_text(format, why, colour))?;
+            if format == Format::Ktap {
                 p.put(&format!("{}\n", totals.ktap_line()))?;
             }
             return Ok(1);
@@ -946,11 +1028,14 @@ pub fn run(o: &Options, out: &mut dyn Write) -> Result<i32, String> {
         }
     }
     match o.format {
+        Format::Kernel if tap13 => p.put(&crate::report::tap13_trailer(&totals))?,
         Format::Kernel => p.put(&crate::report::restore_line(None, colour))?,
         Format::Ktap => p.put(&format!("{}\n", totals.ktap_line()))?,
     }
     Ok(if p.closed() {
         EXIT_STDOUT_CLOSED
+    } else if tap13 {
+        totals.tap13_exit_code()
     } else {
         totals.exit_code()
     })

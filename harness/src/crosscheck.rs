@@ -447,11 +447,14 @@ pub fn cross_check(
 /// The fixture file name of a case: `khugepaged_anon_collapse_full.trace`, with `-s2` etc.
 /// for an mTHP order.
 pub fn fixture_name(case: &Case, env: &Env) -> String {
-    let order = if env.anon_order > 0 {
+    let mut order = if env.anon_order > 0 {
         format!("-s{}", env.anon_order)
     } else {
         String::new()
     };
+    if env.collapse_order > 0 {
+        order.push_str(&format!("-c{}", env.collapse_order));
+    }
     // File cases on a block-device filesystem are recorded beside the tmpfs ones.
     let disk = if matches!(
         env.finfo.as_ref().map(|f| &f.kind),
@@ -529,6 +532,13 @@ pub fn env_from_header(text: &str) -> Result<Env, String> {
             Some(("khugepaged", v)) => {
                 env.khugepaged = crate::catalogue::KhugepagedMode::from_name(v)
                     .ok_or_else(|| format!("bad khugepaged mode {v:?}"))?
+            }
+            Some(("catalogue", v)) => {
+                env.catalogue = crate::catalogue::Catalogue::from_name(v)
+                    .ok_or_else(|| format!("bad catalogue {v:?}"))?
+            }
+            Some(("collapse_order", v)) => {
+                env.collapse_order = v.parse().map_err(|_| format!("bad collapse_order {v:?}"))?
             }
             Some(("file", "-")) => env.finfo = None,
             Some(("file", "disk")) => {

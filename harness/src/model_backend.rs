@@ -49,12 +49,19 @@ impl ModelBackend {
     /// A fresh machine running `profile`, with the host's boot-default THP settings and an
     /// active swap device.
     pub fn new(profile: KernelProfile) -> ModelBackend {
+        let mut b = Self::without_swap(profile);
+        b.k.swapon(Self::DEFAULT_SWAP_PAGES)
+            .expect("a fresh model has no swap yet");
+        b
+    }
+
+    /// The same machine with no swap device (as the kernels of the matrix that have nothing
+    /// to swap to): MADV_PAGEOUT leaves anonymous pages where they are.
+    pub fn without_swap(profile: KernelProfile) -> ModelBackend {
         let mut k = Kernel::boot(profile);
         // The pictures and per-folio answers cost a scan several times its own work; only
         // `--explain` and scenarios (which turn them on) show them.
         k.decision_detail = false;
-        k.swapon(Self::DEFAULT_SWAP_PAGES)
-            .expect("a fresh model has no swap yet");
         let pid = k.spawn();
         ModelBackend {
             k,
@@ -144,6 +151,7 @@ impl Backend for ModelBackend {
                 (Prot::READ_WRITE, MapKind::Shared(self.inode_of(fd)?.inode))
             }
             MapTarget::PrivateRead(fd) => (Prot::READ, MapKind::Private(self.inode_of(fd)?.inode)),
+            MapTarget::SharedRead(fd) => (Prot::READ, MapKind::Shared(self.inode_of(fd)?.inode)),
         };
         self.k.mmap(self.pid, addr, len, prot, kind, 0, false)
     }
@@ -221,6 +229,16 @@ impl Backend for ModelBackend {
             inode,
             write: false,
         }))
+    }
+
+    fn open_read_write(&mut self, path: &str) -> Result<Fd, Errno> {
+        let inode = *self.files.get(path).ok_or(Errno::ENOENT)?;
+        self.k.inode_open(inode, true);
+        Ok(self.new_fd(OpenFile { inode, write: true }))
+    }
+
+    fn msync(&mut self, addr: u64, len: u64) -> Result<(), Errno> {
+        self.k.msync(self.pid, addr, len)
     }
 
     fn write_from(&mut self, fd: Fd, addr: u64, len: u64) -> Result<(), Errno> {

@@ -122,7 +122,10 @@ pub fn ktap_case(n: usize, r: &CaseResult) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "# {}", header(r));
     for s in r.steps.iter().filter(|s| !is_trace_marker(s)) {
-        let _ = writeln!(out, "# {}", coloured(s, false));
+        // A step may span lines (7.3's "Construct ...\n OK"): each is a diagnostic.
+        for line in coloured(s, false).lines() {
+            let _ = writeln!(out, "# {line}");
+        }
         for d in &s.detail {
             let _ = writeln!(out, "#     {d}");
         }
@@ -140,6 +143,104 @@ pub fn ktap_case(n: usize, r: &CaseResult) -> String {
             let _ = writeln!(out, "ok {n} {name} # SKIP {}", why.replace('\n', " "));
         }
     }
+    out
+}
+
+// ---- 7.3's output: kselftest's TAP 13 (ksft_print_msg lines are "# " diagnostics) ----
+
+/// What 7.3's main() prints before the first test: the TAP header, the settings save, and
+/// the plan (every selected test plus alloc_at_fault).
+pub fn tap13_header(planned: usize) -> String {
+    format!("TAP version 13\n# Save THP and khugepaged settings... OK\n1..{planned}\n")
+}
+
+/// One step as 7.3 prints it: through ksft_print_msg ("# " before its first line), except
+/// the tmpfs skip notice, which khugepaged.c prints with a bare printf.
+fn tap13_step(s: &Step) -> String {
+    let mut out = String::new();
+    if is_trace_marker(s) {
+        return out;
+    }
+    let line = coloured(s, false);
+    if s.text.starts_with("tmpfs...") {
+        let _ = writeln!(out, "{line}");
+    } else {
+        let _ = writeln!(out, "# {line}");
+    }
+    for d in &s.detail {
+        let _ = writeln!(out, "#     {d}");
+    }
+    out
+}
+
+/// One case (test number `n`, counting alloc_at_fault as 1) as 7.3 prints it: "Run test:"
+/// after an empty diagnostic, the steps, then ksft_test_result_report's line named after
+/// the test function (alloc_at_fault: "allocate on fault and split").
+pub fn tap13_case(n: usize, r: &CaseResult) -> String {
+    let mut out = String::new();
+    let name = match &r.case {
+        crate::runner::Case::AllocAtFault => "allocate on fault and split".to_string(),
+        crate::runner::Case::Test(e) | crate::runner::Case::Extra(e) => e.name.to_string(),
+    };
+    if !matches!(r.case, crate::runner::Case::AllocAtFault) {
+        let _ = writeln!(out, "# \n# {}", header(r));
+    }
+    for s in &r.steps {
+        out.push_str(&tap13_step(s));
+    }
+    if r.steps.is_empty() {
+        if let Outcome::Skip(reason) = &r.outcome {
+            let _ = writeln!(out, "# Skip: {reason}");
+        }
+    }
+    if let Some(why) = unexplained_failure(r) {
+        let _ = writeln!(out, "# Fail: {why}");
+    }
+    if tap13_aborted(r) {
+        // exit(EXIT_FAILURE) in the middle of the test: no result line (see tap13_bail).
+        return out;
+    }
+    let _ = match &r.outcome {
+        Outcome::Pass => writeln!(out, "ok {n} {name}"),
+        Outcome::Fail(_) => writeln!(out, "not ok {n} {name}"),
+        Outcome::Skip(_) => writeln!(out, "ok {n} # SKIP {name}"),
+    };
+    out
+}
+
+/// Whether the case ended in one of khugepaged.c's exits (ksft_exit_fail_msg and the like,
+/// the harness's aborts): in C the whole program ends there, after that test's lines.
+pub fn tap13_aborted(r: &CaseResult) -> bool {
+    matches!(r.outcome, Outcome::Fail(_))
+        && r.steps
+            .iter()
+            .rev()
+            .find(|s| !is_trace_marker(s))
+            .is_some_and(|s| s.verdict == Verdict::Fail && s.word.is_empty())
+}
+
+/// What the selftest prints when it exits in the middle of test `run + 1` of `planned`
+/// (the tests before it reported in `t`).
+pub fn tap13_bail(planned: usize, run: usize, t: &Totals) -> String {
+    let mut out = String::new();
+    if planned != run {
+        let _ = writeln!(out, "# Planned tests != run tests ({planned} != {run})");
+    }
+    let _ = writeln!(out, "{}", t.ktap_line());
+    out
+}
+
+/// What ksft_finished() prints after the last test (ksft_print_cnts).
+pub fn tap13_trailer(t: &Totals) -> String {
+    let mut out = String::new();
+    if t.skip > 0 {
+        let _ = writeln!(
+            out,
+            "# {} skipped test(s) detected. Consider enabling relevant config options to improve coverage.",
+            t.skip
+        );
+    }
+    let _ = writeln!(out, "{}", t.ktap_line());
     out
 }
 
@@ -169,6 +270,11 @@ impl Totals {
         } else {
             0
         }
+    }
+
+    /// ksft_finished(): 1 on any failure, else 0 (skips count as passes).
+    pub fn tap13_exit_code(&self) -> i32 {
+        i32::from(self.fail > 0)
     }
 
     pub fn ktap_line(&self) -> String {

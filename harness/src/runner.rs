@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use crate::backend::Backend;
 use crate::catalogue::{
-    alloc_at_fault, Ctx, DirKind, Env, KhugepagedMode, MemType, TestEntry, PARKED_SLEEP_MILLISECS,
+    alloc_at_fault, Catalogue, Ctx, DirKind, Env, KhugepagedMode, TestEntry, PARKED_SLEEP_MILLISECS,
 };
 pub use crate::steps::Outcome;
 use crate::steps::{Step, Verdict};
@@ -35,12 +35,12 @@ impl Case {
     pub fn id(&self) -> String {
         match self {
             Case::AllocAtFault => "alloc_at_fault".into(),
-            Case::Test(e) => format!("{}:{}/{}", e.context.name(), e.mem.name(), e.name),
-            Case::Extra(e) => format!("extra/{}:{}/{}", e.context.name(), e.mem.name(), e.name),
+            Case::Test(e) => format!("{}:{}/{}", e.context.name(), e.mem.key(), e.name),
+            Case::Extra(e) => format!("extra/{}:{}/{}", e.context.name(), e.mem.key(), e.name),
         }
     }
 
-    pub fn mem(&self) -> Option<MemType> {
+    pub fn mem(&self) -> Option<crate::catalogue::MemType> {
         match self {
             Case::AllocAtFault => None,
             Case::Test(e) | Case::Extra(e) => Some(e.mem),
@@ -77,10 +77,17 @@ impl CaseResult {
     }
 }
 
-/// Every case of the table (all contexts and memory types), after alloc_at_fault.
+/// Every case of every catalogue (all contexts and memory types; a test both catalogues
+/// have, once), after alloc_at_fault.
 pub fn all_cases() -> Vec<Case> {
     let mut cases = vec![Case::AllocAtFault];
     cases.extend(crate::catalogue::test_table().into_iter().map(Case::Test));
+    for e in crate::catalogue::test_table_of(Catalogue::NEWEST) {
+        let case = Case::Test(e);
+        if !cases.iter().any(|c| c.id() == case.id()) {
+            cases.push(case);
+        }
+    }
     cases.extend(crate::extras::extra_table().into_iter().map(Case::Extra));
     cases
 }
@@ -95,6 +102,13 @@ pub fn env_description(env: &Env) -> String {
     let mut text = format!("anon_order={} file={file}", env.anon_order);
     if env.khugepaged != KhugepagedMode::Selftest {
         text.push_str(&format!(" khugepaged={}", env.khugepaged.name()));
+    }
+    // Only what differs from the 6.18 selftest, so older traces keep their header.
+    if env.catalogue != Catalogue::V6_18 {
+        text.push_str(&format!(" catalogue={}", env.catalogue.name()));
+    }
+    if env.collapse_order > 0 {
+        text.push_str(&format!(" collapse_order={}", env.collapse_order));
     }
     text
 }
@@ -128,16 +142,21 @@ pub fn settings_description(s: &ThpSettings) -> String {
 
 /// Why a case cannot run on this backend with this environment, if it cannot.
 pub fn unsupported_reason(b: &mut dyn Backend, env: &Env, case: &Case) -> Option<String> {
-    if case.mem() != Some(MemType::File) {
+    if !case.mem().is_some_and(|m| m.is_file()) {
         return None;
     }
     match env.finfo.as_ref().map(|f| &f.kind) {
         None => Some("file tests need a [dir] argument".into()),
-        Some(DirKind::Disk { .. }) if !b.read_only_thp_for_fs() => Some(format!(
+        // The 7.x selftest names no config: it runs, and fails where the kernel cannot.
+        Some(DirKind::Disk { .. })
+            if !b.read_only_thp_for_fs() && env.catalogue == Catalogue::V6_18 =>
+        {
+            Some(format!(
             "{}: file collapse outside tmpfs needs CONFIG_READ_ONLY_THP_FOR_FS=y (before 7.2), which {} does not have",
             env.finfo.as_ref().map_or("", |f| f.dir.as_str()),
             b.kernel_release()
-        )),
+            ))
+        }
         Some(DirKind::Tmpfs { huge }) if huge != "advise" && huge != "always" && huge != "within_size" => Some(format!(
             "{}: tmpfs must be mounted with huge=advise for the file tests (it has huge={huge})",
             env.finfo.as_ref().map_or("", |f| f.dir.as_str())

@@ -67,6 +67,7 @@ fn target(t: MapTarget) -> &'static str {
         MapTarget::PrivateAnon => "anon",
         MapTarget::SharedRw(_) => "shared fd",
         MapTarget::PrivateRead(_) => "private-read fd",
+        MapTarget::SharedRead(_) => "shared-read fd",
     }
 }
 
@@ -162,6 +163,18 @@ impl Backend for TracingBackend<'_> {
     fn open_read_only(&mut self, path: &str) -> Result<Fd, Errno> {
         let r = self.inner.open_read_only(path);
         self.log(format!("open({path}, O_RDONLY)"), &r, |_| "fd".into());
+        r
+    }
+    fn open_read_write(&mut self, path: &str) -> Result<Fd, Errno> {
+        let r = self.inner.open_read_write(path);
+        self.log(format!("open({path}, O_RDWR)"), &r, |_| "fd".into());
+        r
+    }
+    fn msync(&mut self, addr: u64, len: u64) -> Result<(), Errno> {
+        let r = self.inner.msync(addr, len);
+        self.log(format!("msync({addr:#x}, {len:#x}, MS_SYNC)"), &r, |_| {
+            "0".into()
+        });
         r
     }
     fn write_from(&mut self, fd: Fd, addr: u64, len: u64) -> Result<(), Errno> {

@@ -584,7 +584,11 @@ fn harness_step_lines(dir: &Path, args: &[&str]) -> Result<Vec<String>, String> 
         .filter(|a| **a != "--extras" && **a != "--record")
         .map(|a| a.to_string())
         .collect();
-    let o = harness::cli::parse(&args)?.ok_or("help")?;
+    let mut o = harness::cli::parse(&args)?.ok_or("help")?;
+    // The catalogue the kernel's recording ran (its era's), not the model's default.
+    let release = dir.file_name().map(|n| n.to_string_lossy().into_owned());
+    let profile = release.and_then(|r| model::KernelProfile::for_release(&r).ok());
+    o.catalogue = Some(harness::catalogue::Catalogue::for_kernel(profile.as_ref()));
     let env = harness::catalogue::Env {
         anon_order: o.anon_order,
         finfo: o.dir.as_ref().map(|d| {

@@ -142,6 +142,118 @@ impl Kernel {
         i.size_pages = i.size_pages.max(first + data.len() as u64);
     }
 
+    /// `msync(MS_SYNC)` over `[start, start + len)` of `pid`: the regular-file folios its page
+    /// tables map are written back (`filemap_write_and_wait_range`). shmem has nothing to
+    /// write back.
+    pub fn msync(
+        &mut self,
+        pid: crate::kernel::Pid,
+        start: u64,
+        len: u64,
+    ) -> Result<(), crate::errno::Errno> {
+        use crate::page_table::{Pmd, Pte};
+        if !start.is_multiple_of(crate::PAGE_SIZE) {
+            return Err(crate::errno::Errno::EINVAL);
+        }
+        let end = start.saturating_add(len);
+        if !self.mm(pid)?.vmas.covers(start, end) {
+            return Err(crate::errno::Errno::ENOMEM);
+        }
+        let mut folios = Vec::new();
+        let mut addr = start;
+        while addr < end {
+            let pt = &self.mm(pid)?.page_table;
+            let (folio, pte_dirty, next) = match pt.pmd(addr) {
+                Pmd::Huge(h) => (
+                    Some(h.folio),
+                    h.dirty,
+                    crate::pmd_align_down(addr) + crate::HPAGE_PMD_SIZE,
+                ),
+                Pmd::Table(_) => match pt.pte(addr) {
+                    Pte::Present(p) => (Some(p.folio), p.dirty, addr + crate::PAGE_SIZE),
+                    _ => (None, false, addr + crate::PAGE_SIZE),
+                },
+                _ => (
+                    None,
+                    false,
+                    crate::pmd_align_down(addr) + crate::HPAGE_PMD_SIZE,
+                ),
+            };
+            if let Some(f) = folio {
+                if pte_dirty {
+                    // The hardware dirty bit reaches the folio before writeback.
+                    self.folios.folio_mut(f).dirty = true;
+                }
+                if !folios.contains(&f) {
+                    folios.push(f);
+                }
+            }
+            addr = next;
+        }
+        for f in folios {
+            if let FolioOwner::PageCache { inode, .. } = self.folio(f).owner {
+                if !self.inode(inode).is_shmem() && self.folio(f).dirty {
+                    self.folio_write_back(f);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `filemap_write_and_wait_range` over the page-cache indexes `[start, end)` of a regular
+    /// file: every dirty folio there is written back.
+    pub(crate) fn filemap_write_and_wait_range(&mut self, inode: InodeId, start: u64, end: u64) {
+        let dirty: Vec<FolioId> = self
+            .inode(inode)
+            .cache
+            .range(start..end)
+            .filter_map(|(_, e, _)| match e {
+                CacheEntry::Folio(f) if self.folio(f).dirty => Some(f),
+                _ => None,
+            })
+            .collect();
+        for f in dirty {
+            self.folio_write_back(f);
+        }
+    }
+
+    /// Writes a regular file's page-cache folio to disk: the disk gets its contents, the folio
+    /// is clean, and `folio_mkclean` write-protects and cleans every mapping of it (a later
+    /// write faults and dirties the folio again).
+    fn folio_write_back(&mut self, folio: FolioId) {
+        use crate::huge_memory::RmapHit;
+        use crate::page_table::{Pmd, Pte};
+        let FolioOwner::PageCache { inode, index } = self.folio(folio).owner else {
+            return;
+        };
+        let data: Vec<u64> = self.folio(folio).pages.iter().map(|pg| pg.data).collect();
+        let disk = &mut self.inode_mut(inode).disk;
+        for (i, d) in data.into_iter().enumerate() {
+            disk.insert(index + i as u64, d);
+        }
+        self.folios.folio_mut(folio).dirty = false;
+        for hit in self.rmap_walk(folio) {
+            match hit {
+                RmapHit::Pte { pid, addr, .. } => {
+                    let pt = &mut self.mms.get_mut(&pid).expect("live").page_table;
+                    if let Pte::Present(mut p) = pt.pte(addr) {
+                        p.dirty = false;
+                        p.write = false;
+                        pt.set_pte(addr, Pte::Present(p));
+                    }
+                }
+                RmapHit::Pmd { pid, addr } => {
+                    let pt = &mut self.mms.get_mut(&pid).expect("live").page_table;
+                    if let Pmd::Huge(mut h) = pt.pmd(addr) {
+                        h.dirty = false;
+                        h.write = false;
+                        pt.set_pmd(addr, Pmd::Huge(h));
+                    }
+                }
+            }
+        }
+    }
+
     /// `filemap_fault`'s page-cache lookup of a regular file, reading the page from disk on a
     /// miss (read_ahead_kb=0: one order-0 folio per miss). Marks the folio accessed.
     pub(crate) fn filemap_get_folio(&mut self, inode: InodeId, index: u64) -> (FolioId, usize) {

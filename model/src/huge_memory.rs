@@ -123,9 +123,11 @@ impl Kernel {
                         return 0;
                     }
                 }
-                // file_thp_enabled: a regular file not open for writing, and the config (or,
-                // from 7.2, a filesystem with PMD-order folios).
-                if self.regular_file_thp() && !self.inode(inode).open_for_write {
+                // file_thp_enabled: a regular file not open for writing, with the config; from
+                // 7.2 any regular file on a filesystem with PMD-order folios.
+                let writable_ok = self.profile.file_thp_without_read_only_config
+                    || !self.inode(inode).open_for_write;
+                if self.regular_file_thp() && writable_ok {
                     orders
                 } else {
                     0

@@ -16,12 +16,40 @@ impl Kernel {
         if config && global_enabled {
             return true;
         }
-        let pmd_anon = match self.thp.anon_orders[HPAGE_PMD_ORDER as usize] {
+        let order_enabled = |o: u8| match self.thp.anon_orders[o as usize] {
             ThpOrderEnabled::Always | ThpOrderEnabled::Madvise => true,
             ThpOrderEnabled::Inherit => global_enabled,
             ThpOrderEnabled::Never => false,
         };
-        pmd_anon || self.shmem_hpage_pmd_enabled()
+        // From 7.2 the thread's test is `hugepage_enabled`: `anon_hpage_enabled` looks at
+        // every anonymous size, since khugepaged may collapse to any of them.
+        let anon = if self.profile.khugepaged_mthp_collapse {
+            crate::thp_settings::ANON_ORDERS.clone().any(order_enabled)
+        } else {
+            order_enabled(HPAGE_PMD_ORDER)
+        };
+        anon || self.shmem_hpage_pmd_enabled()
+    }
+
+    /// `collapse_possible_orders`: the orders khugepaged (or MADV_COLLAPSE) may build in this
+    /// VMA. With mTHP collapse, khugepaged asks for every anonymous order; otherwise, and
+    /// always for MADV_COLLAPSE and file memory, for the PMD order only.
+    pub(crate) fn collapse_possible_orders(
+        &self,
+        pid: Pid,
+        vma: &Vma,
+        vm_flags: crate::vma::VmFlags,
+        tva: TvaType,
+    ) -> u32 {
+        let orders = if self.profile.khugepaged_mthp_collapse
+            && tva == TvaType::Khugepaged
+            && vma.is_anonymous()
+        {
+            crate::thp_settings::ANON_ORDERS.fold(0, |m, o| m | (1 << o))
+        } else {
+            1 << HPAGE_PMD_ORDER
+        };
+        self.thp_vma_allowable_orders_with_flags(pid, vma, vm_flags, tva, orders)
     }
 
     /// `khugepaged_enter_vma`: registers the MM with khugepaged if the VMA could get a PMD THP
@@ -36,10 +64,7 @@ impl Kernel {
         if mm.khugepaged_registered || !self.hugepage_pmd_enabled() {
             return;
         }
-        let pmd = 1 << HPAGE_PMD_ORDER;
-        if self.thp_vma_allowable_orders_with_flags(pid, vma, vm_flags, TvaType::Khugepaged, pmd)
-            == 0
-        {
+        if self.collapse_possible_orders(pid, vma, vm_flags, TvaType::Khugepaged) == 0 {
             return;
         }
         self.mms.get_mut(&pid).expect("live").khugepaged_registered = true;
@@ -118,8 +143,10 @@ pub struct CollapseReport {
     pub context: CollapseContext,
     pub stage: CollapseStage,
     pub pid: Pid,
-    /// The 2 MiB-aligned address of the range.
+    /// The 2 MiB-aligned address of the range (an mTHP collapse: the start of its block).
     pub addr: u64,
+    /// The folio order the attempt builds (the PMD order except for mTHP collapses).
+    pub order: u8,
     pub result: ScanResult,
     /// none or zero-page PTEs seen (page-cache holes for file collapse).
     pub none_or_zero: u32,
@@ -177,6 +204,10 @@ struct Tally {
     referenced: u32,
     writable: u32,
     present: u32,
+    /// The PTEs of the range that map a page (`cc->mthp_present_ptes`), for mTHP collapse.
+    occupied: Vec<bool>,
+    /// The order of the attempt, for its report (0: the PMD order).
+    order: u8,
     folios: Vec<FolioSeen>,
     /// The range before the attempt (None: the report takes the picture after it).
     before: Option<RangePicture>,
@@ -232,7 +263,15 @@ impl Kernel {
         result: ScanResult,
         t: &Tally,
     ) {
+        // count_collapse_event: the vmstat events count PMD-order attempts only (mTHP
+        // attempts have per-size stats, not modelled).
+        let order = if t.order == 0 {
+            HPAGE_PMD_ORDER
+        } else {
+            t.order
+        };
         match result {
+            _ if order != HPAGE_PMD_ORDER => {}
             ScanResult::ExceedNonePte => self.collapse_stats.thp_scan_exceed_none_pte += 1,
             ScanResult::ExceedSwapPte => self.collapse_stats.thp_scan_exceed_swap_pte += 1,
             ScanResult::ExceedSharedPte => self.collapse_stats.thp_scan_exceed_share_pte += 1,
@@ -242,13 +281,15 @@ impl Kernel {
             _ if !self.decision_detail => RangePicture::default(),
             // The scan only looks.
             (CollapseStage::ScanPmd, Some(before)) => before.clone(),
-            _ => self.range_picture(pid, addr),
+            // The PMD range of the attempt (an mTHP block lies inside it).
+            _ => self.range_picture(pid, pmd_align_down(addr)),
         };
         self.collapse_log.push(CollapseReport {
             context,
             stage,
             pid,
             addr,
+            order,
             result,
             none_or_zero: t.none_or_zero,
             swap: t.swap,
@@ -333,25 +374,150 @@ impl Kernel {
         }
     }
 
-    /// `hpage_collapse_scan_pmd`: the per-PTE scan of an anonymous range, then
-    /// `collapse_huge_page` if it says go.
+    /// `hpage_collapse_scan_pmd` (`collapse_scan_pmd` from 7.2): the per-PTE scan of an
+    /// anonymous range, then `collapse_huge_page` if it says go. With mTHP collapse, when
+    /// khugepaged may build other orders than the PMD's in this VMA, the scan accepts every
+    /// none PTE and `mthp_collapse` picks the blocks and orders from what it saw.
     pub fn hpage_collapse_scan_pmd(
         &mut self,
         pid: Pid,
         haddr: u64,
         cc: CollapseContext,
     ) -> ScanResult {
+        let pmd_only = 1u32 << HPAGE_PMD_ORDER;
+        let enabled_orders = match self.mms.get(&pid).and_then(|mm| mm.vmas.find(haddr)) {
+            Some(vma) if self.profile.khugepaged_mthp_collapse => {
+                let tva = match cc {
+                    CollapseContext::Khugepaged => TvaType::Khugepaged,
+                    CollapseContext::Madvise => TvaType::ForcedCollapse,
+                };
+                self.collapse_possible_orders(pid, vma, vma.flags, tva)
+            }
+            _ => pmd_only,
+        };
+        let mut limits = self.thp.khugepaged.clone();
+        if enabled_orders != pmd_only {
+            // Every order's own none limit is applied per block by mthp_collapse.
+            limits.max_ptes_none = HPAGE_PMD_NR as u32 - 1;
+        }
         let mut t = self.tally_before(pid, haddr);
-        let result = self.scan_pmd_ptes(pid, haddr, cc, &mut t);
+        t.occupied = vec![false; HPAGE_PMD_NR];
+        let result = self.scan_pmd_ptes(pid, haddr, cc, &limits, &mut t);
         self.report(cc, CollapseStage::ScanPmd, pid, haddr, result, &t);
         if result != ScanResult::Succeed {
             return result;
         }
-        let result = self.collapse_huge_page(pid, haddr, cc, t.swap);
+        let result = if enabled_orders == pmd_only {
+            self.collapse_huge_page(pid, haddr, cc, t.swap, HPAGE_PMD_ORDER)
+        } else {
+            self.mthp_collapse(pid, haddr, cc, &t, enabled_orders)
+        };
         if result == ScanResult::Succeed && cc.is_khugepaged() {
             self.khugepaged_state.pages_collapsed += 1;
         }
         result
+    }
+
+    /// `mthp_collapse`: walks the PTE table from its start, trying at each offset the largest
+    /// enabled order that the offset's alignment allows whose block has enough occupied PTEs
+    /// for that order's none limit, then smaller enabled orders down to order 2. A collapsed
+    /// (or already large) block is stepped over; a failure that a smaller block might avoid
+    /// tries the next smaller order; any other failure ends the walk. Succeeds if any block
+    /// was collapsed.
+    fn mthp_collapse(
+        &mut self,
+        pid: Pid,
+        haddr: u64,
+        cc: CollapseContext,
+        scan: &Tally,
+        enabled_orders: u32,
+    ) -> ScanResult {
+        const MIN_ORDER: u8 = 2;
+        let mut last = ScanResult::Fail;
+        let (mut collapsed, mut alloc_failed) = (false, false);
+        let mut offset = 0usize;
+        let mut order = HPAGE_PMD_ORDER;
+        'walk: while offset < HPAGE_PMD_NR {
+            let nr = 1usize << order;
+            let mut advance = false;
+            if enabled_orders & (1 << order) != 0 {
+                let max_none = self.collapse_limits(cc, order).max_ptes_none as usize;
+                let mut occupied = scan.occupied[offset..offset + nr]
+                    .iter()
+                    .filter(|&&b| b)
+                    .count();
+                if order == HPAGE_PMD_ORDER {
+                    // Swap PTEs the scan accepted count for the PMD-order block.
+                    occupied += scan.swap as usize;
+                }
+                if occupied + max_none >= nr {
+                    let start = haddr + (offset as u64) * PAGE_SIZE;
+                    let r = self.collapse_huge_page(pid, start, cc, scan.swap, order);
+                    match r {
+                        ScanResult::Succeed => {
+                            collapsed = true;
+                            advance = true;
+                        }
+                        ScanResult::PteMappedHugepage => advance = true,
+                        ScanResult::AllocHugePageFail => {
+                            alloc_failed = true;
+                            last = r;
+                        }
+                        ScanResult::LackReferencedPage
+                        | ScanResult::ExceedNonePte
+                        | ScanResult::ExceedSwapPte
+                        | ScanResult::ExceedSharedPte
+                        | ScanResult::PageLock
+                        | ScanResult::PageCount
+                        | ScanResult::PageNull
+                        | ScanResult::DelPageLru
+                        | ScanResult::PteNonPresent
+                        | ScanResult::PteUffdWp => last = r,
+                        _ => {
+                            last = r;
+                            break 'walk;
+                        }
+                    }
+                }
+            }
+            let smaller = enabled_orders & ((1u32 << order) - 1);
+            if !advance && order > MIN_ORDER && smaller != 0 {
+                order -= 1;
+                continue;
+            }
+            offset += nr;
+            // The next block can be no larger than the new offset's alignment.
+            order = if offset == 0 {
+                HPAGE_PMD_ORDER
+            } else {
+                (offset.trailing_zeros() as u8).min(HPAGE_PMD_ORDER)
+            };
+        }
+        if collapsed {
+            ScanResult::Succeed
+        } else if alloc_failed {
+            ScanResult::AllocHugePageFail
+        } else {
+            last
+        }
+    }
+
+    /// The max_ptes_* limits of one attempt: `collapse_max_ptes_none`,
+    /// `collapse_max_ptes_shared` and `collapse_max_ptes_swap`. PMD order: the sysfs values.
+    /// Below it (7.2's mTHP collapse): no shared or swap PTE, and max_ptes_none scaled to the
+    /// order when it is 511, else 0 (the kernel warns once about other values).
+    fn collapse_limits(&self, cc: CollapseContext, order: u8) -> KhugepagedSettings {
+        let mut limits = self.thp.khugepaged.clone();
+        if cc.is_khugepaged() && order != HPAGE_PMD_ORDER {
+            limits.max_ptes_none = if limits.max_ptes_none == HPAGE_PMD_NR as u32 - 1 {
+                (1 << order) - 1
+            } else {
+                0
+            };
+            limits.max_ptes_shared = 0;
+            limits.max_ptes_swap = 0;
+        }
+        limits
     }
 
     fn scan_pmd_ptes(
@@ -359,18 +525,18 @@ impl Kernel {
         pid: Pid,
         haddr: u64,
         cc: CollapseContext,
+        limits: &KhugepagedSettings,
         t: &mut Tally,
     ) -> ScanResult {
         let found = self.find_pmd_or_thp_or_none(pid, haddr);
         if found != ScanResult::Succeed {
             return found;
         }
-        let limits = &self.thp.khugepaged;
         let khugepaged = cc.is_khugepaged();
         let Pmd::Table(table) = self.mms[&pid].page_table.pmd(haddr) else {
             unreachable!()
         };
-        for pte in table.iter() {
+        for (i, pte) in table.iter().enumerate() {
             let p = match *pte {
                 Pte::Swap { .. } => match t.count_swap(khugepaged, limits) {
                     Some(stop) => return stop,
@@ -394,6 +560,9 @@ impl Kernel {
                     return stop;
                 }
             }
+            if let Some(bit) = t.occupied.get_mut(i) {
+                *bit = true;
+            }
             if !folio.lru {
                 return ScanResult::PageLru;
             }
@@ -411,13 +580,15 @@ impl Kernel {
         self.anon_pass_verdict(t, khugepaged, true)
     }
 
-    /// `hugepage_vma_revalidate` for an anonymous collapse.
+    /// `hugepage_vma_revalidate` for a collapse to `order`: the whole PMD range must lie in
+    /// the VMA whatever the order (another VMA could share the page table otherwise).
     fn hugepage_vma_revalidate(
         &self,
         pid: Pid,
         haddr: u64,
         cc: CollapseContext,
         expect_anon: bool,
+        order: u8,
     ) -> ScanResult {
         let Some(mm) = self.mms.get(&pid) else {
             return ScanResult::AnyProcess;
@@ -435,7 +606,7 @@ impl Kernel {
             CollapseContext::Khugepaged => TvaType::Khugepaged,
             CollapseContext::Madvise => TvaType::ForcedCollapse,
         };
-        if !self.thp_vma_allowable_order(pid, vma, tva, HPAGE_PMD_ORDER) {
+        if !self.thp_vma_allowable_order(pid, vma, tva, order) {
             return ScanResult::VmaCheck;
         }
         if expect_anon && (!vma.is_anonymous() || vma.anon_vma.is_none()) {
@@ -444,40 +615,49 @@ impl Kernel {
         ScanResult::Succeed
     }
 
-    /// `collapse_huge_page`: allocate, revalidate, swap in, isolate, copy, install the PMD.
+    /// `collapse_huge_page`: allocate, revalidate, swap in, isolate, copy, install the PMD
+    /// (or, below PMD order, the new folio's PTEs in the same page table).
     fn collapse_huge_page(
         &mut self,
         pid: Pid,
-        haddr: u64,
+        start: u64,
         cc: CollapseContext,
         unmapped: u32,
+        order: u8,
     ) -> ScanResult {
-        let mut t = self.tally_before(pid, haddr);
-        // alloc_charge_folio: always succeeds in the model (no fragmentation, no memcg limit).
-        self.collapse_stats.thp_collapse_alloc += 1;
+        let mut t = self.tally_before(pid, pmd_align_down(start));
+        t.order = order;
+        // alloc_charge_folio: always succeeds in the model (no fragmentation, no memcg limit);
+        // the vmstat event counts PMD-order allocations only.
+        if order == HPAGE_PMD_ORDER {
+            self.collapse_stats.thp_collapse_alloc += 1;
+        }
         let placeholder = FolioOwner::Anon {
             anon_vma: crate::rmap::AnonVmaId(0),
             index: 0,
         };
-        let new = self.alloc_folio(HPAGE_PMD_ORDER, placeholder, |_| 0);
-        let result = self.collapse_huge_page_inner(pid, haddr, cc, unmapped, new, &mut t);
+        let new = self.alloc_folio(order, placeholder, |_| 0);
+        let result = self.collapse_huge_page_inner(pid, start, cc, unmapped, new, &mut t);
         if result != ScanResult::Succeed {
             self.folio_put_refs(new, 1);
         }
-        self.report(cc, CollapseStage::CollapseHugePage, pid, haddr, result, &t);
+        self.report(cc, CollapseStage::CollapseHugePage, pid, start, result, &t);
         result
     }
 
     fn collapse_huge_page_inner(
         &mut self,
         pid: Pid,
-        haddr: u64,
+        start: u64,
         cc: CollapseContext,
         unmapped: u32,
         new: FolioId,
         t: &mut Tally,
     ) -> ScanResult {
-        let r = self.hugepage_vma_revalidate(pid, haddr, cc, true);
+        let order = t.order;
+        let nr = 1usize << order;
+        let haddr = pmd_align_down(start);
+        let r = self.hugepage_vma_revalidate(pid, haddr, cc, true, order);
         if r != ScanResult::Succeed {
             return r;
         }
@@ -491,10 +671,14 @@ impl Kernel {
             .cloned()
             .expect("revalidated");
         if unmapped > 0 {
-            // __collapse_huge_page_swapin: a read fault on every swap PTE.
-            for i in 0..HPAGE_PMD_NR {
-                let addr = haddr + i as u64 * PAGE_SIZE;
+            // __collapse_huge_page_swapin: a read fault on every swap PTE of the block; below
+            // PMD order the first swap PTE ends the attempt instead.
+            for i in 0..nr {
+                let addr = start + i as u64 * PAGE_SIZE;
                 if let Pte::Swap { entry, exclusive } = self.mms[&pid].page_table.pte(addr) {
+                    if order != HPAGE_PMD_ORDER {
+                        return ScanResult::ExceedSwapPte;
+                    }
                     if self
                         .do_swap_page(pid, &vma, addr, entry, exclusive, Access::Read)
                         .is_err()
@@ -504,16 +688,16 @@ impl Kernel {
                 }
             }
         }
-        let r = self.collapse_huge_page_isolate(pid, haddr, cc, t);
+        let r = self.collapse_huge_page_isolate(pid, start, cc, t);
         if r != ScanResult::Succeed {
             return r;
         }
         // Copy: holes and zero pages become zeroed subpages.
         let mm_id = self.mms[&pid].mm_id;
         let tracking = self.profile.mm_id;
-        let mut data = vec![0u64; HPAGE_PMD_NR];
-        let ptes: Vec<Pte> = (0..HPAGE_PMD_NR)
-            .map(|i| self.mms[&pid].page_table.pte(haddr + i as u64 * PAGE_SIZE))
+        let mut data = vec![0u64; nr];
+        let ptes: Vec<Pte> = (0..nr)
+            .map(|i| self.mms[&pid].page_table.pte(start + i as u64 * PAGE_SIZE))
             .collect();
         for (i, pte) in ptes.iter().enumerate() {
             if let Pte::Present(p) = pte {
@@ -527,7 +711,7 @@ impl Kernel {
                 .get_mut(&pid)
                 .expect("live")
                 .page_table
-                .set_pte(haddr + i as u64 * PAGE_SIZE, Pte::None);
+                .set_pte(start + i as u64 * PAGE_SIZE, Pte::None);
             let f = self.folios.folio_mut(p.folio);
             // PTE by PTE, as __collapse_huge_page_copy_succeeded does: a PTE-mapped THP source
             // is partially mapped after its first page.
@@ -539,33 +723,67 @@ impl Kernel {
             self.folio_put_refs(p.folio, 1);
         }
         let anon_vma = vma.anon_vma.expect("revalidated");
-        let index = vma.linear_page_index(haddr);
+        let index = vma.linear_page_index(start);
         let f = self.folios.folio_mut(new);
         f.owner = FolioOwner::Anon { anon_vma, index };
         for (page, d) in f.pages.iter_mut().zip(data) {
             page.data = d;
         }
-        self.mms
-            .get_mut(&pid)
-            .expect("live")
-            .page_table
-            .set_pmd(haddr, Pmd::None);
-        self.map_anon_folio_pmd(pid, &vma, haddr, new);
+        if order == HPAGE_PMD_ORDER {
+            self.mms
+                .get_mut(&pid)
+                .expect("live")
+                .page_table
+                .set_pmd(haddr, Pmd::None);
+            self.map_anon_folio_pmd(pid, &vma, haddr, new);
+        } else {
+            self.map_anon_folio_pte_nopf(pid, &vma, start, new);
+        }
         ScanResult::Succeed
     }
 
-    /// `__collapse_huge_page_isolate`: the second pass over the PTEs, with the PMD detached.
+    /// `map_anon_folio_pte_nopf`: maps a new exclusive anonymous folio (holding its allocation
+    /// reference) by one young PTE per page from `start`, writable and dirty in a writable
+    /// VMA.
+    fn map_anon_folio_pte_nopf(&mut self, pid: Pid, vma: &Vma, start: u64, folio: FolioId) {
+        let mm_id = self.mms[&pid].mm_id;
+        let tracking = self.profile.mm_id;
+        let f = self.folios.folio_mut(folio);
+        let nr = f.nr_pages();
+        rmap::folio_add_new_anon_rmap(f, mm_id, tracking);
+        // One reference per PTE; the allocation reference becomes the first one.
+        f.refcount = nr as i32;
+        let write = vma.flags.contains(crate::vma::VmFlags::WRITE);
+        let pt = &mut self.mms.get_mut(&pid).expect("live").page_table;
+        for i in 0..nr {
+            pt.set_pte(
+                start + i as u64 * PAGE_SIZE,
+                Pte::Present(crate::page_table::PresentPte {
+                    folio,
+                    page: i as u16,
+                    write,
+                    young: true,
+                    dirty: write,
+                }),
+            );
+        }
+    }
+
+    /// `__collapse_huge_page_isolate`: the second pass over the block's PTEs, with the PMD
+    /// detached, under the limits of the attempt's order. Below PMD order a PTE mapping a
+    /// folio already at least that large ends the attempt (SCAN_PTE_MAPPED_HUGEPAGE).
     fn collapse_huge_page_isolate(
         &mut self,
         pid: Pid,
-        haddr: u64,
+        start: u64,
         cc: CollapseContext,
         t: &mut Tally,
     ) -> ScanResult {
-        let limits = self.thp.khugepaged.clone();
+        let order = t.order;
+        let limits = self.collapse_limits(cc, order);
         let khugepaged = cc.is_khugepaged();
-        for i in 0..HPAGE_PMD_NR {
-            let pte = self.mms[&pid].page_table.pte(haddr + i as u64 * PAGE_SIZE);
+        for i in 0..1usize << order {
+            let pte = self.mms[&pid].page_table.pte(start + i as u64 * PAGE_SIZE);
             let p = match pte {
                 Pte::None | Pte::Zero { .. } => match t.count_none_or_zero(khugepaged, &limits) {
                     Some(stop) => return stop,
@@ -584,6 +802,9 @@ impl Kernel {
                 if let Some(stop) = t.count_shared(khugepaged, &limits) {
                     return stop;
                 }
+            }
+            if order != HPAGE_PMD_ORDER && folio.order >= order {
+                return ScanResult::PteMappedHugepage;
             }
             if folio.locked {
                 return ScanResult::PageLock;
@@ -668,6 +889,15 @@ impl Kernel {
         }
         self.report(cc, CollapseStage::ScanFile, pid, haddr, result, &t);
         result
+    }
+
+    /// Whether a page-cache folio of `[start, end)` is dirty (what makes collapse_file fail
+    /// with SCAN_PAGE_DIRTY_OR_WRITEBACK on a regular file).
+    fn file_range_dirty(&self, inode: InodeId, start: u64, end: u64) -> bool {
+        self.inode(inode)
+            .cache
+            .range(start..end)
+            .any(|(_, e, _)| matches!(e, CacheEntry::Folio(f) if self.folio(f).dirty))
     }
 
     /// `collapse_file` (shmem, or a regular file with READ_ONLY_THP_FOR_FS): builds a PMD THP
@@ -924,7 +1154,13 @@ impl Kernel {
             let mut last_fail = ScanResult::Succeed;
             let mut addr = hstart;
             while addr < hend {
-                let r = self.hugepage_vma_revalidate(pid, addr, CollapseContext::Madvise, false);
+                let r = self.hugepage_vma_revalidate(
+                    pid,
+                    addr,
+                    CollapseContext::Madvise,
+                    false,
+                    HPAGE_PMD_ORDER,
+                );
                 let mut result = if r != ScanResult::Succeed {
                     last_fail = r;
                     break;
@@ -940,13 +1176,32 @@ impl Kernel {
                         }
                         VmaBacking::Shmem(inode) | VmaBacking::File(inode) => {
                             let index = vma.linear_page_index(addr);
-                            self.hpage_collapse_scan_file(
+                            let mut r = self.hpage_collapse_scan_file(
                                 pid,
                                 addr,
                                 inode,
                                 index,
                                 CollapseContext::Madvise,
-                            )
+                            );
+                            // collapse_single_pmd: a dirty folio (SCAN_PAGE_DIRTY_OR_WRITEBACK,
+                            // which the model's collapse_file reports as SCAN_FAIL) is written
+                            // back and the collapse tried once more.
+                            let end = index + HPAGE_PMD_NR as u64;
+                            if r == ScanResult::Fail
+                                && self.profile.madvise_collapse_writes_back_dirty
+                                && !self.inode(inode).is_shmem()
+                                && self.file_range_dirty(inode, index, end)
+                            {
+                                self.filemap_write_and_wait_range(inode, index, end);
+                                r = self.hpage_collapse_scan_file(
+                                    pid,
+                                    addr,
+                                    inode,
+                                    index,
+                                    CollapseContext::Madvise,
+                                );
+                            }
+                            r
                         }
                     }
                 };
@@ -1042,7 +1297,7 @@ impl Kernel {
                     // The walk starts at the cursor: VMAs before it are not visited.
                     continue;
                 }
-                if !self.thp_vma_allowable_order(pid, &vma, TvaType::Khugepaged, HPAGE_PMD_ORDER) {
+                if self.collapse_possible_orders(pid, &vma, vma.flags, TvaType::Khugepaged) == 0 {
                     progress += 1;
                     continue;
                 }
@@ -1058,10 +1313,11 @@ impl Kernel {
                         VmaBacking::Anon => {
                             let before = self.collapse_log.len();
                             self.hpage_collapse_scan_pmd(pid, address, CollapseContext::Khugepaged);
-                            // A collapse attempt (the scan said go) drops the mmap lock.
-                            self.collapse_log[before..]
-                                .iter()
-                                .any(|rep| rep.stage == CollapseStage::CollapseHugePage)
+                            // The scan said go: the mmap lock was dropped for the collapse.
+                            self.collapse_log[before..].iter().any(|rep| {
+                                rep.stage == CollapseStage::ScanPmd
+                                    && rep.result == ScanResult::Succeed
+                            })
                         }
                         VmaBacking::Shmem(inode) | VmaBacking::File(inode) => {
                             let index = vma.linear_page_index(address);

@@ -10,8 +10,8 @@
 //! Debian `linux-source-6.1` (6.1.192) and `linux-source-6.12` (6.12.117) trees were read for
 //! the 6.1 and 6.12 sides; the 6.18 side is the 6.18 reference tree this project follows
 //! (`/work/shared/reference/kernel-semantics.md`) and measurements on a 6.18 host; releases
-//! after 6.18 come from the patch mails and LWN (no 7.x tree was available to read), and say
-//! so.
+//! after 6.18 come from the patch mails and LWN unless their evidence names Debian's
+//! `linux-source-7.2` / `linux-source-7.3` trees, which were read where it says so.
 
 use std::fmt;
 
@@ -191,6 +191,7 @@ pub enum Switch {
     CollapseRequiresWritablePte,
     FileThpWithoutReadOnlyConfig,
     KhugepagedMthpCollapse,
+    MadviseCollapseWritesBackDirty,
 }
 
 /// One value of a switch: from which release it holds, and why.
@@ -226,6 +227,7 @@ impl Switch {
         Switch::CollapseRequiresWritablePte,
         Switch::FileThpWithoutReadOnlyConfig,
         Switch::KhugepagedMthpCollapse,
+        Switch::MadviseCollapseWritesBackDirty,
     ];
 
     /// The field name in [`KernelProfile`].
@@ -243,14 +245,8 @@ impl Switch {
             Switch::CollapseRequiresWritablePte => "collapse_requires_writable_pte",
             Switch::FileThpWithoutReadOnlyConfig => "file_thp_without_read_only_config",
             Switch::KhugepagedMthpCollapse => "khugepaged_mthp_collapse",
+            Switch::MadviseCollapseWritesBackDirty => "madvise_collapse_writes_back_dirty",
         }
-    }
-
-    /// Whether the model implements the behaviour of every value. A switch that is not
-    /// modelled is listed (so nobody mistakes the model's answer for the kernel's there) and
-    /// `--profile list` says so.
-    pub fn modelled(self) -> bool {
-        !matches!(self, Switch::KhugepagedMthpCollapse)
     }
 
     /// The values of the switch, oldest first; the first holds from 6.1.
@@ -287,7 +283,8 @@ impl Switch {
                     what: "a large folio is reused when this MM is its only mapper \
                            (folio_maybe_mapped_shared false, CONFIG_MM_ID) and every reference \
                            is a mapping",
-                    evidence: "6.18 reference tree; absent from linux-source-6.12",
+                    evidence: "6.18 reference tree; absent from linux-source-6.12; still so in \
+                               linux-source-7.3 (mm/memory.c)",
                 },
             ],
             Switch::AnonMthp => &[
@@ -366,7 +363,9 @@ impl Switch {
                              folio_maybe_mapped_shared()",
                     what: "the MM-owner slots decide: shared once two MMs mapped the folio at \
                            the same time, no false negatives",
-                    evidence: "6.18 reference tree; patch mail (MM owner tracking series, 6.15)",
+                    evidence: "6.18 reference tree; patch mail (MM owner tracking series, 6.15); \
+                               still so in linux-source-7.3 (collapse_scan_pmd, \
+                               __collapse_huge_page_isolate)",
                 },
             ],
             Switch::ScanAnonCheckBeforeShared => &[
@@ -441,7 +440,8 @@ impl Switch {
                              PM_MMAP_EXCLUSIVE (CONFIG_NO_PAGE_MAPCOUNT series)",
                     what: "the PMD path passes the head page for every entry again",
                     evidence: "6.18 reference tree; measured on the 6.18 host (512/512 \
-                               entries exclusive)",
+                               entries exclusive); still so in linux-source-7.3 \
+                               (pagemap_pmd_range_thp passes the head page)",
                 },
             ],
             Switch::UnderusedThpShrinker => &[
@@ -484,7 +484,9 @@ impl Switch {
                     commit: "mm/rmap: basic MM owner tracking for large folios (!hugetlb)",
                     what: "large folios record up to two owning MMs (_mm_id[2], \
                            _mm_id_mapcount[2]) and a maybe-shared bit",
-                    evidence: "6.18 reference tree; patch mail (6.15)",
+                    evidence:
+                        "6.18 reference tree; patch mail (6.15); still so in linux-source-7.3 \
+                               (folio->_mm_ids)",
                 },
             ],
             Switch::CollapseRequiresWritablePte => &[
@@ -504,7 +506,9 @@ impl Switch {
                     value: "no",
                     commit: "mm: Enable khugepaged to operate on non-writable VMAs",
                     what: "SCAN_PAGE_RO is gone; read-only ranges collapse",
-                    evidence: "absent from the 6.18 reference tree; patch mail 2025-09",
+                    evidence:
+                        "absent from the 6.18 reference tree; patch mail 2025-09; absent from \
+                               linux-source-7.2 and 7.3",
                 },
             ],
             Switch::FileThpWithoutReadOnlyConfig => &[
@@ -524,11 +528,36 @@ impl Switch {
                              writable files (series)",
                     what: "file_thp_enabled() asks the mapping for PMD-order folio support \
                            instead of the config: regular files on large-folio filesystems \
-                           (ext4, xfs) collapse; hugepage_pmd_enabled() no longer counts the \
-                           config. The model keeps the not-open-for-writing condition (the \
-                           selftest's file cases open read-only)",
-                    evidence: "patch mails \"[PATCH 7.2 v3]\" (2026-04) and v6 in mm-new \
-                               (2026-05); release inferred, no 7.x tree read",
+                           (ext4, xfs) collapse, also while open for writing (collapse_file no \
+                           longer fails on inode_is_open_for_write; a dirty folio still stops \
+                           it); hugepage_pmd_enabled() no longer counts the config",
+                    evidence: "read in Debian's linux-source-7.2 and linux-source-7.3 \
+                               (mm/huge_memory.c file_thp_enabled, mm/khugepaged.c \
+                               collapse_file) against linux-source-6.12; 7.1 has no \
+                               linux-source package: the lower bound is the series' patch mails \
+                               (\"[PATCH 7.2 v3]\", 2026-04)",
+                },
+            ],
+            Switch::MadviseCollapseWritesBackDirty => &[
+                Change {
+                    release: Release::OLDEST,
+                    value: "no",
+                    commit: "madvise_collapse() gives up on dirty file folios (6.1)",
+                    what: "MADV_COLLAPSE of a regular file's range with dirty page-cache \
+                           folios fails (collapse_file refuses dirty folios)",
+                    evidence: SRC_61_612,
+                },
+                Change {
+                    release: Release { major: 7, minor: 2 },
+                    value: "yes",
+                    commit: "MADV_COLLAPSE writes dirty file folios back and retries once \
+                             (collapse_single_pmd's triggered_wb)",
+                    what: "when collapse_file finds a dirty or writeback folio, MADV_COLLAPSE \
+                           (not khugepaged) runs filemap_write_and_wait_range over the PMD \
+                           range and tries once more",
+                    evidence: "absent from linux-source-6.12's madvise_collapse, present in \
+                               linux-source-7.2 and 7.3; 6.13 .. 7.1 were not read, so 7.2 is \
+                               an upper bound of the release",
                 },
             ],
             Switch::KhugepagedMthpCollapse => &[
@@ -543,12 +572,18 @@ impl Switch {
                     release: Release { major: 7, minor: 2 },
                     value: "yes",
                     commit: "khugepaged: add mTHP collapse support (series)",
-                    what: "khugepaged also collapses anonymous ranges to enabled mTHP orders \
-                           (max_ptes_none 0 or 511 only; a swap or shared PTE aborts a \
-                           collapse below PMD order). NOT MODELLED: the model collapses to PMD \
-                           order only",
-                    evidence: "patch mails v15 (2026-02) .. v18 (2026-05), LWN \"Automatic \
-                               mTHP creation in 7.2\"; no 7.x tree read",
+                    what: "khugepaged also collapses anonymous ranges to the enabled mTHP \
+                           orders (collapse_possible_orders, mthp_collapse): the scan accepts \
+                           every none PTE, then blocks are tried from the PMD order down to \
+                           order 2; below the PMD order max_ptes_none is scaled to the order \
+                           when it is 511 and is 0 otherwise, and a shared or swapped-out PTE \
+                           refuses the block; the thread also runs when only an mTHP size is \
+                           enabled (hugepage_enabled). MADV_COLLAPSE and file memory stay at \
+                           the PMD order",
+                    evidence: "read in Debian's linux-source-7.2 and linux-source-7.3 \
+                               (mm/khugepaged.c); 7.1 has no linux-source package, so the \
+                               lower bound is the series' merge per its patch mails (v18, \
+                               2026-05)",
                 },
             ],
         }
@@ -601,8 +636,11 @@ pub struct KernelProfile {
     /// Regular-file collapse without CONFIG_READ_ONLY_THP_FOR_FS;
     /// [`Switch::FileThpWithoutReadOnlyConfig`].
     pub file_thp_without_read_only_config: bool,
-    /// khugepaged collapses to mTHP orders (not modelled); [`Switch::KhugepagedMthpCollapse`].
+    /// khugepaged collapses anonymous memory to mTHP orders; [`Switch::KhugepagedMthpCollapse`].
     pub khugepaged_mthp_collapse: bool,
+    /// MADV_COLLAPSE writes dirty file folios back and retries;
+    /// [`Switch::MadviseCollapseWritesBackDirty`].
+    pub madvise_collapse_writes_back_dirty: bool,
 }
 
 impl KernelProfile {
@@ -623,6 +661,7 @@ impl KernelProfile {
             zap_batches_large_folio_ptes: false,
             file_thp_without_read_only_config: false,
             khugepaged_mthp_collapse: false,
+            madvise_collapse_writes_back_dirty: false,
         };
         for &s in Switch::ALL {
             p.set_step(s, s.step_at(r));
@@ -664,6 +703,7 @@ impl KernelProfile {
             Switch::CollapseRequiresWritablePte => self.collapse_requires_writable_pte = !on,
             Switch::FileThpWithoutReadOnlyConfig => self.file_thp_without_read_only_config = on,
             Switch::KhugepagedMthpCollapse => self.khugepaged_mthp_collapse = on,
+            Switch::MadviseCollapseWritesBackDirty => self.madvise_collapse_writes_back_dirty = on,
         }
     }
 
@@ -739,9 +779,6 @@ impl KernelProfile {
         let mut out = String::new();
         for &s in Switch::ALL {
             out.push_str(s.name());
-            if !s.modelled() {
-                out.push_str("  (not modelled: the model keeps the first value)");
-            }
             out.push('\n');
             for c in s.history() {
                 out.push_str(&format!(

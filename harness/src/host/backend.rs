@@ -116,6 +116,7 @@ impl Backend for HostBackend {
             ),
             MapTarget::SharedRw(fd) => (libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, fd.0),
             MapTarget::PrivateRead(fd) => (libc::PROT_READ, libc::MAP_PRIVATE, fd.0),
+            MapTarget::SharedRead(fd) => (libc::PROT_READ, libc::MAP_SHARED, fd.0),
         };
         // SAFETY: a hint address without MAP_FIXED cannot replace existing mappings.
         let p = unsafe { libc::mmap(addr as *mut libc::c_void, len as usize, prot, flags, fd, 0) };
@@ -235,6 +236,28 @@ impl Backend for HostBackend {
             .open(path)
             .map_err(io_errno)?;
         Ok(Fd(std::os::fd::IntoRawFd::into_raw_fd(f)))
+    }
+
+    fn open_read_write(&mut self, path: &str) -> Result<Fd, Errno> {
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path)
+            .map_err(io_errno)?;
+        Ok(Fd(std::os::fd::IntoRawFd::into_raw_fd(f)))
+    }
+
+    fn msync(&mut self, addr: u64, len: u64) -> Result<(), Errno> {
+        self.own_or_unmapped("msync", addr, len)?;
+        // SAFETY: checked above: the range holds only test areas (or nothing); msync only
+        // writes their dirty pages back.
+        let r = unsafe { libc::msync(addr as *mut libc::c_void, len as usize, libc::MS_SYNC) };
+        if r == 0 {
+            Ok(())
+        } else {
+            Err(last_errno())
+        }
     }
 
     fn write_from(&mut self, fd: Fd, addr: u64, len: u64) -> Result<(), Errno> {

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use crate::catalogue::{DirKind, Env, FileInfo, KhugepagedMode, MemType};
+use crate::catalogue::{DirKind, Env, FileInfo, KhugepagedMode};
 use crate::runner::{unsupported_reason, Case, CaseResult, Outcome};
 use crate::steps::Step;
 
@@ -194,7 +194,7 @@ pub fn run_case_isolated_streaming(
         Preflight::Ready(_) => {}
     }
     let private_tmpfs =
-        case.mem() == Some(MemType::File) && env.finfo.is_none() && opts.private_tmpfs;
+        case.mem().is_some_and(|m| m.is_file()) && env.finfo.is_none() && opts.private_tmpfs;
     if !private_tmpfs {
         if let Some(reason) = unsupported_reason(&mut HostBackend::default(), env, case) {
             return skip(case, reason);
@@ -303,7 +303,7 @@ fn prepare(
         journal.write()?;
         swapfile::create_and_enable(&dir)?;
     }
-    if case.mem() == Some(MemType::File) {
+    if case.mem().is_some_and(|m| m.is_file()) {
         if private_tmpfs {
             let dir = private_dir_in(&std::env::temp_dir(), journal)?;
             journal.state.mounts.push(dir.clone());
@@ -339,6 +339,10 @@ fn case_args(case: &Case, env: &Env, trace: bool) -> Vec<String> {
         case.id(),
         "--anon-order".into(),
         env.anon_order.to_string(),
+        "--catalogue".into(),
+        env.catalogue.name().into(),
+        "--collapse-order".into(),
+        env.collapse_order.to_string(),
     ];
     if trace {
         a.push("--trace".into());
@@ -528,6 +532,21 @@ pub fn case_process_main(args: &[String]) -> i32 {
         match a.as_str() {
             "--host-case" => id = it.next().cloned(),
             "--anon-order" => env.anon_order = it.next().and_then(|v| v.parse().ok()).unwrap_or(0),
+            "--catalogue" => {
+                match it
+                    .next()
+                    .and_then(|v| crate::catalogue::Catalogue::from_name(v))
+                {
+                    Some(c) => env.catalogue = c,
+                    None => {
+                        eprintln!("khugepaged --host-case: bad --catalogue");
+                        return 2;
+                    }
+                }
+            }
+            "--collapse-order" => {
+                env.collapse_order = it.next().and_then(|v| v.parse().ok()).unwrap_or(0)
+            }
             "--file-dir" => dir = it.next().cloned(),
             "--file-kind" => kind = it.next().cloned(),
             "--trace" => traced = true,

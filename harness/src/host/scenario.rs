@@ -210,6 +210,7 @@ fn target_words(t: MapTarget) -> String {
         MapTarget::PrivateAnon => "anon 0".into(),
         MapTarget::SharedRw(fd) => format!("shared {}", fd.0),
         MapTarget::PrivateRead(fd) => format!("private {}", fd.0),
+        MapTarget::SharedRead(fd) => format!("shared-read {}", fd.0),
     }
 }
 
@@ -227,6 +228,7 @@ fn handle(b: &mut HostBackend, w: &[&str]) -> String {
             let t = match (w.get(3).copied(), a(4) as i32) {
                 (Some("shared"), fd) => MapTarget::SharedRw(Fd(fd)),
                 (Some("private"), fd) => MapTarget::PrivateRead(Fd(fd)),
+                (Some("shared-read"), fd) => MapTarget::SharedRead(Fd(fd)),
                 _ => MapTarget::PrivateAnon,
             };
             errno_answer(b.mmap(a(1), a(2), t).map(|v| v.to_string()))
@@ -897,6 +899,14 @@ impl Backend for HostScenario {
         }
     }
     fn open_read_only(&mut self, _path: &str) -> Result<Fd, Errno> {
+        Err(Errno::EINVAL)
+    }
+    // Scenarios open no files by path and write nothing back (the selftest's file mem_ops
+    // only).
+    fn open_read_write(&mut self, _path: &str) -> Result<Fd, Errno> {
+        Err(Errno::EINVAL)
+    }
+    fn msync(&mut self, _addr: u64, _len: u64) -> Result<(), Errno> {
         Err(Errno::EINVAL)
     }
     fn write_from(&mut self, _fd: Fd, _addr: u64, _len: u64) -> Result<(), Errno> {

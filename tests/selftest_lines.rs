@@ -1,0 +1,188 @@
+//! The catalogue's step lines against the kernels' own C selftest: for every
+//! `fixtures/<release>/selftest.log` recorded with a khugepaged.c this project mirrors (the
+//! 7.2 and 7.3 sources: the 7.3 catalogue, whose output for these selections is 7.2's too),
+//! each selection runs on the model under that release's profile, and its step lines
+//! ("<what>... OK|Fail|Skip", settings save/restore aside) must equal the C program's, line
+//! for line. Logs built from an older source (6.1, 6.12) follow a khugepaged.c neither
+//! catalogue mirrors and are not compared. The only difference allowed is the timing of
+//! one wait's progress dots ([`timing_only`]).
+
+use std::path::{Path, PathBuf};
+
+use harness::catalogue::{Catalogue, DirKind, Env, FileInfo, KhugepagedMode};
+use harness::cli::{parse, select_cases};
+use harness::model_backend::ModelBackend;
+use harness::runner::run_case;
+use libtest_mimic::{Arguments, Failed, Trial};
+use model::KernelProfile;
+
+/// The one way a line may differ, because it comes from timing and not from the kernel's
+/// decisions: khugepaged.c's wait prints a dot for each 0.5 s tick that ends without the
+/// collapse. On the kernel, khugepaged wakes every 10 ms and sometimes collapses the range in
+/// the microseconds between the wait's MADV_HUGEPAGE and its first check (seen in the `-s 2`
+/// runs, one line in one wait per run, a different one each time: 7.0, 7.2, 7.3); then it
+/// prints no dot. The model's virtual clock always looks first, so it prints one dot. Allowed
+/// only for that: the same step with the same verdict, the kernel's line without the one dot.
+fn timing_only(c: &str, model: &str) -> bool {
+    ["OK", "Fail"].iter().any(|v| {
+        let tail = format!(".... {v}");
+        model
+            .strip_suffix(&tail)
+            .is_some_and(|head| c == format!("{head}... {v}"))
+    })
+}
+
+/// Whether the release was recorded without swap (`record.log`: its kernel has nothing to
+/// swap to), so the model runs without it too.
+fn recorded_without_swap(dir: &Path) -> bool {
+    std::fs::read_to_string(dir.join("record.log")).is_ok_and(|l| l.contains("no swap:"))
+}
+
+fn fixtures_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures")
+}
+
+/// The khugepaged.c series a log was built from (its second header line).
+fn source_series(log: &str) -> Option<String> {
+    let header = log.lines().nth(1)?;
+    let rest = header.split("linux-source-").nth(1)?;
+    Some(rest.split_whitespace().next()?.to_string())
+}
+
+/// The step lines of selftest output, as `ci/kernels selftest` compares them.
+fn step_lines(text: &str) -> Vec<String> {
+    text.lines()
+        .map(|l| l.trim().trim_start_matches("# ").to_string())
+        .filter(|l| {
+            l.contains("...")
+                && (l.ends_with("OK") || l.ends_with("Fail") || l.ends_with("Skip"))
+                && !l.starts_with("Save THP")
+                && !l.starts_with("Restore THP")
+        })
+        .collect()
+}
+
+/// The selections of a log: the `## khugepaged ARGS` line and the output up to `## exit`.
+fn selections(log: &str) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    let mut current: Option<(String, String)> = None;
+    for l in log.lines() {
+        if let Some(args) = l.strip_prefix("## khugepaged ") {
+            current = Some((args.to_string(), String::new()));
+        } else if l.starts_with("## exit") {
+            out.extend(current.take());
+        } else if let Some((_, text)) = current.as_mut() {
+            text.push_str(l);
+            text.push('\n');
+        }
+    }
+    out
+}
+
+/// The model's output for a selection, in the 7.3 selftest's format.
+fn model_output(release: &str, args: &str, swap: bool) -> Result<String, String> {
+    let argv: Vec<String> = args.split_whitespace().map(String::from).collect();
+    let mut o = parse(&argv)?.ok_or("help")?;
+    o.catalogue = Some(Catalogue::V7_3);
+    o.profile = Some(KernelProfile::for_release(release).map_err(|e| e.to_string())?);
+    // The recorded directories: a huge=advise tmpfs, or a directory of an ext4 disk.
+    let finfo = o.dir.as_ref().map(|d| {
+        let kind = if d.contains("tmpfs") {
+            DirKind::Tmpfs {
+                huge: "advise".into(),
+            }
+        } else {
+            DirKind::Disk {
+                read_ahead_kb_path: None,
+            }
+        };
+        FileInfo::new(d, kind)
+    });
+    let env = Env {
+        anon_order: o.anon_order,
+        finfo,
+        khugepaged: KhugepagedMode::Selftest,
+        catalogue: Catalogue::V7_3,
+        collapse_order: o.collapse_order,
+    };
+    let cases = select_cases(&o);
+    let mut text = harness::report::tap13_header(cases.len());
+    for (n, case) in cases.iter().enumerate() {
+        let profile = o.profile.clone().expect("set above");
+        let mut b = if swap {
+            ModelBackend::new(profile)
+        } else {
+            ModelBackend::without_swap(profile)
+        };
+        b.dir = env.finfo.as_ref().map(|f| f.kind.clone());
+        let r = run_case(&mut b, &env, case);
+        text.push_str(&harness::report::tap13_case(n + 1, &r));
+        if harness::report::tap13_aborted(&r) {
+            // khugepaged.c exits there.
+            break;
+        }
+    }
+    Ok(text)
+}
+
+/// Compares line by line; Err lists every difference that is not [`timing_only`].
+fn compare(c: &[String], m: &[String]) -> Result<(), Failed> {
+    let mut problems = Vec::new();
+    for i in 0..c.len().max(m.len()) {
+        let (cl, ml) = (c.get(i), m.get(i));
+        if cl == ml || cl.zip(ml).is_some_and(|(c, m)| timing_only(c, m)) {
+            continue;
+        }
+        problems.push(format!(
+            "step line {}:\n    C:     {}\n    model: {}",
+            i + 1,
+            cl.map_or("(none)", |s| s.as_str()),
+            ml.map_or("(none)", |s| s.as_str())
+        ));
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(Failed::from(problems.join("\n")))
+    }
+}
+
+fn trials() -> Vec<Trial> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(fixtures_root())
+        .map(|rd| rd.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    dirs.sort();
+    let mut trials = Vec::new();
+    for dir in dirs {
+        let Ok(log) = std::fs::read_to_string(dir.join("selftest.log")) else {
+            continue;
+        };
+        let release = dir.file_name().unwrap().to_string_lossy().into_owned();
+        let series = source_series(&log).unwrap_or_default();
+        let swap = !recorded_without_swap(&dir);
+        for (args, c_text) in selections(&log) {
+            let name = format!("selftest-lines/{release}/{args}");
+            let mirrored = series == "7.2" || series == "7.3";
+            let release = release.clone();
+            let trial = Trial::test(name, move || {
+                let m_text = model_output(&release, &args, swap).map_err(Failed::from)?;
+                compare(&step_lines(&c_text), &step_lines(&m_text))
+            });
+            trials.push(if mirrored {
+                trial
+            } else {
+                trial
+                    .with_kind(format!(
+                        "khugepaged.c of {series}: not a mirrored catalogue"
+                    ))
+                    .with_ignored_flag(true)
+            });
+        }
+    }
+    trials
+}
+
+fn main() {
+    let args = Arguments::from_args();
+    libtest_mimic::run(&args, trials()).exit();
+}
