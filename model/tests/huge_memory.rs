@@ -1,0 +1,122 @@
+//! mm/huge_memory.c behaviours the mutation run (ci/mutants.sh) found unpinned: THP eligibility
+//! (`__thp_vma_allowable_orders`) and PMD faults. Each test names the kernel function it mirrors
+//! and fails when the model's rule for it is bent.
+
+mod common;
+use common::*;
+use model::madvise::Advice;
+use model::mmap::{MapKind, Prot};
+
+/// `__thp_vma_allowable_orders` masks the asked orders with THP_ORDERS_ALL_FILE_DEFAULT, which
+/// has no order 0, then keeps the orders that fit the VMA: a regular-file VMA of one page has
+/// none left, so smaps says THPeligible 0, while the same file mapped over 2 MiB is eligible.
+#[test]
+fn a_one_page_file_vma_is_not_thp_eligible() {
+    let mut s = Sys::v618();
+    s.k.read_only_thp_for_fs = true;
+    s.k.sysfs_write("enabled", "madvise").unwrap();
+    let contents: Vec<u64> = (0..512).collect();
+    let ino = s.step("create", |k| k.create_file(&contents));
+    let pid = s.p;
+    for (addr, len) in [(BASE, PMD), (BASE + 4 * PMD, PAGE)] {
+        s.step("mmap", |k| {
+            k.mmap(pid, addr, len, Prot::READ, MapKind::Private(ino), 0, false)
+        })
+        .unwrap();
+        s.madvise(pid, addr, len, Advice::HugePage).unwrap();
+    }
+    assert!(s.k.smaps(pid, BASE).unwrap().thp_eligible);
+    assert!(!s.k.smaps(pid, BASE + 4 * PMD).unwrap().thp_eligible);
+}
+
+/// The same fit test for anonymous memory (`thp_vma_suitable_order` on the VMA's end, for
+/// every caller but the fault path): under enabled=madvise a MADV_HUGEPAGE anonymous VMA is
+/// THP-eligible over 2 MiB and not over one page, which no PMD (nor, with the default
+/// per-size settings, any smaller THP) fits in.
+#[test]
+fn a_one_page_anon_vma_is_not_thp_eligible() {
+    let mut s = Sys::v618();
+    s.k.sysfs_write("enabled", "madvise").unwrap();
+    let pid = s.p;
+    for (addr, len) in [(BASE, PMD), (BASE + 4 * PMD, PAGE)] {
+        s.mmap_anon(pid, addr, len);
+        s.madvise(pid, addr, len, Advice::HugePage).unwrap();
+        s.write(pid, addr, 1);
+    }
+    assert!(s.k.smaps(pid, BASE).unwrap().thp_eligible);
+    assert!(!s.k.smaps(pid, BASE + 4 * PMD).unwrap().thp_eligible);
+}
+
+/// Length alone does not make a VMA eligible: `thp_vma_suitable_order` wants the aligned
+/// 2 MiB block below the VMA's end inside the VMA. A 2 MiB anonymous VMA starting one page past
+/// a 2 MiB boundary holds no aligned block: THPeligible 0, and 1 for the aligned one.
+#[test]
+fn a_2m_anon_vma_without_an_aligned_block_is_not_thp_eligible() {
+    let mut s = Sys::v618();
+    s.k.sysfs_write("enabled", "madvise").unwrap();
+    let pid = s.p;
+    for addr in [BASE, BASE + 4 * PMD + PAGE] {
+        assert_eq!(s.mmap_anon(pid, addr, PMD), addr);
+        s.madvise(pid, addr, PMD, Advice::HugePage).unwrap();
+    }
+    assert!(s.k.smaps(pid, BASE).unwrap().thp_eligible);
+    assert!(!s.k.smaps(pid, BASE + 4 * PMD + PAGE).unwrap().thp_eligible);
+}
+
+/// For a file VMA outside MADV_COLLAPSE, `__thp_vma_allowable_orders` follows the global
+/// `enabled` setting: never refuses even under MADV_HUGEPAGE, madvise needs VM_HUGEPAGE,
+/// always needs nothing (then `file_thp_enabled`: a read-only regular file with
+/// CONFIG_READ_ONLY_THP_FOR_FS). smaps' THPeligible shows it.
+#[test]
+fn file_vma_eligibility_follows_the_global_enabled_setting() {
+    let mut s = Sys::v618();
+    s.k.read_only_thp_for_fs = true;
+    let contents: Vec<u64> = (0..1024).collect();
+    let ino = s.step("create", |k| k.create_file(&contents));
+    let pid = s.p;
+    let (advised, plain) = (BASE, BASE + 4 * PMD);
+    for addr in [advised, plain] {
+        s.step("mmap", |k| {
+            k.mmap(pid, addr, PMD, Prot::READ, MapKind::Private(ino), 0, false)
+        })
+        .unwrap();
+    }
+    s.madvise(pid, advised, PMD, Advice::HugePage).unwrap();
+    for (enabled, want_advised, want_plain) in [
+        ("never", false, false),
+        ("madvise", true, false),
+        ("always", true, true),
+    ] {
+        s.k.sysfs_write("enabled", enabled).unwrap();
+        let got = (
+            s.k.smaps(pid, advised).unwrap().thp_eligible,
+            s.k.smaps(pid, plain).unwrap().thp_eligible,
+        );
+        assert_eq!(got, (want_advised, want_plain), "enabled={enabled}");
+    }
+}
+
+/// `do_huge_pmd_anonymous_page`: a read fault maps the huge zero page only while
+/// use_zero_page is set, and otherwise allocates a THP as a write fault does. THP_FAULT_ALLOC
+/// counts every THP allocated at fault, the one that replaces the huge zero page on the first
+/// write (`do_huge_zero_wp_pmd`) included.
+#[test]
+fn huge_read_faults_follow_use_zero_page_and_thp_fault_alloc_counts() {
+    let mut s = Sys::v618();
+    let pid = s.p;
+    s.mmap_anon(pid, BASE, 2 * PMD);
+    s.madvise(pid, BASE, 2 * PMD, Advice::HugePage).unwrap();
+    s.k.sysfs_write("use_zero_page", "1").unwrap();
+    assert_eq!(s.read(pid, BASE), 0);
+    assert!(s.k.pagemap(pid, BASE).unwrap().zero_page);
+    assert_eq!(s.k.vmstat.thp_fault_alloc, 0);
+    s.write(pid, BASE + PAGE, 3);
+    assert_eq!(s.folio(pid, BASE).order, 9);
+    assert_eq!(s.k.vmstat.thp_fault_alloc, 1);
+    s.k.sysfs_write("use_zero_page", "0").unwrap();
+    assert_eq!(s.read(pid, BASE + PMD), 0);
+    assert!(!s.k.pagemap(pid, BASE + PMD).unwrap().zero_page);
+    assert_eq!(s.folio(pid, BASE + PMD).order, 9);
+    assert_eq!(s.k.vmstat.thp_fault_alloc, 2);
+    assert_eq!(s.read(pid, BASE + PAGE), 3);
+}
