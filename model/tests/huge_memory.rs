@@ -120,3 +120,36 @@ fn huge_read_faults_follow_use_zero_page_and_thp_fault_alloc_counts() {
     assert_eq!(s.k.vmstat.thp_fault_alloc, 2);
     assert_eq!(s.read(pid, BASE + PAGE), 3);
 }
+
+/// `do_huge_pmd_wp_page`: once the child that shared a THP has exited, a write fault of the
+/// parent reuses the THP in place (same folio, still PMD-mapped, one reuse and no copy) and
+/// makes the PMD young (`pmd_mkyoung`) even where MADV_COLD had aged it. Split afterwards, its
+/// 511 remaining PTEs are young, so khugepaged's scan finds referenced pages and collapses.
+/// The write comes from MADV_POPULATE_WRITE, whose fault is not followed by an access.
+#[test]
+fn a_reused_thp_is_mapped_young_in_place() {
+    use model::khugepaged::CollapseContext;
+    use model::scan_result::ScanResult;
+    let mut s = Sys::v618();
+    let a = s.p;
+    s.mmap_anon(a, BASE, PMD);
+    s.thp_at(a, BASE);
+    let (id, _) = s.folio_at(a, BASE);
+    let b = s.fork(a);
+    s.step("exit", |k| k.exit(b)).unwrap();
+    s.madvise(a, BASE, PMD, Advice::Cold).unwrap();
+    let (copies, reuses) = (s.k.vmstat.cow_copies, s.k.vmstat.cow_reuses);
+    s.madvise(a, BASE, PAGE, Advice::PopulateWrite).unwrap();
+    assert_eq!(s.k.smaps(a, BASE).unwrap().anon_huge_pages, 2048);
+    assert_eq!(s.folio_at(a, BASE).0, id);
+    assert_eq!(
+        (s.k.vmstat.cow_copies, s.k.vmstat.cow_reuses),
+        (copies, reuses + 1)
+    );
+    // Split the PMD by zapping one page; the other 511 PTEs inherit the PMD's young bit.
+    s.madvise(a, BASE + PAGE, PAGE, Advice::DontNeed).unwrap();
+    let r = s.step("scan", |k| {
+        k.hpage_collapse_scan_pmd(a, BASE, CollapseContext::Khugepaged)
+    });
+    assert_eq!(r, ScanResult::Succeed);
+}
