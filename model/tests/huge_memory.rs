@@ -153,3 +153,32 @@ fn a_reused_thp_is_mapped_young_in_place() {
     });
     assert_eq!(r, ScanResult::Succeed);
 }
+
+/// `do_set_pmd` maps a page-cache THP writable only in a shared writable mapping: read-faulted
+/// into a private writable mapping it is mapped read-only, so a later write copies (COW)
+/// instead of writing into the file's page cache.
+#[test]
+fn a_page_cache_thp_in_a_private_mapping_is_mapped_read_only() {
+    let mut s = Sys::v618();
+    s.k.sysfs_write("shmem_enabled", "advise").unwrap();
+    let a = s.p;
+    let fd = s.k.memfd_create();
+    s.k.ftruncate(fd, PMD).unwrap();
+    let (shared, private) = (BASE, BASE + 4 * PMD);
+    s.step("mmap shared", |k| {
+        k.mmap(a, shared, PMD, Prot::READ_WRITE, MapKind::Shared(fd), 0, true)
+    })
+    .unwrap();
+    s.madvise(a, shared, PMD, Advice::HugePage).unwrap();
+    s.fill(a, shared, 0, PMD);
+    s.step("mmap private", |k| {
+        k.mmap(a, private, PMD, Prot::READ_WRITE, MapKind::Private(fd), 0, true)
+    })
+    .unwrap();
+    s.madvise(a, private, PMD, Advice::HugePage).unwrap();
+    assert_eq!(s.read(a, private + PAGE), 1 + 0xdead_0000);
+    assert_eq!(s.k.smaps(a, private).unwrap().shmem_pmd_mapped, 2048);
+    s.write(a, private + PAGE, 99);
+    assert_eq!(s.read(a, private + PAGE), 99);
+    assert_eq!(s.read(a, shared + PAGE), 1 + 0xdead_0000, "the file is unchanged");
+}
