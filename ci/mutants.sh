@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Mutation testing of the model's decision code: does `cargo test` notice a wrong model?
 #
-#   ci/mutants.sh                  # every shard in turn (several hours on 2 cores)
-#   ci/mutants.sh --shard 3/8      # one shard, under an hour on a 2-core machine
-#   ci/mutants.sh -f model/src/mm_id.rs   # narrow to one file (extra args go to cargo-mutants)
-#   MUTANTS_FILES="khugepaged" ci/mutants.sh --iterate   # only what was not caught last time
+#   ci/mutants.sh                  # all ~900 mutants (7 h at 28 s a mutant; see Cost)
+#   ci/mutants.sh --shard 3/8      # one shard: about 110 mutants, under an hour when idle
+#   MUTANTS_FILES="huge_memory" ci/mutants.sh             # some files only
+#   MUTANTS_FILES="huge_memory" ci/mutants.sh --iterate   # skip what was caught last time
+#   ci/mutants.sh --re 'do_set_pmd'   # extra args go to cargo-mutants
 #
 # Installs cargo-mutants from crates.io if missing. Each mutant is tested by every test that can
 # see a model change: the model's unit and integration tests, the harness's unit tests, the
@@ -22,9 +23,13 @@
 # - the `mutation` cargo profile (Cargo.toml) is the test profile without debuginfo: a one-line
 #   model change then rebuilds incrementally in about 6 s instead of 25 s (with debuginfo every
 #   codegen unit changes when line numbers move). Optimisation levels are those of `cargo test`;
-# - only the test targets above run: a mutant the catalogue or the replay catches costs about
-#   7 s, a survivor about 35 s (the random operation sequences and split tests are most of that).
-# One mutant at a time (--in-place), under `nice`; the timeout is about 3x a clean run of those tests.
+# - only the test targets above run (also in the build step), and `cargo test` stops at the
+#   first failing test binary: on an idle machine a mutant the catalogue or the replay catches
+#   costs about 7 s, a survivor about 35 s (the random operation sequences and split tests are
+#   most of that). Under the usual load of this VM (load average 5-12) the huge_memory run
+#   averaged 29 s a mutant: 21 s caught, 72 s missed.
+# One mutant at a time (--in-place), under `nice`; the timeout (MUTANTS_TIMEOUT, 120 s) is about
+# 3x a clean run of those tests under load.
 #
 # Results land in ${MUTANTS_OUT:-target/mutants}/mutants.out of the repository; survivors are in
 # missed.txt there. Survivors judged equivalent are listed, with the reason, in

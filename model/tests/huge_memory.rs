@@ -182,3 +182,29 @@ fn a_page_cache_thp_in_a_private_mapping_is_mapped_read_only() {
     assert_eq!(s.read(a, private + PAGE), 99);
     assert_eq!(s.read(a, shared + PAGE), 1 + 0xdead_0000, "the file is unchanged");
 }
+
+/// The rmap walk behind a folio split (`rmap_walk_anon`, `page_vma_mapped_walk`) visits only the
+/// page-table entries that map that folio. After fork, the child copies the shared THP into a
+/// THP of its own (COW of one page, then MADV_COLLAPSE) at the same address, in a VMA of the
+/// same anon_vma. The parent then splits the old THP (MADV_COLD over part of it): the child's
+/// PMD maps another folio and stays huge.
+#[test]
+fn splitting_a_thp_leaves_another_folio_at_the_same_address_alone() {
+    let mut s = Sys::v618();
+    let a = s.p;
+    s.mmap_anon(a, BASE, PMD);
+    s.thp_at(a, BASE);
+    let (old, _) = s.folio_at(a, BASE);
+    let b = s.fork(a);
+    s.write(b, BASE, 7);
+    s.step("MADV_COLLAPSE", |k| k.madvise_collapse(b, BASE, PMD))
+        .unwrap();
+    let (new, _) = s.folio_at(b, BASE);
+    assert_ne!(new, old);
+    assert_eq!(s.k.smaps(b, BASE).unwrap().anon_huge_pages, 2048);
+    s.madvise(a, BASE, PAGE, Advice::Cold).unwrap();
+    assert_eq!(s.k.smaps(a, BASE).unwrap().anon_huge_pages, 0, "split");
+    assert_eq!(s.k.smaps(b, BASE).unwrap().anon_huge_pages, 2048);
+    assert_eq!(s.folio_at(b, BASE).0, new);
+    assert_eq!(s.read(b, BASE), 7);
+}
