@@ -208,3 +208,40 @@ fn splitting_a_thp_leaves_another_folio_at_the_same_address_alone() {
     assert_eq!(s.folio_at(b, BASE).0, new);
     assert_eq!(s.read(b, BASE), 7);
 }
+
+/// Splitting a page-cache THP (`__folio_split`) unmaps its pages and, unlike an anonymous
+/// folio's, does not map them again (`remap_page` returns early for file folios): they refault
+/// from the page cache as small folios. A shmem THP left PTE-mapped by a misaligned mapping
+/// only, split by MADV_COLD over part of it, leaves that mapping's pages not present.
+#[test]
+fn a_split_page_cache_thp_is_left_unmapped() {
+    let mut s = Sys::v618();
+    s.k.sysfs_write("shmem_enabled", "advise").unwrap();
+    let a = s.p;
+    let fd = s.k.memfd_create();
+    s.k.ftruncate(fd, 2 * PMD).unwrap();
+    let (aligned, misaligned) = (BASE, BASE + 4 * PMD + PAGE);
+    s.step("mmap aligned", |k| {
+        k.mmap(a, aligned, PMD, Prot::READ_WRITE, MapKind::Shared(fd), 0, true)
+    })
+    .unwrap();
+    s.madvise(a, aligned, PMD, Advice::HugePage).unwrap();
+    s.fill(a, aligned, 0, PMD);
+    let (thp, _) = s.folio_at(a, aligned);
+    assert_eq!(s.k.folio(thp).order, 9);
+    s.step("mmap misaligned", |k| {
+        k.mmap(a, misaligned, PMD, Prot::READ_WRITE, MapKind::Shared(fd), 0, true)
+    })
+    .unwrap();
+    for i in 0..4 {
+        assert_eq!(s.read(a, misaligned + i * PAGE), i + 0xdead_0000);
+    }
+    assert_eq!(s.folio_at(a, misaligned).0, thp, "PTE-mapped THP");
+    s.step("munmap aligned", |k| k.munmap(a, aligned, PMD)).unwrap();
+    s.madvise(a, misaligned, PAGE, Advice::Cold).unwrap();
+    assert!(s.k.folios.get(thp).is_none_or(|f| !f.is_large()), "split");
+    for i in 0..4 {
+        assert!(!s.k.pagemap(a, misaligned + i * PAGE).unwrap().present);
+    }
+    assert_eq!(s.read(a, misaligned + 2 * PAGE), 2 + 0xdead_0000);
+}
