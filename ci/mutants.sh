@@ -74,7 +74,9 @@ if ! flock -n 9; then
     echo "ci/mutants.sh: $tree is in use by another run (lock $tree.lock); set MUTANTS_TREE" >&2
     exit 1
 fi
-rsync -a --delete --exclude /target --exclude /.git "$repo/" "$tree/"
+# By content, and without keeping the repository's mtimes: a file a killed run left mutated is
+# restored with a fresh mtime, so cargo rebuilds it (an older mtime would look up to date).
+rsync -rlpgoD --checksum --delete --exclude /target --exclude /.git "$repo/" "$tree/"
 cd "$tree"
 
 # The baseline: the same tests on the unmutated tree (this also warms the build directory).
