@@ -166,13 +166,29 @@ fn a_page_cache_thp_in_a_private_mapping_is_mapped_read_only() {
     s.k.ftruncate(fd, PMD).unwrap();
     let (shared, private) = (BASE, BASE + 4 * PMD);
     s.step("mmap shared", |k| {
-        k.mmap(a, shared, PMD, Prot::READ_WRITE, MapKind::Shared(fd), 0, true)
+        k.mmap(
+            a,
+            shared,
+            PMD,
+            Prot::READ_WRITE,
+            MapKind::Shared(fd),
+            0,
+            true,
+        )
     })
     .unwrap();
     s.madvise(a, shared, PMD, Advice::HugePage).unwrap();
     s.fill(a, shared, 0, PMD);
     s.step("mmap private", |k| {
-        k.mmap(a, private, PMD, Prot::READ_WRITE, MapKind::Private(fd), 0, true)
+        k.mmap(
+            a,
+            private,
+            PMD,
+            Prot::READ_WRITE,
+            MapKind::Private(fd),
+            0,
+            true,
+        )
     })
     .unwrap();
     s.madvise(a, private, PMD, Advice::HugePage).unwrap();
@@ -180,7 +196,11 @@ fn a_page_cache_thp_in_a_private_mapping_is_mapped_read_only() {
     assert_eq!(s.k.smaps(a, private).unwrap().shmem_pmd_mapped, 2048);
     s.write(a, private + PAGE, 99);
     assert_eq!(s.read(a, private + PAGE), 99);
-    assert_eq!(s.read(a, shared + PAGE), 1 + 0xdead_0000, "the file is unchanged");
+    assert_eq!(
+        s.read(a, shared + PAGE),
+        1 + 0xdead_0000,
+        "the file is unchanged"
+    );
 }
 
 /// The rmap walk behind a folio split (`rmap_walk_anon`, `page_vma_mapped_walk`) visits only the
@@ -222,7 +242,15 @@ fn a_split_page_cache_thp_is_left_unmapped() {
     s.k.ftruncate(fd, 2 * PMD).unwrap();
     let (aligned, misaligned) = (BASE, BASE + 4 * PMD + PAGE);
     s.step("mmap aligned", |k| {
-        k.mmap(a, aligned, PMD, Prot::READ_WRITE, MapKind::Shared(fd), 0, true)
+        k.mmap(
+            a,
+            aligned,
+            PMD,
+            Prot::READ_WRITE,
+            MapKind::Shared(fd),
+            0,
+            true,
+        )
     })
     .unwrap();
     s.madvise(a, aligned, PMD, Advice::HugePage).unwrap();
@@ -230,14 +258,23 @@ fn a_split_page_cache_thp_is_left_unmapped() {
     let (thp, _) = s.folio_at(a, aligned);
     assert_eq!(s.k.folio(thp).order, 9);
     s.step("mmap misaligned", |k| {
-        k.mmap(a, misaligned, PMD, Prot::READ_WRITE, MapKind::Shared(fd), 0, true)
+        k.mmap(
+            a,
+            misaligned,
+            PMD,
+            Prot::READ_WRITE,
+            MapKind::Shared(fd),
+            0,
+            true,
+        )
     })
     .unwrap();
     for i in 0..4 {
         assert_eq!(s.read(a, misaligned + i * PAGE), i + 0xdead_0000);
     }
     assert_eq!(s.folio_at(a, misaligned).0, thp, "PTE-mapped THP");
-    s.step("munmap aligned", |k| k.munmap(a, aligned, PMD)).unwrap();
+    s.step("munmap aligned", |k| k.munmap(a, aligned, PMD))
+        .unwrap();
     s.madvise(a, misaligned, PAGE, Advice::Cold).unwrap();
     assert!(s.k.folios.get(thp).is_none_or(|f| !f.is_large()), "split");
     for i in 0..4 {
