@@ -380,7 +380,9 @@ impl Backend for HostBackend {
         let mut line = ProgressLine::new(self.show_progress);
         let mut last_scans = read_scans();
         let mut last_progress = Instant::now();
-        let mut last_dot = Instant::now();
+        // khugepaged.c prints a dot after each check that failed, the first one right away,
+        // then every TICK (0.5 s); this loop checks more often but dots at the same times.
+        let mut last_dot: Option<Instant> = None;
         loop {
             if done(self) {
                 return false;
@@ -396,9 +398,9 @@ impl Backend for HostBackend {
             if last_progress.elapsed() >= self.stall_timeout {
                 return true;
             }
-            if last_dot.elapsed() >= Duration::from_millis(500) {
+            if last_dot.is_none_or(|t| t.elapsed() >= Duration::from_millis(500)) {
                 tick();
-                last_dot = Instant::now();
+                last_dot = Some(Instant::now());
                 line.show(&format!(
                     "full_scans {}/{full_scans_target}",
                     scans.map_or("?".into(), |s| s.to_string())
