@@ -555,7 +555,22 @@ impl<'a> Ctx<'a> {
                 let _ = self.b.close(fd);
                 let _ = self.b.munmap(p, size);
                 self.success("OK");
-                self.printf(&format!("Opening {} read only for collapse...", finfo.path));
+                // The selftest in Debian's linux-source-7.2 and 7.3 says "read-only" (its
+                // read-write file setups came with the collapse of writable regular files);
+                // 6.1's, 6.12's and 6.18's say "read only".
+                let read_only = if self
+                    .era
+                    .as_ref()
+                    .is_some_and(|p| p.file_thp_without_read_only_config)
+                {
+                    "read-only"
+                } else {
+                    "read only"
+                };
+                self.printf(&format!(
+                    "Opening {} {read_only} for collapse...",
+                    finfo.path
+                ));
                 let fd = self
                     .b
                     .open_read_only(&finfo.path)
