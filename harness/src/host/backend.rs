@@ -265,6 +265,20 @@ impl Backend for HostBackend {
         sysfs::write_abs("/proc/sys/vm/drop_caches", "3")
     }
 
+    fn read_ahead_kb(&mut self, path: &str) -> Result<u64, Errno> {
+        std::fs::read_to_string(path)
+            .map_err(|e| sysfs::errno_of(&e))?
+            .trim()
+            .parse()
+            .map_err(|_| Errno::EINVAL)
+    }
+
+    /// The case's journal saved this file before the case began (isolate.rs), so every exit
+    /// path puts it back.
+    fn set_read_ahead_kb(&mut self, path: &str, kb: u64) -> Result<(), Errno> {
+        sysfs::write_abs(path, &kb.to_string())
+    }
+
     fn smaps(&mut self, addr: u64) -> Result<Option<SmapsFields>, String> {
         proc::smaps_at(addr)
     }
