@@ -6,9 +6,9 @@
 //! as ignored, with the reason, elsewhere.
 
 use harness::catalogue::{Env, FileInfo, KhugepagedMode, MemType, SKIPPED_ON_TMPFS};
-use harness::cli::all_cases;
 use harness::host::isolate::{run_case_retrying_races, HostRunOptions};
 use harness::model_backend::ModelBackend;
+use harness::runner::all_cases;
 use harness::runner::{run_case, Case, CaseResult, Outcome};
 use libtest_mimic::{Arguments, Failed, Trial};
 use model::KernelProfile;

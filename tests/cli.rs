@@ -534,8 +534,8 @@ fn khugepaged_mode_defaults_to_deterministic_only_when_comparing_or_recording() 
 #[test]
 fn deterministic_mode_observes_every_step_and_lines_up_with_the_selftest_mode() {
     use harness::catalogue::{Env, FileInfo, KhugepagedMode};
-    use harness::cli::all_cases;
     use harness::model_backend::ModelBackend;
+    use harness::runner::all_cases;
     use harness::runner::{run_case_traced, Outcome};
     let calls_and_steps = |trace: &str| -> Vec<String> {
         trace

@@ -354,13 +354,7 @@ fn select_unfiltered(o: &Options) -> Vec<Case> {
     cases
 }
 
-/// Every case of the table (all contexts and memory types), after alloc_at_fault.
-pub fn all_cases() -> Vec<Case> {
-    let mut cases = vec![Case::AllocAtFault];
-    cases.extend(test_table().into_iter().map(Case::Test));
-    cases.extend(crate::extras::extra_table().into_iter().map(Case::Extra));
-    cases
-}
+pub use crate::runner::all_cases;
 
 /// Builds the environment: `-s` and the `[dir]` with its filesystem.
 pub fn env_for(o: &Options) -> Result<Env, String> {

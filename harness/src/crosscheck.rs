@@ -607,7 +607,7 @@ pub fn replay(path: &Path) -> Result<Option<Vec<Explanation>>, String> {
                 header.kernel, header.profile
             ))
         })?;
-    let case = crate::cli::all_cases()
+    let case = crate::runner::all_cases()
         .into_iter()
         .find(|c| c.id() == header.case)
         .ok_or_else(|| at(format!("unknown case {:?}", header.case)))?;
@@ -724,7 +724,7 @@ mod tests {
     use crate::trace::Header;
 
     fn case(id: &str) -> Case {
-        crate::cli::all_cases()
+        crate::runner::all_cases()
             .into_iter()
             .find(|c| c.id() == id)
             .expect("a catalogue case")

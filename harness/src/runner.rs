@@ -7,6 +7,7 @@ use crate::backend::Backend;
 use crate::catalogue::{
     alloc_at_fault, Ctx, DirKind, Env, KhugepagedMode, MemType, TestEntry, PARKED_SLEEP_MILLISECS,
 };
+pub use crate::steps::Outcome;
 use crate::steps::{Step, Verdict};
 use crate::thp_settings::ThpSettings;
 use crate::trace::TracingBackend;
@@ -47,16 +48,6 @@ impl Case {
     }
 }
 
-/// How a case ended.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Outcome {
-    Pass,
-    /// The first failing step (or the abort message), for the summary.
-    Fail(String),
-    /// Why the case could not run, or the Skip step it printed.
-    Skip(String),
-}
-
 /// A finished case.
 #[derive(Clone, Debug)]
 pub struct CaseResult {
@@ -84,6 +75,14 @@ impl CaseResult {
             restore_error: None,
         }
     }
+}
+
+/// Every case of the table (all contexts and memory types), after alloc_at_fault.
+pub fn all_cases() -> Vec<Case> {
+    let mut cases = vec![Case::AllocAtFault];
+    cases.extend(crate::catalogue::test_table().into_iter().map(Case::Test));
+    cases.extend(crate::extras::extra_table().into_iter().map(Case::Extra));
+    cases
 }
 
 /// The trace header's description of the environment.

@@ -138,6 +138,16 @@ impl fmt::Display for Step {
     }
 }
 
+/// How a case ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Pass,
+    /// The first failing step (or the abort message), for the summary.
+    Fail(String),
+    /// Why the case could not run, or the Skip step it printed.
+    Skip(String),
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

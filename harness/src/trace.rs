@@ -26,7 +26,7 @@
 use std::fmt::Write as _;
 
 use crate::backend::{Backend, ChildResult, Errno, Fd, Madv, MapTarget, PageObs, SmapsFields};
-use crate::runner::Outcome;
+use crate::steps::Outcome;
 use crate::steps::{Step, Verdict};
 
 /// Wraps a backend and records the calls that change state (not loads, /proc reads or sysfs

@@ -479,7 +479,8 @@ impl Backend for HostBackend {
 /// The "waiting for khugepaged" line on stderr: shown, rewritten in place, once a wait has
 /// taken 3 s; ended with a newline when the wait ends, so the next output starts on its own
 /// line.
-struct ProgressLine {
+struct ProgressLine<W: Write = std::io::Stderr> {
+    out: W,
     enabled: bool,
     start: Instant,
     shown: Option<Instant>,
@@ -487,9 +488,16 @@ struct ProgressLine {
 
 impl ProgressLine {
     fn new(enabled: bool) -> ProgressLine {
+        ProgressLine::to(std::io::stderr(), enabled, Instant::now())
+    }
+}
+
+impl<W: Write> ProgressLine<W> {
+    fn to(out: W, enabled: bool, start: Instant) -> ProgressLine<W> {
         ProgressLine {
+            out,
             enabled,
-            start: Instant::now(),
+            start,
             shown: None,
         }
     }
@@ -501,16 +509,52 @@ impl ProgressLine {
             .shown
             .is_none_or(|t| t.elapsed() >= Duration::from_millis(500));
         if self.enabled && secs >= 3.0 && due {
-            eprint!("\rwaiting for khugepaged: {what} ({secs:.0} s)   ");
+            // Progress is best effort: a closed stderr must not end the wait.
+            let _ = write!(
+                self.out,
+                "\rwaiting for khugepaged: {what} ({secs:.0} s)   "
+            );
+            let _ = self.out.flush();
             self.shown = Some(Instant::now());
         }
     }
 }
 
-impl Drop for ProgressLine {
+impl<W: Write> Drop for ProgressLine<W> {
     fn drop(&mut self) {
         if self.shown.is_some() {
-            eprintln!();
+            let _ = writeln!(self.out);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_shown_progress_line_ends_with_a_newline() {
+        let mut out = Vec::new();
+        let long_ago = Instant::now() - Duration::from_secs(4);
+        {
+            let mut line = ProgressLine::to(&mut out, true, long_ago);
+            line.show("full_scans 3 of 5");
+        }
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.starts_with("\rwaiting for khugepaged: full_scans 3 of 5"),
+            "{text:?}"
+        );
+        assert!(text.ends_with('\n'), "{text:?}");
+    }
+
+    #[test]
+    fn a_short_wait_prints_nothing() {
+        let mut out = Vec::new();
+        {
+            let mut line = ProgressLine::to(&mut out, true, Instant::now());
+            line.show("full_scans 0 of 2");
+        }
+        assert!(out.is_empty());
     }
 }

@@ -14,7 +14,6 @@ use std::io::Write;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::Instant;
 
 use crate::catalogue::{DirKind, Env, FileInfo, KhugepagedMode, MemType};
@@ -24,6 +23,7 @@ use crate::steps::Step;
 use super::backend::HostBackend;
 use super::crash_point::crash_point;
 use super::journal::{self, Journal, SavedState};
+use super::signals::{exit_if_interrupted, interrupted_by, DeferSignals};
 use super::swapfile;
 
 /// How host cases are run.
@@ -39,8 +39,8 @@ pub struct HostRunOptions {
     pub trace: bool,
 }
 
-/// Runs a host case; a failure that only shows khugepaged racing ahead of the test (see
-/// `crosscheck::explanations`; khugepaged.c since 6.17 leaves the range advised between
+/// Runs a host case; a failure where khugepaged is seen racing ahead of the test (see
+/// `race::collapse_races`; khugepaged.c since 6.17 leaves the range advised between
 /// waits, so the daemon may collapse it before the next sanity check) is retried once, and
 /// the result says so.
 pub fn run_case_retrying_races(case: &Case, env: &Env, opts: &HostRunOptions) -> CaseResult {
@@ -61,9 +61,7 @@ pub fn run_case_retrying_races_streaming(
         return first;
     }
     let raced = matches!(first.outcome, Outcome::Fail(_))
-        && crate::crosscheck::explanations(&first)
-            .iter()
-            .any(|e| e.reason == crate::crosscheck::RACE);
+        && !crate::race::collapse_races(&first).is_empty();
     if !raced {
         return first;
     }
@@ -104,65 +102,6 @@ pub use super::probe::{preflight, Preflight};
 /// Cases that need an active swap device (check_swap).
 pub fn needs_swap(case: &Case) -> bool {
     matches!(case, Case::Test(e) if e.name == "collapse_swapin_single_pte" || e.name == "collapse_max_ptes_swap")
-}
-
-/// The signal that interrupted the coordinator, or 0.
-static INTERRUPTED: AtomicI32 = AtomicI32::new(0);
-
-extern "C" fn on_signal(sig: libc::c_int) {
-    INTERRUPTED.store(sig, Ordering::SeqCst);
-}
-
-/// Ends the process with 128 + signal if a signal arrived while nothing was changed (waiting
-/// for the lock, between cases).
-pub(crate) fn exit_if_interrupted() {
-    let sig = INTERRUPTED.load(Ordering::SeqCst);
-    if sig != 0 {
-        eprintln!("khugepaged: interrupted by signal {sig}; THP settings restored");
-        std::process::exit(128 + sig);
-    }
-}
-
-/// While alive, SIGINT, SIGTERM, SIGHUP and SIGQUIT only set a flag, so a section that changes
-/// the machine (recovery, a case) runs to its end and restores; dropping it puts the previous
-/// handlers back and ends the process with 128 + signal if one arrived. Outside such sections
-/// the signals keep their usual effect (a test runner stays interruptible).
-pub(crate) struct DeferSignals {
-    old: Vec<(nix::sys::signal::Signal, nix::sys::signal::SigAction)>,
-}
-
-impl DeferSignals {
-    pub(crate) fn new() -> DeferSignals {
-        use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
-        let act = SigAction::new(
-            SigHandler::Handler(on_signal),
-            SaFlags::empty(),
-            SigSet::empty(),
-        );
-        let mut old = Vec::new();
-        for s in [
-            Signal::SIGINT,
-            Signal::SIGTERM,
-            Signal::SIGHUP,
-            Signal::SIGQUIT,
-        ] {
-            // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-            if let Ok(prev) = unsafe { sigaction(s, &act) } {
-                old.push((s, prev));
-            }
-        }
-        DeferSignals { old }
-    }
-}
-
-impl Drop for DeferSignals {
-    fn drop(&mut self) {
-        for (s, prev) in self.old.drain(..) {
-            // SAFETY: puts back the disposition that was in place before.
-            let _ = unsafe { nix::sys::signal::sigaction(s, &prev) };
-        }
-        exit_if_interrupted();
-    }
 }
 
 /// A private directory (mode 0700, a fresh name) inside `parent`, journaled before it is
@@ -311,7 +250,7 @@ pub fn run_case_isolated_streaming(
     let result = match prepared {
         Err(e) => Err((e, Vec::new())),
         // A signal during the preparation: do not start the case.
-        Ok(()) if INTERRUPTED.load(Ordering::SeqCst) != 0 => Err((
+        Ok(()) if interrupted_by() != 0 => Err((
             "interrupted before the case started".to_string(),
             Vec::new(),
         )),
@@ -319,7 +258,7 @@ pub fn run_case_isolated_streaming(
     };
     let errs = journal.finish();
     drop(lock);
-    let sig = INTERRUPTED.load(Ordering::SeqCst);
+    let sig = interrupted_by();
     if sig != 0 {
         if errs.is_empty() {
             eprintln!("khugepaged: interrupted by signal {sig}; THP settings restored");
@@ -612,7 +551,7 @@ pub fn case_process_main(args: &[String]) -> i32 {
         };
         env.finfo = Some(FileInfo::new(&d, kind));
     }
-    let all = crate::cli::all_cases();
+    let all = crate::runner::all_cases();
     let Some(case) = id.and_then(|id| all.into_iter().find(|c| c.id() == id)) else {
         eprintln!("khugepaged --host-case: unknown case");
         return 2;

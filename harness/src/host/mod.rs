@@ -11,6 +11,7 @@ pub mod kthread;
 pub mod probe;
 pub mod proc;
 pub mod ranges;
+pub mod signals;
 pub mod swapfile;
 pub mod sysfs;
 

@@ -23,14 +23,14 @@ pub fn preflight() -> Preflight {
     DONE.get_or_init(|| {
         // Until the end of recovery SIGINT and friends only set a flag: nothing is left
         // half-done.
-        let signals = super::isolate::DeferSignals::new();
+        let signals = super::signals::DeferSignals::new();
         let root = nix::unistd::geteuid().is_root();
         let lock = if root {
             match super::journal::HostLock::acquire() {
                 Ok(l) => Some(l),
                 Err(e) => {
                     // A signal while waiting for the lock interrupts the wait.
-                    super::isolate::exit_if_interrupted();
+                    super::signals::exit_if_interrupted();
                     return Preflight::Broken(e);
                 }
             }
