@@ -742,6 +742,7 @@ fn model_step_lines(dir: &Path, args: &[&str]) -> Result<Vec<String>, String> {
 }
 
 /// One selection of a release's selftest.log compared with the harness's step lines.
+#[derive(Debug)]
 pub struct SelftestComparison {
     pub label: &'static str,
     /// The C printed no step line: its first line of output (a usage message, when that
@@ -929,6 +930,33 @@ mod tests {
                 "Collapse multiple fully populated PTE table.... Fail"
             ])
         );
+    }
+
+    /// Selections where a release's own C selftest printed exactly the harness's step lines,
+    /// on the kernel and on the model: the harness's text must stay the C's there.
+    #[test]
+    fn the_c_selftests_print_the_harness_step_lines() {
+        for (release, label) in [
+            ("6.1.0-50-amd64", "all:all tmpfs"),
+            ("6.12.95+deb12-amd64", "-s 2 all:anon"),
+            ("7.3.4+deb13-amd64", "-s 4 all:shmem"),
+        ] {
+            let dir = fixtures_root().join(release);
+            let all = selftest_comparison(&dir)
+                .unwrap_or_else(|e| panic!("{release}: {e}"))
+                .unwrap_or_else(|| panic!("{release}: no {SELFTEST_LOG}"));
+            let c = all
+                .iter()
+                .find(|c| c.label == label)
+                .unwrap_or_else(|| panic!("{release}: no {label} in {SELFTEST_LOG}"));
+            assert!(c.kernel.common > 0, "{release} {label}: nothing compared");
+            assert!(
+                c.kernel.c_only.is_empty() && c.kernel.h_only.is_empty(),
+                "{release} {label}, on the kernel: {}",
+                c.kernel.summary()
+            );
+            assert_eq!(c.model, c.kernel, "{release} {label}, on the model");
+        }
     }
 
     #[test]
