@@ -49,6 +49,7 @@ summarize_both() {
 # with a failed step.
 summarize_c() {
     awk '
+        { gsub(/\033\[[0-9;]*m/, "") }
         /@@kernels: run / { run++; bad[run] = ""; test = "" }
         /Run test: / { test = $0; sub(/.*Run test: /, "", test) }
         /\.\.\.+ Fail/ {
