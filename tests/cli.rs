@@ -36,6 +36,14 @@ fn usage_errors_are_one_line_and_exit_2() {
         (vec!["--khugepaged", "sometimes"], "--khugepaged sometimes"),
         (vec!["--frobnicate"], "unknown option --frobnicate"),
         (
+            vec!["--explain", "--backend", "host"],
+            "--explain shows the model's decision records",
+        ),
+        (
+            vec!["--explain", "--across-releases"],
+            "not with --across-releases",
+        ),
+        (
             vec!["all:file", "/nonexistent-dir-for-test"],
             "/nonexistent-dir-for-test",
         ),
@@ -125,6 +133,7 @@ fn help_prints_the_selftest_usage() {
                 "--check",
                 "--test",
                 "--bench",
+                "--example",
                 // libtest's and cargo-mutants' (ci/mutants.sh) flags.
                 "--include-ignored",
                 "--skip",
@@ -144,6 +153,28 @@ fn help_prints_the_selftest_usage() {
             "the README uses {opt}, --help does not list it"
         );
     }
+}
+
+#[test]
+fn explain_pictures_each_collapse_in_the_trace() {
+    let (code, stdout, _) = khugepaged(&[
+        "--explain",
+        "--only",
+        "anon/collapse_full$",
+        "khugepaged:anon",
+    ]);
+    assert_eq!(code, 0, "{stdout}");
+    assert!(
+        stdout.contains("--- trace (model) ---"),
+        "--explain implies --trace"
+    );
+    // The first of the four ranges: 512 small pages before, one THP after.
+    let want = "  # khugepaged on 0x40000000 (pid 1):\n\
+                \x20 #   hpage_collapse_scan_pmd: SCAN_SUCCEED  none_or_zero=0 swap=0 shared=0 referenced=512 writable=512\n\
+                \x20 #     sharing predicate folio_maybe_mapped_shared(folio):\n";
+    assert!(stdout.contains(want), "{stdout}");
+    let row = "  #       0 eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee    HHHHHHHHHHHHHHHHHHHHHHHHHHHHHHHH\n";
+    assert_eq!(stdout.matches(row).count(), 4, "{stdout}");
 }
 
 #[test]
@@ -462,7 +493,9 @@ fn mthp_order_makes_anon_faults_use_that_size() {
         };
         let r = run_case(&mut b, &env, &Case::Test(entry));
         assert_eq!(r.outcome, Outcome::Pass, "-s {order}: {:?}", r.steps);
-        faults.push(b.k.vmstat.thp_fault_alloc);
+        // -s 0 counts the PMD size's stat, -s 2 the 16 KiB one.
+        let size = if order == 0 { 9 } else { order as usize };
+        faults.push(b.k.vmstat.anon_fault_alloc[size]);
         assert_eq!(
             b.k.thp.anon_orders[2].as_str(),
             "never",

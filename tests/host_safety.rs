@@ -98,6 +98,44 @@ struct Snapshot {
     mounts: Vec<String>,
     read_ahead_kb: BTreeMap<String, String>,
     leftovers: Vec<String>,
+    /// The harness's tracefs instances (`khugepaged-harness.*`), wherever tracefs is.
+    tracefs_instances: Vec<String>,
+}
+
+/// The harness's tracefs instances: listed through a mounted tracefs, or through one mounted
+/// for the look on a private directory of this test (tracefs instances outlive mounts).
+fn tracefs_instances() -> Vec<String> {
+    let list = |root: &Path| -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(root.join("instances"))
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.starts_with(journal::PRIVATE_DIR_PREFIX))
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    };
+    if let Some(root) = harness::host::tracefs::mounted_root() {
+        return list(&root);
+    }
+    let dir = std::env::temp_dir().join(format!("host-safety-tracefs.{}", std::process::id()));
+    let _ = std::fs::create_dir(&dir);
+    let mounted = nix::mount::mount(
+        Some("tracefs"),
+        dir.as_path(),
+        Some("tracefs"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    )
+    .is_ok();
+    let v = if mounted { list(&dir) } else { Vec::new() };
+    if mounted {
+        let _ = nix::mount::umount2(dir.as_path(), nix::mount::MntFlags::MNT_DETACH);
+    }
+    let _ = std::fs::remove_dir(&dir);
+    v
 }
 
 fn snapshot() -> Snapshot {
@@ -131,6 +169,7 @@ fn snapshot_held() -> Snapshot {
         mounts,
         read_ahead_kb,
         leftovers: leftovers(),
+        tracefs_instances: tracefs_instances(),
     }
 }
 
@@ -162,6 +201,12 @@ fn diff(before: &Snapshot, after: &Snapshot) -> String {
         out.push_str(&format!(
             "  read_ahead_kb {:?} became {:?}\n",
             before.read_ahead_kb, after.read_ahead_kb
+        ));
+    }
+    if before.tracefs_instances != after.tracefs_instances {
+        out.push_str(&format!(
+            "  tracefs instances {:?} became {:?}\n",
+            before.tracefs_instances, after.tracefs_instances
         ));
     }
     if before.leftovers != after.leftovers {
@@ -512,6 +557,84 @@ fn killing_the_coordinator_alone_ends_its_case_process() {
     );
 }
 
+/// A scenario run on the host: a private tmpfs, a tracefs instance (and a private tracefs
+/// mount where tracefs is not mounted), worker processes, the THP settings.
+fn scenario_args() -> Vec<String> {
+    let file =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/scenarios/shmem-collapse.scn");
+    vec![
+        "scenario".into(),
+        "--backend".into(),
+        "host".into(),
+        file.to_string_lossy().into_owned(),
+    ]
+}
+
+/// Kills a scenario run at each of its crash points (sample as above); the next start removes
+/// the tracefs instance, the mounts and the directories, and restores the THP settings.
+fn scenario_sigkill_at_every_crash_point_is_repaired_by_the_next_start() {
+    let _g = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let args = scenario_args();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let log = fresh_log("scenario-count");
+    let lock = HostLock::acquire().expect("host lock");
+    start_clean(&lock);
+    let before = snapshot_held();
+    let out = khugepaged(&args, Some(&log), None, Some(&lock));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let after = snapshot_held();
+    drop(lock);
+    assert!(
+        before == after,
+        "normal scenario run: {}",
+        diff(&before, &after)
+    );
+    let all = points(&log);
+    let _ = std::fs::remove_file(&log);
+    for kind in [
+        "create the tracefs instance",
+        "remove the tracefs instance",
+        "mount the private tmpfs",
+    ] {
+        assert!(
+            all.iter().any(|pt| pt.what.contains(kind)),
+            "the scenario run has no crash point for {kind:?}: {all:#?}"
+        );
+    }
+    let walk = sample(&all, 7);
+    let start = Instant::now();
+    for &n in &walk {
+        let lock = HostLock::acquire().expect("host lock");
+        start_clean(&lock);
+        let before = snapshot_held();
+        let log = fresh_log("scenario-kill");
+        let out = khugepaged(&args, Some(&log), Some(&n.to_string()), Some(&lock));
+        let _ = std::fs::remove_file(&log);
+        let at = format!("point {n} of {} ({:?})", all.len(), all[n - 1].what);
+        assert_eq!(
+            out.status.signal(),
+            Some(libc::SIGKILL),
+            "{at}: the run was not killed\n{}",
+            text(&out)
+        );
+        let next = khugepaged(&["--recover"], None, None, Some(&lock));
+        assert_eq!(next.status.code(), Some(0), "{at}: {}", text(&next));
+        let after = snapshot_held();
+        drop(lock);
+        assert!(
+            before == after,
+            "{at}: the machine differs after the next start\n{}",
+            diff(&before, &after)
+        );
+    }
+    eprintln!(
+        "scenario crash walk (SIGKILL): {} of {} points in {:.1} s",
+        walk.len(),
+        all.len(),
+        start.elapsed().as_secs_f64()
+    );
+}
+
 fn main() {
     let args = libtest_mimic::Arguments::from_args();
     // A journal that cannot be used makes these tests fail, not skip.
@@ -519,7 +642,7 @@ fn main() {
         Preflight::SkipAll(reason) => Some(reason),
         _ => None,
     };
-    let tests: [(&str, fn()); 4] = [
+    let tests: [(&str, fn()); 5] = [
         (
             "host-safety/normal_run_restores_settings",
             normal_run_restores_settings,
@@ -535,6 +658,10 @@ fn main() {
         (
             "host-safety/killing_the_coordinator_alone_ends_its_case_process",
             killing_the_coordinator_alone_ends_its_case_process,
+        ),
+        (
+            "host-safety/scenario_sigkill_at_every_crash_point_is_repaired_by_the_next_start",
+            scenario_sigkill_at_every_crash_point_is_repaired_by_the_next_start,
         ),
     ];
     let trials = tests

@@ -73,6 +73,8 @@ fn parse_error_trials() -> Vec<Trial> {
         ("mmap anon A 1 pmd\n  write A 0\n", "x.scn:2:3: expected indentation of 0 like the line before"),
         ("mmap anon A 9999 pmd\n", "x.scn:1:13: expected a size of 1 to 32768 pages, found `9999`"),
         ("profile 6.1 6.18\non 6.18: mmap anon D 2 pages\nwrite D 0\n", "x.scn:3:7: expected a mapping made earlier (mmap, memfd, file), found `D` (when run as 6.1)"),
+        ("sleep 0 ms\n", "x.scn:1:7: expected 1 to 3600000 milliseconds, found `0`"),
+        ("sleep 5 s\n", "x.scn:1:9: expected `ms`"),
         ("expect scan-result\n", "x.scn:1:19: expected a mapping name (a letter, then letters, digits, _ or -), found end of line"),
     ];
     let mut trials = Vec::new();
@@ -111,6 +113,52 @@ fn parse_error_trials() -> Vec<Trial> {
             Err(format!("exit {code}, stdout {out:?}, stderr {err:?}").into())
         }
     }));
+    // Options that contradict each other are usage errors (exit 2) before anything runs; a
+    // bad file is found before the host is touched.
+    trials.push(Trial::test(
+        "parse_error/contradicting_options_exit_2",
+        || {
+            let good = root().join("linux-mm-case.scn").display().to_string();
+            let cases: Vec<(Vec<&str>, &str)> = vec![
+                (
+                    vec!["--record", "/tmp/x", "--backend", "model"],
+                    "--record records host runs",
+                ),
+                (
+                    vec!["--record", "/tmp/x", "--backend", "both"],
+                    "--record records host runs",
+                ),
+                (
+                    vec!["--backend", "host", "--profile", "6.12"],
+                    "--profile chooses a model profile",
+                ),
+                (
+                    vec!["--backend", "sometimes"],
+                    "--backend needs model, host or both",
+                ),
+                (vec!["--record"], "--record needs a directory"),
+                (
+                    vec!["--backend", "host", "/nonexistent/x.scn"],
+                    "/nonexistent/x.scn",
+                ),
+            ];
+            for (args, want) in cases {
+                let mut a: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+                if !args.iter().any(|s| s.ends_with(".scn")) && args != ["--record"] {
+                    a.push(good.clone());
+                }
+                let (mut out, mut err) = (Vec::new(), Vec::new());
+                let code = scenario::main(&a, &mut out, &mut err);
+                let (out, err) = (String::from_utf8_lossy(&out), String::from_utf8_lossy(&err));
+                if code != 2 || !out.is_empty() || !err.contains(want) {
+                    return Err(
+                        format!("{args:?}: exit {code}, stdout {out:?}, stderr {err:?}").into(),
+                    );
+                }
+            }
+            Ok(())
+        },
+    ));
     trials
 }
 
@@ -273,10 +321,307 @@ fn fuzz_trial() -> Trial {
     })
 }
 
+/// The recorded kernel runs (`fixtures/<release>/scenarios/*.trace`), each replayed on the
+/// model with that release's profile: every observation, decision and outcome must agree.
+fn replay_trials() -> Vec<Trial> {
+    let fixtures = root().join("..");
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(&fixtures)
+        .map(|d| {
+            d.filter_map(|e| e.ok().map(|e| e.path().join("scenarios")))
+                .filter(|p| p.is_dir())
+                .flat_map(|p| std::fs::read_dir(p).into_iter().flatten())
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "trace"))
+                .collect()
+        })
+        .unwrap_or_default();
+    paths.sort();
+    let mut trials: Vec<Trial> = paths
+        .into_iter()
+        .map(|p| {
+            let release = p
+                .parent()
+                .and_then(|d| d.parent())
+                .and_then(|d| d.file_name())
+                .map(|n| n.to_string_lossy().to_string())
+                .unwrap_or_default();
+            let name = p.file_stem().unwrap().to_string_lossy().to_string();
+            Trial::test(format!("replay/{release}/{name}"), move || {
+                harness::scenario::record::replay(&p, &root()).map_err(Failed::from)
+            })
+        })
+        .collect();
+    // The replay can fail: a recording whose kernel saw something else is reported.
+    trials.push(Trial::test("replay/a_changed_observation_is_reported", || {
+        let text = "scenario: linux-mm-case.scn\nkernel: 6.18\nkhugepaged: deterministic\noutcome: ok\n--\nprelude.inc:3 [main] set enabled madvise\n";
+        let e = harness::scenario::record::replay_text(text, &root())
+            .expect_err("a truncated recording was accepted");
+        if !e.contains("first difference at trace line 2") {
+            return Err(Failed::from(format!("unexpected report: {e}")));
+        }
+        Ok(())
+    }));
+    trials
+}
+
+/// The shipped scenarios on this host and on the model with this kernel's profile, compared
+/// (`khugepaged scenario --backend both`); ignored, with the reason, where the host cannot run
+/// them.
+fn host_trials() -> Vec<Trial> {
+    use harness::host::isolate::{preflight, Preflight};
+    use harness::host::scenario::{run_scenario, HostRun};
+    let unsupported = match preflight() {
+        Preflight::Ready(Some(msg)) => {
+            eprintln!("khugepaged: {msg}");
+            None
+        }
+        Preflight::Ready(None) | Preflight::Broken(_) => None,
+        Preflight::SkipAll(reason) => Some(reason),
+    };
+    scenario_files()
+        .into_iter()
+        .filter_map(|p| parse_file(&p).ok())
+        .map(|sc| {
+            let name = sc.path.file_name().unwrap().to_string_lossy().to_string();
+            let trial = Trial::test(format!("host/scenario/{name}"), move || {
+                let exe = Path::new(env!("CARGO_BIN_EXE_khugepaged"));
+                let host = match run_scenario(&sc, exe) {
+                    HostRun::Ran(o) => o,
+                    HostRun::Skipped(why) => return Err(Failed::from(format!("skipped: {why}"))),
+                    HostRun::Broken(why) => return Err(Failed::from(why)),
+                };
+                let release = harness::backend::Backend::kernel_release(
+                    &harness::host::backend::HostBackend::default(),
+                );
+                let model = run_model(&sc, &release).map_err(Failed::from)?;
+                let h = scenario::record::outcome_word(&host);
+                match scenario::record::disagreement(&h, &host.trace, &model, "host") {
+                    None if host.failure.is_none() => Ok(()),
+                    None => Err(Failed::from(format!("both fail: {h}"))),
+                    Some(d) => Err(Failed::from(d)),
+                }
+            });
+            match &unsupported {
+                Some(reason) => trial
+                    .with_kind(format!("host: {reason}"))
+                    .with_ignored_flag(true),
+                None => trial,
+            }
+        })
+        .collect()
+}
+
 fn main() {
     let args = Arguments::from_args();
     let mut trials = scenario_trials();
+    trials.extend(replay_trials());
+    trials.extend(host_trials());
     trials.extend(parse_error_trials());
+    trials.extend(explain_trials());
     trials.push(fuzz_trial());
     libtest_mimic::run(&args, trials).exit();
+}
+
+/// The `--explain` picture of the linux-mm case, pinned so it cannot change unnoticed: the
+/// child's khugepaged attempt on 6.12 (folio_likely_mapped_shared misses the sharing, the
+/// range collapses) and on 6.18 (folio_maybe_mapped_shared sees it at the first PTE).
+const EXPLAIN_CHILD_6_12: &str = r#"  hpage_collapse_scan_pmd: SCAN_SUCCEED  none_or_zero=255 swap=0 shared=0 referenced=1 writable=1
+    sharing predicate folio_likely_mapped_shared(folio):
+      pfn 0x100200 order 0 mapcount 1: 1 PTE -> not shared
+      pfn 0x100000 order 9 mapcount 512: 256 PTEs -> not shared
+  collapse_huge_page: SCAN_SUCCEED  none_or_zero=255 swap=0 shared=0 referenced=1 writable=1
+    sharing predicate folio_likely_mapped_shared(folio):
+      pfn 0x100200 order 0 mapcount 1: 1 PTE -> not shared
+      pfn 0x100000 order 9 mapcount 512: 256 PTEs -> not shared
+        before                              after
+      0 eSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSS    HHHHHHHHHHHHHHHHHHHHHHHHHHHHHHHH
+     32 SSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSS    HHHHHHHHHHHHHHHHHHHHHHHHHHHHHHHH
+     64 SSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSS    HHHHHHHHHHHHHHHHHHHHHHHHHHHHHHHH
+     96 SSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSS    HHHHHHHHHHHHHHHHHHHHHHHHHHHHHHHH
+    128 SSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSS    HHHHHHHHHHHHHHHHHHHHHHHHHHHHHHHH
+    160 SSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSS    HHHHHHHHHHHHHHHHHHHHHHHHHHHHHHHH
+    192 SSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSS    HHHHHHHHHHHHHHHHHHHHHHHHHHHHHHHH
+    224 SSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSS    HHHHHHHHHHHHHHHHHHHHHHHHHHHHHHHH
+    256 S...............................    HHHHHHHHHHHHHHHHHHHHHHHHHHHHHHHH
+    288 ................................    HHHHHHHHHHHHHHHHHHHHHHHHHHHHHHHH
+    320 ................................    HHHHHHHHHHHHHHHHHHHHHHHHHHHHHHHH
+    352 ................................    HHHHHHHHHHHHHHHHHHHHHHHHHHHHHHHH
+    384 ................................    HHHHHHHHHHHHHHHHHHHHHHHHHHHHHHHH
+    416 ................................    HHHHHHHHHHHHHHHHHHHHHHHHHHHHHHHH
+    448 ................................    HHHHHHHHHHHHHHHHHHHHHHHHHHHHHHHH
+    480 ................................    HHHHHHHHHHHHHHHHHHHHHHHHHHHHHHHH
+  legend:
+    H PMD-mapped anon THP
+    S PTE-mapped page of a large anon folio, mapped more than once
+    e small anon page, mapped once (exclusive)
+    . none (no PTE)"#;
+
+const EXPLAIN_CHILD_6_18: &str = r#"  hpage_collapse_scan_pmd: SCAN_EXCEED_SHARED_PTE  none_or_zero=0 swap=0 shared=1 referenced=1 writable=1
+    sharing predicate folio_maybe_mapped_shared(folio):
+      pfn 0x100200 order 0 mapcount 1: 1 PTE -> not shared
+      pfn 0x100000 order 9 mapcount 512: 1 PTE -> shared
+        before                              after
+      0 eSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSS    eSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSS
+     32 SSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSS    SSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSS
+     64 SSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSS    SSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSS
+     96 SSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSS    SSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSS
+    128 SSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSS    SSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSS
+    160 SSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSS    SSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSS
+    192 SSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSS    SSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSS
+    224 SSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSS    SSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSS
+    256 S...............................    S...............................
+    288 ................................    ................................
+    320 ................................    ................................
+    352 ................................    ................................
+    384 ................................    ................................
+    416 ................................    ................................
+    448 ................................    ................................
+    480 ................................    ................................
+  legend:
+    S PTE-mapped page of a large anon folio, mapped more than once
+    e small anon page, mapped once (exclusive)
+    . none (no PTE)"#;
+
+fn explain_trials() -> Vec<Trial> {
+    let mut trials = Vec::new();
+    for (rel, want) in [("6.12", EXPLAIN_CHILD_6_12), ("6.18", EXPLAIN_CHILD_6_18)] {
+        trials.push(Trial::test(
+            format!("explain/linux-mm-case/{rel}"),
+            move || {
+                let sc =
+                    parse_file(&root().join("linux-mm-case.scn")).map_err(|e| format!("{e:?}"))?;
+                let o = run_model(&sc, rel)?;
+                if let Some(f) = o.failure {
+                    return Err(format!("{}: {}", f.loc, f.why).into());
+                }
+                let child: Vec<_> = o
+                    .attempts
+                    .iter()
+                    .filter(|a| a.title == "khugepaged on A (0x40000000) in child")
+                    .collect();
+                let [a] = child[..] else {
+                    return Err(format!(
+                        "expected one attempt in the child, found {}",
+                        child.len()
+                    )
+                    .into());
+                };
+                let text = a.text();
+                let caused = &text[1];
+                if !caused.ends_with("linux-mm-case.scn:15: `khugepaged scans 1`") {
+                    return Err(format!("caused-by line: {caused}").into());
+                }
+                let got = text[2..].join("\n");
+                if got == want {
+                    Ok(())
+                } else {
+                    Err(format!("--- got ---\n{got}\n--- pinned ---\n{want}").into())
+                }
+            },
+        ));
+    }
+    trials.push(Trial::test(
+        "sleep/khugepaged_wakes_once_per_period",
+        || {
+            // Model-only timing (a host's khugepaged wakes at its own phase), so not a shipped
+            // scenario: 9 ms of sleep leave the range alone, the 10th millisecond collapses it;
+            // with scan_sleep_millisecs 1000, 999 ms do nothing and the next one collapses.
+            let text = format!(
+                "profile 6.1 6.18\n\
+             include {}\n\
+             mmap anon A 1 pmd\n\
+             write A 0..511\n\
+             madvise A hugepage\n\
+             sleep 9 ms\n\
+             expect pagemap A 0..511 pte\n\
+             sleep 1 ms\n\
+             expect pagemap A 0..511 pmd\n\
+             set khugepaged/scan_sleep_millisecs 1000\n\
+             mmap anon B 1 pmd\n\
+             write B 0..511\n\
+             madvise B hugepage\n\
+             mark vmstat\n\
+             sleep 999 ms\n\
+             expect vmstat thp_collapse_alloc +0\n\
+             sleep 1 ms\n\
+             expect pagemap B 0..511 pmd\n\
+             expect vmstat thp_collapse_alloc +1\n",
+                root().join("prelude.inc").display()
+            );
+            let sc = parse_str(&root().join("sleep.scn"), &text).map_err(|e| format!("{e:?}"))?;
+            for rel in &sc.releases {
+                let o = run_model(&sc, rel)?;
+                if let Some(f) = o.failure {
+                    return Err(format!("{rel}: {}: `{}`: {}", f.loc, f.line, f.why).into());
+                }
+            }
+            Ok(())
+        },
+    ));
+    trials.push(Trial::test("explain/svg_matches_the_picture", || {
+        let sc = parse_file(&root().join("linux-mm-case.scn")).map_err(|e| format!("{e:?}"))?;
+        let o = run_model(&sc, "6.12")?;
+        let a = o.attempts.last().ok_or("no collapse attempt")?;
+        let svg = a.svg();
+        if !svg.starts_with("<svg xmlns=\"http://www.w3.org/2000/svg\"")
+            || !svg.ends_with("</svg>\n")
+        {
+            return Err("not a stand-alone SVG document".into());
+        }
+        // One cell per page in each picture, titled with the page's number and kind.
+        let (before, after) = a.pictures();
+        for (n, pic) in [before, after].into_iter().enumerate() {
+            for (i, k) in pic.pages.iter().enumerate() {
+                let title = format!("<title>page {i}: {}</title>", k.describe());
+                let found = svg.matches(&title).count();
+                let want = [before, after].iter().filter(|p| p.pages[i] == *k).count();
+                if found != want {
+                    return Err(format!(
+                        "picture {n}, page {i}: {found} cells titled {title}, expected {want}"
+                    )
+                    .into());
+                }
+            }
+        }
+        Ok(())
+    }));
+    trials.push(Trial::test("explain/cli_writes_svg_files", || {
+        let dir = std::env::temp_dir().join(format!("scenario-svg-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let file = root().join("linux-mm-case.scn");
+        let args: Vec<String> = vec![
+            "--explain".into(),
+            "--explain-svg".into(),
+            dir.display().to_string(),
+            "--profile".into(),
+            "6.18".into(),
+            file.display().to_string(),
+        ];
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let code = scenario::main(&args, &mut out, &mut err);
+        let mut names: Vec<String> = std::fs::read_dir(&dir)
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        let _ = std::fs::remove_dir_all(&dir);
+        let out = String::from_utf8_lossy(&out);
+        let attempts = out.matches("collapse attempt ").count();
+        let want: Vec<String> = (1..=attempts)
+            .map(|n| format!("linux-mm-case-model-6.18-{n:03}.svg"))
+            .collect();
+        if code == 0 && attempts == 2 && names == want && out.contains("SCAN_EXCEED_SHARED_PTE") {
+            Ok(())
+        } else {
+            Err(format!(
+                "exit {code}, {attempts} attempts, files {names:?}, stderr {:?}",
+                String::from_utf8_lossy(&err)
+            )
+            .into())
+        }
+    }));
+    trials
 }

@@ -37,6 +37,9 @@ pub struct Options {
     pub record: Option<String>,
     /// Print each case's trace after its lines.
     pub trace: bool,
+    /// Model only: the trace also explains every collapse attempt (decision record and the
+    /// picture of its range); implies `trace`.
+    pub explain: bool,
     /// Also run this project's own tests (`extras`), after the selftest's.
     pub extras: bool,
     /// `--profile list`: print every profile switch and exit.
@@ -82,6 +85,7 @@ impl Default for Options {
             private_tmpfs: false,
             record: None,
             trace: false,
+            explain: false,
             extras: false,
             list_profiles: false,
             across_releases: false,
@@ -126,6 +130,8 @@ pub fn usage() -> String {
      \t\t    of enabling a temporary swapfile for them.\n\
      \t\t--trace: print each case's trace (calls, steps, smaps, page maps) after\n\
      \t\t    its lines; with --format ktap as \"#\" lines.\n\
+     \t\t--explain: --trace, and under each collapse its decision record and a\n\
+     \t\t    picture of the PMD range before and after (--backend model only).\n\
      \t\t--extras: also run this tool's own tests, after the selftest's.\n\
      \t\t--record DIR: run on this kernel (--backend host) and write each case's\n\
      \t\t    trace to DIR/<kernel release>/ as a fixture. Not with --format ktap.\n\
@@ -137,7 +143,9 @@ pub fn usage() -> String {
      \t\t    (wakes every 10 ms, may act between two waits), or woken one pass at a\n\
      \t\t    time inside the test's waits only (default with --backend both and\n\
      \t\t    --record).\n\
-     \n\tkhugepaged scenario FILE...: run scenario files (fixtures/scenarios/README.md).\n\
+     \n\tkhugepaged scenario [-v] [--explain] [--explain-svg DIR] FILE...: run scenario\n\
+     \t    files (fixtures/scenarios/README.md); --explain prints each collapse\n\
+     \t    attempt's decision record and page picture, --explain-svg writes them as SVG.\n\
      \n\tExit status: 0 passed, 1 a test failed (or, with --backend both, host and\n\
      \tmodel disagree or both fail) or the settings could not be restored, 2 usage\n\
      \terror, 4 everything skipped, 141 stdout was closed (e.g. by head); the run\n\
@@ -212,6 +220,10 @@ pub fn parse(args: &[String]) -> Result<Option<Options>, String> {
             "--no-swapfile" => o.swapfile = false,
             "--tmpfs" => o.private_tmpfs = true,
             "--trace" => o.trace = true,
+            "--explain" => {
+                o.explain = true;
+                o.trace = true;
+            }
             "--extras" => o.extras = true,
             "--khugepaged" => {
                 let v = value("--khugepaged")?;
@@ -317,6 +329,16 @@ fn check_combinations(o: &mut Options, backend_given: Option<&str>) -> Result<()
             "--across-releases runs the model under every release; it takes no --profile and runs no kernel (not with {how})"
         ));
     }
+    if o.explain && (o.backend != BackendChoice::Model || o.across_releases) {
+        let how = if o.across_releases {
+            "--across-releases"
+        } else {
+            how
+        };
+        return Err(format!(
+            "--explain shows the model's decision records in a model trace; not with {how} (use khugepaged scenario --explain, or --backend model)"
+        ));
+    }
     if !o.swapfile && o.backend == BackendChoice::Model {
         return Err(
             "--no-swapfile is about this machine's swap; the model (--backend model, the default) always has swap"
@@ -382,6 +404,8 @@ pub fn model_backend(o: &Options, env: &Env) -> ModelBackend {
     let mut b = ModelBackend::new(effective_profile(o));
     b.k.read_only_thp_for_fs = o.read_only_thp_for_fs;
     b.dir = env.finfo.as_ref().map(|f| f.kind.clone());
+    b.explain = o.explain;
+    b.k.decision_detail = o.explain;
     b
 }
 

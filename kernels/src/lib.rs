@@ -11,4 +11,5 @@ pub mod guest;
 pub mod matrix;
 pub mod probe;
 pub mod protocol;
+pub mod scenarios;
 pub mod vm;

@@ -142,37 +142,51 @@ fn main() {
     });
 
     // khugepaged: a full scan of 1 GiB that collapses nothing (every range cold, so each scan
-    // reads all 512 PTEs and ends in SCAN_LACK_REFERENCED_PAGE), then MADV_COLLAPSE of it all.
-    let (mut k, p) = kernel();
-    map_anon(&mut k, p, BASE, GIB);
-    for i in 0..pages {
-        k.write(p, BASE + i * PAGE_SIZE, i).unwrap();
+    // reads all 512 PTEs and ends in SCAN_LACK_REFERENCED_PAGE), then MADV_COLLAPSE of it all;
+    // once with decision records of counts only (as the selftest harness runs), once with the
+    // pictures and per-folio answers (the default, and scenarios).
+    for detail in [false, true] {
+        let what = if detail {
+            "detailed records"
+        } else {
+            "counts only"
+        };
+        let (mut k, p) = kernel();
+        k.decision_detail = detail;
+        map_anon(&mut k, p, BASE, GIB);
+        for i in 0..pages {
+            k.write(p, BASE + i * PAGE_SIZE, i).unwrap();
+        }
+        k.thp.enabled = ThpEnabled::Madvise;
+        k.madvise(p, BASE, GIB, Advice::HugePage).unwrap();
+        k.madvise(p, BASE, GIB, Advice::Cold).unwrap();
+        k.thp.khugepaged.pages_to_scan = u32::MAX;
+        rate(
+            &format!("khugepaged full scan of 1 GiB, per PTE ({what})"),
+            pages,
+            || {
+                k.khugepaged_run_full_scans(1, 4);
+            },
+        );
+        let log = k.take_collapse_log();
+        println!(
+            "  ({} ranges scanned, {} collapsed, full_scans={})",
+            log.len(),
+            k.khugepaged_state.pages_collapsed,
+            k.khugepaged_state.full_scans
+        );
+        rate(
+            &format!("MADV_COLLAPSE of 1 GiB, per PTE ({what})"),
+            pages,
+            || {
+                k.madvise_collapse(p, BASE, GIB).unwrap();
+            },
+        );
+        println!(
+            "  ({} THPs after MADV_COLLAPSE)",
+            k.smaps(p, BASE).unwrap().anon_huge_pages / 2048
+        );
     }
-    k.thp.enabled = ThpEnabled::Madvise;
-    k.madvise(p, BASE, GIB, Advice::HugePage).unwrap();
-    k.madvise(p, BASE, GIB, Advice::Cold).unwrap();
-    k.thp.khugepaged.pages_to_scan = u32::MAX;
-    rate(
-        "khugepaged full scan of 1 GiB, per PTE scanned",
-        pages,
-        || {
-            k.khugepaged_run_full_scans(1, 4);
-        },
-    );
-    let log = k.take_collapse_log();
-    println!(
-        "  ({} ranges scanned, {} collapsed, full_scans={})",
-        log.len(),
-        k.khugepaged_state.pages_collapsed,
-        k.khugepaged_state.full_scans
-    );
-    rate("MADV_COLLAPSE of 1 GiB, per PTE collapsed", pages, || {
-        k.madvise_collapse(p, BASE, GIB).unwrap();
-    });
-    println!(
-        "  ({} THPs after MADV_COLLAPSE)",
-        k.smaps(p, BASE).unwrap().anon_huge_pages / 2048
-    );
 
     // Scaling: the same 65536 faults in an empty address space and beside 1 GiB of mapped
     // memory (8 TiB away): cost follows the pages touched, not the address space.

@@ -11,7 +11,7 @@ use crate::swap::SwapEntry;
 use crate::HPAGE_PMD_ORDER;
 
 /// Index of a folio in the [`FolioStore`]. Freed indices are reused, lowest first, so runs are
-/// deterministic.
+/// deterministic; for a page identity that is never reused, use [`Folio::pfn`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct FolioId(pub u32);
 
@@ -55,6 +55,11 @@ impl Page {
 /// A folio of order 0 (one page) up to [`HPAGE_PMD_ORDER`].
 #[derive(Clone, Debug)]
 pub struct Folio {
+    /// The page frame number of the first page (page `i` is `pfn + i`). Handed out by the
+    /// [`FolioStore`] from a counter that only grows, so a PFN is never reused while a
+    /// [`crate::Kernel`] lives: "the same page as before" is a PFN comparison. A split keeps
+    /// each page's PFN, as the kernel's split does.
+    pub pfn: u64,
     pub order: u8,
     pub owner: FolioOwner,
     /// Per-page state; `pages.len() == 1 << order`.
@@ -99,6 +104,7 @@ impl Folio {
     pub fn new(order: u8, owner: FolioOwner, data: impl Fn(usize) -> u64) -> Folio {
         let nr = 1usize << order;
         Folio {
+            pfn: 0,
             order,
             owner,
             pages: (0..nr).map(|i| Page::new(data(i))).collect(),
@@ -273,6 +279,9 @@ pub struct FolioStore {
     free: std::collections::BinaryHeap<std::cmp::Reverse<u32>>,
     /// Slots ever handed out (the next fresh id).
     high: u32,
+    /// The next PFN never handed out (frames are aligned to the folio's size, as the buddy
+    /// allocator's are).
+    next_pfn: u64,
     live: usize,
 }
 
@@ -289,8 +298,24 @@ impl FolioStore {
             .and_then(|c| c.get_mut(i % CHUNK))
     }
 
-    /// Stores `folio` and returns its id (the lowest free slot).
-    pub fn insert(&mut self, folio: Folio) -> FolioId {
+    /// The first PFN handed out (a real machine's low memory is reserved too).
+    pub const FIRST_PFN: u64 = 0x10_0000;
+
+    /// Stores `folio` with fresh PFNs and returns its id (the lowest free slot).
+    pub fn insert(&mut self, mut folio: Folio) -> FolioId {
+        let nr = folio.nr_pages() as u64;
+        let next = self.next_pfn.max(Self::FIRST_PFN);
+        folio.pfn = next.div_ceil(nr) * nr;
+        self.next_pfn = folio.pfn + nr;
+        self.insert_with_pfn(folio)
+    }
+
+    /// Stores `folio` keeping the PFN it carries (a page of a split folio keeps its frame).
+    pub fn insert_with_pfn(&mut self, folio: Folio) -> FolioId {
+        debug_assert!(
+            folio.pfn >= Self::FIRST_PFN && folio.pfn < self.next_pfn,
+            "model bug: a PFN the store never handed out"
+        );
         self.live += 1;
         let id = match self.free.pop() {
             Some(std::cmp::Reverse(id)) => id,

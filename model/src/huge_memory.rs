@@ -173,6 +173,7 @@ impl Kernel {
         let folio = self.alloc_folio(HPAGE_PMD_ORDER, FolioOwner::Anon { anon_vma, index }, |_| 0);
         self.map_anon_folio_pmd(pid, &vma, haddr, folio);
         self.vmstat.thp_fault_alloc += 1;
+        self.vmstat.anon_fault_alloc[HPAGE_PMD_ORDER as usize] += 1;
         Ok(true)
     }
 
@@ -213,6 +214,7 @@ impl Kernel {
         let folio = self.alloc_folio(HPAGE_PMD_ORDER, FolioOwner::Anon { anon_vma, index }, |_| 0);
         self.map_anon_folio_pmd(pid, vma, haddr, folio);
         self.vmstat.thp_fault_alloc += 1;
+        self.vmstat.anon_fault_alloc[HPAGE_PMD_ORDER as usize] += 1;
         Ok(())
     }
 
@@ -312,6 +314,9 @@ impl Kernel {
         let mm_id = mm.mm_id;
         match mm.page_table.pmd_view(haddr) {
             PmdView::HugeZero => {
+                // `__split_huge_pmd_locked` counts every PMD it splits, the huge zero page's
+                // too.
+                self.vmstat.thp_split_pmd += 1;
                 mm.page_table.set_pmd(
                     haddr,
                     Pmd::Table(crate::page_table::new_table(Pte::Zero { young: true })),
@@ -440,6 +445,7 @@ impl Kernel {
                 },
             };
             let mut f = Folio::new(0, owner, |_| page.data);
+            f.pfn = old.pfn + i as u64;
             f.pages[0].mapcount = page.mapcount;
             f.pages[0].anon_exclusive = page.anon_exclusive;
             f.swapbacked = old.swapbacked;
@@ -449,7 +455,7 @@ impl Kernel {
             let caches = f.swapcache.is_some() as i32 + (!anon) as i32;
             f.refcount = (page.mapcount + 1) + caches;
             new_ids.push(if f.refcount > 0 {
-                Some(self.folios.insert(f))
+                Some(self.folios.insert_with_pfn(f))
             } else {
                 None
             });

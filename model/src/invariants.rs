@@ -348,6 +348,30 @@ impl Kernel {
             errs.push(format!("{refs} reference(s) to free swap slot {}", entry.0));
         }
 
+        // Page frames: every live folio has its own, aligned to its size.
+        let mut frames: Vec<(u64, u64, FolioId)> = self
+            .folios
+            .iter()
+            .map(|(id, f)| (f.pfn, f.pfn + f.nr_pages() as u64, id))
+            .collect();
+        frames.sort_unstable();
+        for w in frames.windows(2) {
+            if w[1].0 < w[0].1 {
+                errs.push(format!(
+                    "folios {} and {} share page frames ({:#x}..{:#x} and {:#x}..)",
+                    w[0].2 .0, w[1].2 .0, w[0].0, w[0].1, w[1].0
+                ));
+            }
+        }
+        for (pfn, end, id) in &frames {
+            if pfn % (end - pfn) != 0 {
+                errs.push(format!(
+                    "folio {}: pfn {pfn:#x} not aligned to its size",
+                    id.0
+                ));
+            }
+        }
+
         // MM-IDs are unique.
         let mut ids = BTreeSet::new();
         for (pid, mm) in self.mms.iter() {

@@ -19,11 +19,40 @@ use crate::vma::Vma;
 /// A process id in the model (the first process is 1).
 pub type Pid = u32;
 
+/// The /proc/vmstat counters the model counts, by their /proc/vmstat names, for
+/// [`Kernel::vmstat_read`]. Each is counted where the kernel calls `count_vm_event` for it:
+/// thp_fault_alloc in `do_huge_pmd_anonymous_page` (anonymous memory only), thp_file_alloc in
+/// `shmem_get_folio_gfp` (`shmem_add_to_page_cache` in 6.1) for PMD-sized shmem folios,
+/// thp_split_pmd in `__split_huge_pmd_locked`, thp_split_page in `__folio_split`,
+/// thp_deferred_split_page in `deferred_split_folio`, pswpin in `swap_read_folio`'s I/O
+/// paths, pswpout and thp_swpout in `count_swpout_vm_event`, thp_collapse_alloc in
+/// `alloc_charge_folio`, thp_scan_exceed_*_pte in `hpage_collapse_scan_pmd`,
+/// `__collapse_huge_page_isolate` and `hpage_collapse_scan_file`.
+pub const VMSTAT_NAMES: [&str; 12] = [
+    "thp_fault_alloc",
+    "thp_file_alloc",
+    "thp_split_pmd",
+    "thp_split_page",
+    "thp_deferred_split_page",
+    "pswpin",
+    "pswpout",
+    "thp_swpout",
+    "thp_collapse_alloc",
+    "thp_scan_exceed_none_pte",
+    "thp_scan_exceed_swap_pte",
+    "thp_scan_exceed_share_pte",
+];
+
 /// Event counters the kernel exposes in /proc/vmstat, for the ones the model produces.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct VmStat {
     pub thp_fault_alloc: u64,
     pub thp_fault_fallback: u64,
+    pub thp_file_alloc: u64,
+    /// The per-size stat `hugepages-<size>/stats/anon_fault_alloc` by order (6.10+; counted
+    /// by `count_mthp_stat` for every anonymous large folio allocated at fault, the PMD-sized
+    /// one included).
+    pub anon_fault_alloc: [u64; crate::HPAGE_PMD_ORDER as usize + 1],
     pub thp_split_pmd: u64,
     pub thp_split_page: u64,
     pub thp_deferred_split_page: u64,
@@ -56,12 +85,42 @@ pub struct Kernel {
     pub collapse_stats: crate::khugepaged::CollapseStats,
     /// Reports of every collapse scan and attempt, oldest first.
     pub(crate) collapse_log: Vec<crate::khugepaged::CollapseReport>,
+    /// Collapse reports carry the range's pictures and the sharing predicate's answer per
+    /// folio (on by default). Off, they keep the result and counts only, and a scan costs
+    /// what it did before the records grew (the selftest harness's runs, where nobody looks).
+    pub decision_detail: bool,
+    /// Virtual time since boot in microseconds (see `clock.rs`).
+    pub(crate) clock_us: u64,
+    /// Sleep time not yet turned into a khugepaged wake-up.
+    pub(crate) khugepaged_slept_us: u64,
     next_pid: Pid,
     next_anon_vma: u32,
     mm_ids_in_use: BTreeSet<MmId>,
 }
 
 impl Kernel {
+    /// A /proc/vmstat counter by its name (one of [`VMSTAT_NAMES`]). None for a counter the
+    /// model does not count: reading it as 0 would hide a difference from the kernel.
+    pub fn vmstat_read(&self, name: &str) -> Option<u64> {
+        let v = &self.vmstat;
+        let c = &self.collapse_stats;
+        Some(match name {
+            "thp_fault_alloc" => v.thp_fault_alloc,
+            "thp_file_alloc" => v.thp_file_alloc,
+            "thp_split_pmd" => v.thp_split_pmd,
+            "thp_split_page" => v.thp_split_page,
+            "thp_deferred_split_page" => v.thp_deferred_split_page,
+            "pswpin" => v.pswpin,
+            "pswpout" => v.pswpout,
+            "thp_swpout" => v.thp_swpout,
+            "thp_collapse_alloc" => c.thp_collapse_alloc,
+            "thp_scan_exceed_none_pte" => c.thp_scan_exceed_none_pte,
+            "thp_scan_exceed_swap_pte" => c.thp_scan_exceed_swap_pte,
+            "thp_scan_exceed_share_pte" => c.thp_scan_exceed_share_pte,
+            _ => return None,
+        })
+    }
+
     /// Whether khugepaged and MADV_COLLAPSE may build THPs in a regular file's page cache
     /// (`file_thp_enabled`): with CONFIG_READ_ONLY_THP_FOR_FS before 7.2; from 7.2 when the
     /// filesystem supports PMD-order folios, which the model's disk filesystem does (as ext4
@@ -71,9 +130,18 @@ impl Kernel {
     }
 
     /// A machine running `profile` with boot-default THP settings and one process (pid 1)
-    /// with an empty address space.
+    /// with an empty address space: [`Kernel::boot`] then [`Kernel::spawn`], kept for the
+    /// callers (the selftest harness, most tests) that want one process ready.
     pub fn new(profile: KernelProfile) -> Kernel {
-        let mut k = Kernel {
+        let mut k = Kernel::boot(profile);
+        k.spawn();
+        k
+    }
+
+    /// A machine running `profile` with boot-default THP settings and no process yet: create
+    /// them with [`Kernel::spawn`] (the first gets pid 1) and [`Kernel::fork`].
+    pub fn boot(profile: KernelProfile) -> Kernel {
+        Kernel {
             profile,
             thp: ThpSettings::default(),
             folios: FolioStore::default(),
@@ -86,12 +154,13 @@ impl Kernel {
             khugepaged_state: Default::default(),
             collapse_stats: Default::default(),
             collapse_log: Vec::new(),
+            decision_detail: true,
+            clock_us: 0,
+            khugepaged_slept_us: 0,
             next_pid: 1,
             next_anon_vma: 1,
             mm_ids_in_use: BTreeSet::new(),
-        };
-        k.spawn();
-        k
+        }
     }
 
     /// Creates a new process with an empty address space (like exec of a fresh program).

@@ -72,6 +72,7 @@ impl Kernel {
     }
 }
 
+use crate::decision::{FolioSeen, RangePicture};
 use crate::errno::Errno;
 use crate::filemap::{CacheEntry, InodeId};
 use crate::folio::{FolioId, FolioOwner};
@@ -132,6 +133,17 @@ pub struct CollapseReport {
     pub writable: u32,
     /// pages present in the page cache (file collapse).
     pub present: u32,
+    /// The profile's sharing predicate (what `shared` counts).
+    pub predicate: SharingPredicate,
+    /// The folios the sharing predicate was asked about, in PTE order, with its answers
+    /// (anonymous scans only; empty when the scan stopped before the first present PTE).
+    pub folios: Vec<FolioSeen>,
+    /// The range in `pid` before this stage (for `CollapseHugePage` the state its scan saw:
+    /// nothing runs between the two in the model).
+    pub before: RangePicture,
+    /// The range in `pid` after this stage. Both pictures and `folios` are empty while
+    /// [`Kernel::decision_detail`] is off.
+    pub after: RangePicture,
 }
 
 /// khugepaged's state: the scan cursor and the counters sysfs shows.
@@ -165,6 +177,9 @@ struct Tally {
     referenced: u32,
     writable: u32,
     present: u32,
+    folios: Vec<FolioSeen>,
+    /// The range before the attempt (None: the report takes the picture after it).
+    before: Option<RangePicture>,
 }
 
 /// The per-PTE rules both passes over an anonymous range apply (`hpage_collapse_scan_pmd`, then
@@ -223,6 +238,12 @@ impl Kernel {
             ScanResult::ExceedSharedPte => self.collapse_stats.thp_scan_exceed_share_pte += 1,
             _ => {}
         }
+        let after = match (stage, &t.before) {
+            _ if !self.decision_detail => RangePicture::default(),
+            // The scan only looks.
+            (CollapseStage::ScanPmd, Some(before)) => before.clone(),
+            _ => self.range_picture(pid, addr),
+        };
         self.collapse_log.push(CollapseReport {
             context,
             stage,
@@ -235,7 +256,19 @@ impl Kernel {
             referenced: t.referenced,
             writable: t.writable,
             present: t.present,
+            predicate: self.profile.khugepaged_sharing,
+            folios: t.folios.clone(),
+            before: t.before.clone().unwrap_or_else(|| after.clone()),
+            after,
         });
+    }
+
+    /// A fresh tally holding the picture of the range before the attempt.
+    fn tally_before(&self, pid: Pid, haddr: u64) -> Tally {
+        Tally {
+            before: self.decision_detail.then(|| self.range_picture(pid, haddr)),
+            ..Tally::default()
+        }
     }
 
     /// The collapse reports recorded so far (oldest first).
@@ -308,7 +341,7 @@ impl Kernel {
         haddr: u64,
         cc: CollapseContext,
     ) -> ScanResult {
-        let mut t = Tally::default();
+        let mut t = self.tally_before(pid, haddr);
         let result = self.scan_pmd_ptes(pid, haddr, cc, &mut t);
         self.report(cc, CollapseStage::ScanPmd, pid, haddr, result, &t);
         if result != ScanResult::Succeed {
@@ -354,7 +387,9 @@ impl Kernel {
             if self.profile.scan_anon_check_before_shared && !folio.is_anon() {
                 return ScanResult::PageAnon;
             }
-            if self.khugepaged_sees_shared(p.folio, p.page as usize) {
+            let shared = self.khugepaged_sees_shared(p.folio, p.page as usize);
+            self.note_folio_seen(&mut t.folios, p.folio, shared);
+            if shared {
                 if let Some(stop) = t.count_shared(khugepaged, limits) {
                     return stop;
                 }
@@ -417,7 +452,7 @@ impl Kernel {
         cc: CollapseContext,
         unmapped: u32,
     ) -> ScanResult {
-        let mut t = Tally::default();
+        let mut t = self.tally_before(pid, haddr);
         // alloc_charge_folio: always succeeds in the model (no fragmentation, no memcg limit).
         self.collapse_stats.thp_collapse_alloc += 1;
         let placeholder = FolioOwner::Anon {
@@ -543,7 +578,9 @@ impl Kernel {
             if !folio.is_anon() {
                 return ScanResult::PageAnon;
             }
-            if self.khugepaged_sees_shared(p.folio, p.page as usize) {
+            let shared = self.khugepaged_sees_shared(p.folio, p.page as usize);
+            self.note_folio_seen(&mut t.folios, p.folio, shared);
+            if shared {
                 if let Some(stop) = t.count_shared(khugepaged, &limits) {
                     return stop;
                 }
@@ -570,7 +607,7 @@ impl Kernel {
         start: u64,
         cc: CollapseContext,
     ) -> ScanResult {
-        let mut t = Tally::default();
+        let mut t = self.tally_before(pid, haddr);
         let mut present = 0u32;
         let limits = self.thp.khugepaged.clone();
         let mut result = ScanResult::Succeed;
@@ -760,7 +797,7 @@ impl Kernel {
         install_pmd: bool,
         cc: CollapseContext,
     ) -> ScanResult {
-        let mut t = Tally::default();
+        let mut t = self.tally_before(pid, haddr);
         let result = self.collapse_pte_mapped_thp_inner(pid, haddr, install_pmd, &mut t);
         self.report(cc, CollapseStage::PteMappedThp, pid, haddr, result, &t);
         result
@@ -835,6 +872,19 @@ impl Kernel {
             self.do_set_pmd(pid, &vma, haddr, folio, false);
         }
         ScanResult::Succeed
+    }
+
+    /// MADV_COLLAPSE over `[start, start + len)` with the decision record of every collapse
+    /// attempt it made (also kept in [`Kernel::collapse_log`]).
+    pub fn madvise_collapse_explained(
+        &mut self,
+        pid: Pid,
+        start: u64,
+        len: u64,
+    ) -> (Result<(), Errno>, Vec<CollapseReport>) {
+        let from = self.collapse_log.len();
+        let r = self.madvise_collapse(pid, start, len);
+        (r, self.collapse_log[from..].to_vec())
     }
 
     /// MADV_COLLAPSE over `[start, start + len)` (`madvise_collapse`, once per VMA).
@@ -927,8 +977,16 @@ impl Kernel {
 
     /// One khugepaged wake-up (`khugepaged_do_scan`): scans up to `pages_to_scan` units from
     /// the cursor, stopping after passing the list head twice. Does nothing while the thread
-    /// is stopped (no PMD THP enabled anywhere).
-    pub fn khugepaged_do_scan(&mut self) {
+    /// is stopped (no PMD THP enabled anywhere). Returns the decision records of the wake-up
+    /// (the tail of [`Kernel::collapse_log`]; borrowed, so a caller that ignores them pays
+    /// nothing).
+    pub fn khugepaged_do_scan(&mut self) -> &[CollapseReport] {
+        let from = self.collapse_log.len();
+        self.khugepaged_do_scan_inner();
+        &self.collapse_log[from..]
+    }
+
+    fn khugepaged_do_scan_inner(&mut self) {
         if !self.hugepage_pmd_enabled() {
             return;
         }
@@ -952,12 +1010,14 @@ impl Kernel {
     }
 
     /// Wakes khugepaged until `full_scans` has advanced by `n` (or `max_wakeups` pass, for
-    /// a thread that is stopped or has nothing to scan). Returns the wake-ups used.
+    /// a thread that is stopped or has nothing to scan), one period of virtual time per
+    /// wake-up. Returns the wake-ups used; [`Kernel::khugepaged_run_until`] stops on a
+    /// condition and returns the records.
     pub fn khugepaged_run_full_scans(&mut self, n: u64, max_wakeups: u64) -> u64 {
         let target = self.khugepaged_state.full_scans + n;
         let mut used = 0;
         while self.khugepaged_state.full_scans < target && used < max_wakeups {
-            self.khugepaged_do_scan();
+            self.khugepaged_wake();
             used += 1;
         }
         used

@@ -7,6 +7,8 @@
 //! way a user process would trigger it (mmap, a write, fork, madvise, ...); nothing here touches
 //! the host.
 
+pub mod clock;
+pub mod decision;
 pub mod errno;
 pub mod filemap;
 pub mod folio;

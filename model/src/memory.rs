@@ -256,8 +256,10 @@ impl Kernel {
                 }),
             );
         }
+        // An mTHP fault counts only its size's stat, not thp_fault_alloc (that one is the PMD
+        // fault's, `__do_huge_pmd_anonymous_page`).
         if order > 0 {
-            self.vmstat.thp_fault_alloc += 1;
+            self.vmstat.anon_fault_alloc[order as usize] += 1;
         }
         Ok(())
     }

@@ -44,6 +44,95 @@ pub enum MapKind {
 /// Where the top-down search for a free range starts (an x86_64 mmap_base).
 const MMAP_BASE: u64 = 0x7f00_0000_0000;
 
+/// An mmap call built step by step, for callers that would rather not spell out seven
+/// positional arguments:
+///
+/// ```
+/// # use model::{Kernel, mmap::Mmap};
+/// let mut k = Kernel::default();
+/// let pid = k.spawn();
+/// let addr = Mmap::anon(2 << 20).at(0x4000_0000).call(&mut k, pid).unwrap();
+/// assert_eq!(addr, 0x4000_0000);
+/// ```
+///
+/// Defaults: read-write, private anonymous, offset 0, `addr` a hint (0: the kernel picks).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Mmap {
+    addr: u64,
+    len: u64,
+    prot: Prot,
+    kind: MapKind,
+    offset: u64,
+    fixed: bool,
+}
+
+impl Mmap {
+    /// MAP_PRIVATE | MAP_ANONYMOUS of `len` bytes, read-write.
+    pub fn anon(len: u64) -> Mmap {
+        Mmap {
+            addr: 0,
+            len,
+            prot: Prot::READ_WRITE,
+            kind: MapKind::PrivateAnon,
+            offset: 0,
+            fixed: false,
+        }
+    }
+
+    /// MAP_SHARED of `len` bytes of `inode` (a memfd, a tmpfs or a regular file), read-write.
+    pub fn shared(inode: crate::filemap::InodeId, len: u64) -> Mmap {
+        Mmap {
+            kind: MapKind::Shared(inode),
+            ..Mmap::anon(len)
+        }
+    }
+
+    /// MAP_PRIVATE of `len` bytes of `inode`, read-write (copy on write).
+    pub fn private(inode: crate::filemap::InodeId, len: u64) -> Mmap {
+        Mmap {
+            kind: MapKind::Private(inode),
+            ..Mmap::anon(len)
+        }
+    }
+
+    /// The address hint (used when the range is free).
+    pub fn at(self, addr: u64) -> Mmap {
+        Mmap { addr, ..self }
+    }
+
+    /// MAP_FIXED at `addr`: whatever is mapped there goes.
+    pub fn fixed(self, addr: u64) -> Mmap {
+        Mmap {
+            addr,
+            fixed: true,
+            ..self
+        }
+    }
+
+    /// The protection (PROT_READ alone: `Prot::READ`).
+    pub fn prot(self, prot: Prot) -> Mmap {
+        Mmap { prot, ..self }
+    }
+
+    /// The file offset in bytes.
+    pub fn offset(self, offset: u64) -> Mmap {
+        Mmap { offset, ..self }
+    }
+
+    /// Performs the mmap in `pid`; returns the address mapped.
+    pub fn call(self, k: &mut Kernel, pid: Pid) -> Result<u64, Errno> {
+        k.mmap(
+            pid,
+            self.addr,
+            self.len,
+            self.prot,
+            self.kind,
+            self.offset,
+            self.fixed,
+        )
+    }
+}
+
 impl Kernel {
     /// `mmap(addr, len, prot, flags, fd, offset)`. Without `fixed`, `addr` is a hint used when
     /// the range is free (as the selftest's mmap at BASE_ADDR); otherwise the highest free range

@@ -171,8 +171,10 @@ impl Kernel {
         self.inode_mut(inode)
             .cache
             .insert(first, CacheEntry::Folio(folio), order);
-        if order > 0 {
-            self.vmstat.thp_fault_alloc += 1;
+        if order == HPAGE_PMD_ORDER {
+            // The shmem allocation path counts THP_FILE_ALLOC, not THP_FAULT_ALLOC
+            // (`shmem_get_folio_gfp`; `shmem_add_to_page_cache` in 6.1).
+            self.vmstat.thp_file_alloc += 1;
         }
         Ok((folio, (index - first) as usize))
     }

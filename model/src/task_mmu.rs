@@ -31,8 +31,11 @@ pub struct PagemapEntry {
     pub swap: bool,
     /// PM_MMAP_EXCLUSIVE.
     pub exclusive: bool,
-    /// The mapped folio and page, standing in for the PFN.
+    /// The mapped folio and page.
     pub page: Option<(FolioId, usize)>,
+    /// The page frame number of the mapped page (bits 0-54 as root reads them); never reused
+    /// while the model runs (see [`crate::Folio::pfn`]).
+    pub pfn: Option<u64>,
     /// Mapped through a PMD.
     pub pmd_mapped: bool,
     /// The shared zero page (or huge zero page).
@@ -43,12 +46,19 @@ impl Kernel {
     /// The smaps block of the VMA starting exactly at `start` (the selftests match the line
     /// that begins with the test address). ENOENT when no VMA starts there.
     pub fn smaps(&self, pid: Pid, start: u64) -> Result<Smaps, Errno> {
+        match self.smaps_at(pid, start) {
+            Ok(s) if s.start == start => Ok(s),
+            Ok(_) => Err(Errno::ENOENT),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The smaps block of the VMA containing `addr` (any address in it, as a reader of
+    /// /proc/PID/smaps finds the block whose range holds the address). ENOENT when nothing is
+    /// mapped there.
+    pub fn smaps_at(&self, pid: Pid, addr: u64) -> Result<Smaps, Errno> {
         let mm = self.mm(pid)?;
-        let vma = mm
-            .vmas
-            .find(start)
-            .filter(|v| v.start == start)
-            .ok_or(Errno::ENOENT)?;
+        let vma = mm.vmas.find(addr).ok_or(Errno::ENOENT)?;
         let mut s = Smaps {
             start: vma.start,
             end: vma.end,
@@ -112,6 +122,7 @@ impl Kernel {
                     present: true,
                     exclusive: folio.folio_precise_page_mapcount(p.page as usize) == 1,
                     page: Some((p.folio, p.page as usize)),
+                    pfn: Some(folio.pfn + p.page as u64),
                     ..PagemapEntry::default()
                 }
             }
@@ -125,6 +136,7 @@ impl Kernel {
                     present: true,
                     exclusive: folio.folio_precise_page_mapcount(tested) == 1,
                     page: Some((pmd.folio, page)),
+                    pfn: Some(folio.pfn + page as u64),
                     pmd_mapped: true,
                     ..PagemapEntry::default()
                 }

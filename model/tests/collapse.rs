@@ -43,7 +43,9 @@ fn khugepaged_collapse(s: &mut Sys, pid: Pid, p: u64, nr: u64) -> bool {
         if huge(s, pid, p, nr) || s.k.khugepaged_state.full_scans >= target {
             break;
         }
-        s.step("khugepaged wake-up", |k| k.khugepaged_do_scan());
+        s.step("khugepaged wake-up", |k| {
+            k.khugepaged_do_scan();
+        });
     }
     huge(s, pid, p, nr)
 }

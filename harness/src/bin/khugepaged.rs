@@ -13,6 +13,9 @@ fn main() {
     if args.first().map(String::as_str) == Some("--host-case") {
         std::process::exit(harness::host::isolate::case_process_main(&args));
     }
+    if args.first().map(String::as_str) == Some("--host-scenario") {
+        std::process::exit(harness::host::scenario::scenario_process_main(&args));
+    }
     if let Some(code) = cli::subcommand(&args) {
         std::process::exit(code);
     }

@@ -47,6 +47,11 @@ fn refuse(what: &str, why: &str) -> Errno {
 }
 
 impl HostBackend {
+    /// Takes over what `parent` mapped (a forked child has the same mappings).
+    pub fn inherit_mappings(&mut self, parent: &HostBackend) {
+        self.mapped = parent.mapped.clone();
+    }
+
     /// Refuses a range that overlaps memory this backend did not map.
     fn own_or_unmapped(&self, what: &str, addr: u64, len: u64) -> Result<(), Errno> {
         match self.mapped.foreign_overlap(addr, len) {

@@ -106,7 +106,7 @@ pub fn needs_swap(case: &Case) -> bool {
 
 /// A private directory (mode 0700, a fresh name) inside `parent`, journaled before it is
 /// made, so a crash between the two leaves nothing the next start does not know about.
-fn private_dir(parent: &Path, journal: &mut Journal) -> Result<PathBuf, String> {
+pub(crate) fn private_dir_in(parent: &Path, journal: &mut Journal) -> Result<PathBuf, String> {
     for n in 0..1000u32 {
         let p = parent.join(format!(
             "{}{}.{n}",
@@ -298,14 +298,14 @@ fn prepare(
     private_tmpfs: bool,
 ) -> Result<(), String> {
     if swap_needed {
-        let dir = private_dir(&swap_parent(), journal)?;
+        let dir = private_dir_in(&swap_parent(), journal)?;
         journal.state.swapfiles.push(dir.join("swapfile"));
         journal.write()?;
         swapfile::create_and_enable(&dir)?;
     }
     if case.mem() == Some(MemType::File) {
         if private_tmpfs {
-            let dir = private_dir(&std::env::temp_dir(), journal)?;
+            let dir = private_dir_in(&std::env::temp_dir(), journal)?;
             journal.state.mounts.push(dir.clone());
             journal.write()?;
             crash_point("mount the private tmpfs");
@@ -325,7 +325,7 @@ fn prepare(
             ));
         } else if let Some(f) = &env.finfo {
             // The test file goes into a private directory on the same filesystem as [dir].
-            let dir = private_dir(Path::new(&f.dir), journal)?;
+            let dir = private_dir_in(Path::new(&f.dir), journal)?;
             case_env.finfo = Some(FileInfo::new(&dir.to_string_lossy(), f.kind.clone()));
         }
     }
@@ -362,17 +362,12 @@ fn case_args(case: &Case, env: &Env, trace: bool) -> Vec<String> {
 
 type CaseOutput = Result<(Vec<Step>, Outcome, Option<String>), (String, Vec<Step>)>;
 
-fn spawn_case(
-    case: &Case,
-    env: &Env,
-    opts: &HostRunOptions,
-    lock: &HostLock,
-    on_step: &mut dyn FnMut(&Step),
-) -> CaseOutput {
+/// Makes `cmd` a case process: it dies with this coordinator (PR_SET_PDEATHSIG, and at once
+/// if the coordinator is already gone) and holds the host lock until it is gone.
+pub(crate) fn case_process_setup(cmd: &mut Command, lock: &HostLock) {
     use std::os::unix::process::CommandExt;
     let parent = nix::unistd::getpid().as_raw();
     let lock_fds = lock.raw_fds();
-    let mut cmd = Command::new(&opts.exe);
     // SAFETY: between fork and exec the closure only makes async-signal-safe system calls
     // (prctl, getppid, fcntl, _exit) and touches no allocator or lock.
     unsafe {
@@ -401,6 +396,17 @@ fn spawn_case(
             Ok(())
         });
     }
+}
+
+fn spawn_case(
+    case: &Case,
+    env: &Env,
+    opts: &HostRunOptions,
+    lock: &HostLock,
+    on_step: &mut dyn FnMut(&Step),
+) -> CaseOutput {
+    let mut cmd = Command::new(&opts.exe);
+    case_process_setup(&mut cmd, lock);
     let mut child = cmd
         .args(case_args(case, env, opts.trace))
         .stdin(Stdio::null())

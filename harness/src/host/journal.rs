@@ -94,6 +94,8 @@ pub struct SavedState {
     pub mounts: Vec<PathBuf>,
     /// Private directories the harness made.
     pub dirs: Vec<PathBuf>,
+    /// Private tracefs instances the harness made (removed before any mount).
+    pub tracefs_instances: Vec<PathBuf>,
 }
 
 impl SavedState {
@@ -120,6 +122,11 @@ impl SavedState {
                 errs.push(e);
             }
         }
+        for t in &self.tracefs_instances {
+            if let Err(e) = super::tracefs::remove_instance(t) {
+                errs.push(e);
+            }
+        }
         for m in &self.mounts {
             if is_mount_point(m) {
                 crash_point("umount the private tmpfs");
@@ -129,6 +136,12 @@ impl SavedState {
             }
         }
         for d in &self.dirs {
+            // Never remove what is still mounted there (a tracefs mount holds everyone's
+            // instances).
+            if self.mounts.contains(d) && is_mount_point(d) {
+                errs.push(format!("{} is still mounted; not removed", d.display()));
+                continue;
+            }
             if fs::symlink_metadata(d).is_ok() {
                 crash_point("remove a private directory");
                 if let Err(e) = fs::remove_dir_all(d) {
@@ -171,6 +184,9 @@ impl SavedState {
         for p in &self.dirs {
             out.push_str(&format!("dir\t{}\n", p.display()));
         }
+        for p in &self.tracefs_instances {
+            out.push_str(&format!("tracefs_instance\t{}\n", p.display()));
+        }
         out
     }
 
@@ -187,6 +203,7 @@ impl SavedState {
                 ["swapfile", p] => s.swapfiles.push(PathBuf::from(p)),
                 ["mount", p] => s.mounts.push(PathBuf::from(p)),
                 ["dir", p] => s.dirs.push(PathBuf::from(p)),
+                ["tracefs_instance", p] => s.tracefs_instances.push(PathBuf::from(p)),
                 _ => return Err(format!("line {}: cannot read {line:?}", n + 1)),
             }
         }
@@ -252,6 +269,29 @@ impl SavedState {
                 return Err(format!(
                     "mount {} is not a private directory of the harness",
                     m.display()
+                ));
+            }
+        }
+        // `<tracefs>/instances/khugepaged-harness.<pid>.<n>`, the tracefs being a standard
+        // mount point or a private mount of the harness.
+        for t in &self.tracefs_instances {
+            let named = t
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| PRIVATE.is_match(n));
+            let parent = t.parent();
+            let in_instances = parent.and_then(|p| p.file_name()) == Some("instances".as_ref());
+            let root = parent.and_then(|p| p.parent());
+            let known_root = root.is_some_and(|r| {
+                super::tracefs::STANDARD_ROOTS
+                    .iter()
+                    .any(|s| r == Path::new(s))
+                    || self.mounts.iter().any(|m| m == r)
+            });
+            if !named || !in_instances || !known_root || t.to_string_lossy().contains("/../") {
+                return Err(format!(
+                    "tracefs instance {} is not a private instance of the harness",
+                    t.display()
                 ));
             }
         }
@@ -433,7 +473,10 @@ pub fn recover_leftover() -> Result<Option<String>, String> {
     Ok(Some(format!(
         "restored the THP settings ({} files) and removed {} leftover resource(s) of an interrupted run, from {}",
         state.thp.len() + state.files.len(),
-        state.swapfiles.len() + state.mounts.len() + state.dirs.len(),
+        state.swapfiles.len()
+            + state.mounts.len()
+            + state.dirs.len()
+            + state.tracefs_instances.len(),
         path.display()
     )))
 }
@@ -594,6 +637,11 @@ mod tests {
                 "/nonexistent-parent/khugepaged-harness.12.0".into(),
                 "/nonexistent-parent/khugepaged-harness.13.0".into(),
             ],
+            tracefs_instances: vec![
+                "/sys/kernel/tracing/instances/khugepaged-harness.12.0".into(),
+                "/nonexistent-parent/khugepaged-harness.13.0/instances/khugepaged-harness.13.1"
+                    .into(),
+            ],
         }
     }
 
@@ -623,6 +671,18 @@ mod tests {
                 .push("/nonexistent-parent/khugepaged-harness.13.0/other".into())
         });
         refused(&|s| s.mounts.push("/mnt".into()));
+        refused(&|s| {
+            s.tracefs_instances
+                .push("/sys/kernel/tracing/instances/someone-elses".into())
+        });
+        refused(&|s| {
+            s.tracefs_instances
+                .push("/tmp/instances/khugepaged-harness.1.0".into())
+        });
+        refused(&|s| {
+            s.tracefs_instances
+                .push("/sys/kernel/tracing/events/khugepaged-harness.1.0".into())
+        });
         refused(&|s| {
             s.thp
                 .push(("../../../proc/sys/vm/drop_caches".into(), "3".into()))

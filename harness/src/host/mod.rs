@@ -11,9 +11,11 @@ pub mod kthread;
 pub mod probe;
 pub mod proc;
 pub mod ranges;
+pub mod scenario;
 pub mod signals;
 pub mod swapfile;
 pub mod sysfs;
+pub mod tracefs;
 
 /// Creates a new file readable and writable by the owner only (mode 0600), refusing to reuse
 /// an existing name (O_EXCL) or to follow a symlink (O_NOFOLLOW).

@@ -2,113 +2,12 @@
 //! line), parsed and validated completely, then run on a backend. The language is documented
 //! in fixtures/scenarios/README.md.
 
+pub mod command;
 pub mod parse;
+pub mod record;
 pub mod run;
 
-use std::io::Write;
-use std::path::PathBuf;
+pub use command::main;
 
 pub use parse::{parse_file, parse_str, ParseError, Scenario};
 pub use run::{run_model, run_on, Outcome, ScenarioExt};
-
-/// Usage of `khugepaged scenario`.
-pub const USAGE: &str = "\
-usage: khugepaged scenario [-v] [--profile RELEASE] FILE...
-  Runs scenario files on the model, once per release each file names on its `profile` line
-  (or only RELEASE). -v prints every line run and every collapse decision.
-  Exit status: 0 all passed, 1 a scenario failed, 2 a usage or parse error (nothing runs then).
-";
-
-/// `khugepaged scenario ARGS...`: parses every file first (any error: exit 2 before anything
-/// runs), then runs each on the model. Returns the exit status.
-pub fn main(args: &[String], out: &mut dyn Write, err: &mut dyn Write) -> i32 {
-    let mut verbose = false;
-    let mut only: Option<String> = None;
-    let mut files = Vec::new();
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "-h" | "--help" => {
-                let _ = out.write_all(USAGE.as_bytes());
-                return 0;
-            }
-            "-v" | "--verbose" => verbose = true,
-            "--profile" => match it.next() {
-                Some(r) => match parse::lookup_profile(r) {
-                    Ok(_) => only = Some(r.clone()),
-                    Err(why) => {
-                        let _ = writeln!(err, "khugepaged scenario: --profile {r}: {why}");
-                        return 2;
-                    }
-                },
-                None => {
-                    let _ = writeln!(err, "khugepaged scenario: --profile needs a release");
-                    return 2;
-                }
-            },
-            s if s.starts_with('-') => {
-                let _ = writeln!(err, "khugepaged scenario: unknown option {s}\n{USAGE}");
-                return 2;
-            }
-            f => files.push(PathBuf::from(f)),
-        }
-    }
-    if files.is_empty() {
-        let _ = writeln!(err, "khugepaged scenario: no scenario file given\n{USAGE}");
-        return 2;
-    }
-    let mut parsed = Vec::new();
-    let mut bad = false;
-    for f in &files {
-        match parse_file(f) {
-            Ok(s) => parsed.push(s),
-            Err(errors) => {
-                bad = true;
-                for e in errors {
-                    let _ = writeln!(err, "{e}");
-                }
-            }
-        }
-    }
-    if bad {
-        return 2;
-    }
-    let mut status = 0;
-    for sc in &parsed {
-        let releases: Vec<String> = match &only {
-            Some(r) => vec![r.clone()],
-            None => sc.releases.clone(),
-        };
-        for rel in releases {
-            let o = match run_model(sc, &rel) {
-                Ok(o) => o,
-                Err(e) => {
-                    let _ = writeln!(err, "khugepaged scenario: {e}");
-                    return 2;
-                }
-            };
-            if verbose {
-                for l in &o.log {
-                    let _ = writeln!(out, "{l}");
-                }
-            }
-            match &o.failure {
-                None => {
-                    let _ = writeln!(out, "ok    {} on model {rel}", sc.path.display());
-                }
-                Some(f) => {
-                    status = 1;
-                    let _ = writeln!(
-                        out,
-                        "FAIL  {} on model {rel}\n    {}: `{}`\n    {}",
-                        sc.path.display(),
-                        f.loc,
-                        f.line,
-                        f.why
-                    );
-                }
-            }
-        }
-    }
-    status
-}

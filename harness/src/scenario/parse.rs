@@ -18,6 +18,8 @@ use crate::backend::Madv;
 pub const MAX_PAGES: u64 = 64 * HPAGE_PMD_NR as u64;
 /// Most full scans one `khugepaged` line may ask for.
 pub const MAX_SCANS: u64 = 100;
+/// The longest `sleep` line: an hour of virtual time.
+pub const MAX_SLEEP_MS: u64 = 3_600_000;
 /// Deepest include nesting (a cycle is reported before that).
 const MAX_INCLUDE_DEPTH: usize = 16;
 
@@ -173,10 +175,12 @@ pub const SMAPS_FIELDS: [&str; 5] = [
 
 /// /proc/vmstat counters the model counts (others, e.g. thp_deferred_split_page, are not
 /// modelled yet and are refused rather than read as a silent 0).
-pub const VMSTAT_COUNTERS: [&str; 11] = [
+pub const VMSTAT_COUNTERS: [&str; 13] = [
     "thp_fault_alloc",
+    "thp_file_alloc",
     "thp_split_pmd",
     "thp_split_page",
+    "thp_deferred_split_page",
     "thp_swpout",
     "pswpin",
     "pswpout",
@@ -270,6 +274,8 @@ pub enum Op {
         offset_pages: u64,
     },
     KhugepagedScans(u64),
+    /// The current process sleeps this many milliseconds (khugepaged wakes meanwhile).
+    Sleep(u64),
     KhugepagedUntil {
         map: String,
         max_scans: u64,
@@ -780,6 +786,15 @@ fn parse_op(t: &mut Toks) -> Result<Op, ParseError> {
             t.word("vmstat")?;
             Op::Mark
         }
+        "sleep" => {
+            let ms = t.number("milliseconds")?;
+            if ms == 0 || ms > MAX_SLEEP_MS {
+                t.pos -= 1;
+                return t.fail(format!("1 to {MAX_SLEEP_MS} milliseconds"));
+            }
+            t.word("ms")?;
+            Op::Sleep(ms)
+        }
         "remember" => {
             let map = t.name("a mapping name")?;
             let page = t.range()?;
@@ -797,7 +812,7 @@ fn parse_op(t: &mut Toks) -> Result<Op, ParseError> {
         _ => {
             t.pos -= 1;
             return t.fail(
-                "an operation (set, fork, process, in, on, exit, mmap, memfd, file, munmap, read, write, madvise, collapse, mremap, khugepaged, mark, remember, expect, include, profile)",
+                "an operation (set, fork, process, in, on, exit, mmap, memfd, file, munmap, read, write, madvise, collapse, mremap, khugepaged, sleep, mark, remember, expect, include, profile)",
             );
         }
     };
@@ -1227,7 +1242,7 @@ fn check_stmt(
         }
     };
     match &s.op {
-        Op::Set { .. } | Op::KhugepagedScans(_) | Op::Mark => {}
+        Op::Set { .. } | Op::KhugepagedScans(_) | Op::Sleep(_) | Op::Mark => {}
         Op::Fork { name } => {
             if k.procs.contains_key(name) {
                 return Err(at(

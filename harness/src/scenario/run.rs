@@ -14,18 +14,27 @@ use super::parse::{
 };
 use crate::backend::{Backend, MapTarget, PageObs, PageState};
 use crate::catalogue::DirKind;
+use crate::explain::{self, Attempt};
 use crate::model_backend::ModelBackend;
+use model::khugepaged::CollapseReport;
 
 /// A process handle of a [`ScenarioExt`] backend.
 pub type ProcId = u64;
 
-/// One collapse decision the backend recorded (model: a `CollapseReport`).
+/// One collapse decision the backend recorded (model: a `CollapseReport`; host: a huge_memory
+/// tracepoint).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Decision {
     pub process: ProcId,
-    /// The PMD-aligned address of the range.
-    pub addr: u64,
+    /// The PMD-aligned address of the range; None when the backend cannot tell (the host's
+    /// tracepoints name the mm and a page, not the address: a scan that met no page is not
+    /// placed).
+    pub addr: Option<u64>,
     pub result: ScanResult,
+    /// The decision as the kernel's tracepoint states it (`scan_pmd none_or_zero=1
+    /// referenced=0 unmapped=0`), the form both backends are compared in; None for a decision
+    /// the kernel does not trace (the model's collapse_pte_mapped_thp).
+    pub record: Option<String>,
     /// The decision record in words, for logs and failures.
     pub text: String,
 }
@@ -42,8 +51,22 @@ pub trait ScenarioExt: Backend {
     fn vmstat(&mut self, name: &str) -> Option<u64>;
     /// Creates a file on a tmpfs mounted with `huge=` (open for writing).
     fn create_tmpfs_file(&mut self, huge: &str) -> Result<crate::backend::Fd, Errno>;
-    /// Collapse decisions since the last call, oldest first.
-    fn take_decisions(&mut self) -> Vec<Decision>;
+    /// Collapse decisions since the last call, oldest first. Err when this backend cannot
+    /// observe them (the reason).
+    fn take_decisions(&mut self) -> Result<Vec<Decision>, String>;
+    /// The same, with the model's full decision records of them where the backend has them
+    /// (`--explain`); the default has none.
+    fn take_decisions_explained(&mut self) -> Result<(Vec<Decision>, Vec<CollapseReport>), String> {
+        self.take_decisions().map(|d| (d, Vec::new()))
+    }
+    /// One khugepaged wake-up: a single `khugepaged_do_scan` pass.
+    fn khugepaged_wake(&mut self) -> Result<(), String> {
+        self.khugepaged_pass()
+    }
+    /// After a settings write: returns once khugepaged sleeps again (deterministic mode).
+    fn after_settings_write(&mut self) -> Result<(), String> {
+        self.khugepaged_settle()
+    }
 }
 
 impl ScenarioExt for ModelBackend {
@@ -64,22 +87,17 @@ impl ScenarioExt for ModelBackend {
     }
 
     fn vmstat(&mut self, name: &str) -> Option<u64> {
-        let v = &self.k.vmstat;
-        let c = &self.k.collapse_stats;
-        Some(match name {
-            "thp_fault_alloc" => v.thp_fault_alloc,
-            "thp_split_pmd" => v.thp_split_pmd,
-            "thp_split_page" => v.thp_split_page,
-            "thp_swpout" => v.thp_swpout,
-            "pswpin" => v.pswpin,
-            "pswpout" => v.pswpout,
-            "thp_collapse_alloc" => c.thp_collapse_alloc,
-            "thp_scan_exceed_none_pte" => c.thp_scan_exceed_none_pte,
-            "thp_scan_exceed_swap_pte" => c.thp_scan_exceed_swap_pte,
-            "thp_scan_exceed_share_pte" => c.thp_scan_exceed_share_pte,
-            "pages_collapsed" => self.k.khugepaged_state.pages_collapsed,
-            _ => return None,
-        })
+        if name == "pages_collapsed" {
+            // khugepaged's sysfs counter, read as the file.
+            return self
+                .k
+                .sysfs_read("khugepaged/pages_collapsed")
+                .ok()?
+                .trim()
+                .parse()
+                .ok();
+        }
+        self.k.vmstat_read(name)
     }
 
     fn create_tmpfs_file(&mut self, huge: &str) -> Result<crate::backend::Fd, Errno> {
@@ -97,34 +115,107 @@ impl ScenarioExt for ModelBackend {
         fd
     }
 
-    fn take_decisions(&mut self) -> Vec<Decision> {
-        use model::khugepaged::{CollapseContext, CollapseStage};
-        self.k
-            .take_collapse_log()
-            .into_iter()
-            .map(|r| {
-                let ctx = match r.context {
-                    CollapseContext::Khugepaged => "khugepaged",
-                    CollapseContext::Madvise => "MADV_COLLAPSE",
-                };
-                let stage = match r.stage {
-                    CollapseStage::ScanPmd => "scan_pmd",
-                    CollapseStage::CollapseHugePage => "collapse_huge_page",
-                    CollapseStage::ScanFile => "scan_file",
-                    CollapseStage::PteMappedThp => "collapse_pte_mapped_thp",
-                };
-                Decision {
-                    process: r.pid as ProcId,
-                    addr: r.addr,
-                    result: r.result,
-                    text: format!(
-                        "{ctx} {stage} {:#x}: {} none={} swap={} shared={} referenced={} writable={} present={}",
-                        r.addr, r.result, r.none_or_zero, r.swap, r.shared, r.referenced, r.writable, r.present
-                    ),
-                }
-            })
-            .collect()
+    fn take_decisions(&mut self) -> Result<Vec<Decision>, String> {
+        self.take_decisions_explained().map(|(d, _)| d)
     }
+
+    fn take_decisions_explained(&mut self) -> Result<(Vec<Decision>, Vec<CollapseReport>), String> {
+        let with_writable = self.k.profile.collapse_requires_writable_pte;
+        let log = self.k.take_collapse_log();
+        // The full records only where they carry the pictures (scenarios, --explain).
+        let records = if self.k.decision_detail {
+            log.clone()
+        } else {
+            Vec::new()
+        };
+        Ok((model_decisions(log, with_writable), records))
+    }
+}
+
+/// The model's collapse reports as decisions. A `scan_pmd` that said go and the
+/// `collapse_huge_page` that followed are one decision, as the kernel traces them: one
+/// mm_khugepaged_scan_pmd event, after the collapse, with the scan's counts and the final
+/// result.
+/// `with_writable`: the release's mm_khugepaged_scan_pmd has the `writable` field (up to 6.17,
+/// the releases that require a writable PTE).
+pub fn model_decisions(
+    reports: Vec<model::khugepaged::CollapseReport>,
+    with_writable: bool,
+) -> Vec<Decision> {
+    use model::khugepaged::{CollapseContext, CollapseStage};
+    let mut out: Vec<Decision> = Vec::new();
+    let mut pending_scan: Option<model::khugepaged::CollapseReport> = None;
+    for r in reports {
+        let ctx = match r.context {
+            CollapseContext::Khugepaged => "khugepaged",
+            CollapseContext::Madvise => "MADV_COLLAPSE",
+        };
+        let counts = format!(
+            "{} none={} swap={} shared={} referenced={} writable={} present={}",
+            r.result, r.none_or_zero, r.swap, r.shared, r.referenced, r.writable, r.present
+        );
+        let (scan, stage, record) = match r.stage {
+            CollapseStage::ScanPmd if r.result == ScanResult::Succeed => {
+                pending_scan = Some(r);
+                continue;
+            }
+            CollapseStage::ScanPmd => (None, "scan_pmd", Some(scan_pmd_record(&r, with_writable))),
+            CollapseStage::CollapseHugePage => {
+                let scan = pending_scan
+                    .take()
+                    .filter(|s| s.pid == r.pid && s.addr == r.addr);
+                let rec = scan.as_ref().map(|s| scan_pmd_record(s, with_writable));
+                (scan, "collapse_huge_page", rec)
+            }
+            CollapseStage::ScanFile => (
+                None,
+                "scan_file",
+                Some(format!("scan_file present={} swap={}", r.present, r.swap)),
+            ),
+            CollapseStage::PteMappedThp => (None, "collapse_pte_mapped_thp", None),
+        };
+        let text = match &scan {
+            Some(s) => format!(
+                "{ctx} scan_pmd {:#x}: {} none={} swap={} shared={} referenced={} writable={} present={}; {stage}: {}",
+                s.addr, s.result, s.none_or_zero, s.swap, s.shared, s.referenced, s.writable, s.present, r.result
+            ),
+            None => format!("{ctx} {stage} {:#x}: {counts}", r.addr),
+        };
+        out.push(Decision {
+            process: r.pid as ProcId,
+            addr: Some(r.addr),
+            result: r.result,
+            record,
+            text,
+        });
+    }
+    // A scan that said go but whose collapse was not reported (cannot happen in the model's
+    // hpage_collapse_scan_pmd; kept rather than lost).
+    if let Some(s) = pending_scan {
+        out.push(Decision {
+            process: s.pid as ProcId,
+            addr: Some(s.addr),
+            result: s.result,
+            record: Some(scan_pmd_record(&s, with_writable)),
+            text: format!("scan_pmd {:#x}: {}", s.addr, s.result),
+        });
+    }
+    out
+}
+
+/// The counts mm_khugepaged_scan_pmd prints: none_or_zero, referenced and unmapped (swap
+/// PTEs) on every release from 6.1 to 7.x; `writable` (whether any PTE was writable) up to
+/// 6.17. The sharing count was never in it.
+fn scan_pmd_record(r: &model::khugepaged::CollapseReport, with_writable: bool) -> String {
+    let writable = if with_writable {
+        format!(" writable={}", u32::from(r.writable > 0))
+    } else {
+        String::new()
+    };
+    format!(
+        "scan_pmd none_or_zero={} referenced={} unmapped={}{writable}",
+        r.none_or_zero, r.referenced, r.swap
+    )
 }
 
 /// Why a scenario failed: the line and what went wrong there.
@@ -135,18 +226,24 @@ pub struct Failure {
     pub why: String,
 }
 
-/// The result of one run: the log (every line run, with the decisions it caused) and the
-/// failure, if any.
+/// The result of one run: the log (every line run, with the decisions it caused), the trace
+/// (what each line observed, in a form two backends can be compared in) and the failure, if
+/// any.
 #[derive(Clone, Debug, Default)]
 pub struct Outcome {
     pub log: Vec<String>,
+    pub trace: Vec<String>,
     pub failure: Option<Failure>,
+    /// Every collapse attempt with its decision records, where the backend gives them.
+    pub attempts: Vec<Attempt>,
 }
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 struct Mapping {
     addr: u64,
     pages: u64,
+    /// The processes that have it (the creator and every process forked from one).
+    owners: Vec<ProcId>,
 }
 
 struct Runner<'a, B: ScenarioExt> {
@@ -156,10 +253,19 @@ struct Runner<'a, B: ScenarioExt> {
     names: BTreeMap<ProcId, String>,
     maps: BTreeMap<String, Mapping>,
     next_hint: u64,
-    labels: BTreeMap<String, (Option<u64>, u32)>,
+    /// Remembered pages by label: the page's PFN (the folio's head PFN plus the index).
+    labels: BTreeMap<String, u64>,
     baseline: BTreeMap<&'static str, u64>,
     decisions: Vec<Decision>,
+    /// The decision lines traced for the current scenario line.
+    traced_decisions: std::collections::BTreeSet<String>,
+    /// Why this backend cannot report collapse decisions, if it cannot.
+    no_decisions: Option<String>,
     log: Vec<String>,
+    attempts: Vec<Attempt>,
+    /// The line being run (`file:line: text`), for the attempts it causes.
+    line: String,
+    trace: Vec<String>,
 }
 
 /// The first address hint; every mapping gets its own PMD-aligned stretch after it.
@@ -187,15 +293,69 @@ fn ps() -> u64 {
 
 impl<B: ScenarioExt> Runner<'_, B> {
     fn collect(&mut self) {
-        for d in self.b.take_decisions() {
-            let who = self
-                .names
-                .get(&d.process)
-                .cloned()
-                .unwrap_or_else(|| format!("pid {}", d.process));
+        let (ds, records) = match self.b.take_decisions_explained() {
+            Ok(x) => x,
+            Err(why) => {
+                self.no_decisions = Some(why);
+                return;
+            }
+        };
+        for d in ds {
+            let who = self.who(d.process);
             self.log.push(format!("    # {} ({who})", d.text));
+            // Only decisions on the scenario's own mappings are compared: a host scans every
+            // MM on the machine.
+            // A range scanned again unchanged gives the same decision: how often khugepaged
+            // passes it in one line depends on where its cursor stood among every MM of the
+            // machine, so a repeat is not traced.
+            if let (Some(rec), Some(place)) = (&d.record, self.place(&d)) {
+                let line = format!("  decision [{who}] {place}: {} {rec}", d.result);
+                if self.traced_decisions.insert(line.clone()) {
+                    self.trace.push(line);
+                }
+            }
             self.decisions.push(d);
         }
+        for g in explain::group(records) {
+            let r = &g[0];
+            let map = self
+                .maps
+                .iter()
+                .find(|(_, m)| r.addr < m.addr + m.pages * ps() && m.addr < r.addr + HPAGE_PMD_SIZE)
+                .map_or(String::new(), |(n, _)| format!("{n} "));
+            let title = format!(
+                "{} on {map}({:#x}) in {}",
+                explain::context_name(r.context),
+                r.addr,
+                self.who(r.pid as ProcId)
+            );
+            self.attempts.push(Attempt {
+                title,
+                line: Some(self.line.clone()),
+                records: g,
+            });
+        }
+    }
+
+    fn who(&self, p: ProcId) -> String {
+        self.names
+            .get(&p)
+            .cloned()
+            .unwrap_or_else(|| format!("pid {p}"))
+    }
+
+    /// Where a decision lies, by mapping name and PMD index (`A pmd 0`), when it is on a
+    /// mapping the scenario made in that process.
+    fn place(&self, d: &Decision) -> Option<String> {
+        let addr = d.addr?;
+        self.maps
+            .iter()
+            .filter(|(_, m)| m.owners.contains(&d.process))
+            .find(|(_, m)| addr + HPAGE_PMD_SIZE > m.addr && addr < m.addr + m.pages * ps())
+            .map(|(n, m)| {
+                let first = m.addr & !(HPAGE_PMD_SIZE - 1);
+                format!("{n} pmd {}", (addr - first) / HPAGE_PMD_SIZE)
+            })
     }
 
     fn current_name(&self) -> String {
@@ -206,7 +366,7 @@ impl<B: ScenarioExt> Runner<'_, B> {
     fn map(&self, name: &str) -> R<Mapping> {
         self.maps
             .get(name)
-            .copied()
+            .cloned()
             .ok_or_else(|| format!("no mapping {name}"))
     }
 
@@ -219,6 +379,22 @@ impl<B: ScenarioExt> Runner<'_, B> {
         Ok((m.addr + r.first * ps(), r.pages()))
     }
 
+    /// khugepaged's counters, read around every line that can collapse (compared in traces:
+    /// they count the decisions khugepaged and MADV_COLLAPSE took).
+    fn collapse_counters(&mut self) -> Vec<(&'static str, u64)> {
+        const COUNTERS: [&str; 5] = [
+            "thp_collapse_alloc",
+            "thp_scan_exceed_none_pte",
+            "thp_scan_exceed_swap_pte",
+            "thp_scan_exceed_share_pte",
+            "pages_collapsed",
+        ];
+        COUNTERS
+            .iter()
+            .map(|c| (*c, self.b.vmstat(c).unwrap_or(0)))
+            .collect()
+    }
+
     fn snapshot(&mut self) {
         for c in VMSTAT_COUNTERS {
             if let Some(v) = self.b.vmstat(c) {
@@ -228,13 +404,7 @@ impl<B: ScenarioExt> Runner<'_, B> {
     }
 
     fn khugepaged_wake(&mut self) -> R<()> {
-        let ms: u64 = self
-            .b
-            .thp_read("khugepaged/scan_sleep_millisecs")
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-            .unwrap_or(10_000);
-        self.b.sleep_us(ms.max(1) * 1000);
+        self.b.khugepaged_wake()?;
         self.collect();
         Ok(())
     }
@@ -250,6 +420,7 @@ impl<B: ScenarioExt> Runner<'_, B> {
 
     fn run_block(&mut self, body: &[Stmt]) -> Result<(), Failure> {
         for s in body {
+            self.line = format!("{}:{}: `{}`", s.loc.file.display(), s.loc.line, s.text);
             self.log.push(format!(
                 "{}:{}: [{}] {}",
                 s.loc.file.display(),
@@ -257,8 +428,56 @@ impl<B: ScenarioExt> Runner<'_, B> {
                 self.current_name(),
                 s.text
             ));
+            if !matches!(s.op, Op::In { .. } | Op::On { .. }) {
+                let file = s.loc.file.file_name().unwrap_or_default().to_string_lossy();
+                self.trace.push(format!(
+                    "{file}:{} [{}] {}",
+                    s.loc.line,
+                    self.current_name(),
+                    s.text
+                ));
+            }
+            let collapses = matches!(
+                s.op,
+                Op::KhugepagedScans(_)
+                    | Op::KhugepagedUntil { .. }
+                    | Op::Madvise {
+                        advice: crate::backend::Madv::Collapse,
+                        ..
+                    }
+            );
+            let before = if collapses {
+                self.collapse_counters()
+            } else {
+                Vec::new()
+            };
+            let by_khugepaged = matches!(s.op, Op::KhugepagedScans(_) | Op::KhugepagedUntil { .. });
+            self.traced_decisions.clear();
             let r = self.stmt(s);
             self.collect();
+            if collapses {
+                let deltas: Vec<String> = self
+                    .collapse_counters()
+                    .into_iter()
+                    .zip(before)
+                    .filter(|((_, now), (_, then))| now != then)
+                    .map(|((c, now), (_, then))| {
+                        // A scan count of khugepaged's depends on how often it passed the
+                        // range (see above); a collapse happens once.
+                        if by_khugepaged && c.starts_with("thp_scan_exceed") {
+                            format!("{c} counted")
+                        } else {
+                            format!("{c} +{}", now.saturating_sub(then))
+                        }
+                    })
+                    .collect();
+                if !deltas.is_empty() {
+                    self.trace.push(format!("  vmstat {}", deltas.join(" ")));
+                }
+            }
+            if let Err(Fail::Here(why)) = &r {
+                self.trace.push(format!("  FAIL: {why}"));
+            }
             match r {
                 Ok(()) => {}
                 Err(Fail::Here(why)) => {
@@ -316,15 +535,24 @@ impl<B: ScenarioExt> Runner<'_, B> {
     /// A line without a body.
     fn simple(&mut self, s: &Stmt) -> R<()> {
         match &s.op {
-            Op::Set { path, value } => self
-                .b
-                .thp_write(path, value)
-                .map_err(|e| format!("writing {value} to {path}: {}", e.name())),
+            Op::Set { path, value } => {
+                self.b
+                    .thp_write(path, value)
+                    .map_err(|e| format!("writing {value} to {path}: {}", e.name()))?;
+                // A write of any khugepaged setting may wake it or restart it.
+                self.b.after_settings_write()
+            }
             Op::Fork { name } => {
                 let p = self
                     .b
                     .fork_process()
                     .map_err(|e| format!("fork: {}", e.name()))?;
+                let parent = self.b.current_process();
+                for m in self.maps.values_mut() {
+                    if m.owners.contains(&parent) {
+                        m.owners.push(p);
+                    }
+                }
                 self.procs.insert(name.clone(), p);
                 self.names.insert(p, name.clone());
                 Ok(())
@@ -364,11 +592,13 @@ impl<B: ScenarioExt> Runner<'_, B> {
                     let _ = self.b.close(fd);
                 }
                 let addr = addr.map_err(|e| format!("mmap: {}", e.name()))?;
+                let owners = vec![self.b.current_process()];
                 self.maps.insert(
                     name.clone(),
                     Mapping {
                         addr,
                         pages: *pages,
+                        owners,
                     },
                 );
                 Ok(())
@@ -430,6 +660,7 @@ impl<B: ScenarioExt> Runner<'_, B> {
                     Mapping {
                         addr,
                         pages: m.pages,
+                        owners: vec![self.b.current_process()],
                     },
                 );
                 Ok(())
@@ -464,7 +695,7 @@ impl<B: ScenarioExt> Runner<'_, B> {
                     let mut done = true;
                     for &h in &pmds {
                         let collapsed = self.decisions[since..].iter().any(|d| {
-                            d.process == me && d.addr == h && d.result == ScanResult::Succeed
+                            d.process == me && d.addr == Some(h) && d.result == ScanResult::Succeed
                         });
                         if !collapsed
                             && !self
@@ -484,7 +715,7 @@ impl<B: ScenarioExt> Runner<'_, B> {
                         let last = self.decisions[since..]
                             .iter()
                             .rev()
-                            .find(|d| d.process == me && pmds.contains(&d.addr))
+                            .find(|d| d.process == me && d.addr.is_some_and(|a| pmds.contains(&a)))
                             .map_or("khugepaged never scanned it".to_string(), |d| {
                                 format!("last decision: {}", d.text)
                             });
@@ -500,16 +731,19 @@ impl<B: ScenarioExt> Runner<'_, B> {
                 self.snapshot();
                 Ok(())
             }
+            Op::Sleep(ms) => {
+                self.b.sleep_us(ms * 1000);
+                Ok(())
+            }
             Op::Remember { map, page, label } => {
                 let (addr, _) = self.span(map, None)?;
                 let o = self.b.page_map(addr + page * ps(), 1)?[0];
-                if o.folio.is_none() {
+                let Some(pfn) = page_pfn(&o) else {
                     return Err(format!(
                         "page {page} of {map} is not mapped (nothing to remember)"
                     ));
-                }
-                self.labels
-                    .insert(label.clone(), (o.folio, o.index_in_folio));
+                };
+                self.labels.insert(label.clone(), pfn);
                 Ok(())
             }
             Op::Expect(e) => self.expect(e),
@@ -531,6 +765,7 @@ impl<B: ScenarioExt> Runner<'_, B> {
                     "FilePmdMapped" => s.file_pmd_mapped,
                     _ => s.swap,
                 };
+                self.trace.push(format!("  = {field} {got} kB"));
                 if got == *kb {
                     Ok(())
                 } else {
@@ -541,6 +776,7 @@ impl<B: ScenarioExt> Runner<'_, B> {
                 let (addr, n) = self.span(map, *range)?;
                 let first = range.map_or(0, |r| r.first);
                 let obs = self.b.page_map(addr, n as usize)?;
+                self.trace.push(format!("  = {}", summary(&obs, first)));
                 for (i, o) in obs.iter().enumerate() {
                     if let Some(p) = props.iter().find(|p| !has(o, **p)) {
                         let bad = obs[i..]
@@ -561,7 +797,10 @@ impl<B: ScenarioExt> Runner<'_, B> {
             Expectation::Kpagecount { map, range, count } => {
                 let (addr, n) = self.span(map, *range)?;
                 let first = range.map_or(0, |r| r.first);
-                for (i, o) in self.b.page_map(addr, n as usize)?.iter().enumerate() {
+                let obs = self.b.page_map(addr, n as usize)?;
+                self.trace
+                    .push(format!("  = kpagecount {}", counts(&obs, first)));
+                for (i, o) in obs.iter().enumerate() {
                     let got = if o.folio.is_some() { o.mapcount } else { 0 };
                     if got != *count {
                         return Err(format!(
@@ -581,9 +820,15 @@ impl<B: ScenarioExt> Runner<'_, B> {
             } => {
                 let (addr, _) = self.span(map, None)?;
                 let o = self.b.page_map(addr + page * ps(), 1)?[0];
-                let then = self.labels[label];
-                let now = (o.folio, o.index_in_folio);
-                let is_same = o.folio.is_some() && now == then;
+                let is_same = page_pfn(&o) == Some(self.labels[label]);
+                self.trace.push(format!(
+                    "  = {}",
+                    if is_same {
+                        "the same page"
+                    } else {
+                        "another page"
+                    }
+                ));
                 if is_same == *same {
                     Ok(())
                 } else if *same {
@@ -604,6 +849,7 @@ impl<B: ScenarioExt> Runner<'_, B> {
                     .ok_or_else(|| format!("this backend does not count {counter}"))?;
                 let base = self.baseline.get(counter).copied().unwrap_or(0);
                 let got = now.saturating_sub(base);
+                self.trace.push(format!("  = {counter} +{got}"));
                 if got == *delta {
                     Ok(())
                 } else {
@@ -613,20 +859,47 @@ impl<B: ScenarioExt> Runner<'_, B> {
                 }
             }
             Expectation::ScanResult { map, result } => {
+                if let Some(why) = &self.no_decisions {
+                    return Err(format!(
+                        "this backend cannot observe collapse decisions: {why}"
+                    ));
+                }
                 let m = self.map(map)?;
                 let me = self.b.current_process();
                 let end = m.addr + m.pages * ps();
+                // Only what the kernel traces: both backends see the same decisions then (the
+                // model's collapse_pte_mapped_thp has no tracepoint to compare with).
                 let last = self
                     .decisions
                     .iter()
                     .rev()
-                    .find(|d| d.process == me && d.addr + HPAGE_PMD_SIZE > m.addr && d.addr < end)
+                    .filter(|d| d.process == me && d.record.is_some())
+                    .find(|d| {
+                        d.addr
+                            .is_some_and(|a| a + HPAGE_PMD_SIZE > m.addr && a < end)
+                    })
                     .ok_or_else(|| {
+                        let unplaced: Vec<&str> = self
+                            .decisions
+                            .iter()
+                            .filter(|d| d.process == me && d.addr.is_none())
+                            .map(|d| d.text.as_str())
+                            .collect();
                         format!(
-                            "expected {result}, but no collapse attempt on {map} in process {} yet",
-                            self.current_name()
+                            "expected {result}, but no collapse attempt on {map} in process {} yet{}",
+                            self.current_name(),
+                            if unplaced.is_empty() {
+                                String::new()
+                            } else {
+                                format!(
+                                    " ({} decision(s) in this process could not be placed on a mapping: {})",
+                                    unplaced.len(),
+                                    unplaced.join("; ")
+                                )
+                            }
                         )
                     })?;
+                self.trace.push(format!("  = {}", last.result));
                 if last.result == *result {
                     Ok(())
                 } else {
@@ -638,6 +911,60 @@ impl<B: ScenarioExt> Runner<'_, B> {
             }
         }
     }
+}
+
+/// The PFN of an observed page: its folio's head PFN plus its index (model and host alike
+/// report the head's PFN as the folio identity). A split keeps it.
+fn page_pfn(o: &PageObs) -> Option<u64> {
+    o.folio.map(|f| f + o.index_in_folio as u64)
+}
+
+/// The page states of a range, run-length encoded (`0..255 pte present exclusive o9 |
+/// 256..511 none`): what a pagemap expectation saw, without addresses or page frames, so two
+/// backends compare.
+fn summary(obs: &[PageObs], first: u64) -> String {
+    let word = |o: &PageObs| match o.state {
+        PageState::None => "none".to_string(),
+        PageState::Swap => "swap".to_string(),
+        PageState::Zero => "zero".to_string(),
+        PageState::Present => format!(
+            "{} o{} {}",
+            if o.pmd_mapped { "pmd" } else { "pte" },
+            o.order,
+            if o.exclusive { "exclusive" } else { "shared" }
+        ),
+    };
+    runs(obs.iter().map(word), first)
+}
+
+/// kpagecount of each page of a range, run-length encoded.
+fn counts(obs: &[PageObs], first: u64) -> String {
+    runs(
+        obs.iter()
+            .map(|o| if o.folio.is_some() { o.mapcount } else { 0 }.to_string()),
+        first,
+    )
+}
+
+fn runs(words: impl Iterator<Item = String>, first: u64) -> String {
+    let mut out: Vec<(u64, u64, String)> = Vec::new();
+    for (i, w) in words.enumerate() {
+        let p = first + i as u64;
+        match out.last_mut() {
+            Some((_, last, lw)) if *lw == w => *last = p,
+            _ => out.push((p, p, w)),
+        }
+    }
+    out.iter()
+        .map(|(a, b, w)| {
+            if a == b {
+                format!("{a} {w}")
+            } else {
+                format!("{a}..{b} {w}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" | ")
 }
 
 fn has(o: &PageObs, p: PageProp) -> bool {
@@ -682,14 +1009,23 @@ pub fn run_on<B: ScenarioExt>(sc: &Scenario, release: &str, b: &mut B) -> Outcom
         labels: BTreeMap::new(),
         baseline: BTreeMap::new(),
         decisions: Vec::new(),
+        no_decisions: None,
+        traced_decisions: Default::default(),
         log: Vec::new(),
+        attempts: Vec::new(),
+        line: String::new(),
+        trace: Vec::new(),
     };
-    r.b.take_decisions();
+    if let Err(why) = r.b.take_decisions() {
+        r.no_decisions = Some(why);
+    }
     r.snapshot();
     let failure = r.run_block(&sc.body).err();
     Outcome {
         log: r.log,
+        trace: r.trace,
         failure,
+        attempts: r.attempts,
     }
 }
 
@@ -697,5 +1033,7 @@ pub fn run_on<B: ScenarioExt>(sc: &Scenario, release: &str, b: &mut B) -> Outcom
 pub fn run_model(sc: &Scenario, release: &str) -> Result<Outcome, String> {
     let profile: KernelProfile = super::parse::lookup_profile(release)?;
     let mut b = ModelBackend::new(profile);
+    // `--explain` shows the pictures and per-folio answers of every decision.
+    b.k.decision_detail = true;
     Ok(run_on(sc, release, &mut b))
 }

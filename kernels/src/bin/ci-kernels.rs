@@ -11,8 +11,10 @@ use kernels::{catalog, fetch, matrix, vm};
 const USAGE: &str = "usage: ci/kernels list
        ci/kernels fetch KERNEL...|all
        ci/kernels run [--timeout SECS] [--repeat N] [--c-selftest] KERNEL -- ARGS...
-                 (the harness's arguments; --repeat: N runs in one boot; --c-selftest: run
-                 the release's own C selftest, as `selftest` builds it, instead)
+                 (the harness's arguments; `scenario FILE...` ships the files and their
+                 includes to the guest, and `scenario --record DIR` brings the recordings
+                 back into DIR; --repeat: N runs in one boot; --c-selftest: run the
+                 release's own C selftest, as `selftest` builds it, instead)
        ci/kernels record [--timeout SECS] KERNEL...|all
        ci/kernels selftest [--timeout SECS] KERNEL...|all   (the kernel's own C selftest)
        ci/kernels report [--markdown]
@@ -149,7 +151,15 @@ fn real_main(mut args: Vec<String>) -> Result<i32, String> {
                 return Err(format!("usage error: run takes one KERNEL\n{USAGE}"));
             };
             let f = fetch::resolve(name)?;
-            let mut extra_files = Vec::new();
+            let shipped = if c_selftest {
+                kernels::scenarios::Shipped {
+                    args: harness_args.clone(),
+                    ..Default::default()
+                }
+            } else {
+                kernels::scenarios::ship(&harness_args)?
+            };
+            let mut extra_files = shipped.files.clone();
             let mut argv = if c_selftest {
                 let series = fetch::selftest_series(&f.release)
                     .ok_or_else(|| format!("no source series for release {}", f.release))?;
@@ -161,7 +171,7 @@ fn real_main(mut args: Vec<String>) -> Result<i32, String> {
             } else {
                 vec!["/bin/khugepaged".to_string()]
             };
-            argv.extend(harness_args);
+            argv.extend(shipped.args.clone());
             let job = vm::GuestJob {
                 commands: vec![argv; repeat],
                 extra_files,
@@ -169,6 +179,7 @@ fn real_main(mut args: Vec<String>) -> Result<i32, String> {
                 stream: true,
             };
             let r = vm::boot(&f, &job)?;
+            shipped.bring_back(&r.out)?;
             eprintln!(
                 "ci/kernels: {} exited {} (boot {:.1}s, total {:.1}s)",
                 f.release,
