@@ -156,6 +156,9 @@ fn help_prints_the_selftest_usage() {
                 "--skip",
                 "--shard",
                 "--iterate",
+                // ci/kernels run's (the kernel matrix's) own flags.
+                "--repeat",
+                "--c-selftest",
             ]
             .contains(w)
         })

@@ -163,6 +163,10 @@ pub trait Backend {
     fn thp_read(&mut self, path: &str) -> Result<String, Errno>;
     /// Writes a file below /sys/kernel/mm/transparent_hugepage.
     fn thp_write(&mut self, path: &str, value: &str) -> Result<(), Errno>;
+    /// Reads a block queue's read_ahead_kb (thp_settings.c's dev_queue_read_ahead_path).
+    fn read_ahead_kb(&mut self, path: &str) -> Result<u64, Errno>;
+    /// Writes it.
+    fn set_read_ahead_kb(&mut self, path: &str, kb: u64) -> Result<(), Errno>;
 
     /// Runs `child` in a forked child process and waits for it.
     fn fork(

@@ -303,6 +303,20 @@ impl Backend for ModelBackend {
         self.k.sysfs_write(path, value)
     }
 
+    /// The model's page cache fills only what a test faults: no readahead, which is what the
+    /// selftest's read_ahead_kb of 0 asks for. (Replays have no read_ahead_kb path.)
+    fn read_ahead_kb(&mut self, _path: &str) -> Result<u64, Errno> {
+        Ok(0)
+    }
+
+    fn set_read_ahead_kb(&mut self, _path: &str, kb: u64) -> Result<(), Errno> {
+        if kb == 0 {
+            Ok(())
+        } else {
+            Err(Errno::EINVAL)
+        }
+    }
+
     fn fork(
         &mut self,
         child: &mut dyn FnMut(&mut dyn Backend) -> ChildResult,

@@ -212,7 +212,14 @@ fn run_case_inner(
     if let Some(reason) = unsupported_reason(b, env, case) {
         return CaseResult::skipped(*case, reason);
     }
-    let saved = match ThpSettings::read(b) {
+    // get_finfo() points thp_settings.c at the test file's block queue read_ahead_kb.
+    let read_ahead_path = match env.finfo.as_ref().map(|f| &f.kind) {
+        Some(crate::catalogue::DirKind::Disk {
+            read_ahead_kb_path: Some(p),
+        }) => Some(p.as_str()),
+        _ => None,
+    };
+    let saved = match ThpSettings::read_with_read_ahead(b, read_ahead_path) {
         Ok(s) => s,
         Err(e) => {
             let outcome = Outcome::Fail(format!("reading THP settings failed: {e}"));

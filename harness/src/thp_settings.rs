@@ -25,6 +25,16 @@ pub struct ThpSettings {
     pub hugepages: [Option<String>; 10],
     /// `hugepages-<N>kB/shmem_enabled` by order.
     pub shmem_hugepages: [Option<String>; 10],
+    /// The test file's block queue read_ahead_kb (thp_settings.c's `read_ahead_kb`, read and
+    /// written only when `dev_queue_read_ahead_path` is set: file tests on a disk).
+    pub read_ahead: Option<ReadAhead>,
+}
+
+/// `dev_queue_read_ahead_path` and its value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReadAhead {
+    pub path: String,
+    pub kb: u64,
 }
 
 /// `hugepages-<N>kB/enabled` and `.../shmem_enabled` by order (built once).
@@ -75,7 +85,23 @@ impl ThpSettings {
             pages_to_scan: num(b, "khugepaged/pages_to_scan")?,
             hugepages,
             shmem_hugepages,
+            read_ahead: None,
         })
+    }
+
+    /// `thp_read_settings` with `dev_queue_read_ahead_path` set to `path`.
+    pub fn read_with_read_ahead(
+        b: &mut dyn Backend,
+        path: Option<&str>,
+    ) -> Result<ThpSettings, Errno> {
+        let mut s = ThpSettings::read(b)?;
+        if let Some(path) = path {
+            s.read_ahead = Some(ReadAhead {
+                path: path.to_string(),
+                kb: b.read_ahead_kb(path)?,
+            });
+        }
+        Ok(s)
     }
 
     /// `thp_write_settings`: every file, in thp_settings.c's order.
@@ -121,6 +147,10 @@ impl ThpSettings {
             "khugepaged/pages_to_scan",
             &self.pages_to_scan.to_string(),
         )?;
+        if let Some(ra) = &self.read_ahead {
+            b.set_read_ahead_kb(&ra.path, ra.kb)
+                .map_err(|e| format!("writing {} to {}: {e}", ra.kb, ra.path))?;
+        }
         for o in ORDERS {
             if let Some(v) = &self.hugepages[o as usize] {
                 put(b, &size_files(o).0, v)?;
@@ -152,6 +182,11 @@ impl ThpSettings {
             pages_to_scan: nr * 8,
             hugepages: Default::default(),
             shmem_hugepages: Default::default(),
+            // main()'s default_settings: .read_ahead_kb = 0.
+            read_ahead: current.read_ahead.as_ref().map(|ra| ReadAhead {
+                path: ra.path.clone(),
+                kb: 0,
+            }),
         };
         // Zero-initialised per-size entries are "never"; only existing directories are written.
         for o in ORDERS {

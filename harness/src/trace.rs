@@ -211,6 +211,12 @@ impl Backend for TracingBackend<'_> {
     fn thp_write(&mut self, path: &str, value: &str) -> Result<(), Errno> {
         self.inner.thp_write(path, value)
     }
+    fn read_ahead_kb(&mut self, path: &str) -> Result<u64, Errno> {
+        self.inner.read_ahead_kb(path)
+    }
+    fn set_read_ahead_kb(&mut self, path: &str, kb: u64) -> Result<(), Errno> {
+        self.inner.set_read_ahead_kb(path, kb)
+    }
     fn fork(
         &mut self,
         child: &mut dyn FnMut(&mut dyn Backend) -> ChildResult,

@@ -305,7 +305,8 @@ pub fn report(markdown_only: bool) -> Result<i32, String> {
         .map_err(|e| format!("{}: {e}", root.display()))?
         .flatten()
         .map(|e| e.path())
-        .filter(|p| p.is_dir())
+        // Release directories (scenarios/ holds no traces).
+        .filter(|p| p.is_dir() && !fixture_files(p).is_empty())
         .collect();
     releases.sort_by_key(|p| release_key(&p.file_name().unwrap_or_default().to_string_lossy()));
     let mut rows = Vec::new();
@@ -420,9 +421,39 @@ pub fn report(markdown_only: bool) -> Result<i32, String> {
                 .map(|(_, o)| o.trim_end_matches("; built with gcc -static").to_string())
                 .unwrap_or_default();
             selftests.push_str(&format!("- {release} (from {origin}):\n"));
-            for l in log.lines() {
-                if let Some(c) = l.strip_prefix("## compared with the harness's fixtures: ") {
-                    selftests.push_str(&format!("  - {c}\n"));
+            for c in selftest_comparison(dir)?.unwrap_or_default() {
+                if let Some(first) = &c.c_did_not_run {
+                    selftests.push_str(&format!(
+                        "  - {} (C {}): the C selftest did not run it: {first:?}\n",
+                        c.label, c.exit
+                    ));
+                    continue;
+                }
+                selftests.push_str(&format!(
+                    "  - {} (C {}): on the kernel {}; on the model {}\n",
+                    c.label,
+                    c.exit,
+                    c.kernel.summary(),
+                    if c.model == c.kernel {
+                        "the same".to_string()
+                    } else {
+                        c.model.summary()
+                    }
+                ));
+                for (side, lines) in [
+                    ("C only", &c.kernel.c_only),
+                    ("harness only", &c.kernel.h_only),
+                ] {
+                    for (n, l) in distinct_counted(lines).into_iter().take(MAX_LISTED) {
+                        selftests.push_str(&format!("    - {side}: {n}x `{l}`\n"));
+                    }
+                    let distinct = distinct_counted(lines).len();
+                    if distinct > MAX_LISTED {
+                        selftests.push_str(&format!(
+                            "    - {side}: {} more distinct lines\n",
+                            distinct - MAX_LISTED
+                        ));
+                    }
                 }
             }
         }
@@ -434,7 +465,7 @@ pub fn report(markdown_only: bool) -> Result<i32, String> {
     }
     if !selftests.is_empty() {
         md.push_str(&format!(
-            "\n## The kernels' own C selftest ({SELFTEST_LOG}), step lines against the harness's fixtures\n\n{selftests}"
+            "\n## The kernels' own C selftest ({SELFTEST_LOG}) against the harness\n\nEach selection's step lines in the C output against the harness's on that kernel (its fixtures) and on the model (the same cases with the fixtures' profile and settings), by longest common subsequence; the test file's directory is `$DIR` and a wait's dots after the fourth are folded (their number is timing). Lines only one side has are listed by kernel side, with how often each occurs.\n\n{selftests}"
         ));
     }
     crosscheck::write_atomically(&root.join("MATRIX.md"), &md)?;
@@ -445,6 +476,21 @@ pub fn report(markdown_only: bool) -> Result<i32, String> {
         println!("(also written to {})", root.join("MATRIX.md").display());
     }
     Ok(0)
+}
+
+/// Distinct lines of the report's step-line differences listed per side.
+const MAX_LISTED: usize = 6;
+
+/// The distinct lines of `v` with how often each occurs, in order of first occurrence.
+fn distinct_counted(v: &[String]) -> Vec<(usize, &str)> {
+    let mut out: Vec<(usize, &str)> = Vec::new();
+    for l in v {
+        match out.iter_mut().find(|(_, s)| *s == l.as_str()) {
+            Some(e) => e.0 += 1,
+            None => out.push((1, l)),
+        }
+    }
+    out
 }
 
 fn release_key(r: &str) -> Vec<u32> {
@@ -519,20 +565,49 @@ fn normalize_step(line: &str) -> String {
 fn c_step_lines(lines: &[String]) -> Vec<String> {
     lines
         .iter()
-        .map(|l| strip_ansi(l).trim().trim_start_matches("# ").to_string())
+        .map(|l| {
+            // A progress line rewritten with '\r' ends as its last version.
+            let l = strip_ansi(l);
+            let last = l.rsplit('\r').find(|p| !p.trim().is_empty()).unwrap_or("");
+            last.trim().trim_start_matches("# ").to_string()
+        })
         .filter(|l| {
             l.contains("...")
                 && (l.ends_with("OK") || l.ends_with("Fail") || l.ends_with("Skip"))
                 && !l.starts_with("Save THP")
                 && !l.starts_with("Restore THP")
         })
-        .map(|l| normalize_step(&l))
+        .map(|l| comparable_step(&l))
         .collect()
 }
 
-/// Compares two sequences of step lines by their longest common subsequence: how many are
-/// common, and the first line only one side has.
-fn compare_steps(label: &str, c: &[String], h: &[String]) -> String {
+/// A step line as the comparison with the C selftest takes it: the test file's directory as
+/// `$DIR`, and a khugepaged wait's dots after the first folded into it. The C prints one dot
+/// per failed check, every 0.5 s: whether the first check failed is the test's business
+/// ("msg...." against "msg..."), how many more followed is timing.
+pub fn comparable_step(line: &str) -> String {
+    let line = normalize_step(line);
+    let mut out = String::with_capacity(line.len());
+    let mut dots = 0;
+    for ch in line.chars() {
+        dots = if ch == '.' { dots + 1 } else { 0 };
+        if dots <= 4 {
+            out.push(ch);
+        }
+    }
+    out
+}
+
+/// Two sequences of step lines compared by their longest common subsequence.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StepDiff {
+    pub common: usize,
+    /// Lines only the C selftest printed, and only the harness, in order.
+    pub c_only: Vec<String>,
+    pub h_only: Vec<String>,
+}
+
+pub fn diff_steps(c: &[String], h: &[String]) -> StepDiff {
     let (n, m) = (c.len(), h.len());
     let mut t = vec![vec![0u32; m + 1]; n + 1];
     for i in (0..n).rev() {
@@ -551,34 +626,48 @@ fn compare_steps(label: &str, c: &[String], h: &[String]) -> String {
             i += 1;
             j += 1;
         } else if j == m || (i < n && t[i + 1][j] >= t[i][j + 1]) {
-            c_only.push(&c[i]);
+            c_only.push(c[i].clone());
             i += 1;
         } else {
-            h_only.push(&h[j]);
+            h_only.push(h[j].clone());
             j += 1;
         }
     }
-    let common = t[0][0];
-    if c_only.is_empty() && h_only.is_empty() {
-        return format!("{label}: all {common} step lines equal");
+    StepDiff {
+        common: t[0][0] as usize,
+        c_only,
+        h_only,
     }
-    let first = |v: &[&String]| {
-        v.first()
-            .map(|s| format!("{s:?}"))
-            .unwrap_or_else(|| "-".into())
-    };
-    format!(
-        "{label}: {common} step lines equal; {} only in the selftest (first {}), {} only in the harness's fixtures (first {})",
-        c_only.len(),
-        first(&c_only),
-        h_only.len(),
-        first(&h_only)
-    )
 }
 
-/// The harness's step lines for a selection, from the recorded fixtures, in the selftest's
-/// case order.
-fn harness_step_lines(dir: &Path, args: &[&str]) -> Result<Vec<String>, String> {
+impl StepDiff {
+    /// One line: the counts, with the first line only each side has.
+    pub fn summary(&self) -> String {
+        if self.c_only.is_empty() && self.h_only.is_empty() {
+            return format!("all {} step lines equal", self.common);
+        }
+        let first = |v: &[String]| {
+            v.first()
+                .map(|s| format!("{s:?}"))
+                .unwrap_or_else(|| "-".into())
+        };
+        format!(
+            "{} equal; {} only in the C (first {}), {} only in the harness (first {})",
+            self.common,
+            self.c_only.len(),
+            first(&self.c_only),
+            self.h_only.len(),
+            first(&self.h_only)
+        )
+    }
+}
+
+fn compare_steps(label: &str, c: &[String], h: &[String]) -> String {
+    format!("{label}: {}", diff_steps(c, h).summary())
+}
+
+/// The recorded fixtures of a selection, in the selftest's case order.
+fn selection_fixtures(dir: &Path, args: &[&str]) -> Result<Vec<(PathBuf, String)>, String> {
     let args: Vec<String> = args
         .iter()
         .filter(|a| **a != "--extras" && **a != "--record")
@@ -604,18 +693,116 @@ fn harness_step_lines(dir: &Path, args: &[&str]) -> Result<Vec<String>, String> 
     let mut out = Vec::new();
     for case in harness::cli::select_cases(&o) {
         let p = dir.join(crosscheck::fixture_name(&case, &env));
-        let Ok(text) = fs::read_to_string(&p) else {
-            continue;
-        };
-        for l in text.lines() {
-            for verdict in ["step ok: ", "step fail: ", "step skip: "] {
-                if let Some(line) = l.strip_prefix(verdict) {
-                    out.push(normalize_step(line.trim()));
-                }
-            }
+        if let Ok(text) = fs::read_to_string(&p) {
+            out.push((p, text));
         }
     }
     Ok(out)
+}
+
+/// The step lines of a trace, comparable with the C's.
+fn trace_step_lines(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|l| {
+            ["step ok: ", "step fail: ", "step skip: "]
+                .iter()
+                .find_map(|v| l.strip_prefix(v))
+        })
+        .map(|l| comparable_step(l.trim()))
+        .collect()
+}
+
+/// The harness's step lines for a selection on the kernel, from the recorded fixtures.
+fn harness_step_lines(dir: &Path, args: &[&str]) -> Result<Vec<String>, String> {
+    Ok(selection_fixtures(dir, args)?
+        .iter()
+        .flat_map(|(_, text)| trace_step_lines(text))
+        .collect())
+}
+
+/// The same cases on the model, with the profile, environment and settings each fixture
+/// recorded (as its replay runs them).
+fn model_step_lines(dir: &Path, args: &[&str]) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    for (p, text) in selection_fixtures(dir, args)? {
+        let at = |e: String| format!("{}: {e}", p.display());
+        let (header, _) = harness::trace::parse(&text).map_err(at)?;
+        let profile = model::KernelProfile::by_name(&header.profile)
+            .map_or_else(|| model::KernelProfile::for_release(&header.kernel), Ok)
+            .map_err(|e| at(e.to_string()))?;
+        let case = harness::cli::all_cases()
+            .into_iter()
+            .find(|c| c.id() == header.case)
+            .ok_or_else(|| at(format!("unknown case {:?}", header.case)))?;
+        let env = crosscheck::env_from_header(&header.env).map_err(at)?;
+        let read_only = header.read_only_thp_for_fs.unwrap_or(matches!(
+            env.finfo.as_ref().map(|f| &f.kind),
+            Some(harness::catalogue::DirKind::Disk { .. })
+        ));
+        let run = crosscheck::model_trace(&profile, read_only, &env, &case);
+        out.extend(trace_step_lines(run.trace.as_deref().unwrap_or("")));
+    }
+    Ok(out)
+}
+
+/// One selection of a release's selftest.log compared with the harness's step lines.
+#[derive(Debug)]
+pub struct SelftestComparison {
+    pub label: &'static str,
+    /// The C printed no step line: its first line of output (a usage message, when that
+    /// release's selftest lacks an option the selection needs).
+    pub c_did_not_run: Option<String>,
+    /// How the C run ended (`## exit` line).
+    pub exit: String,
+    pub kernel: StepDiff,
+    pub model: StepDiff,
+}
+
+/// Reads `dir`'s selftest.log and compares each selection's step lines with the recorded
+/// fixtures (the harness on that kernel) and with the model run on the same cases (the
+/// release's profile). None when the release has no selftest.log.
+pub fn selftest_comparison(dir: &Path) -> Result<Option<Vec<SelftestComparison>>, String> {
+    let Ok(log) = fs::read_to_string(dir.join(SELFTEST_LOG)) else {
+        return Ok(None);
+    };
+    let mut out = Vec::new();
+    let mut section: Option<(&'static str, Vec<String>)> = None;
+    for l in log.lines() {
+        if let Some(args) = l.strip_prefix("## khugepaged ") {
+            section = C_SELECTIONS
+                .iter()
+                .find(|(_, a)| a.join(" ") == args.trim())
+                .map(|(label, _)| (*label, Vec::new()));
+        } else if let Some(exit) = l.strip_prefix("## exit ") {
+            let Some((label, lines)) = section.take() else {
+                continue;
+            };
+            let harness_args = SELECTIONS
+                .iter()
+                .find(|(l, _)| *l == label)
+                .map(|(_, a)| *a)
+                .unwrap_or(&[]);
+            let c = c_step_lines(&lines);
+            let c_did_not_run = c.is_empty().then(|| {
+                lines
+                    .iter()
+                    .map(|l| l.trim())
+                    .find(|l| !l.is_empty())
+                    .unwrap_or("no output")
+                    .to_string()
+            });
+            out.push(SelftestComparison {
+                label,
+                c_did_not_run,
+                exit: exit.to_string(),
+                kernel: diff_steps(&c, &harness_step_lines(dir, harness_args)?),
+                model: diff_steps(&c, &model_step_lines(dir, harness_args)?),
+            });
+        } else if let Some((_, lines)) = section.as_mut() {
+            lines.push(l.to_string());
+        }
+    }
+    Ok(Some(out))
 }
 
 fn selftest_one(k: &str, timeout: Duration) -> Result<String, String> {
@@ -697,13 +884,11 @@ fn selftest_one(k: &str, timeout: Duration) -> Result<String, String> {
             .find(|(l, _)| l == label)
             .map(|(_, a)| *a)
             .unwrap_or(&[]);
+        // The comparison is `ci/kernels report`'s (it follows re-recorded fixtures); the
+        // summary shows it once.
         let c = c_step_lines(lines);
         let h = harness_step_lines(&dir, harness_args)?;
-        let verdict = compare_steps(label, &c, &h);
-        log.push_str(&format!(
-            "## compared with the harness's fixtures: {verdict}\n"
-        ));
-        summary.push_str(&format!("\n  {verdict}"));
+        summary.push_str(&format!("\n  {}", compare_steps(label, &c, &h)));
     }
     if !has_disk {
         log.push_str(&format!("\n## not run: all:file on ext4: {release} has no virtio_blk or ext4 (no loadable modules in its packages)\n"));
@@ -711,4 +896,90 @@ fn selftest_one(k: &str, timeout: Duration) -> Result<String, String> {
     fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
     crosscheck::write_atomically(&dir.join(SELFTEST_LOG), &log)?;
     Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn a_waits_dots_after_the_first_tick_are_timing() {
+        assert_eq!(comparable_step("Collapse.... OK"), "Collapse.... OK");
+        assert_eq!(comparable_step("Collapse....... Fail"), "Collapse.... Fail");
+        assert_eq!(comparable_step("Collapse... OK"), "Collapse... OK");
+        assert_eq!(
+            comparable_step("Opening /mnt/x/collapse_test_file read only... OK"),
+            "Opening $DIR/collapse_test_file read only... OK"
+        );
+    }
+
+    #[test]
+    fn c_step_lines_take_the_last_version_of_a_rewritten_line_and_drop_ktap_prefixes() {
+        let c = lines(&[
+            "TAP version 13",
+            "# Save THP and khugepaged settings... OK",
+            "Construct 1/512...\rConstruct 2/512...\rConstruct 512/512... OK",
+            "# Collapse multiple fully populated PTE table...... Fail",
+            "ok 2 collapse_full",
+            "Restore THP and khugepaged settings... OK",
+        ]);
+        assert_eq!(
+            c_step_lines(&c),
+            lines(&[
+                "Construct 512/512... OK",
+                "Collapse multiple fully populated PTE table.... Fail"
+            ])
+        );
+    }
+
+    /// Selections where a release's own C selftest printed exactly the harness's step lines,
+    /// on the kernel and on the model: the harness's text must stay the C's there.
+    #[test]
+    fn the_c_selftests_print_the_harness_step_lines() {
+        for (release, label) in [
+            ("6.1.0-50-amd64", "all:all tmpfs"),
+            ("6.12.95+deb12-amd64", "-s 2 all:anon"),
+            ("7.3.4+deb13-amd64", "-s 4 all:shmem"),
+        ] {
+            let dir = fixtures_root().join(release);
+            let all = selftest_comparison(&dir)
+                .unwrap_or_else(|e| panic!("{release}: {e}"))
+                .unwrap_or_else(|| panic!("{release}: no {SELFTEST_LOG}"));
+            let c = all
+                .iter()
+                .find(|c| c.label == label)
+                .unwrap_or_else(|| panic!("{release}: no {label} in {SELFTEST_LOG}"));
+            assert!(c.kernel.common > 0, "{release} {label}: nothing compared");
+            assert!(
+                c.kernel.c_only.is_empty() && c.kernel.h_only.is_empty(),
+                "{release} {label}, on the kernel: {}",
+                c.kernel.summary()
+            );
+            assert_eq!(c.model, c.kernel, "{release} {label}, on the model");
+        }
+    }
+
+    #[test]
+    fn diff_steps_lists_what_only_one_side_has() {
+        let d = diff_steps(
+            &lines(&["a", "b", "c", "d"]),
+            &lines(&["a", "x", "c", "d", "e"]),
+        );
+        assert_eq!(d.common, 3);
+        assert_eq!(d.c_only, lines(&["b"]));
+        assert_eq!(d.h_only, lines(&["x", "e"]));
+        assert!(d
+            .summary()
+            .starts_with("3 equal; 1 only in the C (first \"b\")"));
+        let same = diff_steps(&lines(&["a"]), &lines(&["a"]));
+        assert_eq!(same.summary(), "all 1 step lines equal");
+        assert_eq!(
+            distinct_counted(&lines(&["x", "y", "x"])),
+            vec![(2, "x"), (1, "y")]
+        );
+    }
 }

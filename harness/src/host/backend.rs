@@ -293,6 +293,20 @@ impl Backend for HostBackend {
         sysfs::write_abs("/proc/sys/vm/drop_caches", "3")
     }
 
+    fn read_ahead_kb(&mut self, path: &str) -> Result<u64, Errno> {
+        std::fs::read_to_string(path)
+            .map_err(|e| sysfs::errno_of(&e))?
+            .trim()
+            .parse()
+            .map_err(|_| Errno::EINVAL)
+    }
+
+    /// The case's journal saved this file before the case began (isolate.rs), so every exit
+    /// path puts it back.
+    fn set_read_ahead_kb(&mut self, path: &str, kb: u64) -> Result<(), Errno> {
+        sysfs::write_abs(path, &kb.to_string())
+    }
+
     fn smaps(&mut self, addr: u64) -> Result<Option<SmapsFields>, String> {
         proc::smaps_at(addr)
     }
@@ -408,7 +422,9 @@ impl Backend for HostBackend {
         let mut line = ProgressLine::new(self.show_progress);
         let mut last_scans = read_scans();
         let mut last_progress = Instant::now();
-        let mut last_dot = Instant::now();
+        // khugepaged.c prints a dot after each check that failed, the first one right away,
+        // then every TICK (0.5 s); this loop checks more often but dots at the same times.
+        let mut last_dot: Option<Instant> = None;
         loop {
             if done(self) {
                 return false;
@@ -424,9 +440,9 @@ impl Backend for HostBackend {
             if last_progress.elapsed() >= self.stall_timeout {
                 return true;
             }
-            if last_dot.elapsed() >= Duration::from_millis(500) {
+            if last_dot.is_none_or(|t| t.elapsed() >= Duration::from_millis(500)) {
                 tick();
-                last_dot = Instant::now();
+                last_dot = Some(Instant::now());
                 line.show(&format!(
                     "full_scans {}/{full_scans_target}",
                     scans.map_or("?".into(), |s| s.to_string())

@@ -925,6 +925,14 @@ impl Backend for HostScenario {
     fn drop_caches(&mut self) -> Result<(), Errno> {
         self.main.drop_caches()
     }
+    fn read_ahead_kb(&mut self, path: &str) -> Result<u64, Errno> {
+        self.main.read_ahead_kb(path)
+    }
+    /// Scenarios set no read_ahead_kb (only the selftest's disk file cases do), and their
+    /// journal does not save it: refused.
+    fn set_read_ahead_kb(&mut self, _path: &str, _kb: u64) -> Result<(), Errno> {
+        Err(Errno::EPERM)
+    }
     fn smaps(&mut self, addr: u64) -> Result<Option<SmapsFields>, String> {
         if self.is_main() {
             return self.main.smaps(addr);

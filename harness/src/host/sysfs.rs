@@ -24,7 +24,7 @@ pub fn checked(path: &str) -> Result<String, Errno> {
     }
 }
 
-fn errno_of(e: &std::io::Error) -> Errno {
+pub(crate) fn errno_of(e: &std::io::Error) -> Errno {
     e.raw_os_error()
         .and_then(Errno::from_number)
         .unwrap_or(Errno::EINVAL)

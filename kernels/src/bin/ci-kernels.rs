@@ -2,18 +2,23 @@
 //! record KERNEL… | report. Exit codes: the guest's for `run`, else 0 ok, 1 failure,
 //! 2 usage error.
 
+use std::fs;
 use std::time::Duration;
 
+use kernels::protocol::MARK;
 use kernels::{catalog, fetch, matrix, vm};
 
 const USAGE: &str = "usage: ci/kernels list
        ci/kernels fetch KERNEL...|all
-       ci/kernels run [--timeout SECS] KERNEL -- ARGS...   (the harness's arguments;
-           `scenario FILE...` ships the files and their includes to the guest, and
-           `scenario --record DIR` brings the recordings back into DIR)
+       ci/kernels run [--timeout SECS] [--repeat N] [--c-selftest] KERNEL -- ARGS...
+                 (the harness's arguments; `scenario FILE...` ships the files and their
+                 includes to the guest, and `scenario --record DIR` brings the recordings
+                 back into DIR; --repeat: N runs in one boot; --c-selftest: run the
+                 release's own C selftest, as `selftest` builds it, instead)
        ci/kernels record [--timeout SECS] KERNEL...|all
        ci/kernels selftest [--timeout SECS] KERNEL...|all   (the kernel's own C selftest)
        ci/kernels report [--markdown]
+       ci/kernels probe [--timeout SECS] KERNEL...|all   (checks the deterministic khugepaged mode)
 KERNEL is a series from `list` (6.1, 6.12, ..., 7.3), or a path: a kernel build tree (with
 vmlinux), a .deb or a directory of .debs, a bzImage or a vmlinux. The cache is $KHUGEPAGED_KERNELS_CACHE,
 else /var/cache/khugepaged-kernels (root) or $XDG_CACHE_HOME/khugepaged-kernels.";
@@ -48,6 +53,32 @@ fn take_timeout(args: &mut Vec<String>, default: u64) -> Result<Duration, String
         return Ok(Duration::from_secs(v));
     }
     Ok(Duration::from_secs(default))
+}
+
+/// `--repeat N` (default 1).
+fn take_repeat(args: &mut Vec<String>) -> Result<usize, String> {
+    let Some(i) = args.iter().position(|a| a == "--repeat") else {
+        return Ok(1);
+    };
+    let n = args
+        .get(i + 1)
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|&n| n >= 1)
+        .ok_or("usage error: --repeat needs a number of runs (1 or more)")?;
+    args.drain(i..i + 2);
+    Ok(n)
+}
+
+/// Removes `flag` (before the `--`) and says whether it was there.
+fn take_flag(args: &mut Vec<String>, flag: &str) -> bool {
+    let end = args.iter().position(|a| a == "--").unwrap_or(args.len());
+    match args[..end].iter().position(|a| a == flag) {
+        Some(i) => {
+            args.remove(i);
+            true
+        }
+        None => false,
+    }
 }
 
 fn main() {
@@ -108,6 +139,8 @@ fn real_main(mut args: Vec<String>) -> Result<i32, String> {
         }
         "run" => {
             let timeout = take_timeout(&mut args, 1800)?;
+            let repeat = take_repeat(&mut args)?;
+            let c_selftest = take_flag(&mut args, "--c-selftest");
             let sep = args
                 .iter()
                 .position(|a| a == "--")
@@ -118,12 +151,30 @@ fn real_main(mut args: Vec<String>) -> Result<i32, String> {
                 return Err(format!("usage error: run takes one KERNEL\n{USAGE}"));
             };
             let f = fetch::resolve(name)?;
-            let shipped = kernels::scenarios::ship(&harness_args)?;
-            let mut argv = vec!["/bin/khugepaged".to_string()];
+            let shipped = if c_selftest {
+                kernels::scenarios::Shipped {
+                    args: harness_args.clone(),
+                    ..Default::default()
+                }
+            } else {
+                kernels::scenarios::ship(&harness_args)?
+            };
+            let mut extra_files = shipped.files.clone();
+            let mut argv = if c_selftest {
+                let series = fetch::selftest_series(&f.release)
+                    .ok_or_else(|| format!("no source series for release {}", f.release))?;
+                let (bin, version) = fetch::selftest_binary(series)?;
+                eprintln!("ci/kernels: the C selftest of linux-source-{series} {version}");
+                let data = fs::read(&bin).map_err(|e| format!("{}: {e}", bin.display()))?;
+                extra_files.push(("bin/khugepaged-c".to_string(), data, 0o755));
+                vec!["/bin/khugepaged-c".to_string()]
+            } else {
+                vec!["/bin/khugepaged".to_string()]
+            };
             argv.extend(shipped.args.clone());
             let job = vm::GuestJob {
-                commands: vec![argv],
-                extra_files: shipped.files.clone(),
+                commands: vec![argv; repeat],
+                extra_files,
                 timeout,
                 stream: true,
             };
@@ -145,6 +196,35 @@ fn real_main(mut args: Vec<String>) -> Result<i32, String> {
         "selftest" => {
             let timeout = take_timeout(&mut args, 3600)?;
             matrix::selftest_all(&kernels_from(&args)?, timeout)
+        }
+        "probe" => {
+            let timeout = take_timeout(&mut args, 600)?;
+            let mut failed = 0;
+            for k in kernels_from(&args)? {
+                let f = fetch::resolve(&k)?;
+                let job = vm::GuestJob {
+                    commands: vec![vec!["/init".to_string(), "probe".to_string()]],
+                    extra_files: Vec::new(),
+                    timeout,
+                    stream: false,
+                };
+                let r = vm::boot(&f, &job)?;
+                let report: Vec<&String> = r
+                    .console
+                    .iter()
+                    .skip_while(|l| !l.contains(&format!("{MARK} run 0")))
+                    .skip(1)
+                    .take_while(|l| !l.contains(&format!("{MARK} exit 0")))
+                    .collect();
+                println!("{} ({}):", k, f.release);
+                for l in report {
+                    println!("  {l}");
+                }
+                if r.status != 0 {
+                    failed += 1;
+                }
+            }
+            Ok(i32::from(failed > 0))
         }
         "report" => matrix::report(args.iter().any(|a| a == "--markdown")),
         "-h" | "--help" | "help" => {
