@@ -561,24 +561,37 @@ fn normalize_step(line: &str) -> String {
 }
 
 /// The step lines of selftest output ("<what>... OK|Fail|Skip"), without the settings
-/// save/restore lines the harness does not trace.
+/// save/restore lines the harness does not trace. A verdict printed on a line of its own
+/// (7.2+'s collapse_compound_extreme: the message with ksft_print_msg, then " OK") completes
+/// the message line before it, which the harness's trace records as that step's text.
 fn c_step_lines(lines: &[String]) -> Vec<String> {
-    lines
-        .iter()
-        .map(|l| {
-            // A progress line rewritten with '\r' ends as its last version.
-            let l = strip_ansi(l);
-            let last = l.rsplit('\r').find(|p| !p.trim().is_empty()).unwrap_or("");
-            last.trim().trim_start_matches("# ").to_string()
-        })
-        .filter(|l| {
-            l.contains("...")
-                && (l.ends_with("OK") || l.ends_with("Fail") || l.ends_with("Skip"))
-                && !l.starts_with("Save THP")
-                && !l.starts_with("Restore THP")
-        })
-        .map(|l| comparable_step(&l))
-        .collect()
+    let mut out = Vec::new();
+    let mut previous: Option<String> = None;
+    for l in lines {
+        // A progress line rewritten with '\r' ends as its last version.
+        let l = strip_ansi(l);
+        let last = l.rsplit('\r').find(|p| !p.trim().is_empty()).unwrap_or("");
+        let l = last.trim().trim_start_matches("# ").to_string();
+        let bare_verdict = matches!(l.as_str(), "OK" | "Fail" | "Skip");
+        if bare_verdict {
+            if let Some(p) = previous.take() {
+                out.push(comparable_step(&p));
+            }
+            continue;
+        }
+        let is_step = l.contains("...")
+            && (l.ends_with("OK") || l.ends_with("Fail") || l.ends_with("Skip"))
+            && !l.starts_with("Save THP")
+            && !l.starts_with("Restore THP");
+        if is_step {
+            out.push(comparable_step(&l));
+            previous = None;
+        } else {
+            previous =
+                (!l.is_empty() && !l.starts_with("ok ") && !l.starts_with("not ok ")).then_some(l);
+        }
+    }
+    out
 }
 
 /// A step line as the comparison with the C selftest takes it: the test file's directory as
@@ -932,6 +945,24 @@ mod tests {
             lines(&[
                 "Construct 512/512... OK",
                 "Collapse multiple fully populated PTE table.... Fail"
+            ])
+        );
+    }
+
+    #[test]
+    fn a_verdict_on_its_own_line_completes_the_message_before_it() {
+        let c = lines(&[
+            "# Run test: collapse_compound_extreme (khugepaged:anon)",
+            "# Construct PTE page table full of different PTE-mapped compound pages",
+            " OK",
+            "# Collapse PTE table full of different compound pages.... OK",
+            "ok 46 collapse_compound_extreme",
+        ]);
+        assert_eq!(
+            c_step_lines(&c),
+            lines(&[
+                "Construct PTE page table full of different PTE-mapped compound pages",
+                "Collapse PTE table full of different compound pages.... OK"
             ])
         );
     }
