@@ -50,20 +50,23 @@ const ANON_ORDERS: [u8; 3] = [0, 2, 4];
 fn model_trials() -> Vec<Trial> {
     let mut trials = Vec::new();
     for profile in KernelProfile::eras() {
-        let prefix = if profile == KernelProfile::v6_18() {
-            "model".to_string()
+        let release = if profile == KernelProfile::v6_18() {
+            String::new()
         } else {
-            format!("model@{}", profile.name)
+            format!("@{}", profile.name)
         };
+        let prefix = format!("model{release}");
         for mode in [KhugepagedMode::Selftest, KhugepagedMode::Deterministic] {
+            let backend = match mode {
+                KhugepagedMode::Selftest => "model",
+                KhugepagedMode::Deterministic => "model-deterministic",
+            };
             for anon_order in ANON_ORDERS {
-                let mut name = prefix.clone();
-                if mode == KhugepagedMode::Deterministic {
-                    name = name.replacen("model", "model-deterministic", 1);
-                }
-                if anon_order != 0 {
-                    name = format!("{name}/s{anon_order}");
-                }
+                let order = match anon_order {
+                    0 => String::new(),
+                    n => format!("/s{n}"),
+                };
+                let name = format!("{backend}{release}{order}");
                 let env = Env {
                     anon_order,
                     finfo: Some(FileInfo::model_tmpfs("advise")),

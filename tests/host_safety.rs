@@ -270,6 +270,18 @@ fn khugepaged(
 
 /// Repairs whatever an earlier run (or an earlier failed iteration) left, with the lock this
 /// test holds, so every iteration starts from the same machine state and takes the same path.
+/// Runs `f` with the host lock held, on a machine `--recover` left clean, and checks that the
+/// machine is as it was before `f` ran; `what` heads the failure message.
+fn machine_restored_around(what: &str, f: impl FnOnce(&HostLock)) {
+    let lock = HostLock::acquire().expect("host lock");
+    start_clean(&lock);
+    let before = snapshot_held();
+    f(&lock);
+    let after = snapshot_held();
+    drop(lock);
+    assert!(before == after, "{what}\n{}", diff(&before, &after));
+}
+
 fn start_clean(lock: &HostLock) {
     let out = khugepaged(&["--recover"], None, None, Some(lock));
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
@@ -383,49 +395,44 @@ fn sigkill_at_every_crash_point_is_repaired_by_the_next_start() {
     let walk = sample(&all, 7);
     let start = Instant::now();
     for &n in &walk {
-        let lock = HostLock::acquire().expect("host lock");
-        start_clean(&lock);
-        let before = snapshot_held();
-        let log = fresh_log("kill");
-        let out = khugepaged(WALK_ARGS, Some(&log), Some(&n.to_string()), Some(&lock));
-        let seen = points(&log);
-        let _ = std::fs::remove_file(&log);
         let at = format!("point {n} of {} ({:?})", all.len(), all[n - 1].what);
-        assert_eq!(
-            out.status.signal(),
-            Some(libc::SIGKILL),
-            "{at}: the run was not killed\n{}",
-            text(&out)
-        );
-        assert_eq!(
-            seen.len(),
-            n,
-            "{at}: the run stopped after {} points",
-            seen.len()
-        );
-        assert_eq!(
-            seen[n - 1].what,
-            all[n - 1].what,
-            "{at}: the crashed run took another path"
-        );
-        let journal_left = journal::journal_path().exists();
-        let next = khugepaged(&["--recover"], None, None, Some(&lock));
-        let stderr = String::from_utf8_lossy(&next.stderr);
-        assert_eq!(next.status.code(), Some(0), "{at}: {}", text(&next));
-        if journal_left {
-            assert!(
-                stderr.contains("restored the THP settings")
-                    && stderr.contains("of an interrupted run"),
-                "{at}: the next start did not say it restored\n{}",
-                text(&next)
-            );
-        }
-        let after = snapshot_held();
-        drop(lock);
-        assert!(
-            before == after,
-            "{at}: the machine differs after the next start\n{}",
-            diff(&before, &after)
+        machine_restored_around(
+            &format!("{at}: the machine differs after the next start"),
+            |lock| {
+                let log = fresh_log("kill");
+                let out = khugepaged(WALK_ARGS, Some(&log), Some(&n.to_string()), Some(lock));
+                let seen = points(&log);
+                let _ = std::fs::remove_file(&log);
+                assert_eq!(
+                    out.status.signal(),
+                    Some(libc::SIGKILL),
+                    "{at}: the run was not killed\n{}",
+                    text(&out)
+                );
+                assert_eq!(
+                    seen.len(),
+                    n,
+                    "{at}: the run stopped after {} points",
+                    seen.len()
+                );
+                assert_eq!(
+                    seen[n - 1].what,
+                    all[n - 1].what,
+                    "{at}: the crashed run took another path"
+                );
+                let journal_left = journal::journal_path().exists();
+                let next = khugepaged(&["--recover"], None, None, Some(lock));
+                let stderr = String::from_utf8_lossy(&next.stderr);
+                assert_eq!(next.status.code(), Some(0), "{at}: {}", text(&next));
+                if journal_left {
+                    assert!(
+                        stderr.contains("restored the THP settings")
+                            && stderr.contains("of an interrupted run"),
+                        "{at}: the next start did not say it restored\n{}",
+                        text(&next)
+                    );
+                }
+            },
         );
     }
     eprintln!(
@@ -444,31 +451,21 @@ fn sigint_at_every_crash_point_restores_and_exits_130() {
     let walk = sample(&all, 13);
     let start = Instant::now();
     for &n in &walk {
-        let lock = HostLock::acquire().expect("host lock");
-        start_clean(&lock);
-        let before = snapshot_held();
-        let log = fresh_log("int");
-        let out = khugepaged(
-            WALK_ARGS,
-            Some(&log),
-            Some(&format!("{n}:INT")),
-            Some(&lock),
-        );
-        let _ = std::fs::remove_file(&log);
         let at = format!("point {n} of {} ({:?})", all.len(), all[n - 1].what);
-        assert_eq!(out.status.code(), Some(130), "{at}: {}", text(&out));
-        assert!(
-            String::from_utf8_lossy(&out.stderr)
-                .contains("interrupted by signal 2; THP settings restored"),
-            "{at}: {}",
-            text(&out)
-        );
-        let after = snapshot_held();
-        drop(lock);
-        assert!(
-            before == after,
-            "{at}: the machine differs after the interrupted run\n{}",
-            diff(&before, &after)
+        machine_restored_around(
+            &format!("{at}: the machine differs after the interrupted run"),
+            |lock| {
+                let log = fresh_log("int");
+                let out = khugepaged(WALK_ARGS, Some(&log), Some(&format!("{n}:INT")), Some(lock));
+                let _ = std::fs::remove_file(&log);
+                assert_eq!(out.status.code(), Some(130), "{at}: {}", text(&out));
+                assert!(
+                    String::from_utf8_lossy(&out.stderr)
+                        .contains("interrupted by signal 2; THP settings restored"),
+                    "{at}: {}",
+                    text(&out)
+                );
+            },
         );
     }
     eprintln!(
@@ -503,50 +500,45 @@ fn killing_the_coordinator_alone_ends_its_case_process() {
         .collect();
     let start = Instant::now();
     for &n in &walk {
-        let lock = HostLock::acquire().expect("host lock");
-        start_clean(&lock);
-        let before = snapshot_held();
-        let log = fresh_log("parent");
-        let out = khugepaged(
-            WALK_ARGS,
-            Some(&log),
-            Some(&format!("{n}:PARENT")),
-            Some(&lock),
-        );
-        let seen = points(&log);
-        let _ = std::fs::remove_file(&log);
         let at = format!("point {n} of {} ({:?})", all.len(), all[n - 1].what);
-        assert_eq!(
-            out.status.signal(),
-            Some(libc::SIGKILL),
-            "{at}: the coordinator was not killed\n{}",
-            text(&out)
-        );
-        assert_eq!(
-            seen[n - 1].what,
-            all[n - 1].what,
-            "{at}: the crashed run took another path"
-        );
-        let case_pid: i32 = seen[n - 1].pid.parse().expect("pid in the log");
-        let next = khugepaged(&["--recover"], None, None, Some(&lock));
-        assert_eq!(next.status.code(), Some(0), "{at}: {}", text(&next));
-        // Dying with the coordinator is immediate (PR_SET_PDEATHSIG): by now the case
-        // process, parked at the point until it is killed, is gone (at most a zombie waiting
-        // to be reaped by init).
-        let state = std::fs::read_to_string(format!("/proc/{case_pid}/stat")).ok();
-        assert!(
-            state.as_deref().is_none_or(|s| s
-                .rsplit(')')
-                .next()
-                .is_some_and(|r| r.trim_start().starts_with('Z'))),
-            "{at}: the case process {case_pid} outlived its coordinator: {state:?}"
-        );
-        let after = snapshot_held();
-        drop(lock);
-        assert!(
-            before == after,
-            "{at}: the machine differs after the next start\n{}",
-            diff(&before, &after)
+        machine_restored_around(
+            &format!("{at}: the machine differs after the next start"),
+            |lock| {
+                let log = fresh_log("parent");
+                let out = khugepaged(
+                    WALK_ARGS,
+                    Some(&log),
+                    Some(&format!("{n}:PARENT")),
+                    Some(lock),
+                );
+                let seen = points(&log);
+                let _ = std::fs::remove_file(&log);
+                assert_eq!(
+                    out.status.signal(),
+                    Some(libc::SIGKILL),
+                    "{at}: the coordinator was not killed\n{}",
+                    text(&out)
+                );
+                assert_eq!(
+                    seen[n - 1].what,
+                    all[n - 1].what,
+                    "{at}: the crashed run took another path"
+                );
+                let case_pid: i32 = seen[n - 1].pid.parse().expect("pid in the log");
+                let next = khugepaged(&["--recover"], None, None, Some(lock));
+                assert_eq!(next.status.code(), Some(0), "{at}: {}", text(&next));
+                // Dying with the coordinator is immediate (PR_SET_PDEATHSIG): by now the case
+                // process, parked at the point until it is killed, is gone (at most a zombie waiting
+                // to be reaped by init).
+                let state = std::fs::read_to_string(format!("/proc/{case_pid}/stat")).ok();
+                assert!(
+                    state.as_deref().is_none_or(|s| s
+                        .rsplit(')')
+                        .next()
+                        .is_some_and(|r| r.trim_start().starts_with('Z'))),
+                    "{at}: the case process {case_pid} outlived its coordinator: {state:?}"
+                );
+            },
         );
     }
     eprintln!(
@@ -577,18 +569,10 @@ fn scenario_sigkill_at_every_crash_point_is_repaired_by_the_next_start() {
     let args = scenario_args();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let log = fresh_log("scenario-count");
-    let lock = HostLock::acquire().expect("host lock");
-    start_clean(&lock);
-    let before = snapshot_held();
-    let out = khugepaged(&args, Some(&log), None, Some(&lock));
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    let after = snapshot_held();
-    drop(lock);
-    assert!(
-        before == after,
-        "normal scenario run: {}",
-        diff(&before, &after)
-    );
+    machine_restored_around("normal scenario run", |lock| {
+        let out = khugepaged(&args, Some(&log), None, Some(lock));
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    });
     let all = points(&log);
     let _ = std::fs::remove_file(&log);
     for kind in [
@@ -604,27 +588,22 @@ fn scenario_sigkill_at_every_crash_point_is_repaired_by_the_next_start() {
     let walk = sample(&all, 7);
     let start = Instant::now();
     for &n in &walk {
-        let lock = HostLock::acquire().expect("host lock");
-        start_clean(&lock);
-        let before = snapshot_held();
-        let log = fresh_log("scenario-kill");
-        let out = khugepaged(&args, Some(&log), Some(&n.to_string()), Some(&lock));
-        let _ = std::fs::remove_file(&log);
         let at = format!("point {n} of {} ({:?})", all.len(), all[n - 1].what);
-        assert_eq!(
-            out.status.signal(),
-            Some(libc::SIGKILL),
-            "{at}: the run was not killed\n{}",
-            text(&out)
-        );
-        let next = khugepaged(&["--recover"], None, None, Some(&lock));
-        assert_eq!(next.status.code(), Some(0), "{at}: {}", text(&next));
-        let after = snapshot_held();
-        drop(lock);
-        assert!(
-            before == after,
-            "{at}: the machine differs after the next start\n{}",
-            diff(&before, &after)
+        machine_restored_around(
+            &format!("{at}: the machine differs after the next start"),
+            |lock| {
+                let log = fresh_log("scenario-kill");
+                let out = khugepaged(&args, Some(&log), Some(&n.to_string()), Some(lock));
+                let _ = std::fs::remove_file(&log);
+                assert_eq!(
+                    out.status.signal(),
+                    Some(libc::SIGKILL),
+                    "{at}: the run was not killed\n{}",
+                    text(&out)
+                );
+                let next = khugepaged(&["--recover"], None, None, Some(lock));
+                assert_eq!(next.status.code(), Some(0), "{at}: {}", text(&next));
+            },
         );
     }
     eprintln!(
