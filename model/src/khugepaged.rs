@@ -358,12 +358,14 @@ impl Kernel {
     }
 
     /// `find_pmd_or_thp_or_none`. The model has no PUD level of its own: a PUD table exists
-    /// once anything in that 1 GiB range has had a page table.
+    /// once anything in that 1 GiB range has had a page table. From 6.19 both cases are
+    /// SCAN_NO_PTE_TABLE ([`crate::profile::Switch::ScanNoPteTable`]).
     fn find_pmd_or_thp_or_none(&self, pid: Pid, haddr: u64) -> ScanResult {
         let pt = &self.mms[&pid].page_table;
         match pt.pmd(haddr) {
             Pmd::Huge(_) | Pmd::HugeZero => ScanResult::PmdMapped,
             Pmd::Table(_) => ScanResult::Succeed,
+            Pmd::None if self.profile.scan_no_pte_table => ScanResult::NoPteTable,
             Pmd::None => {
                 if pt.pud_present(haddr) {
                     ScanResult::PmdNone

@@ -189,6 +189,7 @@ pub enum Switch {
     UnderusedThpShrinker,
     MmId,
     CollapseRequiresWritablePte,
+    ScanNoPteTable,
     FileThpWithoutReadOnlyConfig,
     KhugepagedMthpCollapse,
     MadviseCollapseWritesBackDirty,
@@ -225,6 +226,7 @@ impl Switch {
         Switch::UnderusedThpShrinker,
         Switch::MmId,
         Switch::CollapseRequiresWritablePte,
+        Switch::ScanNoPteTable,
         Switch::FileThpWithoutReadOnlyConfig,
         Switch::KhugepagedMthpCollapse,
         Switch::MadviseCollapseWritesBackDirty,
@@ -243,6 +245,7 @@ impl Switch {
             Switch::UnderusedThpShrinker => "underused_thp_shrinker",
             Switch::MmId => "mm_id",
             Switch::CollapseRequiresWritablePte => "collapse_requires_writable_pte",
+            Switch::ScanNoPteTable => "scan_no_pte_table",
             Switch::FileThpWithoutReadOnlyConfig => "file_thp_without_read_only_config",
             Switch::KhugepagedMthpCollapse => "khugepaged_mthp_collapse",
             Switch::MadviseCollapseWritesBackDirty => "madvise_collapse_writes_back_dirty",
@@ -511,6 +514,38 @@ impl Switch {
                                linux-source-7.2 and 7.3",
                 },
             ],
+            Switch::ScanNoPteTable => &[
+                Change {
+                    release: Release::OLDEST,
+                    value: "no",
+                    commit: "find_pmd_or_thp_or_none() tells SCAN_PMD_NULL from SCAN_PMD_NONE \
+                             (6.1)",
+                    what: "a range without a PTE table is SCAN_PMD_NONE when the PMD entry is \
+                           empty and SCAN_PMD_NULL otherwise (no PMD level, a non-present or \
+                           bad PMD, no PTE table to map); MADV_COLLAPSE steps over \
+                           SCAN_PMD_NULL but stops at SCAN_PMD_NONE (EINVAL)",
+                    evidence: SRC_61_612,
+                },
+                Change {
+                    release: Release {
+                        major: 6,
+                        minor: 19,
+                    },
+                    value: "yes",
+                    commit: "mm/khugepaged: continue to collapse on SCAN_PMD_NONE; \
+                             mm/khugepaged: unify SCAN_PMD_NONE and SCAN_PMD_NULL into \
+                             SCAN_NO_PTE_TABLE",
+                    what: "every such range is SCAN_NO_PTE_TABLE (tracepoint status \
+                           `no_pte_table`), which MADV_COLLAPSE steps over and \
+                           collapse_pte_mapped_thp treats as an emptied range (installs the \
+                           PMD)",
+                    evidence: "the huge_memory status strings of Debian's vmlinux images: \
+                               pmd_null and pmd_none up to 6.18.15, no_pte_table from 6.19.14 \
+                               on; read in linux-source-7.2 and 7.3 (mm/khugepaged.c \
+                               find_pmd_or_thp_or_none, madvise_collapse); seen as \
+                               `status=no_pte_table` in the 7.3 guest's scenario runs",
+                },
+            ],
             Switch::FileThpWithoutReadOnlyConfig => &[
                 Change {
                     release: Release::OLDEST,
@@ -636,6 +671,8 @@ pub struct KernelProfile {
     /// Regular-file collapse without CONFIG_READ_ONLY_THP_FOR_FS;
     /// [`Switch::FileThpWithoutReadOnlyConfig`].
     pub file_thp_without_read_only_config: bool,
+    /// One SCAN_NO_PTE_TABLE for SCAN_PMD_NULL and SCAN_PMD_NONE; [`Switch::ScanNoPteTable`].
+    pub scan_no_pte_table: bool,
     /// khugepaged collapses anonymous memory to mTHP orders; [`Switch::KhugepagedMthpCollapse`].
     pub khugepaged_mthp_collapse: bool,
     /// MADV_COLLAPSE writes dirty file folios back and retries;
@@ -660,6 +697,7 @@ impl KernelProfile {
             shmem_mthp: false,
             zap_batches_large_folio_ptes: false,
             file_thp_without_read_only_config: false,
+            scan_no_pte_table: false,
             khugepaged_mthp_collapse: false,
             madvise_collapse_writes_back_dirty: false,
         };
@@ -702,6 +740,7 @@ impl KernelProfile {
             Switch::MmId => self.mm_id = on,
             Switch::CollapseRequiresWritablePte => self.collapse_requires_writable_pte = !on,
             Switch::FileThpWithoutReadOnlyConfig => self.file_thp_without_read_only_config = on,
+            Switch::ScanNoPteTable => self.scan_no_pte_table = on,
             Switch::KhugepagedMthpCollapse => self.khugepaged_mthp_collapse = on,
             Switch::MadviseCollapseWritesBackDirty => self.madvise_collapse_writes_back_dirty = on,
         }
@@ -924,7 +963,7 @@ mod tests {
         let eras: Vec<&str> = KernelProfile::eras().iter().map(|p| p.name).collect();
         assert_eq!(
             eras,
-            ["6.1", "6.6", "6.8", "6.9", "6.10", "6.11", "6.12", "6.15", "6.18", "7.2"]
+            ["6.1", "6.6", "6.8", "6.9", "6.10", "6.11", "6.12", "6.15", "6.18", "6.19", "7.2"]
         );
     }
 }
