@@ -372,6 +372,43 @@ pub struct HostScenario {
     /// A failure of the machinery (a worker gone, a tracefs read), reported with the next
     /// decisions.
     broken: Option<String>,
+    /// The process that keeps khugepaged's MM list from running empty (see [`sentinel`]).
+    sentinel: Option<(ProcId, UnixStream)>,
+}
+
+/// Size of the sentinel's advised area: it holds one whole PMD range wherever it lands.
+const SENTINEL_LEN: u64 = 2 * model::HPAGE_PMD_SIZE;
+
+/// Starts a worker outside the scenario whose MM khugepaged has registered. With the MM
+/// list empty, khugepaged sleeps until an MM joins it (`khugepaged_wait_work` waits on
+/// `khugepaged_wait_event` without a timeout, and `__khugepaged_enter` wakes it when it adds
+/// the first MM); it then runs a pass at once, outside the deterministic mode's control. In a
+/// fresh qemu guest the scenario's first MADV_HUGEPAGE did that, and the pass sometimes
+/// collapsed a range the scenario was still building. With this MM registered first, the list
+/// never runs empty while the scenario runs. Registration needs an anon_vma
+/// (`__thp_vma_allowable_orders` refuses khugepaged a VMA without one), so the worker writes
+/// a page first and drops it after MADV_HUGEPAGE: the area stays empty. Its decisions are on
+/// an MM the tracer does not know, so they are not the scenario's (and their vmstat share is
+/// subtracted as any other process's).
+fn sentinel(main: &HostBackend) -> Result<(ProcId, UnixStream), String> {
+    let (pid, sock) =
+        spawn_worker(main, &[]).map_err(|e| format!("forking khugepaged's sentinel: {e}"))?;
+    let addr = ask_on(&sock, &format!("mmap 0 {SENTINEL_LEN} anon 0"))
+        .map_err(|e| format!("sentinel mmap: {e}"))?;
+    for (what, req) in [
+        ("write", format!("write {addr} 1")),
+        (
+            "MADV_HUGEPAGE",
+            format!("madvise {addr} {SENTINEL_LEN} {}", Madv::HugePage.number()),
+        ),
+        (
+            "MADV_DONTNEED",
+            format!("madvise {addr} {SENTINEL_LEN} {}", Madv::DontNeed.number()),
+        ),
+    ] {
+        ask_on(&sock, &req).map_err(|e| format!("sentinel {what}: {e}"))?;
+    }
+    Ok((pid as ProcId, sock))
 }
 
 const SLEEP_FILES: [&str; 2] = [
@@ -386,6 +423,7 @@ impl HostScenario {
         tracefs: Option<&Path>,
     ) -> Result<HostScenario, String> {
         let mut main = HostBackend::default();
+        let sentinel = sentinel(&main)?;
         for f in SLEEP_FILES {
             sysfs::write(f, &PARKED_SLEEP_MILLISECS.to_string())
                 .map_err(|e| format!("writing {f}: {e}"))?;
@@ -415,6 +453,7 @@ impl HostScenario {
             pending: Vec::new(),
             file_maps: BTreeMap::new(),
             broken: None,
+            sentinel: Some(sentinel),
         };
         s.register(pid);
         Ok(s)
@@ -548,7 +587,7 @@ impl HostScenario {
     fn place_pageless(&self, p: ProcId, result: ScanResult) -> Option<u64> {
         let want_pmd = match result {
             ScanResult::PmdMapped => true,
-            ScanResult::PmdNull | ScanResult::PmdNone => false,
+            ScanResult::PmdNull | ScanResult::PmdNone | ScanResult::NoPteTable => false,
             _ => return None,
         };
         let mut found = None;
@@ -626,6 +665,10 @@ impl HostScenario {
         // collapse_huge_page and isolate come before the scan_pmd that ends the decision.
         let mut detail: Vec<String> = Vec::new();
         let mut isolates: BTreeMap<i32, String> = BTreeMap::new();
+        // The frame each task's last mm_collapse_huge_page_isolate met: a page of the range
+        // being collapsed, where the scan_pmd that ends the decision prints none (7.3's
+        // scan_pfn is the folio that failed the scan, -1 for a success).
+        let mut isolate_pfns: BTreeMap<i32, u64> = BTreeMap::new();
         for e in events {
             let mm_proc = e.mm().and_then(|m| self.mm_ids.get(&m).copied());
             self.tally_foreign(&e, mm_proc.is_some(), &mut isolates);
@@ -645,6 +688,10 @@ impl HostScenario {
                 }
                 "mm_collapse_huge_page_isolate" => {
                     // No mm: it belongs to the scan_pmd that follows in the same task.
+                    match e.hex("scan_pfn").filter(|&v| v != u64::MAX) {
+                        Some(f) => isolate_pfns.insert(e.pid, f),
+                        None => isolate_pfns.remove(&e.pid),
+                    };
                     detail.push(format!(
                         "isolate none_or_zero={} referenced={} status={}",
                         e.get("none_or_zero").unwrap_or("?"),
@@ -654,6 +701,7 @@ impl HostScenario {
                 }
                 "mm_khugepaged_scan_pmd" | "mm_khugepaged_scan_file" => {
                     let taken = std::mem::take(&mut detail);
+                    let isolate_pfn = isolate_pfns.remove(&e.pid);
                     let Some(p) = mm_proc else { continue };
                     let file = e.name == "mm_khugepaged_scan_file";
                     let status = e.get(if file { "result" } else { "status" }).unwrap_or("?");
@@ -664,7 +712,10 @@ impl HostScenario {
                         ));
                         continue;
                     };
-                    let pfn = e.hex("scan_pfn").filter(|&v| v != u64::MAX);
+                    let pfn = e
+                        .hex("scan_pfn")
+                        .filter(|&v| v != u64::MAX)
+                        .or(isolate_pfn.filter(|_| !file));
                     // A file's folio need not be mapped by the process (it may still map
                     // the small pages the folio replaced): then by the file's name.
                     let addr = match pfn {
@@ -731,6 +782,11 @@ impl HostScenario {
         let ps: Vec<ProcId> = self.workers.keys().copied().collect();
         for p in ps {
             let _ = self.exit_process(p);
+        }
+        if let Some((p, sock)) = self.sentinel.take() {
+            let _ = ask_on(&sock, "exit");
+            drop(sock);
+            wait_gone(p, true);
         }
     }
 }
