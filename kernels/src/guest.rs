@@ -280,8 +280,13 @@ fn send_out() -> Result<usize, String> {
 /// Reports `status` through isa-debug-exit (qemu exits with status*2+1), or powers off.
 pub fn finish(status: u8) -> ! {
     say(&format!("done status {status}"));
-    // SAFETY: sync(2) takes no arguments.
-    unsafe { libc::sync() };
+    // The host needs this line before qemu exits: wait until the console's UART has sent it
+    // (without this, the exit sometimes came first under load and the run looked cut short).
+    // SAFETY: tcdrain on stdout (the console) and sync(2) take no pointers.
+    unsafe {
+        libc::tcdrain(1);
+        libc::sync();
+    }
     if let Ok(f) = fs::OpenOptions::new().write(true).open("/dev/port") {
         use std::os::unix::fs::FileExt;
         let _ = f.write_at(&[status], protocol::DEBUG_EXIT_PORT);

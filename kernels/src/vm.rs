@@ -316,7 +316,10 @@ fn boot_in(
         } else {
             format!("qemu failed ({status}): {}", stderr_text.trim())
         };
-        return Err(format!("{why}; last console lines:\n{}", tail(15)));
+        return Err(format!(
+            "{why} (qemu: {status}); last console lines:\n{}",
+            tail(15)
+        ));
     };
     if guest_status == protocol::STATUS_INIT_FAILED {
         return Err(format!(
