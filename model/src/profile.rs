@@ -189,6 +189,7 @@ pub enum Switch {
     UnderusedThpShrinker,
     MmId,
     CollapseRequiresWritablePte,
+    RetractPageTablesEveryMm,
     ScanNoPteTable,
     FileThpWithoutReadOnlyConfig,
     KhugepagedMthpCollapse,
@@ -217,6 +218,7 @@ impl Switch {
     /// Every switch, in the order its first change happened.
     pub const ALL: &'static [Switch] = &[
         Switch::LargeFolioCowReuse,
+        Switch::RetractPageTablesEveryMm,
         Switch::AnonMthp,
         Switch::ZapBatchesLargeFolioPtes,
         Switch::KhugepagedSharing,
@@ -246,6 +248,7 @@ impl Switch {
             Switch::MmId => "mm_id",
             Switch::CollapseRequiresWritablePte => "collapse_requires_writable_pte",
             Switch::ScanNoPteTable => "scan_no_pte_table",
+            Switch::RetractPageTablesEveryMm => "retract_page_tables_every_mm",
             Switch::FileThpWithoutReadOnlyConfig => "file_thp_without_read_only_config",
             Switch::KhugepagedMthpCollapse => "khugepaged_mthp_collapse",
             Switch::MadviseCollapseWritesBackDirty => "madvise_collapse_writes_back_dirty",
@@ -514,6 +517,34 @@ impl Switch {
                                linux-source-7.2 and 7.3",
                 },
             ],
+            Switch::RetractPageTablesEveryMm => &[
+                Change {
+                    release: Release::OLDEST,
+                    value: "no",
+                    commit: "retract_page_tables() under each MM's mmap_write_trylock (6.1)",
+                    what: "after collapse_file, page tables over the range are retracted in \
+                           every MM whose mmap_lock khugepaged can take; MADV_COLLAPSE \
+                           retracts only its own and maps the new THP there itself \
+                           (set_huge_pmd), so its scan_file reports SCAN_SUCCEED (a VMA with \
+                           an anon_vma: SCAN_FAIL)",
+                    evidence: "read in Debian's linux-source-6.1 (retract_page_tables with \
+                               target_mm, set_huge_pmd); seen on Debian's 6.1.0-50 in the qemu \
+                               guest: MADV_COLLAPSE of a memfd traces scan_file \
+                               result=succeeded",
+                },
+                Change {
+                    release: Release { major: 6, minor: 6 },
+                    value: "yes",
+                    commit: "mm/khugepaged: retract_page_tables() without mmap or vma lock",
+                    what: "retract_page_tables takes no MM lock and retracts in every MM; \
+                           MADV_COLLAPSE's collapse_file answers SCAN_PTE_MAPPED_HUGEPAGE and \
+                           the call maps the THP through collapse_pte_mapped_thp",
+                    evidence: "read in Debian's linux-source-6.12 (collapse_file: `if (cc && \
+                               !cc->is_khugepaged) result = SCAN_PTE_MAPPED_HUGEPAGE`); the \
+                               release is the series' merge (6.6), not checked on a 6.2 .. \
+                               6.5 kernel",
+                },
+            ],
             Switch::ScanNoPteTable => &[
                 Change {
                     release: Release::OLDEST,
@@ -671,6 +702,8 @@ pub struct KernelProfile {
     /// Regular-file collapse without CONFIG_READ_ONLY_THP_FOR_FS;
     /// [`Switch::FileThpWithoutReadOnlyConfig`].
     pub file_thp_without_read_only_config: bool,
+    /// [`Switch::RetractPageTablesEveryMm`].
+    pub retract_page_tables_every_mm: bool,
     /// One SCAN_NO_PTE_TABLE for SCAN_PMD_NULL and SCAN_PMD_NONE; [`Switch::ScanNoPteTable`].
     pub scan_no_pte_table: bool,
     /// khugepaged collapses anonymous memory to mTHP orders; [`Switch::KhugepagedMthpCollapse`].
@@ -698,6 +731,7 @@ impl KernelProfile {
             zap_batches_large_folio_ptes: false,
             file_thp_without_read_only_config: false,
             scan_no_pte_table: false,
+            retract_page_tables_every_mm: false,
             khugepaged_mthp_collapse: false,
             madvise_collapse_writes_back_dirty: false,
         };
@@ -741,6 +775,7 @@ impl KernelProfile {
             Switch::CollapseRequiresWritablePte => self.collapse_requires_writable_pte = !on,
             Switch::FileThpWithoutReadOnlyConfig => self.file_thp_without_read_only_config = on,
             Switch::ScanNoPteTable => self.scan_no_pte_table = on,
+            Switch::RetractPageTablesEveryMm => self.retract_page_tables_every_mm = on,
             Switch::KhugepagedMthpCollapse => self.khugepaged_mthp_collapse = on,
             Switch::MadviseCollapseWritesBackDirty => self.madvise_collapse_writes_back_dirty = on,
         }
