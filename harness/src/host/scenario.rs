@@ -581,25 +581,49 @@ impl HostScenario {
         pmds.next().is_none().then_some(h)
     }
 
-    /// A decision that met no page (scan_pfn -1): a range found PMD-mapped, or without a
-    /// page table, is placed when exactly one whole PMD range of the process looked so before
-    /// the pass (512 present frames in a row from an aligned head; no present frame).
+    /// A decision whose scan_pfn names no page (-1) is placed when exactly one whole PMD
+    /// range of the process looked as the result requires before the pass: found PMD-mapped
+    /// (512 present frames in a row from an aligned head); without a page table (no present
+    /// frame); a verdict on a page met (at least one present frame, not PMD-mapped). The last
+    /// happens on 6.1, whose event names the folio of the page before the one that failed
+    /// (none when the first present page failed), and on 7.3, which names only a failing
+    /// folio. Counts of none or swap PTEs can come from any range: those stay unplaced.
     fn place_pageless(&self, p: ProcId, result: ScanResult) -> Option<u64> {
-        let want_pmd = match result {
-            ScanResult::PmdMapped => true,
-            ScanResult::PmdNull | ScanResult::PmdNone | ScanResult::NoPteTable => false,
+        #[derive(PartialEq)]
+        enum Looks {
+            PmdMapped,
+            Empty,
+            PtePages,
+        }
+        let want = match result {
+            ScanResult::PmdMapped => Looks::PmdMapped,
+            ScanResult::PmdNull | ScanResult::PmdNone | ScanResult::NoPteTable => Looks::Empty,
+            ScanResult::Succeed
+            | ScanResult::ExceedSharedPte
+            | ScanResult::LackReferencedPage
+            | ScanResult::PageRo
+            | ScanResult::PageNull
+            | ScanResult::ScanAbort
+            | ScanResult::PageCount
+            | ScanResult::PageLru
+            | ScanResult::PageLock
+            | ScanResult::PageAnon
+            | ScanResult::PageCompound => Looks::PtePages,
             _ => return None,
         };
         let mut found = None;
         for (&h, frames) in self.pmd_frames.get(&p)? {
-            let looks = if want_pmd {
-                frames.len() == model::HPAGE_PMD_NR
-                    && frames[0] % model::HPAGE_PMD_NR as u64 == 0
-                    && frames.windows(2).all(|w| w[1] == w[0] + 1)
+            let pmd_mapped = frames.len() == model::HPAGE_PMD_NR
+                && frames[0] % model::HPAGE_PMD_NR as u64 == 0
+                && frames.windows(2).all(|w| w[1] == w[0] + 1);
+            let looks = if pmd_mapped {
+                Looks::PmdMapped
+            } else if frames.is_empty() {
+                Looks::Empty
             } else {
-                frames.is_empty()
+                Looks::PtePages
             };
-            if looks {
+            if looks == want {
                 if found.is_some() {
                     return None;
                 }
