@@ -367,14 +367,6 @@ fn replay_trials() -> Vec<Trial> {
 /// The shipped scenarios on this host and on the model with this kernel's profile, compared
 /// (`khugepaged scenario --backend both`); ignored, with the reason, where the host cannot run
 /// them.
-/// Why host scenario trials are ignored by default (they run with `--include-ignored`; the
-/// model runs and the recorded replays run always): on 6.18 an area is sometimes found
-/// collapsed between two lines although the deterministic mode should keep khugepaged asleep
-/// there. Seen in 1 of 8 CLI runs of mremap-misaligned.scn (B 511..1022 PMD-mapped right after
-/// the mremap) and once for linux-mm-page0-child-only.scn under `cargo test`; cause not found.
-const HOST_RACE: &str = "an unexplained collapse between two lines on the host, now and then \
-     (issue 14); run with --include-ignored";
-
 fn host_trials() -> Vec<Trial> {
     use harness::host::isolate::{preflight, Preflight};
     use harness::host::scenario::{run_scenario, HostRun};
@@ -409,11 +401,12 @@ fn host_trials() -> Vec<Trial> {
                     Some(d) => Err(Failed::from(d)),
                 }
             });
-            let why = match &unsupported {
-                Some(reason) => format!("host: {reason}"),
-                None => HOST_RACE.to_string(),
-            };
-            trial.with_kind(why).with_ignored_flag(true)
+            match &unsupported {
+                Some(reason) => trial
+                    .with_kind(format!("host: {reason}"))
+                    .with_ignored_flag(true),
+                None => trial,
+            }
         })
         .collect()
 }
