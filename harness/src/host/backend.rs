@@ -464,6 +464,7 @@ impl Backend for HostBackend {
     }
 
     fn khugepaged_settle(&mut self) -> Result<(), String> {
+        super::kthread::register_with_khugepaged()?;
         let pid = super::kthread::wait_until_asleep(self.khugepaged_pid, self.stall_timeout)?;
         self.khugepaged_pid = pid;
         Ok(())
