@@ -646,6 +646,14 @@ fn parse_op(t: &mut Toks) -> Result<Op, ParseError> {
             let path = t.next("a THP sysfs file (e.g. enabled, khugepaged/max_ptes_shared)")?;
             let value = t.next("a value")?.to_string();
             let mut scratch = model::Kernel::default();
+            if path == super::run::PAGES_TO_SCAN {
+                t.pos -= 2;
+                return t.fail(format!(
+                    "a setting other than {path}: in a scenario every khugepaged wake-up scans \
+                     whole rounds (each MM once), so that `khugepaged scans N` means the same \
+                     on the model and on a machine with other processes' MMs"
+                ));
+            }
             if scratch.sysfs_read(path).is_err() {
                 t.pos -= 2;
                 return t.fail("a file below /sys/kernel/mm/transparent_hugepage");
