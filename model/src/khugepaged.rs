@@ -907,7 +907,12 @@ impl Kernel {
     /// range that had no PTE table keeps `find_pmd_or_thp_or_none`'s verdict from before the
     /// collapse, and otherwise the emptied table is gone and the THP is mapped by a PMD
     /// (`set_huge_pmd`).
-    fn set_huge_pmd_after_retract(&mut self, pid: Pid, haddr: u64, before: ScanResult) -> ScanResult {
+    fn set_huge_pmd_after_retract(
+        &mut self,
+        pid: Pid,
+        haddr: u64,
+        before: ScanResult,
+    ) -> ScanResult {
         let anon_vma = self
             .mms
             .get(&pid)

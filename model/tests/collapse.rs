@@ -312,13 +312,12 @@ fn pmd_none_stops_madvise_collapse_until_6_19() {
         let p = anon_area(&mut s, 2);
         s.write(me, p + PMD, 1); // a PTE table in the second range only
         assert_eq!(madvise_collapse(&mut s, me, p, 2), Err(Errno::EINVAL));
-        let scans: Vec<ScanResult> = s
-            .k
-            .collapse_log()
-            .iter()
-            .filter(|r| r.stage == CollapseStage::ScanPmd)
-            .map(|r| r.result)
-            .collect();
+        let scans: Vec<ScanResult> =
+            s.k.collapse_log()
+                .iter()
+                .filter(|r| r.stage == CollapseStage::ScanPmd)
+                .map(|r| r.result)
+                .collect();
         assert_eq!(scans[0], first, "{release}");
         // AnonHugePages of the whole area: 2048 kB once the second range collapsed.
         assert_eq!(huge(&s, me, p, 1), second_huge, "{release}: {scans:?}");

@@ -372,43 +372,6 @@ pub struct HostScenario {
     /// A failure of the machinery (a worker gone, a tracefs read), reported with the next
     /// decisions.
     broken: Option<String>,
-    /// The process that keeps khugepaged's MM list from running empty (see [`sentinel`]).
-    sentinel: Option<(ProcId, UnixStream)>,
-}
-
-/// Size of the sentinel's advised area: it holds one whole PMD range wherever it lands.
-const SENTINEL_LEN: u64 = 2 * model::HPAGE_PMD_SIZE;
-
-/// Starts a worker outside the scenario whose MM khugepaged has registered. With the MM
-/// list empty, khugepaged sleeps until an MM joins it (`khugepaged_wait_work` waits on
-/// `khugepaged_wait_event` without a timeout, and `__khugepaged_enter` wakes it when it adds
-/// the first MM); it then runs a pass at once, outside the deterministic mode's control. In a
-/// fresh qemu guest the scenario's first MADV_HUGEPAGE did that, and the pass sometimes
-/// collapsed a range the scenario was still building. With this MM registered first, the list
-/// never runs empty while the scenario runs. Registration needs an anon_vma
-/// (`__thp_vma_allowable_orders` refuses khugepaged a VMA without one), so the worker writes
-/// a page first and drops it after MADV_HUGEPAGE: the area stays empty. Its decisions are on
-/// an MM the tracer does not know, so they are not the scenario's (and their vmstat share is
-/// subtracted as any other process's).
-fn sentinel(main: &HostBackend) -> Result<(ProcId, UnixStream), String> {
-    let (pid, sock) =
-        spawn_worker(main, &[]).map_err(|e| format!("forking khugepaged's sentinel: {e}"))?;
-    let addr = ask_on(&sock, &format!("mmap 0 {SENTINEL_LEN} anon 0"))
-        .map_err(|e| format!("sentinel mmap: {e}"))?;
-    for (what, req) in [
-        ("write", format!("write {addr} 1")),
-        (
-            "MADV_HUGEPAGE",
-            format!("madvise {addr} {SENTINEL_LEN} {}", Madv::HugePage.number()),
-        ),
-        (
-            "MADV_DONTNEED",
-            format!("madvise {addr} {SENTINEL_LEN} {}", Madv::DontNeed.number()),
-        ),
-    ] {
-        ask_on(&sock, &req).map_err(|e| format!("sentinel {what}: {e}"))?;
-    }
-    Ok((pid as ProcId, sock))
 }
 
 const SLEEP_FILES: [&str; 2] = [
@@ -423,7 +386,6 @@ impl HostScenario {
         tracefs: Option<&Path>,
     ) -> Result<HostScenario, String> {
         let mut main = HostBackend::default();
-        let sentinel = sentinel(&main)?;
         for f in SLEEP_FILES {
             sysfs::write(f, &PARKED_SLEEP_MILLISECS.to_string())
                 .map_err(|e| format!("writing {f}: {e}"))?;
@@ -453,7 +415,6 @@ impl HostScenario {
             pending: Vec::new(),
             file_maps: BTreeMap::new(),
             broken: None,
-            sentinel: Some(sentinel),
         };
         s.register(pid);
         Ok(s)
@@ -581,26 +542,28 @@ impl HostScenario {
         pmds.next().is_none().then_some(h)
     }
 
-    /// A decision whose scan_pfn names no page (-1) is placed when exactly one whole PMD
-    /// range of the process looked as the result requires before the pass: found PMD-mapped
-    /// (512 present frames in a row from an aligned head); without a page table (no present
-    /// frame); a verdict on a page met (at least one present frame, not PMD-mapped). The last
-    /// happens on 6.1, whose event names the folio of the page before the one that failed
-    /// (none when the first present page failed), and on 7.3, which names only a failing
-    /// folio. Counts of none or swap PTEs can come from any range: those stay unplaced.
+    /// A decision without a page frame (scan_pfn -1): a range found PMD-mapped or without a
+    /// page table met no page; and since 7.2 (`collapse_scan_pmd` traces `failed_pfn`) a
+    /// success, too few referenced pages and the none/swap limits print no frame either; 6.1
+    /// names the folio of the page before the one that failed, so none when the first
+    /// present page failed (its sharing test, say). Such a decision is placed when exactly
+    /// one whole PMD range of the process looked so before the pass: 512 present frames in a
+    /// row from an aligned head; no present frame; some present frames, not PMD-mapped; not
+    /// PMD-mapped.
     fn place_pageless(&self, p: ProcId, result: ScanResult) -> Option<u64> {
-        #[derive(PartialEq)]
-        enum Looks {
+        enum Look {
             PmdMapped,
             Empty,
             PtePages,
+            NotPmdMapped,
         }
         let want = match result {
-            ScanResult::PmdMapped => Looks::PmdMapped,
-            ScanResult::PmdNull | ScanResult::PmdNone | ScanResult::NoPteTable => Looks::Empty,
+            ScanResult::PmdMapped => Look::PmdMapped,
+            ScanResult::PmdNull | ScanResult::PmdNone | ScanResult::NoPteTable => Look::Empty,
             ScanResult::Succeed
-            | ScanResult::ExceedSharedPte
             | ScanResult::LackReferencedPage
+            | ScanResult::ExceedSwapPte
+            | ScanResult::ExceedSharedPte
             | ScanResult::PageRo
             | ScanResult::PageNull
             | ScanResult::ScanAbort
@@ -608,7 +571,8 @@ impl HostScenario {
             | ScanResult::PageLru
             | ScanResult::PageLock
             | ScanResult::PageAnon
-            | ScanResult::PageCompound => Looks::PtePages,
+            | ScanResult::PageCompound => Look::PtePages,
+            ScanResult::ExceedNonePte => Look::NotPmdMapped,
             _ => return None,
         };
         let mut found = None;
@@ -616,14 +580,13 @@ impl HostScenario {
             let pmd_mapped = frames.len() == model::HPAGE_PMD_NR
                 && frames[0] % model::HPAGE_PMD_NR as u64 == 0
                 && frames.windows(2).all(|w| w[1] == w[0] + 1);
-            let looks = if pmd_mapped {
-                Looks::PmdMapped
-            } else if frames.is_empty() {
-                Looks::Empty
-            } else {
-                Looks::PtePages
+            let looks = match want {
+                Look::PmdMapped => pmd_mapped,
+                Look::Empty => frames.is_empty(),
+                Look::PtePages => !frames.is_empty() && !pmd_mapped,
+                Look::NotPmdMapped => !pmd_mapped,
             };
-            if looks == want {
+            if looks {
                 if found.is_some() {
                     return None;
                 }
@@ -806,11 +769,6 @@ impl HostScenario {
         let ps: Vec<ProcId> = self.workers.keys().copied().collect();
         for p in ps {
             let _ = self.exit_process(p);
-        }
-        if let Some((p, sock)) = self.sentinel.take() {
-            let _ = ask_on(&sock, "exit");
-            drop(sock);
-            wait_gone(p, true);
         }
     }
 }
