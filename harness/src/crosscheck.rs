@@ -359,10 +359,46 @@ fn where_invariants_broke(trace_text: &str) -> String {
     format!("after `{call}` (in step {steps_before})")
 }
 
-/// The normalized body of a trace, with `dir` shown as `$DIR`.
-pub fn body(trace_text: &str, dir: Option<&str>) -> Result<Vec<String>, String> {
+/// The normalized body of a trace, with `dir` shown as `$DIR`; without its decision lines
+/// unless `decisions`.
+pub fn body(trace_text: &str, dir: Option<&str>, decisions: bool) -> Result<Vec<String>, String> {
     let (_, lines) = trace::parse(trace_text)?;
-    Ok(trace::normalize(&lines, dir))
+    Ok(without_decisions_unless(
+        decisions,
+        trace::normalize(&lines, dir),
+    ))
+}
+
+fn without_decisions_unless(decisions: bool, body: Vec<String>) -> Vec<String> {
+    if decisions {
+        body
+    } else {
+        body.into_iter()
+            .filter(|l| !crate::decision::is_decision_line(l))
+            .collect()
+    }
+}
+
+/// Why two traces are not compared decision by decision, or None when they are: both must
+/// have recorded them (`decisions: yes`); a trace from before decisions were recorded, or one
+/// that says why it could not, is compared without them, and the reason is shown.
+pub fn decisions_not_compared(left: &trace::Header, right: &trace::Header) -> Option<String> {
+    let why = |h: &trace::Header| match &h.decisions {
+        Some(Ok(())) => None,
+        Some(Err(why)) => Some(why.clone()),
+        None => Some("recorded before traces had decisions".to_string()),
+    };
+    match (why(left), why(right)) {
+        (None, None) => None,
+        (Some(l), _) => Some(l),
+        (_, Some(r)) => Some(r),
+    }
+}
+
+/// [`decisions_not_compared`] for a host and a model run's traces.
+pub fn decisions_note(host: &CaseResult, model: &CaseResult) -> Option<String> {
+    let header = |r: &CaseResult| trace::parse(r.trace.as_deref()?).ok().map(|(h, _)| h);
+    decisions_not_compared(&header(host)?, &header(model)?)
 }
 
 fn unreadable(what: String) -> Comparison {
@@ -399,15 +435,17 @@ pub fn compare(host: &CaseResult, model: &CaseResult, model_dir: Option<&str>) -
 }
 
 fn compare_traces(host: &CaseResult, model: &CaseResult, model_dir: Option<&str>) -> Comparison {
+    // Decision by decision when both sides recorded them (see `decisions_note`).
+    let decisions = host.trace.is_some() && decisions_note(host, model).is_none();
     let h = host
         .trace
         .as_deref()
-        .map(|t| body(t, None))
+        .map(|t| body(t, None, decisions))
         .unwrap_or(Ok(Vec::new()));
     let m = model
         .trace
         .as_deref()
-        .map(|t| body(t, model_dir))
+        .map(|t| body(t, model_dir, decisions))
         .unwrap_or(Ok(Vec::new()));
     match (h, m) {
         (Ok(h), Ok(m)) => match compare_bodies(&h, &m, &explanations(host)) {
@@ -645,8 +683,14 @@ pub fn replay(path: &Path) -> Result<Option<Vec<Explanation>>, String> {
         )));
     }
     let dir = env.finfo.as_ref().map(|f| f.dir.clone());
-    let m = body(model_text, dir.as_deref())?;
-    let recorded = trace::normalize(&unobserved_where_volatile(&lines, &model_lines), None);
+    // A fixture that recorded decisions is compared decision by decision; an older one, or
+    // one whose kernel could not show them, without (its header says which).
+    let decisions = decisions_not_compared(&header, &model_header).is_none();
+    let m = body(model_text, dir.as_deref(), decisions)?;
+    let recorded = without_decisions_unless(
+        decisions,
+        trace::normalize(&unobserved_where_volatile(&lines, &model_lines), None),
+    );
     let diff = |d: &Difference| {
         at(format!(
             "the model (profile {}) disagrees with the kernel recorded on {}\n{}",
@@ -761,6 +805,7 @@ mod tests {
             read_only_thp_for_fs: Some(false),
             retried: None,
             unmodelled: Vec::new(),
+            decisions: Some(Ok(())),
         }
     }
 
