@@ -984,6 +984,102 @@ mod tests {
         assert_eq!(step_chunks(&model), vec![0, 3, 5, 6, 7]);
     }
 
+    /// The crafted pair: one khugepaged wait whose decision says `none_or_zero=N`.
+    fn decided_steps(none: u32) -> Vec<Step> {
+        let decision = format!(
+            "decision pmd 0: SCAN_EXCEED_NONE_PTE scan_pmd none_or_zero={none} referenced=255 unmapped=0"
+        );
+        vec![step(
+            "Maybe collapse with max_ptes_none exceeded",
+            Verdict::Ok,
+            "OK",
+            &["wait for khugepaged = done", &decision],
+        )]
+    }
+
+    #[test]
+    fn a_difference_in_one_decision_is_a_disagreement() {
+        let c = case("khugepaged:anon/collapse_max_ptes_none");
+        let model = result(c, decided_steps(257), Outcome::Pass);
+        assert!(matches!(
+            compare(&result(c, decided_steps(257), Outcome::Pass), &model, None),
+            Comparison::Agree
+        ));
+        let host = result(c, decided_steps(256), Outcome::Pass);
+        match compare(&host, &model, None) {
+            Comparison::Disagree(d) => {
+                assert!(d.left.contains("none_or_zero=256"), "{d:?}");
+                assert!(d.right.contains("none_or_zero=257"), "{d:?}");
+            }
+            other => panic!("expected a disagreement, got {other:?}"),
+        }
+        assert_eq!(decisions_note(&host, &model), None);
+        // A host that could not record decisions is compared without them, and says why.
+        let mut blind = host.clone();
+        blind.trace = blind.trace.map(|t| {
+            t.replace(
+                "decisions: yes",
+                "decisions: no: no tracefs instance: EPERM",
+            )
+            .lines()
+            .filter(|l| !crate::decision::is_decision_line(l))
+            .map(|l| format!("{l}\n"))
+            .collect()
+        });
+        assert!(matches!(compare(&blind, &model, None), Comparison::Agree));
+        assert_eq!(
+            decisions_note(&blind, &model).as_deref(),
+            Some("no tracefs instance: EPERM")
+        );
+    }
+
+    #[test]
+    fn replay_compares_decisions_where_the_fixture_recorded_them() {
+        let f = "khugepaged_anon_collapse_max_ptes_none.trace";
+        // A fixture of a kernel whose decisions were recorded (this host's).
+        let replay_edited = |f: &str, edit: &dyn Fn(String) -> String| {
+            replay_edited_where(f, |t| t.contains("decisions: yes\n"), edit)
+        };
+        assert_eq!(replay_edited(f, &|t| t), Ok(None));
+        // One decision's counts changed: the replay disagrees, at that line.
+        let r = replay_edited(f, &|t| {
+            t.replacen("none_or_zero=257", "none_or_zero=258", 1)
+        });
+        let e = r.unwrap_err();
+        assert!(
+            e.contains("disagrees") && e.contains("none_or_zero=258"),
+            "{e}"
+        );
+        // Another result code for the same counts: the same.
+        let r = replay_edited(f, &|t| {
+            t.replacen(
+                "decision pmd 0: SCAN_SUCCEED",
+                "decision pmd 0: SCAN_FAIL",
+                1,
+            )
+        });
+        assert!(r.unwrap_err().contains("SCAN_FAIL"));
+        // A fixture from before decisions (no header line, no decision lines) still replays,
+        // and so does one that says why it has none.
+        let without = |t: String| -> String {
+            t.lines()
+                .filter(|l| !crate::decision::is_decision_line(l) && *l != "decisions: yes")
+                .map(|l| format!("{l}\n"))
+                .collect()
+        };
+        assert_eq!(replay_edited(f, &without), Ok(None));
+        let r = replay_edited(f, &|t| {
+            without(t).replace("--\n", "decisions: no: no tracefs instance\n--\n")
+        });
+        assert_eq!(r, Ok(None));
+        // A header that says none were recorded is not compared with the model's.
+        let r = replay_edited(f, &|t| {
+            t.replace("decisions: yes", "decisions: no: no tracefs instance")
+                .replacen("none_or_zero=257", "none_or_zero=258", 1)
+        });
+        assert_eq!(r, Ok(None));
+    }
+
     #[test]
     fn explanation_header_form_round_trips() {
         for reach in [Reach::Step, Reach::StepAndAfter] {
@@ -1002,12 +1098,23 @@ mod tests {
         name: &str,
         edit: impl Fn(String) -> String,
     ) -> Result<Option<Vec<Explanation>>, String> {
+        replay_edited_where(name, |_| true, edit)
+    }
+
+    /// [`replay_edited`] of the first fixture named `name` whose text satisfies `pick`.
+    fn replay_edited_where(
+        name: &str,
+        pick: impl Fn(&str) -> bool,
+        edit: impl Fn(String) -> String,
+    ) -> Result<Option<Vec<Explanation>>, String> {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures");
-        let src = list_fixtures(&root)
+        let original = list_fixtures(&root)
             .into_iter()
-            .find(|p| p.file_name().is_some_and(|n| n == name))
+            .filter(|p| p.file_name().is_some_and(|n| n == name))
+            .map(|p| fs::read_to_string(p).unwrap())
+            .find(|t| pick(t))
             .expect("fixture");
-        let text = edit(fs::read_to_string(&src).unwrap());
+        let text = edit(original);
         let dir = std::env::temp_dir().join(format!("gate-replay-{}-{name}", std::process::id()));
         fs::create_dir_all(&dir).unwrap();
         let path = dir.join(name);

@@ -1,27 +1,50 @@
 //! Traces: a plain-text, line-oriented, diff-friendly record of one run of a case. A header
-//! (kernel release, profile, case, environment, settings), then per step the system calls made
-//! since the previous step with their results, the step line and its verdict, the smaps
-//! counters and a run-length page map of the test area, and finally the outcome.
+//! (kernel release, profile, case, environment, settings, whether collapse decisions were
+//! recorded), then per step the system calls made since the previous step with their results,
+//! after each khugepaged wait and MADV_COLLAPSE the collapse decisions it caused, the step
+//! line and its verdict, the smaps counters and a run-length page map of the test area, and
+//! finally the outcome.
 //!
 //! ```text
 //! khugepaged-trace 1
 //! kernel: 6.18.44-fc-v669
 //! profile: 6.18
 //! case: madvise:anon/collapse_full
-//! env: anon_order=0 file=-
+//! env: anon_order=0 file=- khugepaged=deterministic
 //! settings: enabled=madvise defrag=always ...
 //! read_only_thp_for_fs: no
+//! decisions: yes
 //! --
 //!   mmap(0x40000000, 0x800000, anon) = 0x40000000
 //!   fill(0x40000000, 2048 pages) = 0
 //!   madvise(0x40000000, 0x800000, MADV_HUGEPAGE) = 0
 //!   madvise(0x40000000, 0x800000, MADV_COLLAPSE) = 0
+//!   decision pmd 0: SCAN_SUCCEED scan_pmd none_or_zero=0 referenced=0 unmapped=0
+//!   decision pmd 1: SCAN_SUCCEED scan_pmd none_or_zero=0 referenced=0 unmapped=0
 //!   # MADV_COLLAPSE scan_pmd 0x40000000 (pid 1): SCAN_SUCCEED none=0 swap=0 shared=0 ...
 //! step ok: Collapse multiple fully populated PTE table... OK
 //!   smaps(0x40000000): rss=8192 anon_huge=8192 shmem_pmd=0 file_pmd=0 swap=0
 //!   map(0x40000000+2048): 0-511 pmd f0[0..] o9 mc1 ex | 512-1023 pmd f1[0..] o9 mc1 ex | ...
 //! outcome: pass
 //! ```
+//!
+//! Decision lines are the kernel's tracepoint record of each collapse decision on the test's
+//! own memory (`decision::catalogue_line`): `decision pmd N: RESULT scan_pmd none_or_zero=..
+//! referenced=.. unmapped=..` (`writable=..` too where the release's mm_khugepaged_scan_pmd
+//! prints it, up to 6.17) or `scan_file present=.. swap=..`, the PMD range N counted from the
+//! selftest's BASE_ADDR, `[parent]` for the parent's memory seen from a forked child. A host
+//! reads them from the huge_memory tracepoints (`host::decisions`), the model writes them from
+//! its collapse reports. Per call they are sorted by range and an identical decision is written
+//! once: how often khugepaged passes a range within one wait depends on the other MMs of the
+//! machine. Decisions made outside a wait or MADV_COLLAPSE are not recorded.
+//!
+//! The `decisions:` header line says `yes`, or `no: <why>` (no tracefs instance could be made;
+//! khugepaged runs on its own under the selftest's settings, so which of its decisions fall
+//! inside a wait is timing). Two traces are compared decision by decision only when both say
+//! `yes`; a trace without the line (recorded before decisions were) or with `no` is compared
+//! without its decision lines, and the comparison says so. A backend that stops being able to
+//! observe decisions mid-run writes `decision unobservable: <why>` where the decisions would
+//! be, which differs from any decision.
 
 use std::fmt::Write as _;
 

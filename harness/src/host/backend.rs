@@ -41,6 +41,8 @@ pub struct HostBackend {
     mapped: MappedRanges,
     /// The kernel's collapse decisions, in a traced case process (see `decisions`).
     observer: Option<CaseObserver>,
+    /// The start of the MADV_COLLAPSE call whose decisions are read next.
+    collapse_at: Option<u64>,
 }
 
 /// The refusal of an address outside the test areas: EFAULT, with the reason on stderr.
@@ -102,6 +104,7 @@ impl Default for HostBackend {
             mapped: MappedRanges::default(),
             khugepaged_pid: None,
             observer: None,
+            collapse_at: None,
         }
     }
 }
@@ -163,6 +166,9 @@ impl Backend for HostBackend {
 
     fn madvise(&mut self, addr: u64, len: u64, advice: Madv) -> Result<(), Errno> {
         self.own_or_unmapped("madvise", addr, len)?;
+        if advice == Madv::Collapse {
+            self.collapse_at = Some(addr);
+        }
         // SAFETY: checked above: the range holds only test areas (or nothing), so
         // MADV_DONTNEED discards only what the test asks.
         let r = unsafe { libc::madvise(addr as *mut libc::c_void, len as usize, advice.number()) };
@@ -542,6 +548,7 @@ impl Backend for HostBackend {
     }
 
     fn decisions_begin(&mut self) {
+        self.collapse_at = None;
         let spans = self.mapped.spans();
         if let Some(o) = self.observer.as_mut() {
             o.begin(&spans);
@@ -549,8 +556,9 @@ impl Backend for HostBackend {
     }
 
     fn decisions_end(&mut self) -> Result<Vec<(i64, String)>, String> {
+        let madv_collapse = self.collapse_at.take();
         match self.observer.as_mut() {
-            Some(o) => o.end(),
+            Some(o) => o.end(madv_collapse),
             None => Err("this case process was started without a tracefs instance".into()),
         }
     }

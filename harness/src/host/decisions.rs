@@ -92,6 +92,15 @@ impl FrameMap {
         m
     }
 
+    /// Adds the frames of `later` (a snapshot after the call) that this one does not know: a
+    /// file THP the call collapsed in the page cache and then mapped (khugepaged's
+    /// collapse_pte_mapped_thp) is placed by its head frame only after the call.
+    pub fn add_later(&mut self, later: FrameMap) {
+        for (k, a) in later.frames {
+            self.frames.entry(k).or_insert(a);
+        }
+    }
+
     /// How many (frame, process) pairs are known.
     pub fn len(&self) -> usize {
         self.frames.len()
@@ -163,6 +172,22 @@ pub fn place_file(maps: &[(ProcId, u64, u64)], p: ProcId) -> Option<u64> {
     pmds.next().is_none().then_some(h)
 }
 
+/// After fork: `child` maps every file `parent` maps, where the parent maps it.
+pub fn inherit_file_maps(
+    files: &mut BTreeMap<String, Vec<(ProcId, u64, u64)>>,
+    parent: ProcId,
+    child: ProcId,
+) {
+    for maps in files.values_mut() {
+        let theirs: Vec<_> = maps
+            .iter()
+            .filter(|(q, _, _)| *q == parent)
+            .map(|&(_, a, l)| (child, a, l))
+            .collect();
+        maps.extend(theirs);
+    }
+}
+
 /// Where the decisions of a batch of events are placed.
 pub struct Placement<'a> {
     /// mm pointer -> process, for the run's own processes.
@@ -170,6 +195,11 @@ pub struct Placement<'a> {
     pub frames: &'a FrameMap,
     /// File name (memfds without their `memfd:` prefix) -> its mappings.
     pub files: &'a BTreeMap<String, Vec<(ProcId, u64, u64)>>,
+    /// A MADV_COLLAPSE call of task `.0` from address `.1`: it scans the call's PMD ranges in
+    /// order, one scan event each (`madvise_collapse`), so its n-th scan event that nothing
+    /// else placed (a file scan whose folio no process maps, a scan that met no page) is on
+    /// the n-th range.
+    pub madv_collapse: Option<(ProcId, u64)>,
 }
 
 /// The decisions of `events` on the run's own processes, in the tracepoint's terms
@@ -186,6 +216,8 @@ pub fn decisions_from(
     let mut out = Vec::new();
     // collapse_huge_page and isolate come before the scan_pmd that ends the decision.
     let mut detail: Vec<String> = Vec::new();
+    // Scan events of the MADV_COLLAPSE call so far.
+    let mut collapse_scans = 0u64;
     for e in events {
         let mm_proc = e.mm().and_then(|m| at.mm_ids.get(&m).copied());
         seen(&e, mm_proc.is_some());
@@ -224,19 +256,29 @@ pub fn decisions_from(
                     )
                 })?;
                 let pfn = e.hex("scan_pfn").filter(|&v| v != u64::MAX);
+                let in_call = at
+                    .madv_collapse
+                    .filter(|&(task, _)| task == e.pid as ProcId)
+                    .map(|(_, start)| {
+                        let pmd = model::HPAGE_PMD_SIZE;
+                        let n = collapse_scans;
+                        collapse_scans += 1;
+                        ((start + pmd - 1) & !(pmd - 1)) + n * pmd
+                    });
                 // A file's folio need not be mapped by the process (it may still map the
                 // small pages the folio replaced): then by the file's name.
-                let addr =
-                    pfn.and_then(|f| at.frames.place_frame(f, p))
-                        .or_else(|| match (file, pfn) {
-                            (true, _) => {
-                                let name = e.get("filename").unwrap_or("");
-                                let name = name.strip_prefix("memfd:").unwrap_or(name);
-                                at.files.get(name).and_then(|m| place_file(m, p))
-                            }
-                            (false, None) => at.frames.place_pageless(p, result),
-                            (false, Some(_)) => None,
-                        });
+                let addr = pfn
+                    .and_then(|f| at.frames.place_frame(f, p))
+                    .or_else(|| match (file, pfn) {
+                        (true, _) => {
+                            let name = e.get("filename").unwrap_or("");
+                            let name = name.strip_prefix("memfd:").unwrap_or(name);
+                            at.files.get(name).and_then(|m| place_file(m, p))
+                        }
+                        (false, None) => at.frames.place_pageless(p, result),
+                        (false, Some(_)) => None,
+                    })
+                    .or(in_call);
                 let record = if file {
                     format!(
                         "scan_file present={} swap={}",
@@ -296,6 +338,8 @@ pub struct CaseObserver {
     own: ProcId,
     parent: Option<ProcId>,
     frames: FrameMap,
+    /// The ranges of the last `begin`.
+    ranges: Vec<(u64, u64)>,
     /// Descriptor -> the name tracepoints print for its file.
     fd_names: BTreeMap<i32, String>,
     files: BTreeMap<String, Vec<(ProcId, u64, u64)>>,
@@ -311,6 +355,7 @@ impl CaseObserver {
             own: std::process::id() as ProcId,
             parent: None,
             frames: FrameMap::default(),
+            ranges: Vec::new(),
             fd_names: BTreeMap::new(),
             files: BTreeMap::new(),
         };
@@ -340,15 +385,7 @@ impl CaseObserver {
         let parent = self.own;
         self.parent = Some(parent);
         self.own = std::process::id() as ProcId;
-        let own = self.own;
-        for maps in self.files.values_mut() {
-            let theirs: Vec<_> = maps
-                .iter()
-                .filter(|(q, _, _)| *q == parent)
-                .map(|&(_, a, l)| (own, a, l))
-                .collect();
-            maps.extend(theirs);
-        }
+        inherit_file_maps(&mut self.files, parent, self.own);
         self.register_self();
     }
 
@@ -381,22 +418,30 @@ impl CaseObserver {
             self.tracer = Err(e);
             return;
         }
+        self.ranges = ranges.to_vec();
+        self.frames = self.snapshot();
+    }
+
+    fn snapshot(&self) -> FrameMap {
         let procs = std::iter::once(self.own).chain(self.parent);
-        self.frames = FrameMap::snapshot(procs.map(|p| (p, ranges)));
+        FrameMap::snapshot(procs.map(|p| (p, self.ranges.as_slice())))
     }
 
     /// The decisions since `begin` on this process's memory and its parent's, as catalogue
-    /// trace lines.
-    pub fn end(&mut self) -> Result<Vec<(i64, String)>, String> {
+    /// trace lines; `madv_collapse`: the call was MADV_COLLAPSE from that address.
+    pub fn end(&mut self, madv_collapse: Option<u64>) -> Result<Vec<(i64, String)>, String> {
         let events = match self.tracer.as_mut() {
             Ok(t) => t.take(),
             Err(e) => return Err(e.clone()),
         };
         let events = events.inspect_err(|e| self.tracer = Err(e.clone()))?;
+        let later = self.snapshot();
+        self.frames.add_later(later);
         let at = Placement {
             mm_ids: &self.mm_ids,
             frames: &self.frames,
             files: &self.files,
+            madv_collapse: madv_collapse.map(|a| (self.own, a)),
         };
         let d = decisions_from(events, &at, &mut |_, _| {})
             .inspect_err(|e| self.tracer = Err(e.clone()))?;

@@ -505,6 +505,7 @@ impl HostScenario {
             mm_ids: &self.mm_ids,
             frames: &self.frames,
             files: &self.file_maps,
+            madv_collapse: None,
         };
         let mut seen =
             |e: &tracefs::Event, ours: bool| Self::tally_foreign(foreign, e, ours, &mut isolates);
@@ -831,15 +832,7 @@ impl ScenarioExt for HostScenario {
         self.workers.insert(pid, sock);
         let inherited = self.ranges.get(&self.current).cloned().unwrap_or_default();
         self.ranges.insert(pid, inherited);
-        let parent = self.current;
-        for maps in self.file_maps.values_mut() {
-            let theirs: Vec<_> = maps
-                .iter()
-                .filter(|(q, _, _)| *q == parent)
-                .map(|&(_, a, l)| (pid, a, l))
-                .collect();
-            maps.extend(theirs);
-        }
+        decisions::inherit_file_maps(&mut self.file_maps, self.current, pid);
         self.register(pid);
         Ok(pid)
     }
