@@ -118,7 +118,7 @@ fn scan_pmd_record(r: &model::khugepaged::CollapseReport, with_writable: bool) -
 /// forked child. A decision the backend could not place says `pmd ?` and why, so it differs
 /// from any placed one. None for a decision the kernel does not trace.
 pub fn catalogue_line(parent: bool, d: &Decision) -> Option<(i64, String)> {
-    let rec = d.record.as_ref()?;
+    let rec = &referenced_class(d.record.as_ref()?);
     let who = if parent { " [parent]" } else { "" };
     let pmd = model::HPAGE_PMD_SIZE as i64;
     Some(match d.addr {
@@ -131,6 +131,35 @@ pub fn catalogue_line(parent: bool, d: &Decision) -> Option<(i64, String)> {
             format!("decision{who} pmd ?: {} {rec} ({})", d.result, d.text),
         ),
     })
+}
+
+/// A scan_pmd record with its `referenced` count as the class khugepaged's verdict uses
+/// (`hpage_collapse_scan_pmd`: SCAN_LACK_REFERENCED_PAGE when none is referenced, or when
+/// PTEs are swapped out and fewer than half are): `referenced=0`, and otherwise `1+` without
+/// swap PTEs, `1-255` or `256+` with. The count itself is of young PTEs and
+/// PG_referenced/young folios, which the machine's page aging sets and clears outside the
+/// test: two recordings of collapse_max_ptes_shared on one host saw 255 and 511 for the same
+/// refusal. MADV_COLLAPSE never counts (0).
+pub fn referenced_class(record: &str) -> String {
+    let field = |k: &str| {
+        record
+            .split(' ')
+            .find_map(|w| w.strip_prefix(k)?.parse::<u64>().ok())
+    };
+    let (Some(referenced), Some(unmapped)) = (field("referenced="), field("unmapped=")) else {
+        return record.to_string();
+    };
+    let half = model::HPAGE_PMD_NR as u64 / 2;
+    let class = match (referenced, unmapped) {
+        (0, _) => "0".to_string(),
+        (_, 0) => "1+".to_string(),
+        (r, _) if r < half => format!("1-{}", half - 1),
+        _ => format!("{half}+"),
+    };
+    record.replace(
+        &format!("referenced={referenced}"),
+        &format!("referenced={class}"),
+    )
 }
 
 /// The decision lines of one call (a khugepaged wait or MADV_COLLAPSE): an identical decision
@@ -192,6 +221,32 @@ mod tests {
         };
         assert_eq!(catalogue_line(false, &untraced), None);
         assert!(is_decision_line("  decision pmd 0: SCAN_SUCCEED"));
+        let rec = |r: u32, u: u32| {
+            referenced_class(&format!(
+                "scan_pmd none_or_zero=0 referenced={r} unmapped={u} writable=1"
+            ))
+        };
+        assert_eq!(
+            rec(0, 3),
+            "scan_pmd none_or_zero=0 referenced=0 unmapped=3 writable=1"
+        );
+        assert_eq!(rec(255, 0), rec(511, 0));
+        assert_eq!(
+            rec(511, 0),
+            "scan_pmd none_or_zero=0 referenced=1+ unmapped=0 writable=1"
+        );
+        assert_eq!(
+            rec(255, 1),
+            "scan_pmd none_or_zero=0 referenced=1-255 unmapped=1 writable=1"
+        );
+        assert_eq!(
+            rec(256, 1),
+            "scan_pmd none_or_zero=0 referenced=256+ unmapped=1 writable=1"
+        );
+        assert_eq!(
+            referenced_class("scan_file present=3 swap=0"),
+            "scan_file present=3 swap=0"
+        );
         assert!(!is_decision_line("  # decision"));
     }
 }

@@ -202,6 +202,12 @@ pub struct Placement<'a> {
     pub madv_collapse: Option<(ProcId, u64)>,
 }
 
+/// Page-cache THPs khugepaged or MADV_COLLAPSE made for a process: (head frame, process) ->
+/// the PMD-aligned address, from `mm_khugepaged_collapse_file` (which prints the address; the
+/// scan_file event after it and later ones print the folio's head, which the process need not
+/// map yet).
+pub type FileHeads = BTreeMap<(u64, ProcId), u64>;
+
 /// The decisions of `events` on the run's own processes, in the tracepoint's terms
 /// (`scan_pmd none_or_zero=.. referenced=.. unmapped=..`, `writable` where the release prints
 /// it; `scan_file present=.. swap=..`), `mm_collapse_huge_page*` events as detail in the text.
@@ -211,6 +217,7 @@ pub struct Placement<'a> {
 pub fn decisions_from(
     events: Vec<Event>,
     at: &Placement,
+    heads: &mut FileHeads,
     seen: &mut dyn FnMut(&Event, bool),
 ) -> Result<Vec<Decision>, String> {
     let mut out = Vec::new();
@@ -218,6 +225,8 @@ pub fn decisions_from(
     let mut detail: Vec<String> = Vec::new();
     // Scan events of the MADV_COLLAPSE call so far.
     let mut collapse_scans = 0u64;
+    // The range of the last collapse_file per task: its scan_file follows.
+    let mut collapsed_file: BTreeMap<i32, u64> = BTreeMap::new();
     for e in events {
         let mm_proc = e.mm().and_then(|m| at.mm_ids.get(&m).copied());
         seen(&e, mm_proc.is_some());
@@ -233,6 +242,22 @@ pub fn decisions_from(
                     "{} {}",
                     e.name.trim_start_matches("mm_"),
                     f.join(" ")
+                ));
+            }
+            "mm_khugepaged_collapse_file" => {
+                let Some(p) = mm_proc else { continue };
+                let pmd = model::HPAGE_PMD_SIZE;
+                if let Some(addr) = e.hex("addr").map(|a| a & !(pmd - 1)) {
+                    collapsed_file.insert(e.pid, addr);
+                    if let Some(head) = e.hex("hpage_pfn").filter(|&f| f != 0) {
+                        heads.insert((head, p), addr);
+                    }
+                }
+                detail.push(format!(
+                    "collapse_file index={} nr={} result={}",
+                    e.get("index").unwrap_or("?"),
+                    e.get("nr").unwrap_or("?"),
+                    e.get("result").unwrap_or("?")
                 ));
             }
             "mm_collapse_huge_page_isolate" => {
@@ -267,8 +292,11 @@ pub fn decisions_from(
                     });
                 // A file's folio need not be mapped by the process (it may still map the
                 // small pages the folio replaced): then by the file's name.
+                let after_collapse = collapsed_file.remove(&e.pid).filter(|_| file);
                 let addr = pfn
                     .and_then(|f| at.frames.place_frame(f, p))
+                    .or_else(|| pfn.and_then(|f| heads.get(&(f, p)).copied()))
+                    .or(after_collapse)
                     .or_else(|| match (file, pfn) {
                         (true, _) => {
                             let name = e.get("filename").unwrap_or("");
@@ -340,6 +368,7 @@ pub struct CaseObserver {
     frames: FrameMap,
     /// The ranges of the last `begin`.
     ranges: Vec<(u64, u64)>,
+    heads: FileHeads,
     /// Descriptor -> the name tracepoints print for its file.
     fd_names: BTreeMap<i32, String>,
     files: BTreeMap<String, Vec<(ProcId, u64, u64)>>,
@@ -356,6 +385,7 @@ impl CaseObserver {
             parent: None,
             frames: FrameMap::default(),
             ranges: Vec::new(),
+            heads: FileHeads::new(),
             fd_names: BTreeMap::new(),
             files: BTreeMap::new(),
         };
@@ -443,7 +473,7 @@ impl CaseObserver {
             files: &self.files,
             madv_collapse: madv_collapse.map(|a| (self.own, a)),
         };
-        let d = decisions_from(events, &at, &mut |_, _| {})
+        let d = decisions_from(events, &at, &mut self.heads, &mut |_, _| {})
             .inspect_err(|e| self.tracer = Err(e.clone()))?;
         Ok(d.iter()
             .filter_map(|d| crate::decision::catalogue_line(Some(d.process) == self.parent, d))

@@ -338,6 +338,8 @@ pub struct HostScenario {
     pending_file: Option<String>,
     /// File name -> (process, address, length) of its mappings.
     file_maps: BTreeMap<String, Vec<(ProcId, u64, u64)>>,
+    /// Page-cache THPs made for the scenario's processes, by head frame.
+    file_heads: decisions::FileHeads,
     /// What the scenario wrote to the sleep settings (never written: khugepaged is parked).
     sleeps: BTreeMap<String, String>,
     /// A failure of the machinery (a worker gone, a tracefs read), reported with the next
@@ -384,6 +386,7 @@ impl HostScenario {
             foreign: BTreeMap::new(),
             pending: Vec::new(),
             file_maps: BTreeMap::new(),
+            file_heads: decisions::FileHeads::new(),
             broken: None,
         };
         s.register(pid);
@@ -509,7 +512,7 @@ impl HostScenario {
         };
         let mut seen =
             |e: &tracefs::Event, ours: bool| Self::tally_foreign(foreign, e, ours, &mut isolates);
-        match decisions::decisions_from(events, &at, &mut seen) {
+        match decisions::decisions_from(events, &at, &mut self.file_heads, &mut seen) {
             Ok(d) => d,
             Err(e) => {
                 self.broken.get_or_insert(e);
