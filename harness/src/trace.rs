@@ -36,7 +36,9 @@
 //! reads them from the huge_memory tracepoints (`host::decisions`), the model writes them from
 //! its collapse reports. Per call they are sorted by range and an identical decision is written
 //! once: how often khugepaged passes a range within one wait depends on the other MMs of the
-//! machine. Decisions made outside a wait or MADV_COLLAPSE are not recorded.
+//! machine; for the same reason a wait leaves out ranges found already PMD-mapped
+//! (`SCAN_PMD_MAPPED`), which it may pass or not before it ends. Decisions made outside a
+//! wait or MADV_COLLAPSE are not recorded.
 //!
 //! The `decisions:` header line says `yes`, or `no: <why>` (no tracefs instance could be made;
 //! khugepaged runs on its own under the selftest's settings, so which of its decisions fall
@@ -90,13 +92,20 @@ impl<'a> TracingBackend<'a> {
 
     /// The decision lines of the call just made, after its line. A backend that stops
     /// observing them says so in a line of its own (compared like a decision), and the header
-    /// says decisions were not recorded.
-    fn decisions_end(&mut self) {
+    /// says decisions were not recorded. In a khugepaged wait, ranges found already
+    /// PMD-mapped are left out: whether khugepaged passes such a range before the wait ends
+    /// depends on where its cursor stood among the machine's MMs (a forked child's wait that
+    /// ends with its collapse passes the parent's THP or not).
+    fn decisions_end(&mut self, wait: bool) {
         if self.decisions.is_err() {
             return;
         }
         match self.inner.decisions_end() {
-            Ok(lines) => self.calls.extend(crate::decision::call_lines(lines)),
+            Ok(lines) => self.calls.extend(
+                crate::decision::call_lines(lines)
+                    .into_iter()
+                    .filter(|l| !(wait && l.contains(": SCAN_PMD_MAPPED "))),
+            ),
             Err(why) => {
                 self.calls
                     .push(format!("decision unobservable: {}", why.replace('\n', " ")));
@@ -176,7 +185,7 @@ impl Backend for TracingBackend<'_> {
                 Err(e) => format!("-1 {}", e.name()),
             };
             self.calls.push(format!("{call} = {result}"));
-            self.decisions_end();
+            self.decisions_end(false);
             self.collect_notes();
         } else {
             self.log(call, &r, |_| "0".into());
@@ -322,7 +331,7 @@ impl Backend for TracingBackend<'_> {
             "wait for khugepaged = {}",
             if r { "timeout" } else { "done" }
         ));
-        self.decisions_end();
+        self.decisions_end(true);
         r
     }
     fn khugepaged_pass(&mut self) -> Result<(), String> {
@@ -347,7 +356,7 @@ impl Backend for TracingBackend<'_> {
                 "wait for khugepaged = {}",
                 if timed_out { "timeout" } else { "done" }
             ));
-            self.decisions_end();
+            self.decisions_end(true);
         }
         r
     }
