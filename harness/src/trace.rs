@@ -46,7 +46,8 @@
 //! `yes`; a trace without the line (recorded before decisions were) or with `no` is compared
 //! without its decision lines, and the comparison says so. A backend that stops being able to
 //! observe decisions mid-run writes `decision unobservable: <why>` where the decisions would
-//! be, which differs from any decision.
+//! be, and the header then says `no` with that reason; in a forked child (whose parent's
+//! header may still say `yes`) the line is compared and differs from any decision.
 
 use std::fmt::Write as _;
 
