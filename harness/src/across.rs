@@ -133,20 +133,32 @@ pub fn across(
     env: &Env,
     model: &mut dyn FnMut(&KernelProfile) -> ModelBackend,
 ) -> Across {
-    let mut rows: Vec<(Release, Summary)> = Vec::new();
+    let (rows, changes) = releases_and_changes(
+        &mut |_, p| summarise(case, env, &p, model),
+        &|a: &Summary, b: &Summary| a != b,
+    );
+    Across { rows, changes }
+}
+
+/// Summarises a run under every release (`run(release whose lines apply, profile)`); where
+/// the summary differs from the release before, flips each switch that changed there alone
+/// on the older profile and keeps those whose flip alone changes the older summary.
+fn releases_and_changes<S>(
+    run: &mut dyn FnMut(Release, KernelProfile) -> S,
+    differs: &dyn Fn(&S, &S) -> bool,
+) -> (Vec<(Release, S)>, Vec<Change>) {
+    let mut rows: Vec<(Release, S)> = Vec::new();
     let mut changes = Vec::new();
     for &r in RELEASES {
-        let s = summarise(case, env, &KernelProfile::of(r), model);
+        let s = run(r, KernelProfile::of(r));
         if let Some((prev, before)) = rows.last() {
-            if *before != s {
+            if differs(before, &s) {
                 let older = KernelProfile::of(*prev);
                 let changed = KernelProfile::switches_changed(*prev, r);
                 let alone: Vec<Switch> = changed
                     .iter()
                     .copied()
-                    .filter(|&sw| {
-                        summarise(case, env, &older.with_switch_of(sw, r), model) != *before
-                    })
+                    .filter(|&sw| differs(before, &run(*prev, older.with_switch_of(sw, r))))
                     .collect();
                 let cause = if alone.is_empty() {
                     Cause::Together(changed)
@@ -158,7 +170,7 @@ pub fn across(
         }
         rows.push((r, s));
     }
-    Across { rows, changes }
+    (rows, changes)
 }
 
 /// The table and the explanations, as `--across-releases` prints them.
@@ -344,31 +356,10 @@ impl ScenarioSummary {
 /// of its summary (each changed switch flipped alone on the older profile, run with the older
 /// release's `on` lines).
 pub fn scenario_across(sc: &crate::scenario::Scenario) -> String {
-    let mut rows: Vec<(Release, ScenarioSummary)> = Vec::new();
-    let mut changes = Vec::new();
-    for &r in RELEASES {
-        let s = summarise_scenario(sc, r, KernelProfile::of(r));
-        if let Some((prev, before)) = rows.last() {
-            if before.differs(&s) {
-                let older = KernelProfile::of(*prev);
-                let changed = KernelProfile::switches_changed(*prev, r);
-                let alone: Vec<Switch> = changed
-                    .iter()
-                    .copied()
-                    .filter(|&sw| {
-                        summarise_scenario(sc, *prev, older.with_switch_of(sw, r)).differs(before)
-                    })
-                    .collect();
-                let cause = if alone.is_empty() {
-                    Cause::Together(changed)
-                } else {
-                    Cause::Alone(alone)
-                };
-                changes.push(Change { release: r, cause });
-            }
-        }
-        rows.push((r, s));
-    }
+    let (rows, changes) = releases_and_changes(
+        &mut |r, p| summarise_scenario(sc, r, p),
+        &|a: &ScenarioSummary, b: &ScenarioSummary| a.differs(b),
+    );
     let mut out = String::new();
     let _ = writeln!(out, "{} across releases (model)", sc.path.display());
     let mut prev: Option<&ScenarioSummary> = None;

@@ -125,27 +125,20 @@ pub fn main(args: &[String], out: &mut dyn Write, err: &mut dyn Write) -> i32 {
             f => files.push(PathBuf::from(f)),
         }
     }
-    if across
-        && (kernels_dir.is_some()
-            || record_dir.is_some()
-            || backend.is_some()
-            || only.is_some()
-            || show.explain
-            || show.svg.is_some())
-    {
+    // --across-releases and --kernels answer from the model or the recordings alone.
+    let run_options = record_dir.is_some()
+        || backend.is_some()
+        || only.is_some()
+        || show.explain
+        || show.svg.is_some();
+    if across && (kernels_dir.is_some() || run_options) {
         return usage_error(
             err,
             "--across-releases runs the model under every release; it takes no --backend, \
              --record, --profile, --kernels or --explain",
         );
     }
-    if kernels_dir.is_some()
-        && (record_dir.is_some()
-            || backend.is_some()
-            || only.is_some()
-            || show.explain
-            || show.svg.is_some())
-    {
+    if kernels_dir.is_some() && run_options {
         return usage_error(
             err,
             "--kernels prints the recorded kernels' table; it runs nothing, so it takes no \
