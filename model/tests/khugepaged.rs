@@ -87,3 +87,99 @@ fn a_forked_child_joins_the_scan_list_and_leaves_it_at_exit() {
     s.step("exit", |k| k.exit(a)).unwrap();
     assert_eq!(s.k.khugepaged_mm_list(), &[c]);
 }
+
+/// The collapse records' contract (not a kernel behaviour: the model's own report of each
+/// `hpage_collapse_scan_pmd` and `collapse_huge_page`): with `decision_detail` on, a record
+/// holds the 512 pages of its range before and after the step; off, as in the harness's
+/// selftest runs, it holds the result and the counts only, and no picture is taken.
+#[test]
+fn collapse_records_carry_pictures_only_with_decision_detail() {
+    for detail in [true, false] {
+        let mut s = Sys::v618();
+        s.k.decision_detail = detail;
+        let p = s.p;
+        s.mmap_anon(p, BASE, PMD);
+        s.fill(p, BASE, 0, PMD);
+        s.madvise(p, BASE, PMD, Advice::HugePage).unwrap();
+        s.step("khugepaged", |k| k.khugepaged_run_full_scans(1, 4));
+        assert_eq!(s.k.khugepaged_state.pages_collapsed, 1);
+        let log = s.k.collapse_log();
+        assert_eq!(log.len(), 2, "{log:?}");
+        for r in log {
+            assert_eq!(r.result, model::scan_result::ScanResult::Succeed);
+            let pages = if detail { 512 } else { 0 };
+            assert_eq!(r.before.pages.len(), pages, "{r:?}");
+            assert_eq!(r.after.pages.len(), pages, "{r:?}");
+            assert_eq!(r.folios.is_empty(), !detail, "{r:?}");
+        }
+        if detail {
+            // The scan only looks; the collapse leaves one PMD-mapped THP.
+            assert_eq!(log[0].before, log[0].after);
+            assert_ne!(log[1].before, log[1].after);
+        }
+    }
+}
+
+/// khugepaged checks the VMA (`thp_vma_allowable_order`) in `khugepaged_scan_mm_slot`, then
+/// scans (`hpage_collapse_scan_pmd`, which before 7.2 asks no more about orders) and, after
+/// dropping the mmap lock, revalidates in `collapse_huge_page`. THP turned off in that window
+/// leaves the scan saying go and `hugepage_vma_revalidate` refusing with SCAN_VMA_CHECK; the
+/// range stays as it was.
+#[test]
+fn thp_disabled_after_the_vma_check_fails_the_revalidation() {
+    use model::khugepaged::{CollapseContext, CollapseStage};
+    use model::scan_result::ScanResult;
+    let mut s = Sys::v618();
+    let p = s.p;
+    s.mmap_anon(p, BASE, PMD);
+    s.fill(p, BASE, 0, PMD);
+    s.madvise(p, BASE, PMD, Advice::HugePage).unwrap();
+    s.k.sysfs_write("enabled", "never").unwrap();
+    let r = s.step("scan", |k| {
+        k.hpage_collapse_scan_pmd(p, BASE, CollapseContext::Khugepaged)
+    });
+    assert_eq!(r, ScanResult::VmaCheck);
+    let stages: Vec<_> =
+        s.k.collapse_log()
+            .iter()
+            .map(|r| (r.stage, r.result))
+            .collect();
+    assert_eq!(
+        stages,
+        [
+            (CollapseStage::ScanPmd, ScanResult::Succeed),
+            (CollapseStage::CollapseHugePage, ScanResult::VmaCheck)
+        ]
+    );
+    assert_eq!(s.k.smaps(p, BASE).unwrap().anon_huge_pages, 0);
+    s.validate(p, BASE, 0, PMD);
+}
+
+/// With mTHP collapse (7.2+), when khugepaged may build orders other than the PMD's,
+/// `collapse_scan_pmd` raises max_ptes_none to KHUGEPAGED_MAX_PTES_LIMIT (511) for its scan
+/// and leaves each order's own limit to `mthp_collapse`. A page table whose 512 PTEs are all
+/// none still exceeds it: SCAN_EXCEED_NONE_PTE after 512 none PTEs.
+#[test]
+fn with_mthp_collapse_an_empty_page_table_still_exceeds_max_ptes_none() {
+    use model::khugepaged::CollapseStage;
+    use model::scan_result::ScanResult;
+    let mut s = Sys::new(KernelProfile::for_release("7.3").unwrap());
+    let p = s.p;
+    s.mmap_anon(p, BASE, PMD);
+    s.fill(p, BASE, 0, PAGE);
+    s.k.sysfs_write("enabled", "never").unwrap();
+    s.k.sysfs_write("hugepages-64kB/enabled", "madvise")
+        .unwrap();
+    s.madvise(p, BASE, PMD, Advice::HugePage).unwrap();
+    s.madvise(p, BASE, PAGE, Advice::DontNeed).unwrap();
+    s.step("khugepaged", |k| k.khugepaged_run_full_scans(1, 4));
+    let scan =
+        s.k.collapse_log()
+            .iter()
+            .rfind(|r| r.stage == CollapseStage::ScanPmd)
+            .expect("the range was scanned");
+    assert_eq!(
+        (scan.result, scan.none_or_zero),
+        (ScanResult::ExceedNonePte, 512)
+    );
+}
