@@ -76,6 +76,7 @@ fn parse_error_trials() -> Vec<Trial> {
         ("sleep 0 ms\n", "x.scn:1:7: expected 1 to 3600000 milliseconds, found `0`"),
         ("sleep 5 s\n", "x.scn:1:9: expected `ms`"),
         ("expect scan-result\n", "x.scn:1:19: expected a mapping name (a letter, then letters, digits, _ or -), found end of line"),
+        ("set khugepaged/pages_to_scan 4096\n", "x.scn:1:5: expected a setting other than khugepaged/pages_to_scan: in a scenario every khugepaged wake-up scans whole rounds"),
     ];
     let mut trials = Vec::new();
     for (i, (text, want)) in cases.iter().enumerate() {
@@ -367,14 +368,6 @@ fn replay_trials() -> Vec<Trial> {
 /// The shipped scenarios on this host and on the model with this kernel's profile, compared
 /// (`khugepaged scenario --backend both`); ignored, with the reason, where the host cannot run
 /// them.
-/// Why host scenario trials are ignored by default (they run with `--include-ignored`; the
-/// model runs and the recorded replays run always): on 6.18 an area is sometimes found
-/// collapsed between two lines although the deterministic mode should keep khugepaged asleep
-/// there. Seen in 1 of 8 CLI runs of mremap-misaligned.scn (B 511..1022 PMD-mapped right after
-/// the mremap) and once for linux-mm-page0-child-only.scn under `cargo test`; cause not found.
-const HOST_RACE: &str = "an unexplained collapse between two lines on the host, now and then \
-     (issue 14); run with --include-ignored";
-
 fn host_trials() -> Vec<Trial> {
     use harness::host::isolate::{preflight, Preflight};
     use harness::host::scenario::{run_scenario, HostRun};
@@ -409,11 +402,12 @@ fn host_trials() -> Vec<Trial> {
                     Some(d) => Err(Failed::from(d)),
                 }
             });
-            let why = match &unsupported {
-                Some(reason) => format!("host: {reason}"),
-                None => HOST_RACE.to_string(),
-            };
-            trial.with_kind(why).with_ignored_flag(true)
+            match &unsupported {
+                Some(reason) => trial
+                    .with_kind(format!("host: {reason}"))
+                    .with_ignored_flag(true),
+                None => trial,
+            }
         })
         .collect()
 }
@@ -565,6 +559,98 @@ fn explain_trials() -> Vec<Trial> {
             Ok(())
         },
     ));
+    trials.push(Trial::test("vmstat/repeated_refusal_counts_once", || {
+        // Two full scans refuse the parent's and the child's range twice each with the same
+        // decision; khugepaged counted 4, the scenario's share is the 2 ranges refused.
+        let text = format!(
+            "profile 6.18\n\
+             include {}\n\
+             set khugepaged/max_ptes_shared 0\n\
+             include {}\n\
+             mark vmstat\n\
+             khugepaged scans 2\n\
+             expect scan-result A SCAN_EXCEED_SHARED_PTE\n\
+             expect vmstat thp_scan_exceed_share_pte +2\n",
+            root().join("prelude.inc").display(),
+            root().join("linux-mm-setup.inc").display()
+        );
+        let sc = parse_str(&root().join("twice.scn"), &text).map_err(|e| format!("{e:?}"))?;
+        let o = run_model(&sc, "6.18")?;
+        match o.failure {
+            Some(f) => Err(format!("{}: `{}`: {}", f.loc, f.line, f.why).into()),
+            None => Ok(()),
+        }
+    }));
+    trials.push(Trial::test(
+        "across/names_the_switch_of_each_change",
+        || {
+            // Each shipped scenario's known boundaries, found by flipping switches alone.
+            let cases: &[(&str, &[&str])] = &[
+                (
+                    "linux-mm-case.scn",
+                    &[
+                        "at 6.10: changed by\n    khugepaged_sharing = folio_likely_mapped_shared",
+                        "at 6.15: changed by\n    khugepaged_sharing = folio_maybe_mapped_shared",
+                    ],
+                ),
+                (
+                    "deferred-split.scn",
+                    &["at 6.9: changed by\n    zap_batches_large_folio_ptes = yes"],
+                ),
+                (
+                    "mthp-collapse.scn",
+                    &["at 7.2: changed by\n    khugepaged_mthp_collapse = yes"],
+                ),
+            ];
+            for (file, wants) in cases {
+                let sc = parse_file(&root().join(file)).map_err(|e| format!("{e:?}"))?;
+                let text = harness::across::scenario_across(&sc);
+                for want in *wants {
+                    if !text.contains(want) {
+                        return Err(format!("{file}: no `{want}` in\n{text}").into());
+                    }
+                }
+                if text.matches("\n  at ").count() < wants.len() {
+                    return Err(format!("{file}: fewer changes than expected\n{text}").into());
+                }
+            }
+            Ok(())
+        },
+    ));
+    trials.push(Trial::test("kernels/table_replays_every_recording", || {
+        let file = root().join("linux-mm-case.scn").display().to_string();
+        let fixtures = root().join("..").display().to_string();
+        let args = vec!["--kernels".to_string(), fixtures, file.clone()];
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let code = harness::scenario_cli::main(&args, &mut out, &mut err);
+        let text = String::from_utf8_lossy(&out).to_string();
+        let want = "| 6.18.44-fc-v857 | 6.18 | ok | [main] A pmd 0: SCAN_EXCEED_SHARED_PTE; \
+                    [child] A pmd 0: SCAN_EXCEED_SHARED_PTE | agrees |";
+        if code != 0 || !text.contains(want) {
+            return Err(format!("exit {code}\n{text}{}", String::from_utf8_lossy(&err)).into());
+        }
+        // A recording the model does not reproduce is reported and fails the command.
+        let dir = std::env::temp_dir().join(format!("kernels-table-{}", std::process::id()));
+        let rec = dir.join("6.18.1-test/scenarios");
+        std::fs::create_dir_all(&rec).map_err(|e| e.to_string())?;
+        let real = std::fs::read_to_string(
+            root().join("../6.18.44-fc-v857/scenarios/linux-mm-case.trace"),
+        )
+        .map_err(|e| e.to_string())?;
+        let forged = real
+            .replace("kernel: 6.18.44-fc-v857", "kernel: 6.18.1-test")
+            .replacen("SCAN_EXCEED_SHARED_PTE", "SCAN_SUCCEED", 1);
+        std::fs::write(rec.join("linux-mm-case.trace"), forged).map_err(|e| e.to_string())?;
+        let args = vec!["--kernels".to_string(), dir.display().to_string(), file];
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let code = harness::scenario_cli::main(&args, &mut out, &mut err);
+        let _ = std::fs::remove_dir_all(&dir);
+        let text = String::from_utf8_lossy(&out).to_string();
+        if code != 1 || !text.contains("| DISAGREES |") || !text.contains("DISAGREE 6.18.1-test") {
+            return Err(format!("exit {code}\n{text}").into());
+        }
+        Ok(())
+    }));
     trials.push(Trial::test("explain/svg_matches_the_picture", || {
         let sc = parse_file(&root().join("linux-mm-case.scn")).map_err(|e| format!("{e:?}"))?;
         let o = run_model(&sc, "6.12")?;

@@ -126,3 +126,50 @@ pub fn wait_until_asleep(known: Option<i32>, timeout: Duration) -> Result<Option
         std::thread::sleep(Duration::from_micros(500));
     }
 }
+
+/// Puts the calling process's MM on khugepaged's list, without a THP fault, so that nothing
+/// the test does later can wake khugepaged.
+///
+/// `__khugepaged_enter` wakes khugepaged when it adds an MM to an empty list, and a khugepaged
+/// with no work waits only for that (`khugepaged_wait_work`), then scans at once. On a quiet
+/// machine the list is empty whenever no process with THP memory lives, so the test's first
+/// THP fault or MADV_HUGEPAGE started an unplanned pass that ran beside the test's next lines
+/// (seen as a collapse right after an mremap in mremap-misaligned.scn). Registering here, before
+/// the caller settles khugepaged, moves that wake-up to a point where the settle absorbs it;
+/// the MM then stays listed until the process exits, and forks inherit it without a wake-up
+/// (`khugepaged_fork`, list not empty).
+///
+/// MADV_HUGEPAGE registers only a VMA with an anon_vma (`__thp_vma_allowable_orders`), hence
+/// one written page, faulted under MADV_NOHUGEPAGE so that it is order 0 whatever `enabled`
+/// says. Nothing is registered while PMD THPs are disabled (`hugepage_pmd_enabled`): then
+/// khugepaged is stopped, and a later settings write that starts it is settled by the caller
+/// again. The mapping is gone before any pass can scan it.
+pub fn register_with_khugepaged() -> Result<(), String> {
+    use nix::sys::mman::{madvise, mmap_anonymous, munmap, MapFlags, MmapAdvise, ProtFlags};
+    use std::num::NonZeroUsize;
+    let pmd = model::HPAGE_PMD_SIZE as usize;
+    let len = NonZeroUsize::new(2 * pmd).expect("non-zero");
+    // SAFETY: a fresh private anonymous mapping that only this function uses and unmaps.
+    let base = unsafe {
+        mmap_anonymous(
+            None,
+            len,
+            ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+            MapFlags::MAP_PRIVATE,
+        )
+    }
+    .map_err(|e| format!("registering with khugepaged: mmap: {e}"))?;
+    let aligned = (base.as_ptr() as usize + pmd - 1) & !(pmd - 1);
+    let area = std::ptr::NonNull::new(aligned as *mut libc::c_void).expect("non-null");
+    // SAFETY: `area` .. `area + pmd` lies inside the mapping above.
+    let r = unsafe {
+        madvise(area, pmd, MmapAdvise::MADV_NOHUGEPAGE).and_then(|()| {
+            std::ptr::write_volatile(aligned as *mut u8, 1);
+            madvise(area, pmd, MmapAdvise::MADV_HUGEPAGE)
+        })
+    };
+    // SAFETY: the whole mapping made above; nothing points into it.
+    let unmapped = unsafe { munmap(base, len.get()) };
+    r.map_err(|e| format!("registering with khugepaged: madvise: {e}"))?;
+    unmapped.map_err(|e| format!("registering with khugepaged: munmap: {e}"))
+}

@@ -259,6 +259,12 @@ struct Runner<'a, B: ScenarioExt> {
     decisions: Vec<Decision>,
     /// The decision lines traced for the current scenario line.
     traced_decisions: std::collections::BTreeSet<String>,
+    /// Whether the current line is a `khugepaged` line.
+    khugepaged_line: bool,
+    /// Per exceed counter: khugepaged's repeated visits so far (an identical decision on the
+    /// same range again within one `khugepaged` line), and their number at the last mark.
+    repeat_visits: BTreeMap<&'static str, u64>,
+    repeat_visits_at_mark: BTreeMap<&'static str, u64>,
     /// Why this backend cannot report collapse decisions, if it cannot.
     no_decisions: Option<String>,
     log: Vec<String>,
@@ -267,6 +273,11 @@ struct Runner<'a, B: ScenarioExt> {
     line: String,
     trace: Vec<String>,
 }
+
+pub const PAGES_TO_SCAN: &str = "khugepaged/pages_to_scan";
+/// The `pages_to_scan` every wake-up runs with in a scenario: more than any machine's MMs add
+/// up to, so that one `khugepaged_do_scan` visits every MM once and stops at the list's head.
+pub const WHOLE_ROUND_PAGES: u64 = 1 << 30;
 
 /// The first address hint; every mapping gets its own PMD-aligned stretch after it.
 const FIRST_HINT: u64 = 0x4000_0000;
@@ -284,6 +295,17 @@ enum Fail {
 impl From<String> for Fail {
     fn from(s: String) -> Fail {
         Fail::Here(s)
+    }
+}
+
+/// The /proc/vmstat counter khugepaged adds one to for a scan with this result
+/// (`hpage_collapse_scan_pmd`, `hpage_collapse_scan_file`, `__collapse_huge_page_isolate`).
+fn exceed_counter(r: ScanResult) -> Option<&'static str> {
+    match r {
+        ScanResult::ExceedNonePte => Some("thp_scan_exceed_none_pte"),
+        ScanResult::ExceedSwapPte => Some("thp_scan_exceed_swap_pte"),
+        ScanResult::ExceedSharedPte => Some("thp_scan_exceed_share_pte"),
+        _ => None,
     }
 }
 
@@ -312,6 +334,10 @@ impl<B: ScenarioExt> Runner<'_, B> {
                 let line = format!("  decision [{who}] {place}: {} {rec}", d.result);
                 if self.traced_decisions.insert(line.clone()) {
                     self.trace.push(line);
+                } else if self.khugepaged_line {
+                    if let Some(c) = exceed_counter(d.result) {
+                        *self.repeat_visits.entry(c).or_default() += 1;
+                    }
                 }
             }
             self.decisions.push(d);
@@ -396,6 +422,7 @@ impl<B: ScenarioExt> Runner<'_, B> {
     }
 
     fn snapshot(&mut self) {
+        self.repeat_visits_at_mark = self.repeat_visits.clone();
         for c in VMSTAT_COUNTERS {
             if let Some(v) = self.b.vmstat(c) {
                 self.baseline.insert(c, v);
@@ -453,6 +480,7 @@ impl<B: ScenarioExt> Runner<'_, B> {
             };
             let by_khugepaged = matches!(s.op, Op::KhugepagedScans(_) | Op::KhugepagedUntil { .. });
             self.traced_decisions.clear();
+            self.khugepaged_line = by_khugepaged;
             let r = self.stmt(s);
             self.collect();
             if collapses {
@@ -784,8 +812,9 @@ impl<B: ScenarioExt> Runner<'_, B> {
                             .filter(|o| props.iter().any(|p| !has(o, *p)))
                             .count();
                         return Err(format!(
-                            "expected page(s) {} of {map} to be {}, but page {} is {} ({bad} of {n} pages differ)",
+                            "expected page(s) {} of {map} to be {}{}, but page {} is {} ({bad} of {n} pages differ)",
                             range.map_or(format!("0..{}", n - 1), |r| r.to_string()),
+                            if matches!(p, PageProp::Folio(_)) { "in a " } else { "" },
                             p.name(),
                             first + i as u64,
                             describe(o)
@@ -848,7 +877,15 @@ impl<B: ScenarioExt> Runner<'_, B> {
                     .vmstat(counter)
                     .ok_or_else(|| format!("this backend does not count {counter}"))?;
                 let base = self.baseline.get(counter).copied().unwrap_or(0);
-                let got = now.saturating_sub(base);
+                // A range refused again unchanged within one `khugepaged` line counts once,
+                // as it is traced once (see `collect`).
+                let repeats = self.repeat_visits.get(counter).copied().unwrap_or(0)
+                    - self
+                        .repeat_visits_at_mark
+                        .get(counter)
+                        .copied()
+                        .unwrap_or(0);
+                let got = now.saturating_sub(base).saturating_sub(repeats);
                 self.trace.push(format!("  = {counter} +{got}"));
                 if got == *delta {
                     Ok(())
@@ -978,6 +1015,7 @@ fn has(o: &PageObs, p: PageProp) -> bool {
         PageProp::Zero => o.state == PageState::Zero,
         PageProp::Exclusive => present && o.exclusive,
         PageProp::Shared => present && !o.exclusive,
+        PageProp::Folio(order) => present && o.folio.is_some() && o.order == order,
     }
 }
 
@@ -1011,11 +1049,45 @@ pub fn run_on<B: ScenarioExt>(sc: &Scenario, release: &str, b: &mut B) -> Outcom
         decisions: Vec::new(),
         no_decisions: None,
         traced_decisions: Default::default(),
+        khugepaged_line: false,
+        repeat_visits: BTreeMap::new(),
+        repeat_visits_at_mark: BTreeMap::new(),
         log: Vec::new(),
         attempts: Vec::new(),
         line: String::new(),
         trace: Vec::new(),
     };
+    // Where one khugepaged pass stops depends on every MM of the machine (a pass ends when
+    // `pages_to_scan` units are spent), so on a real machine a `khugepaged scans 1` that began
+    // with khugepaged's cursor in another process's MM could pass the scenario's first MM by,
+    // or visit it twice. Both backends therefore scan whole rounds: every wake-up visits each
+    // MM once, in list order; one wake-up first brings the cursor to the list's head.
+    let start =
+        r.b.thp_write(PAGES_TO_SCAN, &WHOLE_ROUND_PAGES.to_string())
+            .map_err(|e| {
+                format!(
+                    "writing {WHOLE_ROUND_PAGES} to {PAGES_TO_SCAN}: {}",
+                    e.name()
+                )
+            })
+            .and_then(|()| r.b.after_settings_write())
+            .and_then(|()| r.b.khugepaged_wake());
+    if let Err(why) = start {
+        return Outcome {
+            log: Vec::new(),
+            trace: Vec::new(),
+            failure: Some(Failure {
+                loc: Loc {
+                    file: std::sync::Arc::new(sc.path.clone()),
+                    line: 1,
+                    col: 1,
+                },
+                line: String::new(),
+                why: format!("preparing khugepaged's whole-round passes: {why}"),
+            }),
+            attempts: Vec::new(),
+        };
+    }
     if let Err(why) = r.b.take_decisions() {
         r.no_decisions = Some(why);
     }
