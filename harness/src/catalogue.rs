@@ -888,7 +888,11 @@ impl<'a> Ctx<'a> {
         let mut settings = self.current_settings()?;
         if ops == MemType::Anon {
             settings.thp_enabled = "never".into();
-            settings.hugepages[order as usize] = Some("madvise".into());
+            // thp_write_settings writes only the sizes that have a hugepages-<N>kB directory
+            // (none before 6.8): elsewhere the setting stays unwritten, as in C.
+            if let Some(size) = settings.hugepages[order as usize].as_mut() {
+                *size = "madvise".into();
+            }
         }
         self.push_settings(settings)?;
         if self.wait_for_scan_sized(msg, p, len, nr, order, ops)? {
