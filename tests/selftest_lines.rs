@@ -6,6 +6,12 @@
 //! for line. Logs built from an older source (6.1, 6.12) follow a khugepaged.c neither
 //! catalogue mirrors and are not compared. The only difference allowed is the timing of
 //! one wait's progress dots ([`timing_only`]).
+//!
+//! `newest-lines/...`: every kernel's `newest-selftest/harness.log` (`ci/kernels newest`: the
+//! harness with the 7.3 catalogue, deterministic khugepaged, on that kernel, whatever its
+//! era) against the model under the release's profile, run the same way: their step lines
+//! must be equal, the test file's directory aside. How they compare with the 7.3 C
+//! selftest's on the same kernel is fixtures/MATRIX.md's newest-selftest section.
 
 use std::path::{Path, PathBuf};
 
@@ -55,7 +61,9 @@ fn step_lines(text: &str) -> Vec<String> {
         .map(|l| l.trim().trim_start_matches("# ").to_string())
         .filter(|l| {
             l.contains("...")
-                && (l.ends_with("OK") || l.ends_with("Fail") || l.ends_with("Skip"))
+                && ["OK", "Fail", "Skip", "Timeout"]
+                    .iter()
+                    .any(|v| l.ends_with(v))
                 && !l.starts_with("Save THP")
                 && !l.starts_with("Restore THP")
         })
@@ -182,7 +190,128 @@ fn trials() -> Vec<Trial> {
     trials
 }
 
+/// The sections of a `newest-selftest/*.log`: the harness's command line (after `## LABEL: `)
+/// and its output up to `## exit`.
+fn newest_sections(log: &str) -> Vec<(String, String, String)> {
+    let mut out = Vec::new();
+    let mut current: Option<(String, String, String)> = None;
+    for l in log.lines() {
+        if l.starts_with("## exit") {
+            out.extend(current.take());
+        } else if let Some((label, command)) =
+            l.strip_prefix("## ").and_then(|r| r.split_once(": "))
+        {
+            current = Some((label.to_string(), command.to_string(), String::new()));
+        } else if let Some((_, _, text)) = current.as_mut() {
+            text.push_str(l);
+            text.push('\n');
+        }
+    }
+    out
+}
+
+/// The test file's directory differs (the harness's private directories, the model's): `$DIR`.
+fn without_dir(lines: Vec<String>) -> Vec<String> {
+    lines
+        .into_iter()
+        .map(|l| {
+            l.split(' ')
+                .map(|w| match w.rfind("/collapse_test_file") {
+                    Some(i) if w.starts_with('/') => format!("$DIR{}", &w[i..]),
+                    _ => w.to_string(),
+                })
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect()
+}
+
+/// The model's output for a harness command line of `ci/kernels newest` (`--backend host`
+/// and its host options included), as the host ran it: deterministic khugepaged, the
+/// catalogue asked for, the private tmpfs or the ext4 directory, swap as the kernel had it.
+fn model_output_for_command(release: &str, command: &str, swap: bool) -> Result<String, String> {
+    let argv: Vec<String> = command
+        .split_whitespace()
+        .skip(1)
+        .map(String::from)
+        .collect();
+    let o = parse(&argv)?.ok_or("help")?;
+    let profile = KernelProfile::for_release(release).map_err(|e| e.to_string())?;
+    let finfo = if o.private_tmpfs {
+        Some(FileInfo::model_tmpfs("advise"))
+    } else {
+        o.dir.as_ref().map(|d| {
+            FileInfo::new(
+                d,
+                DirKind::Disk {
+                    read_ahead_kb_path: None,
+                },
+            )
+        })
+    };
+    let catalogue = harness::cli::effective_catalogue(&o);
+    let env = Env {
+        anon_order: o.anon_order,
+        finfo,
+        khugepaged: o.khugepaged.unwrap_or(KhugepagedMode::Deterministic),
+        catalogue,
+        collapse_order: o.collapse_order,
+    };
+    let cases = select_cases(&o);
+    let mut text = String::new();
+    for case in &cases {
+        // Without swap the host skips the swap cases (--no-swapfile), with no step line.
+        if !swap && harness::host::isolate::needs_swap(case) {
+            continue;
+        }
+        let mut b = if swap {
+            ModelBackend::new(profile.clone())
+        } else {
+            ModelBackend::without_swap(profile.clone())
+        };
+        b.dir = env.finfo.as_ref().map(|f| f.kind.clone());
+        let r = run_case(&mut b, &env, case);
+        text.push_str(&harness::report::tap13_case(1, &r));
+        if harness::report::tap13_aborted(&r) {
+            break;
+        }
+    }
+    Ok(text)
+}
+
+fn newest_trials() -> Vec<Trial> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(fixtures_root())
+        .map(|rd| rd.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    dirs.sort();
+    let mut trials = Vec::new();
+    for dir in dirs {
+        let Ok(log) = std::fs::read_to_string(dir.join("newest-selftest/harness.log")) else {
+            continue;
+        };
+        let release = dir.file_name().unwrap().to_string_lossy().into_owned();
+        let swap = !log.lines().any(|l| l.starts_with("# no swap:"));
+        for (label, command, h_text) in newest_sections(&log) {
+            let release = release.clone();
+            trials.push(Trial::test(
+                format!("newest-lines/{release}/{label}"),
+                move || {
+                    let m_text =
+                        model_output_for_command(&release, &command, swap).map_err(Failed::from)?;
+                    compare(
+                        &without_dir(step_lines(&h_text)),
+                        &without_dir(step_lines(&m_text)),
+                    )
+                },
+            ));
+        }
+    }
+    trials
+}
+
 fn main() {
     let args = Arguments::from_args();
-    libtest_mimic::run(&args, trials()).exit();
+    let mut all = trials();
+    all.extend(newest_trials());
+    libtest_mimic::run(&args, all).exit();
 }

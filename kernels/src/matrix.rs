@@ -573,15 +573,19 @@ pub(crate) fn c_step_lines(lines: &[String]) -> Vec<String> {
         let l = strip_ansi(l);
         let last = l.rsplit('\r').find(|p| !p.trim().is_empty()).unwrap_or("");
         let l = last.trim().trim_start_matches("# ").to_string();
-        let bare_verdict = matches!(l.as_str(), "OK" | "Fail" | "Skip");
+        let bare_verdict = matches!(l.as_str(), "OK" | "Fail" | "Skip" | "Timeout");
         if bare_verdict {
             if let Some(p) = previous.take() {
                 out.push(comparable_step(&p));
             }
             continue;
         }
+        // `Timeout`: a wait that saw neither the collapse nor two full scans (khugepaged
+        // stopped).
         let is_step = l.contains("...")
-            && (l.ends_with("OK") || l.ends_with("Fail") || l.ends_with("Skip"))
+            && ["OK", "Fail", "Skip", "Timeout"]
+                .iter()
+                .any(|v| l.ends_with(v))
             && !l.starts_with("Save THP")
             && !l.starts_with("Restore THP");
         if is_step {
