@@ -581,6 +581,40 @@ fn explain_trials() -> Vec<Trial> {
             None => Ok(()),
         }
     }));
+    trials.push(Trial::test("kernels/table_replays_every_recording", || {
+        let file = root().join("linux-mm-case.scn").display().to_string();
+        let fixtures = root().join("..").display().to_string();
+        let args = vec!["--kernels".to_string(), fixtures, file.clone()];
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let code = harness::scenario_cli::main(&args, &mut out, &mut err);
+        let text = String::from_utf8_lossy(&out).to_string();
+        let want = "| 6.18.44-fc-v857 | 6.18 | ok | [main] A pmd 0: SCAN_EXCEED_SHARED_PTE; \
+                    [child] A pmd 0: SCAN_EXCEED_SHARED_PTE | agrees |";
+        if code != 0 || !text.contains(want) {
+            return Err(format!("exit {code}\n{text}{}", String::from_utf8_lossy(&err)).into());
+        }
+        // A recording the model does not reproduce is reported and fails the command.
+        let dir = std::env::temp_dir().join(format!("kernels-table-{}", std::process::id()));
+        let rec = dir.join("6.18.1-test/scenarios");
+        std::fs::create_dir_all(&rec).map_err(|e| e.to_string())?;
+        let real = std::fs::read_to_string(
+            root().join("../6.18.44-fc-v857/scenarios/linux-mm-case.trace"),
+        )
+        .map_err(|e| e.to_string())?;
+        let forged = real
+            .replace("kernel: 6.18.44-fc-v857", "kernel: 6.18.1-test")
+            .replacen("SCAN_EXCEED_SHARED_PTE", "SCAN_SUCCEED", 1);
+        std::fs::write(rec.join("linux-mm-case.trace"), forged).map_err(|e| e.to_string())?;
+        let args = vec!["--kernels".to_string(), dir.display().to_string(), file];
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let code = harness::scenario_cli::main(&args, &mut out, &mut err);
+        let _ = std::fs::remove_dir_all(&dir);
+        let text = String::from_utf8_lossy(&out).to_string();
+        if code != 1 || !text.contains("| DISAGREES |") || !text.contains("DISAGREE 6.18.1-test") {
+            return Err(format!("exit {code}\n{text}").into());
+        }
+        Ok(())
+    }));
     trials.push(Trial::test("explain/svg_matches_the_picture", || {
         let sc = parse_file(&root().join("linux-mm-case.scn")).map_err(|e| format!("{e:?}"))?;
         let o = run_model(&sc, "6.12")?;

@@ -13,6 +13,7 @@ use crate::scenario::run::{run_model, Outcome};
 pub const USAGE: &str = "\
 usage: khugepaged scenario [-v] [--explain] [--explain-svg DIR] [--backend model|host|both]
                            [--profile RELEASE] [--record DIR] FILE...
+       khugepaged scenario --kernels DIR FILE...
   Runs scenario files. On the model (the default): once per release each file names on its
   `profile` line (or only RELEASE). On the host (root; THP needed): once, as this kernel,
   each file in its own process with the THP settings journaled and restored and khugepaged
@@ -26,6 +27,10 @@ usage: khugepaged scenario [-v] [--explain] [--explain-svg DIR] [--backend model
   its decision record (result, counts, the sharing predicate's answer per folio) and a
   picture of the PMD range before and after (16 rows of 32 pages, with a legend).
   --explain-svg DIR writes the same as DIR/<file>-model-<release>-<n>.svg, one per attempt.
+  --kernels DIR: the cross-kernel table of each file instead of a run: every recording of
+  it under DIR (DIR/<release>/scenarios/<name>.trace), the kernel's outcome and decisions,
+  and whether the model with that release's profile agrees (each replayed); exit 1 when a
+  replay disagrees or a file has no recording.
   Exit status: 0 all passed (and agreed), 1 a scenario failed or the sides disagree,
   2 a usage or parse error (nothing runs then), 4 the host cannot run scenarios.
 ";
@@ -60,6 +65,7 @@ pub fn main(args: &[String], out: &mut dyn Write, err: &mut dyn Write) -> i32 {
     let mut only: Option<String> = None;
     let mut backend: Option<Backend> = None;
     let mut record_dir: Option<PathBuf> = None;
+    let mut kernels_dir: Option<PathBuf> = None;
     let mut files = Vec::new();
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -104,9 +110,26 @@ pub fn main(args: &[String], out: &mut dyn Write, err: &mut dyn Write) -> i32 {
                 Some(d) => record_dir = Some(PathBuf::from(d)),
                 None => return usage_error(err, "--record needs a directory"),
             },
+            "--kernels" => match it.next() {
+                Some(d) => kernels_dir = Some(PathBuf::from(d)),
+                None => return usage_error(err, "--kernels needs the fixtures directory"),
+            },
             s if s.starts_with('-') => return usage_error(err, &format!("unknown option {s}")),
             f => files.push(PathBuf::from(f)),
         }
+    }
+    if kernels_dir.is_some()
+        && (record_dir.is_some()
+            || backend.is_some()
+            || only.is_some()
+            || show.explain
+            || show.svg.is_some())
+    {
+        return usage_error(
+            err,
+            "--kernels prints the recorded kernels' table; it runs nothing, so it takes no \
+             --backend, --record, --profile or --explain",
+        );
     }
     if record_dir.is_some() {
         match backend {
@@ -145,6 +168,9 @@ pub fn main(args: &[String], out: &mut dyn Write, err: &mut dyn Write) -> i32 {
     if bad {
         return 2;
     }
+    if let Some(dir) = &kernels_dir {
+        return kernel_tables(&parsed, dir, show.verbose, out, err);
+    }
     if let Some(d) = &show.svg {
         if let Err(e) = std::fs::create_dir_all(d) {
             let _ = writeln!(
@@ -173,6 +199,55 @@ pub fn main(args: &[String], out: &mut dyn Write, err: &mut dyn Write) -> i32 {
             err,
         ),
     }
+}
+
+/// `--kernels DIR`: each file's cross-kernel table; -v adds each disagreement in full.
+fn kernel_tables(
+    parsed: &[Scenario],
+    dir: &Path,
+    verbose: bool,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> i32 {
+    let mut status = 0;
+    for sc in parsed {
+        let rows = match record::kernel_rows(dir, &sc.path) {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = writeln!(err, "khugepaged scenario: --kernels {}: {e}", dir.display());
+                return 2;
+            }
+        };
+        let _ = writeln!(
+            out,
+            "{} on the kernels recorded in {}:",
+            sc.path.display(),
+            dir.display()
+        );
+        if rows.is_empty() {
+            let _ = writeln!(
+                out,
+                "  no recording (record one with `khugepaged scenario --record {} {}`)\n",
+                dir.display(),
+                sc.path.display()
+            );
+            status = 1;
+            continue;
+        }
+        let _ = writeln!(out, "{}", record::kernel_table(&rows));
+        for r in &rows {
+            if let Some(d) = &r.disagreement {
+                status = 1;
+                let first = if verbose {
+                    d.as_str()
+                } else {
+                    d.lines().next().unwrap_or("")
+                };
+                let _ = writeln!(out, "DISAGREE {}: {first}", r.kernel);
+            }
+        }
+    }
+    status
 }
 
 fn writable(dir: &Path) -> Result<(), String> {

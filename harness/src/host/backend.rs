@@ -47,6 +47,13 @@ fn refuse(what: &str, why: &str) -> Errno {
 }
 
 impl HostBackend {
+    /// Returns once the khugepaged thread sleeps between passes (deterministic mode).
+    fn wait_until_khugepaged_sleeps(&mut self) -> Result<(), String> {
+        let pid = super::kthread::wait_until_asleep(self.khugepaged_pid, self.stall_timeout)?;
+        self.khugepaged_pid = pid;
+        Ok(())
+    }
+
     /// Takes over what `parent` mapped (a forked child has the same mappings).
     pub fn inherit_mappings(&mut self, parent: &HostBackend) {
         self.mapped = parent.mapped.clone();
@@ -460,14 +467,15 @@ impl Backend for HostBackend {
         let file = "khugepaged/scan_sleep_millisecs";
         let v = sysfs::read(file).map_err(|e| format!("reading {file}: {e}"))?;
         sysfs::write(file, v.trim()).map_err(|e| format!("writing {file}: {e}"))?;
-        self.khugepaged_settle()
+        // Not `khugepaged_settle`: its registration maps and unmaps, and a pass that finds
+        // this MM's mmap_lock taken skips the whole MM (`mmap_read_trylock` in
+        // `khugepaged_scan_mm_slot`).
+        self.wait_until_khugepaged_sleeps()
     }
 
     fn khugepaged_settle(&mut self) -> Result<(), String> {
         super::kthread::register_with_khugepaged()?;
-        let pid = super::kthread::wait_until_asleep(self.khugepaged_pid, self.stall_timeout)?;
-        self.khugepaged_pid = pid;
-        Ok(())
+        self.wait_until_khugepaged_sleeps()
     }
 
     /// The shared pass loop, with a progress line on stderr once a wait takes 3 s. As the

@@ -542,23 +542,38 @@ impl HostScenario {
         pmds.next().is_none().then_some(h)
     }
 
-    /// A decision that met no page (scan_pfn -1): a range found PMD-mapped, or without a
-    /// page table, is placed when exactly one whole PMD range of the process looked so before
-    /// the pass (512 present frames in a row from an aligned head; no present frame).
+    /// A decision without a page frame (scan_pfn -1): a range found PMD-mapped or without a
+    /// page table met no page; and since 7.2 (`collapse_scan_pmd` traces `failed_pfn`) a
+    /// success, too few referenced pages and the none/swap limits print no frame either. Such
+    /// a decision is placed when exactly one whole PMD range of the process looked so before
+    /// the pass: 512 present frames in a row from an aligned head; no present frame; some
+    /// present frames, not PMD-mapped; not PMD-mapped.
     fn place_pageless(&self, p: ProcId, result: ScanResult) -> Option<u64> {
-        let want_pmd = match result {
-            ScanResult::PmdMapped => true,
-            ScanResult::PmdNull | ScanResult::PmdNone => false,
+        enum Look {
+            PmdMapped,
+            Empty,
+            PtePages,
+            NotPmdMapped,
+        }
+        let want = match result {
+            ScanResult::PmdMapped => Look::PmdMapped,
+            ScanResult::PmdNull | ScanResult::PmdNone => Look::Empty,
+            ScanResult::Succeed | ScanResult::LackReferencedPage | ScanResult::ExceedSwapPte => {
+                Look::PtePages
+            }
+            ScanResult::ExceedNonePte => Look::NotPmdMapped,
             _ => return None,
         };
         let mut found = None;
         for (&h, frames) in self.pmd_frames.get(&p)? {
-            let looks = if want_pmd {
-                frames.len() == model::HPAGE_PMD_NR
-                    && frames[0] % model::HPAGE_PMD_NR as u64 == 0
-                    && frames.windows(2).all(|w| w[1] == w[0] + 1)
-            } else {
-                frames.is_empty()
+            let pmd_mapped = frames.len() == model::HPAGE_PMD_NR
+                && frames[0] % model::HPAGE_PMD_NR as u64 == 0
+                && frames.windows(2).all(|w| w[1] == w[0] + 1);
+            let looks = match want {
+                Look::PmdMapped => pmd_mapped,
+                Look::Empty => frames.is_empty(),
+                Look::PtePages => !frames.is_empty() && !pmd_mapped,
+                Look::NotPmdMapped => !pmd_mapped,
             };
             if looks {
                 if found.is_some() {

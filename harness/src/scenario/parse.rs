@@ -145,10 +145,12 @@ pub enum PageProp {
     Exclusive,
     /// PM_MMAP_EXCLUSIVE clear on a present page.
     Shared,
+    /// Present, in a folio of this order (`4kB` ... `2048kB`: the folio's size).
+    Folio(u8),
 }
 
 impl PageProp {
-    const WORDS: [(&'static str, PageProp); 8] = [
+    const WORDS: [(&'static str, PageProp); 18] = [
         ("pmd", PageProp::Pmd),
         ("pte", PageProp::Pte),
         ("present", PageProp::Present),
@@ -157,6 +159,16 @@ impl PageProp {
         ("zero", PageProp::Zero),
         ("exclusive", PageProp::Exclusive),
         ("shared", PageProp::Shared),
+        ("4kB", PageProp::Folio(0)),
+        ("8kB", PageProp::Folio(1)),
+        ("16kB", PageProp::Folio(2)),
+        ("32kB", PageProp::Folio(3)),
+        ("64kB", PageProp::Folio(4)),
+        ("128kB", PageProp::Folio(5)),
+        ("256kB", PageProp::Folio(6)),
+        ("512kB", PageProp::Folio(7)),
+        ("1024kB", PageProp::Folio(8)),
+        ("2048kB", PageProp::Folio(9)),
     ];
 
     pub fn name(self) -> &'static str {

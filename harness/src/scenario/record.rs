@@ -141,6 +141,99 @@ pub fn replay_text(text: &str, scenarios_dir: &Path) -> Result<(), String> {
     }
 }
 
+/// One recorded kernel's run of a scenario, as the cross-kernel table shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KernelRow {
+    pub kernel: String,
+    /// The model profile the replay used (`KernelProfile::for_release`), or why none.
+    pub profile: String,
+    pub outcome: String,
+    /// The collapse decisions on the scenario's own ranges, in order, as `[process] place:
+    /// RESULT`, once each.
+    pub decisions: Vec<String>,
+    /// None when the model agrees with the kernel on every observation and decision; else
+    /// the first difference.
+    pub disagreement: Option<String>,
+}
+
+/// Every recording of scenario `file` under `fixtures` (`<release>/scenarios/<stem>.trace`),
+/// replayed on the model with its kernel's profile, oldest kernel first.
+pub fn kernel_rows(fixtures: &Path, file: &Path) -> Result<Vec<KernelRow>, String> {
+    let dir =
+        std::fs::read_dir(fixtures).map_err(|e| format!("reading {}: {e}", fixtures.display()))?;
+    let scenarios_dir = file.parent().unwrap_or(Path::new("."));
+    let mut rows = Vec::new();
+    for entry in dir.flatten() {
+        let path = recording_path(fixtures, &entry.file_name().to_string_lossy(), file);
+        if !path.is_file() {
+            continue;
+        }
+        let text =
+            std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let rec = parse(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        let profile = super::parse::lookup_profile(&rec.kernel);
+        let mut decisions: Vec<String> = Vec::new();
+        for l in &rec.trace {
+            let Some(d) = l.trim_start().strip_prefix("decision ") else {
+                continue;
+            };
+            // `[child] A pmd 0: SCAN_EXCEED_SHARED_PTE scan_pmd none_or_zero=...`
+            let short = match d.split_once(": ") {
+                Some((place, rest)) => {
+                    format!("{place}: {}", rest.split_whitespace().next().unwrap_or(""))
+                }
+                None => d.to_string(),
+            };
+            if !decisions.contains(&short) {
+                decisions.push(short);
+            }
+        }
+        let disagreement = match &profile {
+            Ok(_) => replay_text(&text, scenarios_dir).err(),
+            Err(why) => Some(format!("no model profile: {why}")),
+        };
+        rows.push(KernelRow {
+            kernel: rec.kernel.clone(),
+            profile: profile.map_or_else(|e| format!("none ({e})"), |p| p.name.to_string()),
+            outcome: rec.outcome,
+            decisions,
+            disagreement,
+        });
+    }
+    rows.sort_by_key(|r| {
+        let v = super::parse::release_version(&r.kernel).unwrap_or((0, 0));
+        (v, r.kernel.clone())
+    });
+    Ok(rows)
+}
+
+/// The rows as a Markdown table.
+pub fn kernel_table(rows: &[KernelRow]) -> String {
+    let mut s = String::from(
+        "| kernel | profile | kernel's outcome | decisions on the scenario's ranges | model |\n\
+         |---|---|---|---|---|\n",
+    );
+    for r in rows {
+        s.push_str(&format!(
+            "| {} | {} | {} | {} | {} |\n",
+            r.kernel,
+            r.profile,
+            r.outcome.replace('|', "\\|"),
+            if r.decisions.is_empty() {
+                "-".to_string()
+            } else {
+                r.decisions.join("; ")
+            },
+            if r.disagreement.is_none() {
+                "agrees"
+            } else {
+                "DISAGREES"
+            }
+        ));
+    }
+    s
+}
+
 /// How a run of the model differs from a kernel's run (its outcome word and trace), or None
 /// when they agree on every observation and decision.
 pub fn disagreement(

@@ -812,8 +812,9 @@ impl<B: ScenarioExt> Runner<'_, B> {
                             .filter(|o| props.iter().any(|p| !has(o, *p)))
                             .count();
                         return Err(format!(
-                            "expected page(s) {} of {map} to be {}, but page {} is {} ({bad} of {n} pages differ)",
+                            "expected page(s) {} of {map} to be {}{}, but page {} is {} ({bad} of {n} pages differ)",
                             range.map_or(format!("0..{}", n - 1), |r| r.to_string()),
+                            if matches!(p, PageProp::Folio(_)) { "in a " } else { "" },
                             p.name(),
                             first + i as u64,
                             describe(o)
@@ -1014,6 +1015,7 @@ fn has(o: &PageObs, p: PageProp) -> bool {
         PageProp::Zero => o.state == PageState::Zero,
         PageProp::Exclusive => present && o.exclusive,
         PageProp::Shared => present && !o.exclusive,
+        PageProp::Folio(order) => present && o.folio.is_some() && o.order == order,
     }
 }
 
