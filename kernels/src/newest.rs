@@ -299,6 +299,16 @@ pub struct Comparison {
     pub timing: Vec<(String, String)>,
     /// The C printed no step line: its first line (a usage message, a skip).
     pub c_did_not_run: Option<String>,
+    /// Where each side stopped early (kselftest's `Bail out! ...`).
+    pub c_bail: Option<String>,
+    pub harness_bail: Option<String>,
+}
+
+/// The `Bail out!` line of an output, if it stopped early.
+fn bail(lines: &[String]) -> Option<String> {
+    lines
+        .iter()
+        .find_map(|l| l.find("Bail out!").map(|i| l[i..].trim().to_string()))
 }
 
 /// The comparisons of a release directory's newest-selftest outputs; None without them.
@@ -334,6 +344,8 @@ pub fn comparison(release_dir: &Path) -> Result<Option<Vec<Comparison>>, String>
                 h_only: Vec::new(),
             },
             timing: Vec::new(),
+            c_bail: bail(c_lines),
+            harness_bail: bail(h_lines),
         });
         let last = out.last_mut().expect("just pushed");
         (last.diff, last.timing) = timing_pairs(diff_steps(&cs, &c_step_lines(h_lines)));
@@ -364,6 +376,9 @@ pub fn timing_pairs(mut d: StepDiff) -> (StepDiff, Vec<(String, String)>) {
     d.c_only = c_rest;
     (d, pairs)
 }
+
+/// Distinct lines listed per side and selection.
+const MAX_LISTED: usize = 8;
 
 /// The section of fixtures/MATRIX.md: per kernel and selection, the line agreement.
 pub fn report_section(releases: &[PathBuf]) -> Result<String, String> {
@@ -411,16 +426,29 @@ pub fn report_section(releases: &[PathBuf]) -> Result<String, String> {
                     n[0], n[1], n[2], n[3]
                 )
             };
+            let mut stops = String::new();
+            for (side, b) in [("the C", &c.c_bail), ("the harness", &c.harness_bail)] {
+                if let Some(b) = b {
+                    stops.push_str(&format!("; {side} stopped: `{b}`"));
+                }
+            }
             match &c.c_did_not_run {
                 Some(first) => details.push_str(&format!(
-                    "  - {} ({how}): the C printed no step line ({first:?}); {counts}\n",
+                    "  - {} ({how}): the C printed no step line ({first:?}); {counts}{stops}\n",
                     c.label
                 )),
-                None => details.push_str(&format!("  - {} ({how}): {counts}\n", c.label)),
+                None => details.push_str(&format!("  - {} ({how}): {counts}{stops}\n", c.label)),
             }
             for (side, lines) in [("C only", &c.diff.c_only), ("harness only", &c.diff.h_only)] {
-                for (n, l) in matrix::distinct_counted(lines) {
+                let distinct = matrix::distinct_counted(lines);
+                for (n, l) in distinct.iter().take(MAX_LISTED) {
                     details.push_str(&format!("    - {side}: {n}x `{l}`\n"));
+                }
+                if distinct.len() > MAX_LISTED {
+                    details.push_str(&format!(
+                        "    - {side}: {} more distinct lines\n",
+                        distinct.len() - MAX_LISTED
+                    ));
                 }
             }
             let timing: Vec<String> = c.timing.iter().map(|(c, _)| c.clone()).collect();
