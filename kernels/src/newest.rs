@@ -354,9 +354,10 @@ pub fn comparison(release_dir: &Path) -> Result<Option<Vec<Comparison>>, String>
 }
 
 /// The one difference that comes from timing, not from the kernel's decisions: the C's
-/// khugepaged (awake every 10 ms) may collapse a range between MADV_HUGEPAGE and the wait's
-/// first check, so the C prints `msg... OK` where the harness, whose khugepaged runs only
-/// inside the wait after that check (deterministic mode), prints `msg.... OK`. Each C-only
+/// khugepaged (awake every 10 ms) may collapse a range, or finish the two full scans the wait
+/// waits for, between MADV_HUGEPAGE and the wait's first check, so the C prints `msg... OK`
+/// where the harness, whose khugepaged runs only inside the wait after that check
+/// (deterministic mode), prints `msg.... OK`. Each C-only
 /// line that is a harness-only line without that one dot is paired with it.
 pub fn timing_pairs(mut d: StepDiff) -> (StepDiff, Vec<(String, String)>) {
     let mut pairs = Vec::new();
@@ -480,8 +481,8 @@ pub fn report_section(releases: &[PathBuf]) -> Result<String, String> {
          linux-source-{series}'s C khugepaged selftest on the same selections, whatever the \
          kernel's era, and keeps both outputs in `fixtures/<release>/{DIR}/` ({HARNESS_LOG}, \
          {C_LOG}). Cells: step lines equal / differing only in a wait's first dot (the C's \
-         khugepaged, awake every 10 ms, collapsed the range before the wait's first check; \
-         timing) / only in the C / only in the harness, by longest common subsequence \
+         khugepaged, awake every 10 ms, had collapsed the range or done its two full scans \
+         before the wait's first check; timing) / only in the C / only in the harness, by longest common subsequence \
          (`$DIR` for the test file's directory, a wait's dots after the fourth folded), as \
          above. Why each remaining line differs: README, \"The newest selftest on every \
          kernel\".\n\n| kernel |"
