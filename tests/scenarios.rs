@@ -581,6 +581,42 @@ fn explain_trials() -> Vec<Trial> {
             None => Ok(()),
         }
     }));
+    trials.push(Trial::test(
+        "across/names_the_switch_of_each_change",
+        || {
+            // Each shipped scenario's known boundaries, found by flipping switches alone.
+            let cases: &[(&str, &[&str])] = &[
+                (
+                    "linux-mm-case.scn",
+                    &[
+                        "at 6.10: changed by\n    khugepaged_sharing = folio_likely_mapped_shared",
+                        "at 6.15: changed by\n    khugepaged_sharing = folio_maybe_mapped_shared",
+                    ],
+                ),
+                (
+                    "deferred-split.scn",
+                    &["at 6.9: changed by\n    zap_batches_large_folio_ptes = yes"],
+                ),
+                (
+                    "mthp-collapse.scn",
+                    &["at 7.2: changed by\n    khugepaged_mthp_collapse = yes"],
+                ),
+            ];
+            for (file, wants) in cases {
+                let sc = parse_file(&root().join(file)).map_err(|e| format!("{e:?}"))?;
+                let text = harness::across::scenario_across(&sc);
+                for want in *wants {
+                    if !text.contains(want) {
+                        return Err(format!("{file}: no `{want}` in\n{text}").into());
+                    }
+                }
+                if text.matches("\n  at ").count() < wants.len() {
+                    return Err(format!("{file}: fewer changes than expected\n{text}").into());
+                }
+            }
+            Ok(())
+        },
+    ));
     trials.push(Trial::test("kernels/table_replays_every_recording", || {
         let file = root().join("linux-mm-case.scn").display().to_string();
         let fixtures = root().join("..").display().to_string();

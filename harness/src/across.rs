@@ -133,20 +133,32 @@ pub fn across(
     env: &Env,
     model: &mut dyn FnMut(&KernelProfile) -> ModelBackend,
 ) -> Across {
-    let mut rows: Vec<(Release, Summary)> = Vec::new();
+    let (rows, changes) = releases_and_changes(
+        &mut |_, p| summarise(case, env, &p, model),
+        &|a: &Summary, b: &Summary| a != b,
+    );
+    Across { rows, changes }
+}
+
+/// Summarises a run under every release (`run(release whose lines apply, profile)`); where
+/// the summary differs from the release before, flips each switch that changed there alone
+/// on the older profile and keeps those whose flip alone changes the older summary.
+fn releases_and_changes<S>(
+    run: &mut dyn FnMut(Release, KernelProfile) -> S,
+    differs: &dyn Fn(&S, &S) -> bool,
+) -> (Vec<(Release, S)>, Vec<Change>) {
+    let mut rows: Vec<(Release, S)> = Vec::new();
     let mut changes = Vec::new();
     for &r in RELEASES {
-        let s = summarise(case, env, &KernelProfile::of(r), model);
+        let s = run(r, KernelProfile::of(r));
         if let Some((prev, before)) = rows.last() {
-            if *before != s {
+            if differs(before, &s) {
                 let older = KernelProfile::of(*prev);
                 let changed = KernelProfile::switches_changed(*prev, r);
                 let alone: Vec<Switch> = changed
                     .iter()
                     .copied()
-                    .filter(|&sw| {
-                        summarise(case, env, &older.with_switch_of(sw, r), model) != *before
-                    })
+                    .filter(|&sw| differs(before, &run(*prev, older.with_switch_of(sw, r))))
                     .collect();
                 let cause = if alone.is_empty() {
                     Cause::Together(changed)
@@ -158,7 +170,7 @@ pub fn across(
         }
         rows.push((r, s));
     }
-    Across { rows, changes }
+    (rows, changes)
 }
 
 /// The table and the explanations, as `--across-releases` prints them.
@@ -189,7 +201,13 @@ pub fn render(case: &Case, a: &Across) -> String {
     if a.changes.is_empty() {
         let _ = writeln!(out, "  same outcome on every release");
     }
-    for c in &a.changes {
+    render_changes(&mut out, &a.changes);
+    out
+}
+
+/// Each change: the release and the switches (with their commits) that made it.
+fn render_changes(out: &mut String, changes: &[Change]) {
+    for c in changes {
         let (how, switches) = match &c.cause {
             Cause::Alone(s) => ("changed by", s),
             Cause::Together(s) => ("changed only by these together", s),
@@ -201,7 +219,6 @@ pub fn render(case: &Case, a: &Across) -> String {
             let _ = writeln!(out, "    {} = {} ({})", sw.name(), ch.value, commit);
         }
     }
-    out
 }
 
 /// The first page map of `b` that differs from `a`'s at the same step.
@@ -233,4 +250,141 @@ pub fn run(
         out.push_str(&render(case, &across(case, env, model)));
     }
     (out, 0)
+}
+
+/// What one run of a scenario looked like, in the terms the table compares.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScenarioSummary {
+    /// ok, or FAIL with the line and why.
+    pub verdict: String,
+    /// The decisions on the scenario's ranges, in order, once each (`[child] A pmd 0:
+    /// SCAN_EXCEED_SHARED_PTE scan_pmd none_or_zero=0 ...`).
+    pub decisions: Vec<String>,
+    /// What each expectation line saw (`expect smaps A Rss` -> `Rss 1028 kB`), in order.
+    pub observations: Vec<(String, String)>,
+}
+
+/// Runs scenario `sc` with the `on` lines of `release` on a fresh model of profile `p`.
+pub fn summarise_scenario(
+    sc: &crate::scenario::Scenario,
+    release: Release,
+    p: KernelProfile,
+) -> ScenarioSummary {
+    let mut b = ModelBackend::new(p);
+    let o = crate::scenario::run_on(sc, &release.to_string(), &mut b);
+    let mut decisions: Vec<String> = Vec::new();
+    let mut observations = Vec::new();
+    let mut last_line = String::new();
+    for l in &o.trace {
+        if let Some(d) = l.trim_start().strip_prefix("decision ") {
+            if !decisions.iter().any(|x| x == d) {
+                decisions.push(d.to_string());
+            }
+        } else if let Some(seen) = l.strip_prefix("  = ") {
+            observations.push((subject(&last_line), seen.to_string()));
+        } else if !l.starts_with(' ') {
+            // `file:line [who] text`: the statement, without where it is written.
+            last_line = l.split_once(' ').map_or(l.clone(), |(_, t)| t.to_string());
+        }
+    }
+    ScenarioSummary {
+        verdict: crate::scenario::record::outcome_word(&o),
+        decisions,
+        observations,
+    }
+}
+
+/// What an expectation statement looks at, without what it expects (`[main] expect vmstat
+/// thp_deferred_split_page +1` -> `[main] expect vmstat thp_deferred_split_page`), so that
+/// `on` blocks stating different values for one thing compare.
+fn subject(statement: &str) -> String {
+    let w: Vec<&str> = statement.split_whitespace().collect();
+    let keep = match w.get(2).copied() {
+        Some("vmstat") | Some("scan-result") => 4,
+        Some("smaps") | Some("kpagecount") => 5,
+        Some("pagemap")
+            if w.get(4)
+                .is_some_and(|r| r.starts_with(|c: char| c.is_ascii_digit())) =>
+        {
+            5
+        }
+        Some("pagemap") => 4,
+        Some("same-page") | Some("other-page") => {
+            let mut v: Vec<String> = w.iter().map(|s| s.to_string()).collect();
+            v[2] = "page".into();
+            return v.join(" ");
+        }
+        _ => w.len(),
+    };
+    w[..keep.min(w.len())].join(" ")
+}
+
+impl ScenarioSummary {
+    /// Whether `other` shows another outcome: another verdict, other decisions (the tracepoint's `writable`
+    /// field, gone in 6.18, aside), or another observation by a statement both ran (a release
+    /// outside every `on` block of a statement does not run it).
+    fn differs(&self, other: &ScenarioSummary) -> bool {
+        fn plain(d: &[String]) -> Vec<String> {
+            d.iter()
+                .map(|x| {
+                    x.split(' ')
+                        .filter(|w| !w.starts_with("writable="))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                })
+                .collect()
+        }
+        // The distinct values a statement saw (a statement may run once more inside an `on`
+        // block that only one of the two releases enters).
+        let seen = |s: &ScenarioSummary, k: &str| -> std::collections::BTreeSet<String> {
+            s.observations
+                .iter()
+                .filter(|(l, _)| l == k)
+                .map(|(_, v)| v.clone())
+                .collect()
+        };
+        self.verdict != other.verdict
+            || plain(&self.decisions) != plain(&other.decisions)
+            || self.observations.iter().any(|(k, _)| {
+                let (a, b) = (seen(self, k), seen(other, k));
+                !b.is_empty() && a != b
+            })
+    }
+}
+
+/// Runs scenario `sc` under every release profile and names the switches behind each change
+/// of its summary (each changed switch flipped alone on the older profile, run with the older
+/// release's `on` lines).
+pub fn scenario_across(sc: &crate::scenario::Scenario) -> String {
+    let (rows, changes) = releases_and_changes(
+        &mut |r, p| summarise_scenario(sc, r, p),
+        &|a: &ScenarioSummary, b: &ScenarioSummary| a.differs(b),
+    );
+    let mut out = String::new();
+    let _ = writeln!(out, "{} across releases (model)", sc.path.display());
+    let mut prev: Option<&ScenarioSummary> = None;
+    for (r, s) in &rows {
+        let _ = writeln!(out, "  {:<5} {}", r.to_string(), s.verdict);
+        match prev {
+            Some(p) if !p.differs(s) => {}
+            _ => {
+                for d in &s.decisions {
+                    let _ = writeln!(out, "        decision {d}");
+                }
+                for (line, seen) in &s.observations {
+                    let shown = prev
+                        .is_none_or(|p| !p.observations.contains(&(line.clone(), seen.clone())));
+                    if shown {
+                        let _ = writeln!(out, "        {line}: {seen}");
+                    }
+                }
+            }
+        }
+        prev = Some(s);
+    }
+    if changes.is_empty() {
+        let _ = writeln!(out, "  same outcome on every release");
+    }
+    render_changes(&mut out, &changes);
+    out
 }

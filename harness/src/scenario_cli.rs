@@ -14,6 +14,7 @@ pub const USAGE: &str = "\
 usage: khugepaged scenario [-v] [--explain] [--explain-svg DIR] [--backend model|host|both]
                            [--profile RELEASE] [--record DIR] FILE...
        khugepaged scenario --kernels DIR FILE...
+       khugepaged scenario --across-releases FILE...
   Runs scenario files. On the model (the default): once per release each file names on its
   `profile` line (or only RELEASE). On the host (root; THP needed): once, as this kernel,
   each file in its own process with the THP settings journaled and restored and khugepaged
@@ -31,6 +32,10 @@ usage: khugepaged scenario [-v] [--explain] [--explain-svg DIR] [--backend model
   it under DIR (DIR/<release>/scenarios/<name>.trace), the kernel's outcome and decisions,
   and whether the model with that release's profile agrees (each replayed); exit 1 when a
   replay disagrees or a file has no recording.
+  --across-releases: each file on the model under every release profile (6.1 ... 7.3, with
+  that release's `on` lines): verdict, decisions and what the expectations saw per release,
+  and where they change, the profile switch(es) that change them alone (flipped one at a
+  time on the older profile), with their kernel commits.
   Exit status: 0 all passed (and agreed), 1 a scenario failed or the sides disagree,
   2 a usage or parse error (nothing runs then), 4 the host cannot run scenarios.
 ";
@@ -66,6 +71,7 @@ pub fn main(args: &[String], out: &mut dyn Write, err: &mut dyn Write) -> i32 {
     let mut backend: Option<Backend> = None;
     let mut record_dir: Option<PathBuf> = None;
     let mut kernels_dir: Option<PathBuf> = None;
+    let mut across = false;
     let mut files = Vec::new();
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -110,6 +116,7 @@ pub fn main(args: &[String], out: &mut dyn Write, err: &mut dyn Write) -> i32 {
                 Some(d) => record_dir = Some(PathBuf::from(d)),
                 None => return usage_error(err, "--record needs a directory"),
             },
+            "--across-releases" => across = true,
             "--kernels" => match it.next() {
                 Some(d) => kernels_dir = Some(PathBuf::from(d)),
                 None => return usage_error(err, "--kernels needs the fixtures directory"),
@@ -118,13 +125,20 @@ pub fn main(args: &[String], out: &mut dyn Write, err: &mut dyn Write) -> i32 {
             f => files.push(PathBuf::from(f)),
         }
     }
-    if kernels_dir.is_some()
-        && (record_dir.is_some()
-            || backend.is_some()
-            || only.is_some()
-            || show.explain
-            || show.svg.is_some())
-    {
+    // --across-releases and --kernels answer from the model or the recordings alone.
+    let run_options = record_dir.is_some()
+        || backend.is_some()
+        || only.is_some()
+        || show.explain
+        || show.svg.is_some();
+    if across && (kernels_dir.is_some() || run_options) {
+        return usage_error(
+            err,
+            "--across-releases runs the model under every release; it takes no --backend, \
+             --record, --profile, --kernels or --explain",
+        );
+    }
+    if kernels_dir.is_some() && run_options {
         return usage_error(
             err,
             "--kernels prints the recorded kernels' table; it runs nothing, so it takes no \
@@ -170,6 +184,12 @@ pub fn main(args: &[String], out: &mut dyn Write, err: &mut dyn Write) -> i32 {
     }
     if let Some(dir) = &kernels_dir {
         return kernel_tables(&parsed, dir, show.verbose, out, err);
+    }
+    if across {
+        for sc in &parsed {
+            let _ = write!(out, "{}", crate::across::scenario_across(sc));
+        }
+        return 0;
     }
     if let Some(d) = &show.svg {
         if let Err(e) = std::fs::create_dir_all(d) {
