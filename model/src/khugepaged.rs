@@ -8,8 +8,8 @@ use crate::vma::Vma;
 use crate::HPAGE_PMD_ORDER;
 
 impl Kernel {
-    /// `hugepage_pmd_enabled` (`hugepage_flags_enabled` before 6.11, `hugepage_enabled` from
-    /// 7.2): whether the khugepaged thread runs at all, per the era's rule
+    /// `hugepage_pmd_enabled` (`hugepage_flags_enabled` before 6.11, `hugepage_enabled` with
+    /// mTHP collapse, 7.2): whether the khugepaged thread runs at all, per the era's rule
     /// ([`crate::profile::KhugepagedThread`]).
     pub fn hugepage_pmd_enabled(&self) -> bool {
         use crate::profile::KhugepagedThread as T;
@@ -29,12 +29,15 @@ impl Kernel {
         // The config counted with the PMD rule (it is gone from 7.2 on).
         let config = self.read_only_thp_for_fs && !self.profile.file_thp_without_read_only_config;
         let pmd = (config && global_enabled) || order_enabled(HPAGE_PMD_ORDER);
+        // 7.2's mTHP collapse series: `hugepage_enabled`.
+        if self.profile.khugepaged_mthp_collapse {
+            return global_enabled || any_size_set || self.shmem_hpage_pmd_enabled();
+        }
         match self.profile.khugepaged_thread {
             T::Global => global_enabled,
             T::GlobalOrAnySize => global_enabled || any_size_set,
             T::PmdSize => pmd,
             T::PmdSizeOrShmem => pmd || self.shmem_hpage_pmd_enabled(),
-            T::AnySize => global_enabled || any_size_set || self.shmem_hpage_pmd_enabled(),
         }
     }
 

@@ -187,10 +187,10 @@ pub enum KhugepagedThread {
     /// `hugepage_pmd_enabled()`: the anonymous PMD size enabled (inherit counting the
     /// global setting), or the global setting with CONFIG_READ_ONLY_THP_FOR_FS.
     PmdSize,
-    /// [`KhugepagedThread::PmdSize`], or `shmem_hpage_pmd_enabled()`.
+    /// [`KhugepagedThread::PmdSize`], or `shmem_hpage_pmd_enabled()`. From 7.2 the mTHP
+    /// collapse series replaces the test with `hugepage_enabled()` (the global setting, any
+    /// anonymous size, or shmem's PMD size), which [`Switch::KhugepagedMthpCollapse`] carries.
     PmdSizeOrShmem,
-    /// `hugepage_enabled()`: the global setting, any anonymous size, or shmem's PMD size.
-    AnySize,
 }
 
 /// One behavioural switch of [`KernelProfile`].
@@ -380,15 +380,6 @@ impl Switch {
                                khugepaged keeps scanning with `enabled` never and \
                                shmem_enabled advise; 6.13 to 6.15 were not read, so 6.13 is \
                                a lower bound of the release",
-                },
-                Change {
-                    release: Release { major: 7, minor: 2 },
-                    value: "any-size",
-                    commit: "khugepaged: add mTHP collapse support (series)",
-                    what: "hugepage_enabled(): the global `enabled` alone, any anonymous \
-                           size, or shmem's PMD size",
-                    evidence: "read in Debian's linux-source-7.3 (mm/khugepaged.c \
-                               hugepage_enabled)",
                 },
             ],
             Switch::ZapBatchesLargeFolioPtes => &[
@@ -661,8 +652,9 @@ impl Switch {
                            order 2; below the PMD order max_ptes_none is scaled to the order \
                            when it is 511 and is 0 otherwise, and a shared or swapped-out PTE \
                            refuses the block; the thread also runs when only an mTHP size is \
-                           enabled (hugepage_enabled). MADV_COLLAPSE and file memory stay at \
-                           the PMD order",
+                           enabled (hugepage_enabled: the global `enabled` alone, any anonymous \
+                           size, or shmem's PMD size; khugepaged_thread's rule before). \
+                           MADV_COLLAPSE and file memory stay at the PMD order",
                     evidence: "read in Debian's linux-source-7.2 and linux-source-7.3 \
                                (mm/khugepaged.c); 7.1 has no linux-source package, so the \
                                lower bound is the series' merge per its patch mails (v18, \
@@ -773,7 +765,6 @@ impl KernelProfile {
                     KhugepagedThread::GlobalOrAnySize,
                     KhugepagedThread::PmdSize,
                     KhugepagedThread::PmdSizeOrShmem,
-                    KhugepagedThread::AnySize,
                 ][step]
             }
             Switch::ZapBatchesLargeFolioPtes => self.zap_batches_large_folio_ptes = on,
