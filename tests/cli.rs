@@ -159,6 +159,7 @@ fn help_prints_the_selftest_usage() {
                 // ci/kernels run's (the kernel matrix's) own flags.
                 "--repeat",
                 "--c-selftest",
+                "--c-selftest-from",
             ]
             .contains(w)
         })
@@ -624,7 +625,11 @@ fn deterministic_mode_observes_every_step_and_lines_up_with_the_selftest_mode() 
             .skip_while(|l| *l != "--")
             .filter(|l| {
                 let t = l.trim_start();
-                !(t.starts_with('~') || t.starts_with("smaps(") || t.starts_with("map("))
+                // Decisions are recorded in the deterministic mode only (header `decisions:`).
+                !(t.starts_with('~')
+                    || t.starts_with("smaps(")
+                    || t.starts_with("map(")
+                    || harness::decision::is_decision_line(t))
             })
             .map(str::to_string)
             .collect()
@@ -665,6 +670,12 @@ fn deterministic_mode_observes_every_step_and_lines_up_with_the_selftest_mode() 
         if traces[0].lines().any(|l| l.trim_start().starts_with('~')) {
             volatile_cases.push(case.id());
         }
+        assert!(
+            traces[0].contains("\ndecisions: no: khugepaged runs on its own")
+                && traces[1].contains("\ndecisions: yes\n"),
+            "{}: decisions recorded in the deterministic mode only",
+            case.id()
+        );
         assert_eq!(
             calls_and_steps(&traces[0]),
             calls_and_steps(&traces[1]),

@@ -1,5 +1,6 @@
-//! What host runs show and how they end: the page map labels a PMD-mapped THP `pmd`, and a
-//! closed stdout ends a host run quietly with the machine restored. These drive the real
+//! What host runs show and how they end: the page map labels a PMD-mapped THP `pmd`, a
+//! closed stdout ends a host run quietly with the machine restored, and a traced run records
+//! the kernel's collapse decisions, which agree with the model's. These drive the real
 //! kernel, so they run only as root with THP and MADV_COLLAPSE (elsewhere they are listed as
 //! ignored, with the reason). Each holds the harness's host lock while it looks at or changes
 //! the machine, so concurrent host runs cannot change the state under it.
@@ -139,6 +140,68 @@ fn closed_stdout_ends_a_host_run_with_the_machine_restored() -> Result<(), Faile
     Ok(())
 }
 
+/// `--backend both --trace` of a fork case: the host's trace records the kernel's decisions
+/// (`decisions: yes`, a decision line after each wait and MADV_COLLAPSE, the forked child's
+/// own), they agree with the model's line for line, and no tracefs instance is left behind.
+fn host_decisions_are_recorded_and_agree_with_the_model() -> Result<(), Failed> {
+    let out = Command::new(env!("CARGO_BIN_EXE_khugepaged"))
+        .args([
+            "--backend",
+            "both",
+            "--trace",
+            "--only",
+            "^khugepaged:anon/collapse_max_ptes_shared$",
+            "all:anon",
+        ])
+        .output()
+        .map_err(|e| format!("start khugepaged: {e}"))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() || !stdout.contains("agree     collapse_max_ptes_shared") {
+        return Err(format!("exit {:?}:\n{stdout}", out.status).into());
+    }
+    let host = stdout
+        .split("--- trace (host) ---")
+        .nth(1)
+        .and_then(|t| t.split("--- end of trace ---").next())
+        .ok_or("no host trace")?;
+    let decisions: Vec<&str> = host
+        .lines()
+        .filter(|l| l.trim_start().starts_with("decision "))
+        .collect();
+    let wanted = [
+        "decision pmd 0: SCAN_SUCCEED scan_pmd",
+        "decision pmd 0: SCAN_EXCEED_SHARED_PTE scan_pmd none_or_zero=0",
+    ];
+    if !host.contains("\ndecisions: yes\n")
+        || wanted
+            .iter()
+            .any(|w| !decisions.iter().any(|d| d.trim_start().starts_with(w)))
+    {
+        return Err(format!("the host trace lacks the kernel's decisions:\n{host}").into());
+    }
+    // Under the lock, no host run is going on: none of their tracefs mounts or instances may
+    // remain.
+    let _lock = host_lock();
+    let mounts = fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    if let Some(m) = mounts
+        .lines()
+        .find(|l| l.contains(" tracefs ") && l.contains(journal::PRIVATE_DIR_PREFIX))
+    {
+        return Err(format!("a private tracefs mount was left behind: {m}").into());
+    }
+    for root in ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"] {
+        if let Ok(dir) = fs::read_dir(format!("{root}/instances")) {
+            for e in dir.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if name.starts_with(journal::PRIVATE_DIR_PREFIX) {
+                    return Err(format!("a tracefs instance was left behind: {name}").into());
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 fn main() {
     let args = Arguments::from_args();
     let unsupported = probe::host_unsupported_reason();
@@ -150,6 +213,10 @@ fn main() {
         (
             "host/closed_stdout_ends_a_host_run_with_the_machine_restored",
             closed_stdout_ends_a_host_run_with_the_machine_restored,
+        ),
+        (
+            "host/host_decisions_are_recorded_and_agree_with_the_model",
+            host_decisions_are_recorded_and_agree_with_the_model,
         ),
     ]
     .into_iter()
@@ -163,7 +230,7 @@ fn main() {
         }
     })
     .collect();
-    // One at a time: both take the host lock, and the second spawns a host run.
+    // One at a time: they take the host lock, and the later ones spawn host runs.
     let mut args = args;
     args.test_threads = Some(1);
     libtest_mimic::run(&args, trials).exit();

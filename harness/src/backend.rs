@@ -244,6 +244,34 @@ pub trait Backend {
         Vec::new()
     }
 
+    /// Whether this backend can observe collapse decisions now; Err(why) when it cannot.
+    fn decisions_observable(&mut self) -> Result<(), String> {
+        Err(format!(
+            "the {} backend does not observe collapse decisions",
+            self.name()
+        ))
+    }
+
+    /// For a trace's header: whether the run's collapse decisions were recorded (Ok) or why
+    /// not (Err); None from a backend that does not trace.
+    fn decisions_recorded(&self) -> Option<Result<(), String>> {
+        None
+    }
+
+    /// Collapse decisions: the tracing wrapper calls this right before a call that may
+    /// collapse (a khugepaged wait, MADV_COLLAPSE); what happened before it is forgotten.
+    fn decisions_begin(&mut self) {}
+
+    /// The collapse decisions on this process's memory (and, in a forked child, its parent's)
+    /// since [`Backend::decisions_begin`], as catalogue trace lines keyed by PMD range
+    /// (`decision::catalogue_line`); Err(why) when this backend cannot observe them.
+    fn decisions_end(&mut self) -> Result<Vec<(i64, String)>, String> {
+        Err(format!(
+            "the {} backend does not observe collapse decisions",
+            self.name()
+        ))
+    }
+
     /// Self as a trait object (for default methods).
     fn as_dyn(&mut self) -> &mut dyn Backend;
 }

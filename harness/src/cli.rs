@@ -653,9 +653,24 @@ pub fn comparison_text(
             early.push_str(&format!("{side} failed outside its steps: {why}\n"));
         }
     }
+    // Traces compared without their decisions say so (a host without tracefs, the selftest's
+    // khugepaged settings).
+    let unseen = crate::crosscheck::decisions_note(host, model);
     match (cmp, format) {
-        (Comparison::Agree, Format::Kernel) => format!("agree     {title}\n"),
-        (Comparison::Agree, Format::Ktap) => format!("ok {n} {title}\n"),
+        (Comparison::Agree, Format::Kernel) => match unseen {
+            None => format!("agree     {title}\n"),
+            Some(why) => format!(
+                "agree     {title}\n    (decisions not compared: {})\n",
+                one_line(&why)
+            ),
+        },
+        (Comparison::Agree, Format::Ktap) => match unseen {
+            None => format!("ok {n} {title}\n"),
+            Some(why) => format!(
+                "# decisions not compared: {}\nok {n} {title}\n",
+                one_line(&why)
+            ),
+        },
         (Comparison::HostSkipped(why), Format::Kernel) => {
             format!("skipped   {title}: the host could not run it: {why}\n")
         }

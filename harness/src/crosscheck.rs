@@ -359,10 +359,46 @@ fn where_invariants_broke(trace_text: &str) -> String {
     format!("after `{call}` (in step {steps_before})")
 }
 
-/// The normalized body of a trace, with `dir` shown as `$DIR`.
-pub fn body(trace_text: &str, dir: Option<&str>) -> Result<Vec<String>, String> {
+/// The normalized body of a trace, with `dir` shown as `$DIR`; without its decision lines
+/// unless `decisions`.
+pub fn body(trace_text: &str, dir: Option<&str>, decisions: bool) -> Result<Vec<String>, String> {
     let (_, lines) = trace::parse(trace_text)?;
-    Ok(trace::normalize(&lines, dir))
+    Ok(without_decisions_unless(
+        decisions,
+        trace::normalize(&lines, dir),
+    ))
+}
+
+fn without_decisions_unless(decisions: bool, body: Vec<String>) -> Vec<String> {
+    if decisions {
+        body
+    } else {
+        body.into_iter()
+            .filter(|l| !crate::decision::is_decision_line(l))
+            .collect()
+    }
+}
+
+/// Why two traces are not compared decision by decision, or None when they are: both must
+/// have recorded them (`decisions: yes`); a trace from before decisions were recorded, or one
+/// that says why it could not, is compared without them, and the reason is shown.
+pub fn decisions_not_compared(left: &trace::Header, right: &trace::Header) -> Option<String> {
+    let why = |h: &trace::Header| match &h.decisions {
+        Some(Ok(())) => None,
+        Some(Err(why)) => Some(why.clone()),
+        None => Some("recorded before traces had decisions".to_string()),
+    };
+    match (why(left), why(right)) {
+        (None, None) => None,
+        (Some(l), _) => Some(l),
+        (_, Some(r)) => Some(r),
+    }
+}
+
+/// [`decisions_not_compared`] for a host and a model run's traces.
+pub fn decisions_note(host: &CaseResult, model: &CaseResult) -> Option<String> {
+    let header = |r: &CaseResult| trace::parse(r.trace.as_deref()?).ok().map(|(h, _)| h);
+    decisions_not_compared(&header(host)?, &header(model)?)
 }
 
 fn unreadable(what: String) -> Comparison {
@@ -399,15 +435,17 @@ pub fn compare(host: &CaseResult, model: &CaseResult, model_dir: Option<&str>) -
 }
 
 fn compare_traces(host: &CaseResult, model: &CaseResult, model_dir: Option<&str>) -> Comparison {
+    // Decision by decision when both sides recorded them (see `decisions_note`).
+    let decisions = host.trace.is_some() && decisions_note(host, model).is_none();
     let h = host
         .trace
         .as_deref()
-        .map(|t| body(t, None))
+        .map(|t| body(t, None, decisions))
         .unwrap_or(Ok(Vec::new()));
     let m = model
         .trace
         .as_deref()
-        .map(|t| body(t, model_dir))
+        .map(|t| body(t, model_dir, decisions))
         .unwrap_or(Ok(Vec::new()));
     match (h, m) {
         (Ok(h), Ok(m)) => match compare_bodies(&h, &m, &explanations(host)) {
@@ -645,8 +683,14 @@ pub fn replay(path: &Path) -> Result<Option<Vec<Explanation>>, String> {
         )));
     }
     let dir = env.finfo.as_ref().map(|f| f.dir.clone());
-    let m = body(model_text, dir.as_deref())?;
-    let recorded = trace::normalize(&unobserved_where_volatile(&lines, &model_lines), None);
+    // A fixture that recorded decisions is compared decision by decision; an older one, or
+    // one whose kernel could not show them, without (its header says which).
+    let decisions = decisions_not_compared(&header, &model_header).is_none();
+    let m = body(model_text, dir.as_deref(), decisions)?;
+    let recorded = without_decisions_unless(
+        decisions,
+        trace::normalize(&unobserved_where_volatile(&lines, &model_lines), None),
+    );
     let diff = |d: &Difference| {
         at(format!(
             "the model (profile {}) disagrees with the kernel recorded on {}\n{}",
@@ -761,6 +805,7 @@ mod tests {
             read_only_thp_for_fs: Some(false),
             retried: None,
             unmodelled: Vec::new(),
+            decisions: Some(Ok(())),
         }
     }
 
@@ -939,6 +984,102 @@ mod tests {
         assert_eq!(step_chunks(&model), vec![0, 3, 5, 6, 7]);
     }
 
+    /// The crafted pair: one khugepaged wait whose decision says `none_or_zero=N`.
+    fn decided_steps(none: u32) -> Vec<Step> {
+        let decision = format!(
+            "decision pmd 0: SCAN_EXCEED_NONE_PTE scan_pmd none_or_zero={none} referenced=255 unmapped=0"
+        );
+        vec![step(
+            "Maybe collapse with max_ptes_none exceeded",
+            Verdict::Ok,
+            "OK",
+            &["wait for khugepaged = done", &decision],
+        )]
+    }
+
+    #[test]
+    fn a_difference_in_one_decision_is_a_disagreement() {
+        let c = case("khugepaged:anon/collapse_max_ptes_none");
+        let model = result(c, decided_steps(257), Outcome::Pass);
+        assert!(matches!(
+            compare(&result(c, decided_steps(257), Outcome::Pass), &model, None),
+            Comparison::Agree
+        ));
+        let host = result(c, decided_steps(256), Outcome::Pass);
+        match compare(&host, &model, None) {
+            Comparison::Disagree(d) => {
+                assert!(d.left.contains("none_or_zero=256"), "{d:?}");
+                assert!(d.right.contains("none_or_zero=257"), "{d:?}");
+            }
+            other => panic!("expected a disagreement, got {other:?}"),
+        }
+        assert_eq!(decisions_note(&host, &model), None);
+        // A host that could not record decisions is compared without them, and says why.
+        let mut blind = host.clone();
+        blind.trace = blind.trace.map(|t| {
+            t.replace(
+                "decisions: yes",
+                "decisions: no: no tracefs instance: EPERM",
+            )
+            .lines()
+            .filter(|l| !crate::decision::is_decision_line(l))
+            .map(|l| format!("{l}\n"))
+            .collect()
+        });
+        assert!(matches!(compare(&blind, &model, None), Comparison::Agree));
+        assert_eq!(
+            decisions_note(&blind, &model).as_deref(),
+            Some("no tracefs instance: EPERM")
+        );
+    }
+
+    #[test]
+    fn replay_compares_decisions_where_the_fixture_recorded_them() {
+        let f = "khugepaged_anon_collapse_max_ptes_none.trace";
+        // A fixture of a kernel whose decisions were recorded (this host's).
+        let replay_edited = |f: &str, edit: &dyn Fn(String) -> String| {
+            replay_edited_where(f, |t| t.contains("decisions: yes\n"), edit)
+        };
+        assert_eq!(replay_edited(f, &|t| t), Ok(None));
+        // One decision's counts changed: the replay disagrees, at that line.
+        let r = replay_edited(f, &|t| {
+            t.replacen("none_or_zero=257", "none_or_zero=258", 1)
+        });
+        let e = r.unwrap_err();
+        assert!(
+            e.contains("disagrees") && e.contains("none_or_zero=258"),
+            "{e}"
+        );
+        // Another result code for the same counts: the same.
+        let r = replay_edited(f, &|t| {
+            t.replacen(
+                "decision pmd 0: SCAN_SUCCEED",
+                "decision pmd 0: SCAN_FAIL",
+                1,
+            )
+        });
+        assert!(r.unwrap_err().contains("SCAN_FAIL"));
+        // A fixture from before decisions (no header line, no decision lines) still replays,
+        // and so does one that says why it has none.
+        let without = |t: String| -> String {
+            t.lines()
+                .filter(|l| !crate::decision::is_decision_line(l) && *l != "decisions: yes")
+                .map(|l| format!("{l}\n"))
+                .collect()
+        };
+        assert_eq!(replay_edited(f, &without), Ok(None));
+        let r = replay_edited(f, &|t| {
+            without(t).replace("--\n", "decisions: no: no tracefs instance\n--\n")
+        });
+        assert_eq!(r, Ok(None));
+        // A header that says none were recorded is not compared with the model's.
+        let r = replay_edited(f, &|t| {
+            t.replace("decisions: yes", "decisions: no: no tracefs instance")
+                .replacen("none_or_zero=257", "none_or_zero=258", 1)
+        });
+        assert_eq!(r, Ok(None));
+    }
+
     #[test]
     fn explanation_header_form_round_trips() {
         for reach in [Reach::Step, Reach::StepAndAfter] {
@@ -957,12 +1098,23 @@ mod tests {
         name: &str,
         edit: impl Fn(String) -> String,
     ) -> Result<Option<Vec<Explanation>>, String> {
+        replay_edited_where(name, |_| true, edit)
+    }
+
+    /// [`replay_edited`] of the first fixture named `name` whose text satisfies `pick`.
+    fn replay_edited_where(
+        name: &str,
+        pick: impl Fn(&str) -> bool,
+        edit: impl Fn(String) -> String,
+    ) -> Result<Option<Vec<Explanation>>, String> {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures");
-        let src = list_fixtures(&root)
+        let original = list_fixtures(&root)
             .into_iter()
-            .find(|p| p.file_name().is_some_and(|n| n == name))
+            .filter(|p| p.file_name().is_some_and(|n| n == name))
+            .map(|p| fs::read_to_string(p).unwrap())
+            .find(|t| pick(t))
             .expect("fixture");
-        let text = edit(fs::read_to_string(&src).unwrap());
+        let text = edit(original);
         let dir = std::env::temp_dir().join(format!("gate-replay-{}-{name}", std::process::id()));
         fs::create_dir_all(&dir).unwrap();
         let path = dir.join(name);

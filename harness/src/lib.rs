@@ -7,6 +7,7 @@ pub mod backend;
 pub mod catalogue;
 pub mod cli;
 pub mod crosscheck;
+pub mod decision;
 pub mod explain;
 pub mod extras;
 pub mod host;

@@ -40,6 +40,11 @@ pub struct ModelBackend {
     pub explain: bool,
     /// Notes not yet taken (an invariant violation found at a step boundary).
     pending_notes: Vec<String>,
+    /// Between `decisions_begin` and `decisions_end`: the reports notes took meanwhile, and
+    /// where the reports of the call start in the collapse log.
+    decision_reports: Option<(Vec<model::khugepaged::CollapseReport>, usize)>,
+    /// The parent's pid while a forked child runs.
+    parent_pid: Option<Pid>,
 }
 
 impl ModelBackend {
@@ -73,6 +78,8 @@ impl ModelBackend {
             invariant_violation: None,
             explain: false,
             pending_notes: Vec::new(),
+            decision_reports: None,
+            parent_pid: None,
         }
     }
 
@@ -325,7 +332,9 @@ impl Backend for ModelBackend {
         let child_pid = self.k.fork(parent)?;
         let saved_fds = self.fds.clone();
         self.pid = child_pid;
+        let parent_of_parent = self.parent_pid.replace(parent);
         let result = child(self);
+        self.parent_pid = parent_of_parent;
         // The child exits: its address space goes, its descriptors close.
         self.k.exit(child_pid)?;
         self.pid = parent;
@@ -378,6 +387,10 @@ impl Backend for ModelBackend {
     /// counts that decided it.
     fn take_notes(&mut self) -> Vec<String> {
         let log = self.k.take_collapse_log();
+        if let Some((taken, from)) = self.decision_reports.as_mut() {
+            taken.extend(log.iter().skip(*from).cloned());
+            *from = 0;
+        }
         let mut notes: Vec<String> = log
             .iter()
             .map(|r| {
@@ -422,6 +435,33 @@ impl Backend for ModelBackend {
 
     fn step_boundary(&mut self) {
         self.check();
+    }
+
+    fn decisions_observable(&mut self) -> Result<(), String> {
+        Ok(())
+    }
+
+    fn decisions_begin(&mut self) {
+        self.decision_reports = Some((Vec::new(), self.k.collapse_log().len()));
+    }
+
+    /// The decisions of the call's collapse reports, as the release's tracepoints state them
+    /// (`writable` up to 6.17), on this process's memory and its parent's.
+    fn decisions_end(&mut self) -> Result<Vec<(i64, String)>, String> {
+        let (mut reports, from) = self.decision_reports.take().unwrap_or_default();
+        reports.extend(self.k.collapse_log().iter().skip(from).cloned());
+        let with_writable = self.k.profile.collapse_requires_writable_pte;
+        Ok(crate::decision::model_decisions(reports, with_writable)
+            .iter()
+            .filter_map(|d| {
+                let parent = match d.process {
+                    p if p == self.pid as crate::decision::ProcId => false,
+                    p if Some(p) == self.parent_pid.map(|q| q as crate::decision::ProcId) => true,
+                    _ => return None,
+                };
+                crate::decision::catalogue_line(parent, d)
+            })
+            .collect())
     }
 
     fn as_dyn(&mut self) -> &mut dyn Backend {

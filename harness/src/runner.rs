@@ -188,7 +188,16 @@ pub fn run_case_streaming(
     match profile {
         Some(profile) => {
             let kernel = b.kernel_release();
-            let mut tb = TracingBackend::new(b);
+            // Under the selftest's own settings khugepaged also runs between the waits, so
+            // which of its decisions fall inside a wait is timing: not recorded then.
+            let wanted = match env.khugepaged {
+                KhugepagedMode::Deterministic => Ok(()),
+                KhugepagedMode::Selftest => Err(
+                    "khugepaged runs on its own under the selftest's settings (--khugepaged selftest): which of its decisions fall inside a wait is timing"
+                        .to_string(),
+                ),
+            };
+            let mut tb = TracingBackend::with_decisions(b, wanted);
             run_case_inner(
                 &mut tb,
                 env,
@@ -278,6 +287,7 @@ fn run_case_inner(
         }
     }
     t.trace_end();
+    let decisions = t.b.decisions_recorded();
     let exit_status = t.exit_status;
     let steps = std::mem::take(&mut t.steps);
     drop(t);
@@ -310,6 +320,7 @@ fn run_case_inner(
             read_only_thp_for_fs: Some(read_only_thp_for_fs),
             retried: None,
             unmodelled: Vec::new(),
+            decisions,
         };
         crate::trace::render(&header, &steps, &outcome)
     });

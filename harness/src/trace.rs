@@ -1,27 +1,53 @@
 //! Traces: a plain-text, line-oriented, diff-friendly record of one run of a case. A header
-//! (kernel release, profile, case, environment, settings), then per step the system calls made
-//! since the previous step with their results, the step line and its verdict, the smaps
-//! counters and a run-length page map of the test area, and finally the outcome.
+//! (kernel release, profile, case, environment, settings, whether collapse decisions were
+//! recorded), then per step the system calls made since the previous step with their results,
+//! after each khugepaged wait and MADV_COLLAPSE the collapse decisions it caused, the step
+//! line and its verdict, the smaps counters and a run-length page map of the test area, and
+//! finally the outcome.
 //!
 //! ```text
 //! khugepaged-trace 1
 //! kernel: 6.18.44-fc-v669
 //! profile: 6.18
 //! case: madvise:anon/collapse_full
-//! env: anon_order=0 file=-
+//! env: anon_order=0 file=- khugepaged=deterministic
 //! settings: enabled=madvise defrag=always ...
 //! read_only_thp_for_fs: no
+//! decisions: yes
 //! --
 //!   mmap(0x40000000, 0x800000, anon) = 0x40000000
 //!   fill(0x40000000, 2048 pages) = 0
 //!   madvise(0x40000000, 0x800000, MADV_HUGEPAGE) = 0
 //!   madvise(0x40000000, 0x800000, MADV_COLLAPSE) = 0
+//!   decision pmd 0: SCAN_SUCCEED scan_pmd none_or_zero=0 referenced=0 unmapped=0
+//!   decision pmd 1: SCAN_SUCCEED scan_pmd none_or_zero=0 referenced=0 unmapped=0
 //!   # MADV_COLLAPSE scan_pmd 0x40000000 (pid 1): SCAN_SUCCEED none=0 swap=0 shared=0 ...
 //! step ok: Collapse multiple fully populated PTE table... OK
 //!   smaps(0x40000000): rss=8192 anon_huge=8192 shmem_pmd=0 file_pmd=0 swap=0
 //!   map(0x40000000+2048): 0-511 pmd f0[0..] o9 mc1 ex | 512-1023 pmd f1[0..] o9 mc1 ex | ...
 //! outcome: pass
 //! ```
+//!
+//! Decision lines are the kernel's tracepoint record of each collapse decision on the test's
+//! own memory (`decision::catalogue_line`): `decision pmd N: RESULT scan_pmd none_or_zero=..
+//! referenced=.. unmapped=..` (`writable=..` too where the release's mm_khugepaged_scan_pmd
+//! prints it, up to 6.17) or `scan_file present=.. swap=..`, the PMD range N counted from the
+//! selftest's BASE_ADDR, `[parent]` for the parent's memory seen from a forked child. A host
+//! reads them from the huge_memory tracepoints (`host::decisions`), the model writes them from
+//! its collapse reports. Per call they are sorted by range and an identical decision is written
+//! once: how often khugepaged passes a range within one wait depends on the other MMs of the
+//! machine; for the same reason a wait leaves out ranges found already PMD-mapped
+//! (`SCAN_PMD_MAPPED`), which it may pass or not before it ends. Decisions made outside a
+//! wait or MADV_COLLAPSE are not recorded.
+//!
+//! The `decisions:` header line says `yes`, or `no: <why>` (no tracefs instance could be made;
+//! khugepaged runs on its own under the selftest's settings, so which of its decisions fall
+//! inside a wait is timing). Two traces are compared decision by decision only when both say
+//! `yes`; a trace without the line (recorded before decisions were) or with `no` is compared
+//! without its decision lines, and the comparison says so. A backend that stops being able to
+//! observe decisions mid-run writes `decision unobservable: <why>` where the decisions would
+//! be, and the header then says `no` with that reason; in a forked child (whose parent's
+//! header may still say `yes`) the line is compared and differs from any decision.
 
 use std::fmt::Write as _;
 
@@ -34,13 +60,58 @@ use crate::steps::{Step, Verdict};
 pub struct TracingBackend<'a> {
     inner: &'a mut dyn Backend,
     calls: Vec<String>,
+    /// Whether decisions are recorded (Ok) or why not.
+    decisions: Result<(), String>,
 }
 
 impl<'a> TracingBackend<'a> {
+    /// A tracing wrapper that records no collapse decisions.
     pub fn new(inner: &'a mut dyn Backend) -> TracingBackend<'a> {
+        Self::with_decisions(inner, Err("not asked for".into()))
+    }
+
+    /// A tracing wrapper that records the collapse decisions of every khugepaged wait and
+    /// MADV_COLLAPSE when `wanted` is Ok and the backend can observe them; otherwise the
+    /// header says why not (`wanted`'s reason, or the backend's).
+    pub fn with_decisions(
+        inner: &'a mut dyn Backend,
+        wanted: Result<(), String>,
+    ) -> TracingBackend<'a> {
+        let decisions = wanted.and_then(|()| inner.decisions_observable());
         TracingBackend {
             inner,
             calls: Vec::new(),
+            decisions,
+        }
+    }
+
+    fn decisions_begin(&mut self) {
+        if self.decisions.is_ok() {
+            self.inner.decisions_begin();
+        }
+    }
+
+    /// The decision lines of the call just made, after its line. A backend that stops
+    /// observing them says so in a line of its own (compared like a decision), and the header
+    /// says decisions were not recorded. In a khugepaged wait, ranges found already
+    /// PMD-mapped are left out: whether khugepaged passes such a range before the wait ends
+    /// depends on where its cursor stood among the machine's MMs (a forked child's wait that
+    /// ends with its collapse passes the parent's THP or not).
+    fn decisions_end(&mut self, wait: bool) {
+        if self.decisions.is_err() {
+            return;
+        }
+        match self.inner.decisions_end() {
+            Ok(lines) => self.calls.extend(
+                crate::decision::call_lines(lines)
+                    .into_iter()
+                    .filter(|l| !(wait && l.contains(": SCAN_PMD_MAPPED "))),
+            ),
+            Err(why) => {
+                self.calls
+                    .push(format!("decision unobservable: {}", why.replace('\n', " ")));
+                self.decisions = Err(why);
+            }
         }
     }
 
@@ -102,12 +173,24 @@ impl Backend for TracingBackend<'_> {
         r
     }
     fn madvise(&mut self, addr: u64, len: u64, a: Madv) -> Result<(), Errno> {
+        let collapse = a == Madv::Collapse;
+        if collapse {
+            self.decisions_begin();
+        }
         let r = self.inner.madvise(addr, len, a);
-        self.log(
-            format!("madvise({addr:#x}, {len:#x}, {})", a.name()),
-            &r,
-            |_| "0".into(),
-        );
+        let call = format!("madvise({addr:#x}, {len:#x}, {})", a.name());
+        if collapse {
+            // The call, its decisions, then the notes about them.
+            let result = match &r {
+                Ok(()) => "0".to_string(),
+                Err(e) => format!("-1 {}", e.name()),
+            };
+            self.calls.push(format!("{call} = {result}"));
+            self.decisions_end(false);
+            self.collect_notes();
+        } else {
+            self.log(call, &r, |_| "0".into());
+        }
         r
     }
     fn mremap_fixed(
@@ -222,8 +305,9 @@ impl Backend for TracingBackend<'_> {
         child: &mut dyn FnMut(&mut dyn Backend) -> ChildResult,
     ) -> Result<ChildResult, Errno> {
         self.calls.push("fork()".into());
+        let wanted = self.decisions.clone();
         let r = self.inner.fork(&mut |cb: &mut dyn Backend| {
-            let mut t = TracingBackend::new(cb);
+            let mut t = TracingBackend::with_decisions(cb, wanted.clone());
             child(&mut t)
         });
         let result = match &r {
@@ -242,11 +326,13 @@ impl Backend for TracingBackend<'_> {
         done: &mut dyn FnMut(&mut dyn Backend) -> bool,
         tick: &mut dyn FnMut(),
     ) -> bool {
+        self.decisions_begin();
         let r = self.inner.wait_for_scan(full_scans_target, done, tick);
         self.calls.push(format!(
             "wait for khugepaged = {}",
             if r { "timeout" } else { "done" }
         ));
+        self.decisions_end(true);
         r
     }
     fn khugepaged_pass(&mut self) -> Result<(), String> {
@@ -261,6 +347,7 @@ impl Backend for TracingBackend<'_> {
         done: &mut dyn FnMut(&mut dyn Backend) -> bool,
         tick: &mut dyn FnMut(),
     ) -> Result<bool, String> {
+        self.decisions_begin();
         let r = self
             .inner
             .wait_for_scan_passes(full_scans_target, done, tick);
@@ -270,6 +357,7 @@ impl Backend for TracingBackend<'_> {
                 "wait for khugepaged = {}",
                 if timed_out { "timeout" } else { "done" }
             ));
+            self.decisions_end(true);
         }
         r
     }
@@ -277,6 +365,9 @@ impl Backend for TracingBackend<'_> {
         self.inner.step_boundary();
         self.collect_notes();
         std::mem::take(&mut self.calls)
+    }
+    fn decisions_recorded(&self) -> Option<Result<(), String>> {
+        Some(self.decisions.clone())
     }
     fn as_dyn(&mut self) -> &mut dyn Backend {
         self
@@ -300,6 +391,10 @@ pub struct Header {
     /// (`crosscheck::Explanation`'s header form); a replay shows the fixture as ignored with
     /// them and compares everything they do not cover.
     pub unmodelled: Vec<String>,
+    /// Whether the run's collapse decisions were recorded (`decisions: yes`) or why not
+    /// (`decisions: no: why`); None in a trace from before decisions were recorded. Only a
+    /// trace that recorded them is compared decision by decision.
+    pub decisions: Option<Result<(), String>>,
 }
 
 /// Magic first line.
@@ -335,6 +430,15 @@ pub fn render(h: &Header, steps: &[Step], outcome: &Outcome) -> String {
     }
     for u in &h.unmodelled {
         let _ = writeln!(out, "unmodelled: {u}");
+    }
+    match &h.decisions {
+        None => {}
+        Some(Ok(())) => {
+            let _ = writeln!(out, "decisions: yes");
+        }
+        Some(Err(why)) => {
+            let _ = writeln!(out, "decisions: no: {}", why.replace('\n', " "));
+        }
     }
     let _ = writeln!(out, "--");
     for s in steps {
@@ -374,6 +478,7 @@ pub fn parse(text: &str) -> Result<(Header, Vec<String>), String> {
         read_only_thp_for_fs: None,
         retried: None,
         unmodelled: Vec::new(),
+        decisions: None,
     };
     for (n, line) in lines.by_ref().enumerate() {
         if line == "--" {
@@ -402,6 +507,18 @@ pub fn parse(text: &str) -> Result<(Header, Vec<String>), String> {
             }
             "retried" => h.retried = Some(v.into()),
             "unmodelled" => h.unmodelled.push(v.into()),
+            "decisions" => {
+                h.decisions = Some(match (v, v.strip_prefix("no: ")) {
+                    ("yes", _) => Ok(()),
+                    (_, Some(why)) => Err(why.to_string()),
+                    _ => {
+                        return Err(format!(
+                            "header line {}: decisions must be `yes` or `no: <why>`, got {v:?}",
+                            n + 2
+                        ))
+                    }
+                })
+            }
             other => return Err(format!("header line {}: unknown key {other:?}", n + 2)),
         }
     }
@@ -565,6 +682,7 @@ mod tests {
             read_only_thp_for_fs: Some(false),
             retried: Some("first attempt failed".into()),
             unmodelled: vec!["THP allocation failed".into()],
+            decisions: Some(Err("no tracefs".into())),
         };
         let steps = vec![Step {
             text: "Collapse multiple fully populated PTE table....".into(),
@@ -598,5 +716,15 @@ mod tests {
         );
         assert!(first_difference(&norm, &norm).is_none());
         assert!(parse("garbage").is_err());
+        for d in [None, Some(Ok(()))] {
+            let h = Header {
+                decisions: d,
+                ..h.clone()
+            };
+            assert_eq!(parse(&render(&h, &steps, &Outcome::Pass)).unwrap().0, h);
+        }
+        let bad = render(&h, &steps, &Outcome::Pass)
+            .replace("decisions: no: no tracefs", "decisions: maybe");
+        assert!(parse(&bad).unwrap_err().contains("decisions must be"));
     }
 }

@@ -91,12 +91,37 @@ impl Kernel {
             let end = (index / HPAGE_PMD_NR as u64 + 1) * HPAGE_PMD_NR as u64;
             self.inode(inode).size_pages >= end
         };
-        match policy {
+        let global = match policy {
             ShmemEnabled::Always | ShmemEnabled::Force => pmd,
             ShmemEnabled::WithinSize if within_size() => pmd,
             ShmemEnabled::WithinSize | ShmemEnabled::Advise if vm_hugepage => pmd,
             _ => 0,
+        };
+        // A memfd's mapping counts as anonymous shmem (unlinked: shmem_anon_vm_ops), whose
+        // sizes the hugepages-<size>kB/shmem_enabled files choose since 6.11; tmpfs files and
+        // writes (no VMA) keep the mount's policy.
+        if !self.profile.shmem_mthp || huge.is_some() || vma.is_none() {
+            return global;
         }
+        let size_pages = self.inode(inode).size_pages;
+        let mut mask = 0u32;
+        for order in 1..=HPAGE_PMD_ORDER {
+            let fits = || {
+                let nr = 1u64 << order;
+                (index & !(nr - 1)) + nr <= size_pages
+            };
+            let on = match self.thp.shmem_orders[order as usize] {
+                ShmemOrderEnabled::Always => true,
+                ShmemOrderEnabled::WithinSize => fits(),
+                ShmemOrderEnabled::Advise => vm_hugepage,
+                ShmemOrderEnabled::Inherit => global != 0,
+                ShmemOrderEnabled::Never => false,
+            };
+            if on {
+                mask |= 1 << order;
+            }
+        }
+        mask
     }
 
     /// `shmem_hpage_pmd_enabled`: whether shmem settings alone would have khugepaged run.
@@ -135,26 +160,27 @@ impl Kernel {
             None => (0, None, None),
         };
         let allowed = self.shmem_allowable_huge_orders(pid, inode, vma, index, false);
-        let pmd_allowed = allowed & (1 << HPAGE_PMD_ORDER) != 0;
-        let suitable = match (vma, addr) {
-            (Some(v), Some(a)) => v.pmd_block_suitable(a),
-            _ => true,
-        };
-        // A PMD folio only fits where the aligned range of the page cache is still empty.
-        let aligned = index & !(HPAGE_PMD_NR as u64 - 1);
-        let order = if pmd_allowed
-            && suitable
-            && self
-                .inode(inode)
-                .cache
-                .range(aligned..aligned + HPAGE_PMD_NR as u64)
-                .next()
-                .is_none()
-        {
-            HPAGE_PMD_ORDER
-        } else {
-            0
-        };
+        // The largest allowed order whose naturally aligned block suits the VMA and is still
+        // empty in the page cache (`shmem_alloc_and_add_folio` falls back order by order).
+        let order = (1..=HPAGE_PMD_ORDER)
+            .rev()
+            .filter(|o| allowed & (1 << o) != 0)
+            .find(|&o| {
+                let nr = 1u64 << o;
+                let aligned = index & !(nr - 1);
+                let suitable = match (vma, addr) {
+                    (Some(v), Some(a)) => v.block_suitable(a, o),
+                    _ => true,
+                };
+                suitable
+                    && self
+                        .inode(inode)
+                        .cache
+                        .range(aligned..aligned + nr)
+                        .next()
+                        .is_none()
+            })
+            .unwrap_or(0);
         let first = index & !((1u64 << order) - 1);
         let folio = self.alloc_folio(
             order,

@@ -11,6 +11,7 @@ use crate::backend::{
 };
 use crate::steps::Step;
 
+use super::decisions::CaseObserver;
 use super::ranges::MappedRanges;
 use super::{proc, sysfs};
 
@@ -38,6 +39,10 @@ pub struct HostBackend {
     /// What this backend mapped: loads, stores and write(2) from memory must lie inside, and
     /// munmap, madvise and mremap must not touch the program's own mappings.
     mapped: MappedRanges,
+    /// The kernel's collapse decisions, in a traced case process (see `decisions`).
+    observer: Option<CaseObserver>,
+    /// The start of the MADV_COLLAPSE call whose decisions are read next.
+    collapse_at: Option<u64>,
 }
 
 /// The refusal of an address outside the test areas: EFAULT, with the reason on stderr.
@@ -47,6 +52,20 @@ fn refuse(what: &str, why: &str) -> Errno {
 }
 
 impl HostBackend {
+    /// Reads the kernel's collapse decisions from the private tracefs instance `dir` (made by
+    /// the coordinator), or records why there is none; decisions are then reported
+    /// unobservable, never silently absent.
+    pub fn observe_decisions(&mut self, dir: Result<&std::path::Path, String>) {
+        let release = self.kernel_release();
+        self.observer = Some(CaseObserver::open(dir, &release));
+    }
+
+    fn opened(&mut self, fd: Fd, path: &str) {
+        if let Some(o) = self.observer.as_mut() {
+            o.opened(fd.0, path);
+        }
+    }
+
     /// Returns once the khugepaged thread sleeps between passes (deterministic mode).
     fn wait_until_khugepaged_sleeps(&mut self) -> Result<(), String> {
         let pid = super::kthread::wait_until_asleep(self.khugepaged_pid, self.stall_timeout)?;
@@ -91,6 +110,8 @@ impl Default for HostBackend {
             show_progress: true,
             mapped: MappedRanges::default(),
             khugepaged_pid: None,
+            observer: None,
+            collapse_at: None,
         }
     }
 }
@@ -131,6 +152,9 @@ impl Backend for HostBackend {
             Err(last_errno())
         } else {
             self.mapped.add(p as u64, len);
+            if let (Some(o), true) = (self.observer.as_mut(), fd >= 0) {
+                o.mapped(fd, p as u64, len);
+            }
             Ok(p as u64)
         }
     }
@@ -149,6 +173,9 @@ impl Backend for HostBackend {
 
     fn madvise(&mut self, addr: u64, len: u64, advice: Madv) -> Result<(), Errno> {
         self.own_or_unmapped("madvise", addr, len)?;
+        if advice == Madv::Collapse {
+            self.collapse_at = Some(addr);
+        }
         // SAFETY: checked above: the range holds only test areas (or nothing), so
         // MADV_DONTNEED discards only what the test asks.
         let r = unsafe { libc::madvise(addr as *mut libc::c_void, len as usize, advice.number()) };
@@ -208,6 +235,7 @@ impl Backend for HostBackend {
         if fd < 0 {
             Err(last_errno())
         } else {
+            self.opened(Fd(fd), name);
             Ok(Fd(fd))
         }
     }
@@ -233,7 +261,9 @@ impl Backend for HostBackend {
             .custom_flags(libc::O_DSYNC | libc::O_NOFOLLOW)
             .open(path)
             .map_err(io_errno)?;
-        Ok(Fd(std::os::fd::IntoRawFd::into_raw_fd(f)))
+        let fd = Fd(std::os::fd::IntoRawFd::into_raw_fd(f));
+        self.opened(fd, path);
+        Ok(fd)
     }
 
     fn open_read_only(&mut self, path: &str) -> Result<Fd, Errno> {
@@ -242,7 +272,9 @@ impl Backend for HostBackend {
             .custom_flags(libc::O_NOFOLLOW)
             .open(path)
             .map_err(io_errno)?;
-        Ok(Fd(std::os::fd::IntoRawFd::into_raw_fd(f)))
+        let fd = Fd(std::os::fd::IntoRawFd::into_raw_fd(f));
+        self.opened(fd, path);
+        Ok(fd)
     }
 
     fn open_read_write(&mut self, path: &str) -> Result<Fd, Errno> {
@@ -252,7 +284,9 @@ impl Backend for HostBackend {
             .custom_flags(libc::O_NOFOLLOW)
             .open(path)
             .map_err(io_errno)?;
-        Ok(Fd(std::os::fd::IntoRawFd::into_raw_fd(f)))
+        let fd = Fd(std::os::fd::IntoRawFd::into_raw_fd(f));
+        self.opened(fd, path);
+        Ok(fd)
     }
 
     fn msync(&mut self, addr: u64, len: u64) -> Result<(), Errno> {
@@ -288,6 +322,9 @@ impl Backend for HostBackend {
     }
 
     fn close(&mut self, fd: Fd) -> Result<(), Errno> {
+        if let Some(o) = self.observer.as_mut() {
+            o.closed(fd.0);
+        }
         nix::unistd::close(fd.0).map_err(|e| Errno::from_number(e as i32).unwrap_or(Errno::EINVAL))
     }
 
@@ -366,6 +403,9 @@ impl Backend for HostBackend {
                     )
                 };
                 drop(r);
+                if let Some(o) = self.observer.as_mut() {
+                    o.forked();
+                }
                 let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| child(self)));
                 let (status, text) = match result {
                     Ok(res) => (
@@ -506,6 +546,29 @@ impl Backend for HostBackend {
                 last_progress.elapsed() >= stall_timeout
             },
         )
+    }
+
+    fn decisions_observable(&mut self) -> Result<(), String> {
+        match &self.observer {
+            Some(o) => o.observable(),
+            None => Err("this case process was started without a tracefs instance".into()),
+        }
+    }
+
+    fn decisions_begin(&mut self) {
+        self.collapse_at = None;
+        let spans = self.mapped.spans();
+        if let Some(o) = self.observer.as_mut() {
+            o.begin(&spans);
+        }
+    }
+
+    fn decisions_end(&mut self) -> Result<Vec<(i64, String)>, String> {
+        let madv_collapse = self.collapse_at.take();
+        match self.observer.as_mut() {
+            Some(o) => o.end(madv_collapse),
+            None => Err("this case process was started without a tracefs instance".into()),
+        }
     }
 
     fn as_dyn(&mut self) -> &mut dyn Backend {

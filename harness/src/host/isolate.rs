@@ -247,6 +247,17 @@ pub fn run_case_isolated_streaming(
         swap_needed,
         private_tmpfs,
     );
+    // A traced case reads the kernel's collapse decisions from a private tracefs instance;
+    // one that cannot be made is not fatal: the trace says why decisions were not recorded.
+    let tracing = match &prepared {
+        Ok(()) if opts.trace => Some(
+            super::tracefs::create_instance(&mut journal, &mut |j: &mut Journal| {
+                private_dir_in(&std::env::temp_dir(), j)
+            })
+            .map_err(|e| format!("no tracefs instance: {e}")),
+        ),
+        _ => None,
+    };
     let result = match prepared {
         Err(e) => Err((e, Vec::new())),
         // A signal during the preparation: do not start the case.
@@ -254,7 +265,7 @@ pub fn run_case_isolated_streaming(
             "interrupted before the case started".to_string(),
             Vec::new(),
         )),
-        Ok(()) => spawn_case(case, &case_env, opts, &lock, on_step),
+        Ok(()) => spawn_case(case, &case_env, opts, tracing.as_ref(), &lock, on_step),
     };
     let errs = journal.finish();
     drop(lock);
@@ -332,8 +343,14 @@ fn prepare(
     Ok(())
 }
 
-/// Arguments that describe a case and its environment to the case process.
-fn case_args(case: &Case, env: &Env, trace: bool) -> Vec<String> {
+/// Arguments that describe a case and its environment to the case process; `tracing` is the
+/// tracefs instance of a traced case (or why there is none).
+fn case_args(
+    case: &Case,
+    env: &Env,
+    trace: bool,
+    tracing: Option<&Result<PathBuf, String>>,
+) -> Vec<String> {
     let mut a = vec![
         "--host-case".to_string(),
         case.id(),
@@ -346,6 +363,17 @@ fn case_args(case: &Case, env: &Env, trace: bool) -> Vec<String> {
     ];
     if trace {
         a.push("--trace".into());
+    }
+    match tracing {
+        Some(Ok(dir)) => {
+            a.push("--tracefs".into());
+            a.push(dir.to_string_lossy().into_owned());
+        }
+        Some(Err(why)) => {
+            a.push("--no-tracefs".into());
+            a.push(why.clone());
+        }
+        None => {}
     }
     // (determinism) How khugepaged runs: the case process sets it up (runner, catalogue).
     a.push("--khugepaged".into());
@@ -406,13 +434,14 @@ fn spawn_case(
     case: &Case,
     env: &Env,
     opts: &HostRunOptions,
+    tracing: Option<&Result<PathBuf, String>>,
     lock: &HostLock,
     on_step: &mut dyn FnMut(&Step),
 ) -> CaseOutput {
     let mut cmd = Command::new(&opts.exe);
     case_process_setup(&mut cmd, lock);
     let mut child = cmd
-        .args(case_args(case, env, opts.trace))
+        .args(case_args(case, env, opts.trace, tracing))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -527,6 +556,8 @@ pub fn case_process_main(args: &[String]) -> i32 {
     let mut traced = false;
     let mut env = Env::default();
     let (mut dir, mut kind) = (None, None);
+    let mut tracing: Result<PathBuf, String> =
+        Err("the coordinator made no tracefs instance".into());
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -550,6 +581,16 @@ pub fn case_process_main(args: &[String]) -> i32 {
             "--file-dir" => dir = it.next().cloned(),
             "--file-kind" => kind = it.next().cloned(),
             "--trace" => traced = true,
+            "--tracefs" => {
+                if let Some(d) = it.next() {
+                    tracing = Ok(PathBuf::from(d));
+                }
+            }
+            "--no-tracefs" => {
+                if let Some(why) = it.next() {
+                    tracing = Err(why.clone());
+                }
+            }
             // (determinism)
             "--khugepaged" => match it.next().and_then(|v| KhugepagedMode::from_name(v)) {
                 Some(m) => env.khugepaged = m,
@@ -582,6 +623,9 @@ pub fn case_process_main(args: &[String]) -> i32 {
         return 2;
     };
     let mut b = HostBackend::default();
+    if traced {
+        b.observe_decisions(tracing.as_deref().map_err(Clone::clone));
+    }
     let profile = traced.then(|| {
         model::KernelProfile::for_release(&crate::backend::Backend::kernel_release(&b))
             .map_or("none".to_string(), |p| p.name.to_string())

@@ -4,6 +4,7 @@
 
 pub mod backend;
 pub mod crash_point;
+pub mod decisions;
 pub mod fsinfo;
 pub mod isolate;
 pub mod journal;

@@ -16,6 +16,11 @@ fn page_end(addr: u64, len: u64) -> Option<u64> {
 }
 
 impl MappedRanges {
+    /// The ranges as (address, length).
+    pub fn spans(&self) -> Vec<(u64, u64)> {
+        self.0.iter().map(|&(s, e)| (s, e - s)).collect()
+    }
+
     /// Records `[addr, addr + len)` (rounded up to whole pages) as mapped.
     pub fn add(&mut self, addr: u64, len: u64) {
         let Some(end) = page_end(addr, len) else {

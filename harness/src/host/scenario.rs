@@ -25,12 +25,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{IoSlice, IoSliceMut, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::fs::FileExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-
-use model::scan_result::ScanResult;
 
 use crate::backend::{
     Backend, ChildResult, Errno, Fd, Madv, MapTarget, PageObs, PageState, SmapsFields,
@@ -41,6 +38,7 @@ use crate::scenario::run::Failure;
 use crate::scenario::run::{Decision, Outcome, ProcId, ScenarioExt};
 
 use super::backend::HostBackend;
+use super::decisions::{self, FrameMap, Placement};
 use super::journal::{self, Journal, SavedState};
 use super::{sysfs, tracefs};
 
@@ -220,7 +218,7 @@ fn handle(b: &mut HostBackend, w: &[&str]) -> String {
     let unit = |r: Result<(), Errno>| errno_answer(r.map(|()| String::new()));
     match w[0] {
         "exit" => "ok".into(),
-        "touch" => match touch() {
+        "touch" => match decisions::touch() {
             Ok(()) => "ok".into(),
             Err(e) => format!("fail {e}"),
         },
@@ -268,29 +266,6 @@ fn handle(b: &mut HostBackend, w: &[&str]) -> String {
         },
         other => format!("fail unknown request {other}"),
     }
-}
-
-/// Maps a page, writes it and unmaps it: mmap(2) and munmap(2) take this process's mmap_lock,
-/// whose tracepoint names its mm (see `tracefs`). Nothing THP-related is touched or counted.
-fn touch() -> Result<(), String> {
-    let len = model::PAGE_SIZE as usize;
-    // SAFETY: a fresh private anonymous page, written once and unmapped; nothing else uses it.
-    unsafe {
-        let p = libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        );
-        if p == libc::MAP_FAILED {
-            return Err(format!("mmap: {}", std::io::Error::last_os_error()));
-        }
-        std::ptr::write_volatile(p as *mut u8, 1);
-        libc::munmap(p, len);
-    }
-    Ok(())
 }
 
 fn encode_obs(o: &PageObs) -> String {
@@ -353,12 +328,8 @@ pub struct HostScenario {
     mm_ids: BTreeMap<u64, ProcId>,
     /// The ranges each process mapped (for the page-frame snapshot).
     ranges: BTreeMap<ProcId, Vec<(u64, u64)>>,
-    /// (page frame, process) -> PMD-aligned address, as before the last pass or collapse
-    /// (a shared page is in several processes).
-    frames: BTreeMap<(u64, ProcId), u64>,
-    /// Per process and whole PMD range: its present frames in page order, as before the
-    /// last pass or collapse.
-    pmd_frames: BTreeMap<ProcId, BTreeMap<u64, Vec<u64>>>,
+    /// The page frames of every mapping, as before the last pass or collapse.
+    frames: FrameMap,
     /// What decisions on other processes' memory added to /proc/vmstat's collapse counters.
     foreign: BTreeMap<&'static str, u64>,
     /// Decisions read while reading vmstat, for the next take_decisions.
@@ -367,6 +338,8 @@ pub struct HostScenario {
     pending_file: Option<String>,
     /// File name -> (process, address, length) of its mappings.
     file_maps: BTreeMap<String, Vec<(ProcId, u64, u64)>>,
+    /// Page-cache THPs made for the scenario's processes, by head frame.
+    file_heads: decisions::FileHeads,
     /// What the scenario wrote to the sleep settings (never written: khugepaged is parked).
     sleeps: BTreeMap<String, String>,
     /// A failure of the machinery (a worker gone, a tracefs read), reported with the next
@@ -407,13 +380,13 @@ impl HostScenario {
             tracer,
             mm_ids: BTreeMap::new(),
             ranges: BTreeMap::from([(pid, Vec::new())]),
-            frames: BTreeMap::new(),
-            pmd_frames: BTreeMap::new(),
+            frames: FrameMap::default(),
             sleeps: BTreeMap::new(),
             pending_file: None,
             foreign: BTreeMap::new(),
             pending: Vec::new(),
             file_maps: BTreeMap::new(),
+            file_heads: decisions::FileHeads::new(),
             broken: None,
         };
         s.register(pid);
@@ -426,7 +399,7 @@ impl HostScenario {
         let sock = self.workers.get(&p);
         let mut do_touch = || -> Result<(), String> {
             if main {
-                touch()
+                decisions::touch()
             } else {
                 let s = sock.ok_or("no such process")?;
                 ask_on(s, "touch").map(|_| ())
@@ -474,115 +447,7 @@ impl HostScenario {
 
     /// Records which page frames each PMD range of every mapping holds now.
     fn snapshot_frames(&mut self) {
-        self.frames.clear();
-        self.pmd_frames.clear();
-        for (&p, ranges) in &self.ranges {
-            let Ok(f) = std::fs::File::open(format!("/proc/{p}/pagemap")) else {
-                continue;
-            };
-            for &(addr, len) in ranges {
-                let pmd = model::HPAGE_PMD_SIZE;
-                let mut h = addr & !(pmd - 1);
-                while h < addr + len {
-                    let whole = h >= addr && h + pmd <= addr + len;
-                    let mut present = Vec::new();
-                    let mut buf = vec![0u8; 8 * model::HPAGE_PMD_NR];
-                    if f.read_exact_at(&mut buf, (h / model::PAGE_SIZE) * 8)
-                        .is_ok()
-                    {
-                        for w in buf.chunks_exact(8) {
-                            let e = u64::from_le_bytes(w.try_into().expect("8 bytes"));
-                            if e & (1 << 63) != 0 {
-                                let pfn = e & ((1 << 55) - 1);
-                                if pfn != 0 {
-                                    self.frames.insert((pfn, p), h);
-                                    present.push(pfn);
-                                }
-                            }
-                        }
-                    }
-                    if whole {
-                        self.pmd_frames.entry(p).or_default().insert(h, present);
-                    }
-                    h += pmd;
-                }
-            }
-        }
-    }
-
-    /// The PMD range of process `p` that held page frame `pfn` before the pass. Since the
-    /// folio conversion (6.6) the events print the folio's head, which the process need not
-    /// map (the linux-mm case maps no page 0): then the lowest frame of `p` above it within a
-    /// PMD-sized folio's reach.
-    fn place_frame(&self, pfn: u64, p: ProcId) -> Option<u64> {
-        if let Some(&a) = self.frames.get(&(pfn, p)) {
-            return Some(a);
-        }
-        let reach = model::HPAGE_PMD_NR as u64;
-        self.frames
-            .range((pfn, 0)..(pfn + reach, 0))
-            .find(|((_, q), _)| *q == p)
-            .map(|(_, &a)| a)
-    }
-
-    /// A file decision without a page: the process's one mapping of that file, when it
-    /// covers exactly one whole PMD range (memfds print as `memfd:NAME`).
-    fn place_file(&self, filename: &str, p: ProcId) -> Option<u64> {
-        let name = filename.strip_prefix("memfd:").unwrap_or(filename);
-        let maps = self.file_maps.get(name)?;
-        let mut pmds = maps
-            .iter()
-            .filter(|(q, _, _)| *q == p)
-            .flat_map(|&(_, a, len)| {
-                let pmd = model::HPAGE_PMD_SIZE;
-                let first = (a + pmd - 1) & !(pmd - 1);
-                (first..(a + len) & !(pmd - 1)).step_by(pmd as usize)
-            });
-        let h = pmds.next()?;
-        pmds.next().is_none().then_some(h)
-    }
-
-    /// A decision without a page frame (scan_pfn -1): a range found PMD-mapped or without a
-    /// page table met no page; and since 7.2 (`collapse_scan_pmd` traces `failed_pfn`) a
-    /// success, too few referenced pages and the none/swap limits print no frame either. Such
-    /// a decision is placed when exactly one whole PMD range of the process looked so before
-    /// the pass: 512 present frames in a row from an aligned head; no present frame; some
-    /// present frames, not PMD-mapped; not PMD-mapped.
-    fn place_pageless(&self, p: ProcId, result: ScanResult) -> Option<u64> {
-        enum Look {
-            PmdMapped,
-            Empty,
-            PtePages,
-            NotPmdMapped,
-        }
-        let want = match result {
-            ScanResult::PmdMapped => Look::PmdMapped,
-            ScanResult::PmdNull | ScanResult::PmdNone => Look::Empty,
-            ScanResult::Succeed | ScanResult::LackReferencedPage | ScanResult::ExceedSwapPte => {
-                Look::PtePages
-            }
-            ScanResult::ExceedNonePte => Look::NotPmdMapped,
-            _ => return None,
-        };
-        let mut found = None;
-        for (&h, frames) in self.pmd_frames.get(&p)? {
-            let pmd_mapped = frames.len() == model::HPAGE_PMD_NR
-                && frames[0] % model::HPAGE_PMD_NR as u64 == 0
-                && frames.windows(2).all(|w| w[1] == w[0] + 1);
-            let looks = match want {
-                Look::PmdMapped => pmd_mapped,
-                Look::Empty => frames.is_empty(),
-                Look::PtePages => !frames.is_empty() && !pmd_mapped,
-                Look::NotPmdMapped => !pmd_mapped,
-            };
-            if looks {
-                if found.is_some() {
-                    return None;
-                }
-                found = Some(h);
-            }
-        }
-        found
+        self.frames = FrameMap::snapshot(self.ranges.iter().map(|(&p, r)| (p, r.as_slice())));
     }
 
     /// Counts what a decision on another process's memory added to the collapse counters of
@@ -591,7 +456,7 @@ impl HostScenario {
     /// `hpage_collapse_scan_pmd`, `hpage_collapse_scan_file`, `__collapse_huge_page_isolate`),
     /// an allocated THP (every collapse that did not fail to allocate), a khugepaged success.
     fn tally_foreign(
-        &mut self,
+        foreign: &mut BTreeMap<&'static str, u64>,
         e: &tracefs::Event,
         ours: bool,
         isolates: &mut BTreeMap<i32, String>,
@@ -603,7 +468,7 @@ impl HostScenario {
             _ => None,
         };
         let khugepaged = super::kthread::state(e.pid).is_some();
-        let mut add = |c: &'static str| *self.foreign.entry(c).or_default() += 1;
+        let mut add = |c: &'static str| *foreign.entry(c).or_default() += 1;
         match e.name.as_str() {
             "mm_collapse_huge_page_isolate" => {
                 isolates.insert(e.pid, e.get("status").unwrap_or("").to_string());
@@ -637,108 +502,23 @@ impl HostScenario {
     }
 
     fn decisions_from(&mut self, events: Vec<tracefs::Event>) -> Vec<Decision> {
-        let mut out = Vec::new();
-        // collapse_huge_page and isolate come before the scan_pmd that ends the decision.
-        let mut detail: Vec<String> = Vec::new();
         let mut isolates: BTreeMap<i32, String> = BTreeMap::new();
-        for e in events {
-            let mm_proc = e.mm().and_then(|m| self.mm_ids.get(&m).copied());
-            self.tally_foreign(&e, mm_proc.is_some(), &mut isolates);
-            match e.name.as_str() {
-                "mm_collapse_huge_page" | "mm_collapse_huge_page_swapin" if mm_proc.is_some() => {
-                    let f: Vec<String> = e
-                        .fields
-                        .iter()
-                        .filter(|(k, _)| *k != "mm")
-                        .map(|(k, v)| format!("{k}={v}"))
-                        .collect();
-                    detail.push(format!(
-                        "{} {}",
-                        e.name.trim_start_matches("mm_"),
-                        f.join(" ")
-                    ));
-                }
-                "mm_collapse_huge_page_isolate" => {
-                    // No mm: it belongs to the scan_pmd that follows in the same task.
-                    detail.push(format!(
-                        "isolate none_or_zero={} referenced={} status={}",
-                        e.get("none_or_zero").unwrap_or("?"),
-                        e.get("referenced").unwrap_or("?"),
-                        e.get("status").unwrap_or("?")
-                    ));
-                }
-                "mm_khugepaged_scan_pmd" | "mm_khugepaged_scan_file" => {
-                    let taken = std::mem::take(&mut detail);
-                    let Some(p) = mm_proc else { continue };
-                    let file = e.name == "mm_khugepaged_scan_file";
-                    let status = e.get(if file { "result" } else { "status" }).unwrap_or("?");
-                    let Some(result) = ScanResult::parse(status) else {
-                        self.broken.get_or_insert(format!(
-                            "a huge_memory event with a result the model does not know: {} {:?}",
-                            e.name, e.fields
-                        ));
-                        continue;
-                    };
-                    let pfn = e.hex("scan_pfn").filter(|&v| v != u64::MAX);
-                    // A file's folio need not be mapped by the process (it may still map
-                    // the small pages the folio replaced): then by the file's name.
-                    let addr = match pfn {
-                        Some(f) => self.place_frame(f, p),
-                        None => None,
-                    }
-                    .or_else(|| match (file, pfn) {
-                        (true, _) => self.place_file(e.get("filename").unwrap_or(""), p),
-                        (false, None) => self.place_pageless(p, result),
-                        (false, Some(_)) => None,
-                    });
-                    let record = if file {
-                        format!(
-                            "scan_file present={} swap={}",
-                            e.get("present").unwrap_or("?"),
-                            e.get("swap").unwrap_or("?")
-                        )
-                    } else {
-                        // `writable` is printed up to 6.17 only.
-                        format!(
-                            "scan_pmd none_or_zero={} referenced={} unmapped={}{}",
-                            e.get("none_or_zero").unwrap_or("?"),
-                            e.get("referenced").unwrap_or("?"),
-                            e.get("unmapped").unwrap_or("?"),
-                            e.get("writable")
-                                .map_or(String::new(), |w| format!(" writable={w}"))
-                        )
-                    };
-                    let who = if e.pid as ProcId == p {
-                        "MADV_COLLAPSE"
-                    } else {
-                        "khugepaged"
-                    };
-                    let mut text = format!(
-                        "{who} {record} {}: {result}",
-                        addr.map_or(
-                            format!(
-                                "(range unknown: scan_pfn {}, {} frames known)",
-                                e.get("scan_pfn").unwrap_or("?"),
-                                self.frames.len()
-                            ),
-                            |a| format!("{a:#x}")
-                        )
-                    );
-                    if !taken.is_empty() {
-                        text.push_str(&format!(" [{}]", taken.join("; ")));
-                    }
-                    out.push(Decision {
-                        process: p,
-                        addr,
-                        result,
-                        record: Some(record),
-                        text,
-                    });
-                }
-                _ => {}
+        let foreign = &mut self.foreign;
+        let at = Placement {
+            mm_ids: &self.mm_ids,
+            frames: &self.frames,
+            files: &self.file_maps,
+            madv_collapse: None,
+        };
+        let mut seen =
+            |e: &tracefs::Event, ours: bool| Self::tally_foreign(foreign, e, ours, &mut isolates);
+        match decisions::decisions_from(events, &at, &mut self.file_heads, &mut seen) {
+            Ok(d) => d,
+            Err(e) => {
+                self.broken.get_or_insert(e);
+                Vec::new()
             }
         }
-        out
     }
 
     /// Ends every worker and waits until each is gone.
@@ -1055,15 +835,7 @@ impl ScenarioExt for HostScenario {
         self.workers.insert(pid, sock);
         let inherited = self.ranges.get(&self.current).cloned().unwrap_or_default();
         self.ranges.insert(pid, inherited);
-        let parent = self.current;
-        for maps in self.file_maps.values_mut() {
-            let theirs: Vec<_> = maps
-                .iter()
-                .filter(|(q, _, _)| *q == parent)
-                .map(|&(_, a, l)| (pid, a, l))
-                .collect();
-            maps.extend(theirs);
-        }
+        decisions::inherit_file_maps(&mut self.file_maps, self.current, pid);
         self.register(pid);
         Ok(pid)
     }

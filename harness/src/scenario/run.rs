@@ -18,26 +18,7 @@ use crate::explain::{self, Attempt};
 use crate::model_backend::ModelBackend;
 use model::khugepaged::CollapseReport;
 
-/// A process handle of a [`ScenarioExt`] backend.
-pub type ProcId = u64;
-
-/// One collapse decision the backend recorded (model: a `CollapseReport`; host: a huge_memory
-/// tracepoint).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Decision {
-    pub process: ProcId,
-    /// The PMD-aligned address of the range; None when the backend cannot tell (the host's
-    /// tracepoints name the mm and a page, not the address: a scan that met no page is not
-    /// placed).
-    pub addr: Option<u64>,
-    pub result: ScanResult,
-    /// The decision as the kernel's tracepoint states it (`scan_pmd none_or_zero=1
-    /// referenced=0 unmapped=0`), the form both backends are compared in; None for a decision
-    /// the kernel does not trace (the model's collapse_pte_mapped_thp).
-    pub record: Option<String>,
-    /// The decision record in words, for logs and failures.
-    pub text: String,
-}
+pub use crate::decision::{model_decisions, Decision, ProcId};
 
 /// What a scenario needs beyond the selftest's [`Backend`]: several processes alive at once,
 /// /proc/vmstat by name, files on a tmpfs, and the record of every collapse decision.
@@ -130,92 +111,6 @@ impl ScenarioExt for ModelBackend {
         };
         Ok((model_decisions(log, with_writable), records))
     }
-}
-
-/// The model's collapse reports as decisions. A `scan_pmd` that said go and the
-/// `collapse_huge_page` that followed are one decision, as the kernel traces them: one
-/// mm_khugepaged_scan_pmd event, after the collapse, with the scan's counts and the final
-/// result.
-/// `with_writable`: the release's mm_khugepaged_scan_pmd has the `writable` field (up to 6.17,
-/// the releases that require a writable PTE).
-pub fn model_decisions(
-    reports: Vec<model::khugepaged::CollapseReport>,
-    with_writable: bool,
-) -> Vec<Decision> {
-    use model::khugepaged::{CollapseContext, CollapseStage};
-    let mut out: Vec<Decision> = Vec::new();
-    let mut pending_scan: Option<model::khugepaged::CollapseReport> = None;
-    for r in reports {
-        let ctx = match r.context {
-            CollapseContext::Khugepaged => "khugepaged",
-            CollapseContext::Madvise => "MADV_COLLAPSE",
-        };
-        let counts = format!(
-            "{} none={} swap={} shared={} referenced={} writable={} present={}",
-            r.result, r.none_or_zero, r.swap, r.shared, r.referenced, r.writable, r.present
-        );
-        let (scan, stage, record) = match r.stage {
-            CollapseStage::ScanPmd if r.result == ScanResult::Succeed => {
-                pending_scan = Some(r);
-                continue;
-            }
-            CollapseStage::ScanPmd => (None, "scan_pmd", Some(scan_pmd_record(&r, with_writable))),
-            CollapseStage::CollapseHugePage => {
-                let scan = pending_scan
-                    .take()
-                    .filter(|s| s.pid == r.pid && s.addr == r.addr);
-                let rec = scan.as_ref().map(|s| scan_pmd_record(s, with_writable));
-                (scan, "collapse_huge_page", rec)
-            }
-            CollapseStage::ScanFile => (
-                None,
-                "scan_file",
-                Some(format!("scan_file present={} swap={}", r.present, r.swap)),
-            ),
-            CollapseStage::PteMappedThp => (None, "collapse_pte_mapped_thp", None),
-        };
-        let text = match &scan {
-            Some(s) => format!(
-                "{ctx} scan_pmd {:#x}: {} none={} swap={} shared={} referenced={} writable={} present={}; {stage}: {}",
-                s.addr, s.result, s.none_or_zero, s.swap, s.shared, s.referenced, s.writable, s.present, r.result
-            ),
-            None => format!("{ctx} {stage} {:#x}: {counts}", r.addr),
-        };
-        out.push(Decision {
-            process: r.pid as ProcId,
-            addr: Some(r.addr),
-            result: r.result,
-            record,
-            text,
-        });
-    }
-    // A scan that said go but whose collapse was not reported (cannot happen in the model's
-    // hpage_collapse_scan_pmd; kept rather than lost).
-    if let Some(s) = pending_scan {
-        out.push(Decision {
-            process: s.pid as ProcId,
-            addr: Some(s.addr),
-            result: s.result,
-            record: Some(scan_pmd_record(&s, with_writable)),
-            text: format!("scan_pmd {:#x}: {}", s.addr, s.result),
-        });
-    }
-    out
-}
-
-/// The counts mm_khugepaged_scan_pmd prints: none_or_zero, referenced and unmapped (swap
-/// PTEs) on every release from 6.1 to 7.x; `writable` (whether any PTE was writable) up to
-/// 6.17. The sharing count was never in it.
-fn scan_pmd_record(r: &model::khugepaged::CollapseReport, with_writable: bool) -> String {
-    let writable = if with_writable {
-        format!(" writable={}", u32::from(r.writable > 0))
-    } else {
-        String::new()
-    };
-    format!(
-        "scan_pmd none_or_zero={} referenced={} unmapped={}{writable}",
-        r.none_or_zero, r.referenced, r.swap
-    )
 }
 
 /// Why a scenario failed: the line and what went wrong there.
