@@ -159,6 +159,7 @@ fn help_prints_the_selftest_usage() {
                 // ci/kernels run's (the kernel matrix's) own flags.
                 "--repeat",
                 "--c-selftest",
+                "--c-selftest-from",
             ]
             .contains(w)
         })

@@ -6,6 +6,12 @@
 //! for line. Logs built from an older source (6.1, 6.12) follow a khugepaged.c neither
 //! catalogue mirrors and are not compared. The only difference allowed is the timing of
 //! one wait's progress dots ([`timing_only`]).
+//!
+//! `newest-lines/...`: every kernel's `newest-selftest/harness.log` (`ci/kernels newest`: the
+//! harness with the 7.3 catalogue, deterministic khugepaged, on that kernel, whatever its
+//! era) against the model under the release's profile, run the same way: their step lines
+//! must be equal, the test file's directory aside. How they compare with the 7.3 C
+//! selftest's on the same kernel is fixtures/MATRIX.md's newest-selftest section.
 
 use std::path::{Path, PathBuf};
 
@@ -55,7 +61,9 @@ fn step_lines(text: &str) -> Vec<String> {
         .map(|l| l.trim().trim_start_matches("# ").to_string())
         .filter(|l| {
             l.contains("...")
-                && (l.ends_with("OK") || l.ends_with("Fail") || l.ends_with("Skip"))
+                && ["OK", "Fail", "Skip", "Timeout"]
+                    .iter()
+                    .any(|v| l.ends_with(v))
                 && !l.starts_with("Save THP")
                 && !l.starts_with("Restore THP")
         })
@@ -127,6 +135,11 @@ fn model_output(release: &str, args: &str, swap: bool) -> Result<String, String>
 
 /// Compares line by line; Err lists every difference that is not [`timing_only`].
 fn compare(c: &[String], m: &[String]) -> Result<(), Failed> {
+    compare_sides("C:     ", c, m)
+}
+
+/// [`compare`], the first side named `first` (padded to the width of "model: ").
+fn compare_sides(first: &str, c: &[String], m: &[String]) -> Result<(), Failed> {
     let mut problems = Vec::new();
     for i in 0..c.len().max(m.len()) {
         let (cl, ml) = (c.get(i), m.get(i));
@@ -134,7 +147,7 @@ fn compare(c: &[String], m: &[String]) -> Result<(), Failed> {
             continue;
         }
         problems.push(format!(
-            "step line {}:\n    C:     {}\n    model: {}",
+            "step line {}:\n    {first}{}\n    model: {}",
             i + 1,
             cl.map_or("(none)", |s| s.as_str()),
             ml.map_or("(none)", |s| s.as_str())
@@ -191,7 +204,179 @@ fn trials() -> Vec<Trial> {
     trials
 }
 
+/// The sections of a `newest-selftest/*.log`: the harness's command line (after `## LABEL: `)
+/// and its output up to `## exit`.
+fn newest_sections(log: &str) -> Vec<(String, String, String)> {
+    let mut out = Vec::new();
+    let mut current: Option<(String, String, String)> = None;
+    for l in log.lines() {
+        if l.starts_with("## exit") {
+            out.extend(current.take());
+        } else if let Some((label, command)) =
+            l.strip_prefix("## ").and_then(|r| r.split_once(": "))
+        {
+            current = Some((label.to_string(), command.to_string(), String::new()));
+        } else if let Some((_, _, text)) = current.as_mut() {
+            text.push_str(l);
+            text.push('\n');
+        }
+    }
+    out
+}
+
+/// The test file's directory differs (the harness's private directories, the model's): `$DIR`.
+/// And a wait's dots after the fourth are folded: a wait that times out lasts 30 s of wall
+/// time on the host without full_scans moving, 300 passes on the model (whether the first
+/// check failed, the fourth dot, is the test's business).
+fn without_dir(lines: Vec<String>) -> Vec<String> {
+    lines
+        .into_iter()
+        .map(|l| {
+            let l = l
+                .split(' ')
+                .map(|w| match w.rfind("/collapse_test_file") {
+                    Some(i) if w.starts_with('/') => format!("$DIR{}", &w[i..]),
+                    _ => w.to_string(),
+                })
+                .collect::<Vec<_>>()
+                .join(" ");
+            let mut out = String::with_capacity(l.len());
+            let mut dots = 0;
+            for ch in l.chars() {
+                dots = if ch == '.' { dots + 1 } else { 0 };
+                if dots <= 4 {
+                    out.push(ch);
+                }
+            }
+            out
+        })
+        .collect()
+}
+
+/// The model's output for a harness command line of `ci/kernels newest` (`--backend host`
+/// and its host options included), as the host ran it: deterministic khugepaged, the
+/// catalogue asked for, the private tmpfs or the ext4 directory, swap as the kernel had it.
+fn model_output_for_command(release: &str, command: &str, swap: bool) -> Result<String, String> {
+    let argv: Vec<String> = command
+        .split_whitespace()
+        .skip(1)
+        .map(String::from)
+        .collect();
+    let o = parse(&argv)?.ok_or("help")?;
+    let profile = KernelProfile::for_release(release).map_err(|e| e.to_string())?;
+    let finfo = if o.private_tmpfs {
+        Some(FileInfo::model_tmpfs("advise"))
+    } else {
+        o.dir.as_ref().map(|d| {
+            FileInfo::new(
+                d,
+                DirKind::Disk {
+                    read_ahead_kb_path: None,
+                },
+            )
+        })
+    };
+    let catalogue = harness::cli::effective_catalogue(&o);
+    let env = Env {
+        anon_order: o.anon_order,
+        finfo,
+        khugepaged: o.khugepaged.unwrap_or(KhugepagedMode::Deterministic),
+        catalogue,
+        collapse_order: o.collapse_order,
+    };
+    let cases = select_cases(&o);
+    let mut text = String::new();
+    for case in &cases {
+        // Without swap the host skips the swap cases (--no-swapfile), with no step line.
+        if !swap && harness::host::isolate::needs_swap(case) {
+            continue;
+        }
+        let mut b = if swap {
+            ModelBackend::new(profile.clone())
+        } else {
+            ModelBackend::without_swap(profile.clone())
+        };
+        b.dir = env.finfo.as_ref().map(|f| f.kind.clone());
+        let r = run_case(&mut b, &env, case);
+        text.push_str(&harness::report::tap13_case(1, &r));
+        if harness::report::tap13_aborted(&r) {
+            break;
+        }
+    }
+    Ok(text)
+}
+
+/// `newest-selftest/AWAITING`: `LABEL: why` for a selection whose kernel run went wrong in a
+/// way that is the run's, not the kernel's behaviour (the reason names what was seen).
+const NEWEST_AWAITING: &str = "AWAITING";
+
+fn newest_awaiting(dir: &Path) -> Vec<(String, String)> {
+    std::fs::read_to_string(dir.join("newest-selftest").join(NEWEST_AWAITING))
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .filter_map(|l| l.split_once(": "))
+        .map(|(l, why)| (l.trim().to_string(), why.trim().to_string()))
+        .collect()
+}
+
+fn newest_trials() -> Vec<Trial> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(fixtures_root())
+        .map(|rd| rd.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    dirs.sort();
+    let mut trials = Vec::new();
+    for dir in dirs {
+        let Ok(log) = std::fs::read_to_string(dir.join("newest-selftest/harness.log")) else {
+            continue;
+        };
+        let release = dir.file_name().unwrap().to_string_lossy().into_owned();
+        let swap = !log.lines().any(|l| l.starts_with("# no swap:"));
+        let awaiting = newest_awaiting(&dir);
+        for (label, command, h_text) in newest_sections(&log) {
+            let run = {
+                let release = release.clone();
+                move || -> Result<(), Failed> {
+                    let m_text =
+                        model_output_for_command(&release, &command, swap).map_err(Failed::from)?;
+                    compare_sides(
+                        "kernel: ",
+                        &without_dir(step_lines(&h_text)),
+                        &without_dir(step_lines(&m_text)),
+                    )
+                }
+            };
+            let name = format!("{release}/{label}");
+            match awaiting.iter().find(|(l, _)| *l == label) {
+                // A kernel run that went wrong in a way the model does not (and should not)
+                // follow: listed with the reason, and checked to still differ.
+                Some((_, why)) => {
+                    trials.push(
+                        Trial::test(format!("newest-lines/{name}"), || Ok(()))
+                            .with_kind(why.clone())
+                            .with_ignored_flag(true),
+                    );
+                    trials.push(Trial::test(
+                        format!("newest-awaiting/{name}"),
+                        move || match run() {
+                            Ok(()) => Err(Failed::from(format!(
+                                "the model now prints the kernel's lines: remove `{label}` from \
+                                 newest-selftest/{NEWEST_AWAITING}"
+                            ))),
+                            Err(_) => Ok(()),
+                        },
+                    ));
+                }
+                None => trials.push(Trial::test(format!("newest-lines/{name}"), run)),
+            }
+        }
+    }
+    trials
+}
+
 fn main() {
     let args = Arguments::from_args();
-    libtest_mimic::run(&args, trials()).exit();
+    let mut all = trials();
+    all.extend(newest_trials());
+    libtest_mimic::run(&args, all).exit();
 }

@@ -430,9 +430,27 @@ impl<'a> Ctx<'a> {
         Abort(text)
     }
 
-    /// `perror(msg)` then exit.
+    /// `perror(msg)` then exit; from 7.3 `ksft_exit_fail_perror(msg)`, which kselftest prints
+    /// as `Bail out! msg: strerror (errno)`.
     fn perror(&mut self, msg: &str, e: Errno) -> Abort {
-        self.abort(format!("{msg}: {}", e.strerror()))
+        if self.env.catalogue.ktap_output() {
+            self.abort(format!(
+                "Bail out! {msg}: {} ({})",
+                e.strerror(),
+                e.number()
+            ))
+        } else {
+            self.abort(format!("{msg}: {}", e.strerror()))
+        }
+    }
+
+    /// `printf(msg)` then exit; from 7.3 `ksft_exit_fail_msg(msg)`: `Bail out! msg`.
+    fn fail_msg(&mut self, msg: &str) -> Abort {
+        if self.env.catalogue.ktap_output() {
+            self.abort(format!("Bail out! {msg}"))
+        } else {
+            self.abort(msg.to_string())
+        }
     }
 
     /// What the last check saw and the page map of that area.
@@ -455,7 +473,7 @@ impl<'a> Ctx<'a> {
             .b
             .mmap(BASE_ADDR, nr * self.hpage_pmd_size, MapTarget::PrivateAnon);
         if p != Ok(BASE_ADDR) {
-            return Err(self.abort(format!("Failed to allocate VMA at {BASE_ADDR:#x}")));
+            return Err(self.fail_msg(&format!("Failed to allocate VMA at {BASE_ADDR:#x}")));
         }
         Ok(BASE_ADDR)
     }
@@ -489,7 +507,7 @@ impl<'a> Ctx<'a> {
                         end,
                         format!("page {i}: expected {want:#x}, found {v:#x}"),
                     ));
-                    return Err(self.abort(format!("Page {i} is corrupted: {v:#x}")));
+                    return Err(self.fail_msg(&format!("Page {i} is corrupted: {v:#x}")));
                 }
                 Err(e) => {
                     return Err(self.abort(format!(
@@ -516,7 +534,13 @@ impl<'a> Ctx<'a> {
             return Err(self.perror("madvise(MADV_COLLAPSE)", e));
         }
         if !self.check_huge(ops, p, 1) {
-            return Err(self.abort("madvise(MADV_COLLAPSE): Success".into()));
+            // The C's perror after a call that did not fail: errno 0.
+            let msg = if self.env.catalogue.ktap_output() {
+                "madvise(MADV_COLLAPSE): Success (0)"
+            } else {
+                "madvise(MADV_COLLAPSE): Success"
+            };
+            return Err(self.fail_msg(msg));
         }
         if let Err(e) = self.madvise(p, self.hpage_pmd_size, Madv::HugePage) {
             return Err(self.perror("madvise(MADV_HUGEPAGE)", e));
@@ -755,7 +779,7 @@ impl<'a> Ctx<'a> {
             Context::MthpKhugepaged => self.mthp_khugepaged_collapse(msg, p, nr, ops, expect),
             Context::Madvise => {
                 if !self.check_huge(ops, p, 0) {
-                    return Err(self.abort("Unexpected huge page".into()));
+                    return Err(self.fail_msg("Unexpected huge page"));
                 }
                 self.__madvise_collapse(msg, p, nr, ops, expect)
             }
@@ -809,7 +833,7 @@ impl<'a> Ctx<'a> {
         ops: MemType,
     ) -> Result<bool, Abort> {
         if !self.check_huge_sized(ops, p, len, 0, order) {
-            return Err(self.abort("Unexpected huge page".into()));
+            return Err(self.fail_msg("Unexpected huge page"));
         }
         let _ = self.madvise(p, len, Madv::HugePage);
         let full_scans = self.thp_read_num("khugepaged/full_scans")? + 2;
@@ -888,7 +912,11 @@ impl<'a> Ctx<'a> {
         let mut settings = self.current_settings()?;
         if ops == MemType::Anon {
             settings.thp_enabled = "never".into();
-            settings.hugepages[order as usize] = Some("madvise".into());
+            // thp_write_settings writes only the sizes that have a hugepages-<N>kB directory
+            // (none before 6.8): elsewhere the setting stays unwritten, as in C.
+            if let Some(size) = settings.hugepages[order as usize].as_mut() {
+                *size = "madvise".into();
+            }
         }
         self.push_settings(settings)?;
         if self.wait_for_scan_sized(msg, p, len, nr, order, ops)? {

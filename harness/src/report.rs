@@ -162,7 +162,8 @@ fn tap13_step(s: &Step) -> String {
         return out;
     }
     let line = coloured(s, false);
-    if s.text.starts_with("tmpfs...") {
+    // kselftest's `Bail out!` starts its own line unless a message is pending before it.
+    if s.text.starts_with("tmpfs...") || s.text.starts_with("Bail out!") {
         let _ = writeln!(out, "{line}");
     } else {
         let _ = writeln!(out, "# {line}");

@@ -9,6 +9,7 @@ pub mod cpio;
 pub mod fetch;
 pub mod guest;
 pub mod matrix;
+pub mod newest;
 pub mod probe;
 pub mod protocol;
 pub mod scenarios;

@@ -486,6 +486,7 @@ pub fn report(markdown_only: bool) -> Result<i32, String> {
             "\n## The kernels' own C selftest ({SELFTEST_LOG}) against the harness\n\nEach selection's step lines in the C output against the harness's on that kernel (its fixtures) and on the model (the same cases with the fixtures' profile and settings), by longest common subsequence; the test file's directory is `$DIR` and a wait's dots after the fourth are folded (their number is timing). Lines only one side has are listed by kernel side, with how often each occurs.\n\n{selftests}"
         ));
     }
+    md.push_str(&crate::newest::report_section(&releases)?);
     crosscheck::write_atomically(&root.join("MATRIX.md"), &md)?;
     if markdown_only {
         print!("{md}");
@@ -500,7 +501,7 @@ pub fn report(markdown_only: bool) -> Result<i32, String> {
 const MAX_LISTED: usize = 6;
 
 /// The distinct lines of `v` with how often each occurs, in order of first occurrence.
-fn distinct_counted(v: &[String]) -> Vec<(usize, &str)> {
+pub(crate) fn distinct_counted(v: &[String]) -> Vec<(usize, &str)> {
     let mut out: Vec<(usize, &str)> = Vec::new();
     for l in v {
         match out.iter_mut().find(|(_, s)| *s == l.as_str()) {
@@ -550,7 +551,7 @@ pub fn selftest_all(ks: &[String], timeout: Duration) -> Result<i32, String> {
     Ok(i32::from(failed > 0))
 }
 
-fn strip_ansi(s: &str) -> String {
+pub(crate) fn strip_ansi(s: &str) -> String {
     let mut out = String::new();
     let mut it = s.chars().peekable();
     while let Some(c) = it.next() {
@@ -583,7 +584,7 @@ fn normalize_step(line: &str) -> String {
 /// save/restore lines the harness does not trace. A verdict printed on a line of its own
 /// (7.2+'s collapse_compound_extreme: the message with ksft_print_msg, then " OK") completes
 /// the message line before it, which the harness's trace records as that step's text.
-fn c_step_lines(lines: &[String]) -> Vec<String> {
+pub(crate) fn c_step_lines(lines: &[String]) -> Vec<String> {
     let mut out = Vec::new();
     let mut previous: Option<String> = None;
     for l in lines {
@@ -591,15 +592,19 @@ fn c_step_lines(lines: &[String]) -> Vec<String> {
         let l = strip_ansi(l);
         let last = l.rsplit('\r').find(|p| !p.trim().is_empty()).unwrap_or("");
         let l = last.trim().trim_start_matches("# ").to_string();
-        let bare_verdict = matches!(l.as_str(), "OK" | "Fail" | "Skip");
+        let bare_verdict = matches!(l.as_str(), "OK" | "Fail" | "Skip" | "Timeout");
         if bare_verdict {
             if let Some(p) = previous.take() {
                 out.push(comparable_step(&p));
             }
             continue;
         }
+        // `Timeout`: a wait that saw neither the collapse nor two full scans (khugepaged
+        // stopped).
         let is_step = l.contains("...")
-            && (l.ends_with("OK") || l.ends_with("Fail") || l.ends_with("Skip"))
+            && ["OK", "Fail", "Skip", "Timeout"]
+                .iter()
+                .any(|v| l.ends_with(v))
             && !l.starts_with("Save THP")
             && !l.starts_with("Restore THP");
         if is_step {

@@ -500,3 +500,126 @@ impl Kernel {
             .collect()
     }
 }
+
+/// States the model's own paths never build, set up with crate-internal helpers: a large
+/// anonymous folio in the swap cache while mapped. The kernel reaches them when a fault or a
+/// split lands between `add_to_swap` and `try_to_unmap` in `shrink_folio_list`, or while a
+/// THP's swap-out is under way; the model's reclaim runs those steps without a gap.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::madvise::Advice;
+    use crate::mmap::{MapKind, Prot};
+    use crate::{KernelProfile, HPAGE_PMD_SIZE};
+
+    const BASE: u64 = 1 << 30;
+
+    /// A kernel with swap and one process that maps an anonymous THP at BASE by a PMD,
+    /// with its contents written.
+    fn thp() -> (Kernel, Pid, FolioId) {
+        let mut k = Kernel::new(KernelProfile::v6_18());
+        k.swapon(4 * HPAGE_PMD_NR).unwrap();
+        let pid = k.pids()[0];
+        k.mmap(
+            pid,
+            BASE,
+            HPAGE_PMD_SIZE,
+            Prot::READ_WRITE,
+            MapKind::PrivateAnon,
+            0,
+            false,
+        )
+        .unwrap();
+        k.madvise(pid, BASE, HPAGE_PMD_SIZE, Advice::HugePage)
+            .unwrap();
+        for i in 0..HPAGE_PMD_NR as u64 {
+            k.write(pid, BASE + i * PAGE_SIZE, 100 + i).unwrap();
+        }
+        let (folio, _) = k.folio_at(pid, BASE).unwrap();
+        assert_eq!(k.folio(folio).order, HPAGE_PMD_ORDER);
+        (k, pid, folio)
+    }
+
+    /// `add_to_swap` of the whole folio: the swap cache takes one reference per page.
+    fn add_to_swap(k: &mut Kernel, folio: FolioId) -> SwapEntry {
+        let entry = k.swap.as_mut().unwrap().alloc(HPAGE_PMD_NR).unwrap();
+        k.add_to_swap_cache(folio, entry);
+        entry
+    }
+
+    /// `do_huge_pmd_wp_page` on a write-protected, PMD-mapped THP that is in the swap cache
+    /// and mapped by this PMD alone: the refcount is 1 plus the swap cache's 512, which the
+    /// early test allows (`folio_ref_count() > 1 + folio_test_swapcache() *
+    /// folio_nr_pages()` fails); `folio_free_swap` then drops the swap cache, the refcount is
+    /// 1 and the THP is reused in place, still PMD-mapped.
+    #[test]
+    fn a_write_fault_reuses_a_thp_in_the_swap_cache_after_freeing_its_swap() {
+        let (mut k, pid, folio) = thp();
+        let child = k.fork(pid).unwrap();
+        k.exit(child).unwrap();
+        assert!(!k.folio(folio).pages[0].anon_exclusive);
+        assert_eq!(k.folio(folio).refcount, 1);
+        add_to_swap(&mut k, folio);
+        assert_eq!(k.folio(folio).refcount, 1 + HPAGE_PMD_NR as i32);
+        let reuses = k.vmstat.cow_reuses;
+        k.write(pid, BASE + 3 * PAGE_SIZE, 7).unwrap();
+        assert_eq!(k.vmstat.cow_reuses, reuses + 1);
+        assert!(matches!(
+            k.mm(pid).unwrap().page_table.pmd(BASE),
+            Pmd::Huge(h) if h.folio == folio && h.write
+        ));
+        let f = k.folio(folio);
+        assert_eq!((f.swapcache, f.refcount), (None, 1));
+        assert_eq!(k.read(pid, BASE + 3 * PAGE_SIZE), Ok(7));
+        assert_eq!(k.read(pid, BASE + 4 * PAGE_SIZE), Ok(104));
+        k.check_invariants().unwrap();
+    }
+
+    /// The same THP in the swap cache while the child still maps it by its own PMD: the
+    /// refcount (two PMDs plus the swap cache's 512) is above `1 + folio_nr_pages()`, so
+    /// `do_huge_pmd_wp_page` falls back at once, before `folio_free_swap`: the PMD is split, the
+    /// written page copied, and the THP stays in the swap cache.
+    #[test]
+    fn a_write_fault_on_a_shared_thp_in_the_swap_cache_leaves_its_swap_alone() {
+        let (mut k, pid, folio) = thp();
+        let child = k.fork(pid).unwrap();
+        let entry = add_to_swap(&mut k, folio);
+        assert_eq!(k.folio(folio).refcount, 2 + HPAGE_PMD_NR as i32);
+        k.write(pid, BASE + 3 * PAGE_SIZE, 7).unwrap();
+        assert_ne!(k.folio_at(pid, BASE + 3 * PAGE_SIZE).unwrap().0, folio);
+        assert_eq!(k.folio(folio).swapcache, Some(entry));
+        assert_eq!(k.swap_cache_lookup(entry), Some((folio, 0)));
+        assert_eq!(k.read(child, BASE + 3 * PAGE_SIZE), Ok(103));
+        k.check_invariants().unwrap();
+    }
+
+    /// `__split_folio_to_order` on an anonymous THP in the swap cache: each new folio keeps
+    /// its page's swap slot (`swap.val + i`), the swap cache points each slot at the new
+    /// folio, and each new folio holds one reference per mapping plus the swap cache's. A page
+    /// no longer mapped stays in the swap cache alone.
+    #[test]
+    fn splitting_a_thp_in_the_swap_cache_keeps_each_page_in_its_slot() {
+        let (mut k, pid, folio) = thp();
+        // PTE-map the THP (the VMA split splits the PMD), then unmap page 5.
+        k.madvise(pid, BASE, PAGE_SIZE, Advice::NoHugePage).unwrap();
+        k.madvise(pid, BASE + 5 * PAGE_SIZE, PAGE_SIZE, Advice::DontNeed)
+            .unwrap();
+        assert_eq!(k.folio(folio).order, HPAGE_PMD_ORDER);
+        let entry = add_to_swap(&mut k, folio);
+        k.check_invariants().unwrap();
+        let pieces = k.split_folio(folio);
+        assert_eq!(pieces.len(), HPAGE_PMD_NR);
+        for (i, new) in pieces {
+            let slot = SwapEntry(entry.0 + i as u32);
+            let f = k.folio(new);
+            assert_eq!(f.swapcache, Some(slot), "page {i}");
+            assert_eq!(f.pages[0].data, 100 + i as u64, "page {i}");
+            assert_eq!(k.swap_cache_lookup(slot), Some((new, 0)), "page {i}");
+            let mapped = i != 5;
+            assert_eq!(f.refcount, mapped as i32 + 1, "page {i}");
+            let at = k.folio_at(pid, BASE + i as u64 * PAGE_SIZE);
+            assert_eq!(at, mapped.then_some((new, 0)), "page {i}");
+        }
+        k.check_invariants().unwrap();
+    }
+}

@@ -8,27 +8,37 @@ use crate::vma::Vma;
 use crate::HPAGE_PMD_ORDER;
 
 impl Kernel {
-    /// `hugepage_pmd_enabled`: whether the khugepaged thread runs at all.
+    /// `hugepage_pmd_enabled` (`hugepage_flags_enabled` before 6.11, `hugepage_enabled` with
+    /// mTHP collapse, 7.2): whether the khugepaged thread runs at all, per the era's rule
+    /// ([`crate::profile::KhugepagedThread`]).
     pub fn hugepage_pmd_enabled(&self) -> bool {
+        use crate::profile::KhugepagedThread as T;
         let global_enabled = self.thp.enabled != ThpEnabled::Never;
-        // The config counted here until it was removed (7.2).
-        let config = self.read_only_thp_for_fs && !self.profile.file_thp_without_read_only_config;
-        if config && global_enabled {
-            return true;
-        }
         let order_enabled = |o: u8| match self.thp.anon_orders[o as usize] {
             ThpOrderEnabled::Always | ThpOrderEnabled::Madvise => true,
             ThpOrderEnabled::Inherit => global_enabled,
             ThpOrderEnabled::Never => false,
         };
-        // From 7.2 the thread's test is `hugepage_enabled`: `anon_hpage_enabled` looks at
-        // every anonymous size, since khugepaged may collapse to any of them.
-        let anon = if self.profile.khugepaged_mthp_collapse {
-            crate::thp_settings::ANON_ORDERS.clone().any(order_enabled)
-        } else {
-            order_enabled(HPAGE_PMD_ORDER)
-        };
-        anon || self.shmem_hpage_pmd_enabled()
+        // A size set to always or madvise itself (inherit is the global setting).
+        let any_size_set = crate::thp_settings::ANON_ORDERS.clone().any(|o| {
+            matches!(
+                self.thp.anon_orders[o as usize],
+                ThpOrderEnabled::Always | ThpOrderEnabled::Madvise
+            )
+        });
+        // The config counted with the PMD rule (it is gone from 7.2 on).
+        let config = self.read_only_thp_for_fs && !self.profile.file_thp_without_read_only_config;
+        let pmd = (config && global_enabled) || order_enabled(HPAGE_PMD_ORDER);
+        // 7.2's mTHP collapse series: `hugepage_enabled`.
+        if self.profile.khugepaged_mthp_collapse {
+            return global_enabled || any_size_set || self.shmem_hpage_pmd_enabled();
+        }
+        match self.profile.khugepaged_thread {
+            T::Global => global_enabled,
+            T::GlobalOrAnySize => global_enabled || any_size_set,
+            T::PmdSize => pmd,
+            T::PmdSizeOrShmem => pmd || self.shmem_hpage_pmd_enabled(),
+        }
     }
 
     /// `collapse_possible_orders`: the orders khugepaged (or MADV_COLLAPSE) may build in this

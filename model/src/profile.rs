@@ -176,11 +176,29 @@ pub enum LargeFolioCowReuse {
     ExclusiveMapper,
 }
 
+/// When the khugepaged thread runs (and `khugepaged_enter_vma` registers an MM): the test
+/// `start_stop_khugepaged` and `khugepaged_enter_vma` make of the THP settings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KhugepagedThread {
+    /// `hugepage_flags_enabled()`: the global `enabled` is always or madvise.
+    Global,
+    /// The global `enabled`, or any anonymous size always or madvise.
+    GlobalOrAnySize,
+    /// `hugepage_pmd_enabled()`: the anonymous PMD size enabled (inherit counting the
+    /// global setting), or the global setting with CONFIG_READ_ONLY_THP_FOR_FS.
+    PmdSize,
+    /// [`KhugepagedThread::PmdSize`], or `shmem_hpage_pmd_enabled()`. From 7.2 the mTHP
+    /// collapse series replaces the test with `hugepage_enabled()` (the global setting, any
+    /// anonymous size, or shmem's PMD size), which [`Switch::KhugepagedMthpCollapse`] carries.
+    PmdSizeOrShmem,
+}
+
 /// One behavioural switch of [`KernelProfile`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Switch {
     LargeFolioCowReuse,
     AnonMthp,
+    KhugepagedThread,
     ZapBatchesLargeFolioPtes,
     KhugepagedSharing,
     ScanAnonCheckBeforeShared,
@@ -220,6 +238,7 @@ impl Switch {
         Switch::LargeFolioCowReuse,
         Switch::RetractPageTablesEveryMm,
         Switch::AnonMthp,
+        Switch::KhugepagedThread,
         Switch::ZapBatchesLargeFolioPtes,
         Switch::KhugepagedSharing,
         Switch::ScanAnonCheckBeforeShared,
@@ -239,6 +258,7 @@ impl Switch {
         match self {
             Switch::LargeFolioCowReuse => "large_folio_cow_reuse",
             Switch::AnonMthp => "anon_mthp",
+            Switch::KhugepagedThread => "khugepaged_thread",
             Switch::ZapBatchesLargeFolioPtes => "zap_batches_large_folio_ptes",
             Switch::KhugepagedSharing => "khugepaged_sharing",
             Switch::ScanAnonCheckBeforeShared => "scan_anon_check_before_shared",
@@ -312,6 +332,60 @@ impl Switch {
                            allowed order at an anonymous fault",
                     evidence: "present in linux-source-6.12; release from the series' merge \
                                (6.8)",
+                },
+            ],
+            Switch::KhugepagedThread => &[
+                Change {
+                    release: Release::OLDEST,
+                    value: "global",
+                    commit: "start_stop_khugepaged() on hugepage_flags_enabled() (6.1)",
+                    what: "the thread runs, and MMs are registered, only while the global \
+                           `enabled` is always or madvise; shmem_enabled does not count",
+                    evidence: "read in linux-source-6.1 (include/linux/huge_mm.h \
+                               hugepage_flags_enabled, mm/khugepaged.c); on the matrix's \
+                               6.1 kernel the 7.3 selftest's mthp_khugepaged waits time out \
+                               (full_scans still) with `enabled` never and shmem_enabled \
+                               advise",
+                },
+                Change {
+                    release: Release { major: 6, minor: 8 },
+                    value: "global-or-any-size",
+                    commit: "mm: thp: introduce multi-size THP sysfs interface",
+                    what: "hugepage_flags_enabled() also counts any anonymous size set to \
+                           always or madvise",
+                    evidence: "recalled from the series (no 6.8 .. 6.10 source read); \
+                               replaced before linux-source-6.12",
+                },
+                Change {
+                    release: Release {
+                        major: 6,
+                        minor: 11,
+                    },
+                    value: "pmd-size",
+                    commit: "mm: fix khugepaged activation policy",
+                    what: "hugepage_pmd_enabled(): only the anonymous PMD size (inherit \
+                           counting the global setting), or the global setting with \
+                           CONFIG_READ_ONLY_THP_FOR_FS; neither other sizes nor shmem count",
+                    evidence: "read in linux-source-6.12 (mm/khugepaged.c); on the matrix's \
+                               6.12 kernel the 7.3 selftest's mthp_khugepaged waits time out; \
+                               the 6.11 boundary is the fix's merge as recalled, not checked \
+                               against a tag",
+                },
+                Change {
+                    release: Release {
+                        major: 6,
+                        minor: 13,
+                    },
+                    value: "pmd-size-or-shmem",
+                    commit: "hugepage_pmd_enabled() counts shmem_hpage_pmd_enabled() (exact \
+                             commit title not verified)",
+                    what: "shmem's PMD size enabled (shmem_enabled not deny) also keeps the \
+                           thread running",
+                    evidence: "absent from linux-source-6.12, present in the 6.18 reference \
+                               and linux-source-7.3; on the matrix's 6.16 to 7.1 kernels \
+                               khugepaged keeps scanning with `enabled` never and \
+                               shmem_enabled advise; 6.13 to 6.15 were not read, so 6.13 is \
+                               a lower bound of the release",
                 },
             ],
             Switch::ZapBatchesLargeFolioPtes => &[
@@ -644,8 +718,9 @@ impl Switch {
                            order 2; below the PMD order max_ptes_none is scaled to the order \
                            when it is 511 and is 0 otherwise, and a shared or swapped-out PTE \
                            refuses the block; the thread also runs when only an mTHP size is \
-                           enabled (hugepage_enabled). MADV_COLLAPSE and file memory stay at \
-                           the PMD order",
+                           enabled (hugepage_enabled: the global `enabled` alone, any anonymous \
+                           size, or shmem's PMD size; khugepaged_thread's rule before). \
+                           MADV_COLLAPSE and file memory stay at the PMD order",
                     evidence: "read in Debian's linux-source-7.2 and linux-source-7.3 \
                                (mm/khugepaged.c); 7.1 has no linux-source package, so the \
                                lower bound is the series' merge per its patch mails (v18, \
@@ -695,6 +770,8 @@ pub struct KernelProfile {
     /// hugepages-<N>kB/enabled exist and anonymous faults may allocate mTHPs;
     /// [`Switch::AnonMthp`].
     pub anon_mthp: bool,
+    /// When the khugepaged thread runs; [`Switch::KhugepagedThread`].
+    pub khugepaged_thread: KhugepagedThread,
     /// hugepages-<N>kB/shmem_enabled exist; [`Switch::ShmemMthp`].
     pub shmem_mthp: bool,
     /// Zap removes a folio's PTEs in one batch; [`Switch::ZapBatchesLargeFolioPtes`].
@@ -727,6 +804,7 @@ impl KernelProfile {
             underused_thp_shrinker: false,
             scan_anon_check_before_shared: false,
             anon_mthp: false,
+            khugepaged_thread: KhugepagedThread::Global,
             shmem_mthp: false,
             zap_batches_large_folio_ptes: false,
             file_thp_without_read_only_config: false,
@@ -753,6 +831,14 @@ impl KernelProfile {
                 ][step]
             }
             Switch::AnonMthp => self.anon_mthp = on,
+            Switch::KhugepagedThread => {
+                self.khugepaged_thread = [
+                    KhugepagedThread::Global,
+                    KhugepagedThread::GlobalOrAnySize,
+                    KhugepagedThread::PmdSize,
+                    KhugepagedThread::PmdSizeOrShmem,
+                ][step]
+            }
             Switch::ZapBatchesLargeFolioPtes => self.zap_batches_large_folio_ptes = on,
             Switch::KhugepagedSharing => {
                 self.khugepaged_sharing = [
@@ -956,7 +1042,7 @@ mod tests {
         let r = |s: &str| Release::parse(s).unwrap();
         assert_eq!(
             KernelProfile::switches_changed(r("6.7"), r("6.8")),
-            vec![Switch::AnonMthp]
+            vec![Switch::AnonMthp, Switch::KhugepagedThread]
         );
         assert_eq!(
             KernelProfile::switches_changed(r("6.14"), r("6.15")),
@@ -991,14 +1077,20 @@ mod tests {
             assert!(h.windows(2).all(|w| w[0].release < w[1].release));
             assert!(list.contains(s.name()));
             for c in h {
-                assert!(list.contains(&squash(c.commit)), "{}", c.commit);
+                // Each commit title on one line, its continuation spaces collapsed.
+                let one_line = c.commit.split_whitespace().collect::<Vec<_>>().join(" ");
+                assert!(list.contains(&one_line), "{}", c.commit);
+                assert!(!c.commit.contains("  ") || !list.contains(c.commit));
             }
         }
         assert_eq!(RELEASES.len(), RELEASE_NAMES.len());
         let eras: Vec<&str> = KernelProfile::eras().iter().map(|p| p.name).collect();
         assert_eq!(
             eras,
-            ["6.1", "6.6", "6.8", "6.9", "6.10", "6.11", "6.12", "6.15", "6.18", "6.19", "7.2"]
+            [
+                "6.1", "6.6", "6.8", "6.9", "6.10", "6.11", "6.12", "6.13", "6.15", "6.18", "6.19",
+                "7.2"
+            ]
         );
     }
 }

@@ -74,6 +74,24 @@ fn last_scan(s: &Sys) -> ScanResult {
         .result
 }
 
+/// `hpage_collapse_scan_pmd` and `__collapse_huge_page_isolate` count one
+/// THP_SCAN_EXCEED_{NONE,SWAP,SHARE}_PTE event each time they give up on that limit: every
+/// counter equals the number of PMD-order reports with its result.
+fn exceed_events_match_reports(s: &Sys) {
+    for (name, result) in [
+        ("thp_scan_exceed_none_pte", ScanResult::ExceedNonePte),
+        ("thp_scan_exceed_swap_pte", ScanResult::ExceedSwapPte),
+        ("thp_scan_exceed_share_pte", ScanResult::ExceedSharedPte),
+    ] {
+        let reports =
+            s.k.collapse_log()
+                .iter()
+                .filter(|r| r.result == result && r.order == model::HPAGE_PMD_ORDER)
+                .count() as u64;
+        assert_eq!(s.k.vmstat_read(name), Some(reports), "{name}");
+    }
+}
+
 fn anon_area(s: &mut Sys, nr: u64) -> u64 {
     let p = s.p;
     s.mmap_anon(p, BASE, nr * PMD)
@@ -108,6 +126,7 @@ fn exceed_none_pte_then_collapse_when_within_max_ptes_none() {
         s.k.collapse_stats.thp_scan_exceed_none_pte >= 2,
         "once per full scan"
     );
+    exceed_events_match_reports(&s);
     s.fill(s.p, p, 0, (512 - 256) * PAGE);
     assert!(khugepaged_collapse(&mut s, me, p, 1));
     s.validate(s.p, p, 0, (512 - 256) * PAGE);
@@ -134,6 +153,8 @@ fn exceed_swap_pte_then_swapin_collapse() {
     s.madvise(s.p, p, 65 * PAGE, Advice::PageOut).unwrap();
     assert!(!khugepaged_collapse(&mut s, me, p, 1));
     assert_eq!(last_scan(&s), ScanResult::ExceedSwapPte);
+    assert!(s.k.vmstat_read("thp_scan_exceed_swap_pte").unwrap() > 0);
+    exceed_events_match_reports(&s);
     s.fill(s.p, p, 0, PMD);
     s.madvise(s.p, p, 64 * PAGE, Advice::PageOut).unwrap();
     assert!(khugepaged_collapse(&mut s, me, p, 1));
@@ -191,6 +212,8 @@ fn exceed_shared_pte_then_collapse_with_256_shared() {
     }
     assert!(!khugepaged_collapse(&mut s, child, p, 1));
     assert_eq!(last_scan(&s), ScanResult::ExceedSharedPte);
+    assert!(s.k.vmstat_read("thp_scan_exceed_share_pte").unwrap() > 0);
+    exceed_events_match_reports(&s);
     assert_eq!(
         s.k.collapse_log()
             .iter()

@@ -166,6 +166,9 @@ fn a_shared_page_keeps_its_block_out_of_mthp_collapse() {
             .filter(|r| r.pid == child && r.stage == CollapseStage::CollapseHugePage)
             .any(|r| r.order == 4 && r.result == ScanResult::ExceedSharedPte);
     assert!(refused, "{:?}", s.k.collapse_log());
+    // count_collapse_event: below PMD order the refusal is a per-size mTHP stat (not
+    // modelled), not the THP_SCAN_EXCEED_SHARED_PTE vmstat event.
+    assert_eq!(s.k.vmstat_read("thp_scan_exceed_share_pte"), Some(0));
 }
 
 #[test]
@@ -182,4 +185,23 @@ fn a_swap_pte_keeps_its_block_out_of_mthp_collapse() {
     assert!(got[1..16].iter().all(|&(o, _)| o == 0), "{got:?}");
     assert_eq!(got.len(), 1 + 15 + 30, "{got:?}");
     assert_eq!(s.k.smaps(p, BASE).unwrap().swap, 4);
+}
+
+/// `mthp_collapse` counts the swap PTEs the scan accepted (`unmapped`) as occupied for the
+/// PMD-order block (the fix of its first version, where they were missing from the present-PTE
+/// bitmap): with max_ptes_none 0, 511 present PTEs and one swap PTE still make a PMD THP, the
+/// swap PTE swapped in, rather than 64K mTHPs around the swapped page.
+#[test]
+fn swap_ptes_count_as_occupied_for_the_pmd_order() {
+    let mut s = setup("7.3", 64, 0..512);
+    let p = s.p;
+    s.k.sysfs_write("enabled", "madvise").unwrap();
+    s.k.sysfs_write("khugepaged/max_ptes_none", "0").unwrap();
+    s.step("swapon", |k| k.swapon(4096)).unwrap();
+    s.madvise(p, BASE + 20 * PAGE, PAGE, Advice::PageOut)
+        .unwrap();
+    assert_eq!(s.k.smaps(p, BASE).unwrap().swap, 4);
+    khugepaged_scans(&mut s, p, BASE);
+    assert_eq!(folios(&s, p, BASE), vec![(9, 0)]);
+    assert_eq!(s.k.smaps(p, BASE).unwrap().swap, 0);
 }

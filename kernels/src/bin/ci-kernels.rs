@@ -1,6 +1,6 @@
 //! `ci/kernels`: the kernel matrix. list | fetch KERNEL… | run KERNEL -- ARGS |
-//! record KERNEL… | report. Exit codes: the guest's for `run`, else 0 ok, 1 failure,
-//! 2 usage error.
+//! record KERNEL… | selftest KERNEL… | newest KERNEL… | report | probe KERNEL…. Exit
+//! codes: the guest's for `run`, else 0 ok, 1 failure, 2 usage error.
 
 use std::fs;
 use std::time::Duration;
@@ -10,13 +10,18 @@ use kernels::{catalog, fetch, matrix, vm};
 
 const USAGE: &str = "usage: ci/kernels list
        ci/kernels fetch KERNEL...|all
-       ci/kernels run [--timeout SECS] [--repeat N] [--c-selftest] KERNEL -- ARGS...
+       ci/kernels run [--timeout SECS] [--repeat N] [--c-selftest | --c-selftest-from SERIES]
+                 KERNEL -- ARGS...
                  (the harness's arguments; `scenario FILE...` ships the files and their
                  includes to the guest, and `scenario --record DIR` brings the recordings
                  back into DIR; --repeat: N runs in one boot; --c-selftest: run the
-                 release's own C selftest, as `selftest` builds it, instead)
+                 release's own C selftest, as `selftest` builds it, instead;
+                 --c-selftest-from SERIES: the C selftest of that source series (6.1, 6.12,
+                 7.2, 7.3) on whatever KERNEL is)
        ci/kernels record [--timeout SECS] KERNEL...|all
        ci/kernels selftest [--timeout SECS] KERNEL...|all   (the kernel's own C selftest)
+       ci/kernels newest [--timeout SECS] KERNEL...|all     (the newest catalogue and the
+                 newest C selftest on each kernel; fixtures/<release>/newest-selftest/)
        ci/kernels report [--markdown]
        ci/kernels probe [--timeout SECS] KERNEL...|all   (checks the deterministic khugepaged mode)
 KERNEL is a series from `list` (6.1, 6.12, ..., 7.3), or a path: a kernel build tree (with
@@ -67,6 +72,21 @@ fn take_repeat(args: &mut Vec<String>) -> Result<usize, String> {
         .ok_or("usage error: --repeat needs a number of runs (1 or more)")?;
     args.drain(i..i + 2);
     Ok(n)
+}
+
+/// Removes `name VALUE` (before the `--`) and returns VALUE.
+fn take_value(args: &mut Vec<String>, name: &str) -> Result<Option<String>, String> {
+    let end = args.iter().position(|a| a == "--").unwrap_or(args.len());
+    let Some(i) = args[..end].iter().position(|a| a == name) else {
+        return Ok(None);
+    };
+    let v = args
+        .get(i + 1)
+        .filter(|_| i + 1 < end)
+        .cloned()
+        .ok_or_else(|| format!("usage error: {name} needs a value"))?;
+    args.drain(i..i + 2);
+    Ok(Some(v))
 }
 
 /// Removes `flag` (before the `--`) and says whether it was there.
@@ -140,7 +160,22 @@ fn real_main(mut args: Vec<String>) -> Result<i32, String> {
         "run" => {
             let timeout = take_timeout(&mut args, 1800)?;
             let repeat = take_repeat(&mut args)?;
+            let c_from = take_value(&mut args, "--c-selftest-from")?;
+            if let Some(s) = &c_from {
+                if !fetch::SOURCE_SERIES.contains(&s.as_str()) {
+                    return Err(format!(
+                        "usage error: --c-selftest-from {s}: Debian's linux-source packages are {}",
+                        fetch::SOURCE_SERIES.join(", ")
+                    ));
+                }
+            }
             let c_selftest = take_flag(&mut args, "--c-selftest");
+            if c_selftest && c_from.is_some() {
+                return Err(
+                    "usage error: --c-selftest and --c-selftest-from: give one of them".into(),
+                );
+            }
+            let c_selftest = c_selftest || c_from.is_some();
             let sep = args
                 .iter()
                 .position(|a| a == "--")
@@ -161,8 +196,11 @@ fn real_main(mut args: Vec<String>) -> Result<i32, String> {
             };
             let mut extra_files = shipped.files.clone();
             let mut argv = if c_selftest {
-                let series = fetch::selftest_series(&f.release)
-                    .ok_or_else(|| format!("no source series for release {}", f.release))?;
+                let series = match c_from.as_deref() {
+                    Some(s) => s,
+                    None => fetch::selftest_series(&f.release)
+                        .ok_or_else(|| format!("no source series for release {}", f.release))?,
+                };
                 let (bin, version) = fetch::selftest_binary(series)?;
                 eprintln!("ci/kernels: the C selftest of linux-source-{series} {version}");
                 let data = fs::read(&bin).map_err(|e| format!("{}: {e}", bin.display()))?;
@@ -196,6 +234,10 @@ fn real_main(mut args: Vec<String>) -> Result<i32, String> {
         "selftest" => {
             let timeout = take_timeout(&mut args, 3600)?;
             matrix::selftest_all(&kernels_from(&args)?, timeout)
+        }
+        "newest" => {
+            let timeout = take_timeout(&mut args, 3600)?;
+            kernels::newest::newest_all(&kernels_from(&args)?, timeout)
         }
         "probe" => {
             let timeout = take_timeout(&mut args, 600)?;

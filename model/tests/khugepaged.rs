@@ -1,0 +1,185 @@
+//! mm/khugepaged.c behaviours the mutation run (ci/mutants.sh) found unpinned: when the thread
+//! runs, which MMs it scans, and the per-PTE rules of its scan and collapse. Each test names the
+//! kernel function it mirrors and fails when the model's rule for it is bent.
+
+mod common;
+use common::*;
+use model::madvise::Advice;
+use model::KernelProfile;
+
+/// An MM registered with khugepaged: MADV_HUGEPAGE under enabled=madvise on an anonymous VMA
+/// that has an anon_vma (`khugepaged_enter_vma` from `hugepage_madvise`).
+fn registered(profile: KernelProfile) -> Sys {
+    let mut s = Sys::new(profile);
+    let p = s.p;
+    s.mmap_anon(p, BASE, PMD);
+    s.write(p, BASE, 1);
+    s.madvise(p, BASE, PMD, Advice::HugePage).unwrap();
+    assert_eq!(s.k.khugepaged_mm_list(), &[p]);
+    s
+}
+
+/// Whether the khugepaged thread runs: with one registered MM of one 2 MiB VMA, a running
+/// thread completes a full scan on its first wake-up; a stopped one never does.
+fn thread_runs(s: &mut Sys) -> bool {
+    let before = s.k.khugepaged_state.full_scans;
+    s.step("khugepaged", |k| k.khugepaged_run_full_scans(1, 4));
+    s.k.khugepaged_state.full_scans > before
+}
+
+/// `start_stop_khugepaged` stops the thread while `hugepage_pmd_enabled()` is false: no PMD
+/// size enabled for anonymous memory (the global `enabled` through `inherit`, or the 2 MiB
+/// size's own setting) and none for shmem. A registered MM is then not scanned, and
+/// `full_scans` stays still.
+#[test]
+fn khugepaged_stops_while_no_pmd_size_is_enabled() {
+    let mut s = registered(KernelProfile::v6_18());
+    assert!(thread_runs(&mut s));
+    s.k.sysfs_write("enabled", "never").unwrap();
+    assert!(!thread_runs(&mut s));
+    // The 2 MiB size's own setting counts even with the global one at never.
+    s.k.sysfs_write("hugepages-2048kB/enabled", "madvise")
+        .unwrap();
+    assert!(thread_runs(&mut s));
+    s.k.sysfs_write("hugepages-2048kB/enabled", "inherit")
+        .unwrap();
+    assert!(!thread_runs(&mut s));
+    // So does shmem's PMD size (`shmem_hpage_pmd_enabled`).
+    s.k.sysfs_write("shmem_enabled", "advise").unwrap();
+    assert!(thread_runs(&mut s));
+}
+
+/// Before 7.2 `hugepage_pmd_enabled()` starts with `IS_ENABLED(CONFIG_READ_ONLY_THP_FOR_FS) &&
+/// hugepage_global_enabled()`: with the config, the global setting at madvise or always keeps
+/// the thread running even when the anonymous 2 MiB size is off; without it, or with the
+/// global setting at never, the thread stops.
+#[test]
+fn the_read_only_thp_for_fs_config_keeps_khugepaged_running_before_7_2() {
+    for profile in [KernelProfile::v6_12(), KernelProfile::v6_18()] {
+        for config in [false, true] {
+            let mut s = registered(profile.clone());
+            s.k.read_only_thp_for_fs = config;
+            s.k.sysfs_write("hugepages-2048kB/enabled", "never")
+                .unwrap();
+            assert_eq!(thread_runs(&mut s), config, "{profile} config {config}");
+            s.k.sysfs_write("enabled", "always").unwrap();
+            assert_eq!(thread_runs(&mut s), config, "{profile} config {config}");
+            s.k.sysfs_write("enabled", "never").unwrap();
+            assert!(!thread_runs(&mut s), "{profile} config {config}");
+        }
+    }
+}
+
+/// `khugepaged_fork` registers the child of a registered MM (dup_mmap copies MMF_VM_HUGEPAGE
+/// and adds a slot), and `__khugepaged_exit` takes an exiting MM's slot off the list at once
+/// when khugepaged is not scanning it at that moment.
+#[test]
+fn a_forked_child_joins_the_scan_list_and_leaves_it_at_exit() {
+    let mut s = registered(KernelProfile::v6_18());
+    let a = s.p;
+    // A full scan leaves the cursor at the list head, on no MM.
+    assert!(thread_runs(&mut s));
+    let b = s.fork(a);
+    let c = s.fork(a);
+    assert_eq!(s.k.khugepaged_mm_list(), &[a, b, c]);
+    s.step("exit", |k| k.exit(b)).unwrap();
+    assert_eq!(s.k.khugepaged_mm_list(), &[a, c]);
+    s.step("exit", |k| k.exit(a)).unwrap();
+    assert_eq!(s.k.khugepaged_mm_list(), &[c]);
+}
+
+/// The collapse records' contract (not a kernel behaviour: the model's own report of each
+/// `hpage_collapse_scan_pmd` and `collapse_huge_page`): with `decision_detail` on, a record
+/// holds the 512 pages of its range before and after the step; off, as in the harness's
+/// selftest runs, it holds the result and the counts only, and no picture is taken.
+#[test]
+fn collapse_records_carry_pictures_only_with_decision_detail() {
+    for detail in [true, false] {
+        let mut s = Sys::v618();
+        s.k.decision_detail = detail;
+        let p = s.p;
+        s.mmap_anon(p, BASE, PMD);
+        s.fill(p, BASE, 0, PMD);
+        s.madvise(p, BASE, PMD, Advice::HugePage).unwrap();
+        s.step("khugepaged", |k| k.khugepaged_run_full_scans(1, 4));
+        assert_eq!(s.k.khugepaged_state.pages_collapsed, 1);
+        let log = s.k.collapse_log();
+        assert_eq!(log.len(), 2, "{log:?}");
+        for r in log {
+            assert_eq!(r.result, model::scan_result::ScanResult::Succeed);
+            let pages = if detail { 512 } else { 0 };
+            assert_eq!(r.before.pages.len(), pages, "{r:?}");
+            assert_eq!(r.after.pages.len(), pages, "{r:?}");
+            assert_eq!(r.folios.is_empty(), !detail, "{r:?}");
+        }
+        if detail {
+            // The scan only looks; the collapse leaves one PMD-mapped THP.
+            assert_eq!(log[0].before, log[0].after);
+            assert_ne!(log[1].before, log[1].after);
+        }
+    }
+}
+
+/// khugepaged checks the VMA (`thp_vma_allowable_order`) in `khugepaged_scan_mm_slot`, then
+/// scans (`hpage_collapse_scan_pmd`, which before 7.2 asks no more about orders) and, after
+/// dropping the mmap lock, revalidates in `collapse_huge_page`. THP turned off in that window
+/// leaves the scan saying go and `hugepage_vma_revalidate` refusing with SCAN_VMA_CHECK; the
+/// range stays as it was.
+#[test]
+fn thp_disabled_after_the_vma_check_fails_the_revalidation() {
+    use model::khugepaged::{CollapseContext, CollapseStage};
+    use model::scan_result::ScanResult;
+    let mut s = Sys::v618();
+    let p = s.p;
+    s.mmap_anon(p, BASE, PMD);
+    s.fill(p, BASE, 0, PMD);
+    s.madvise(p, BASE, PMD, Advice::HugePage).unwrap();
+    s.k.sysfs_write("enabled", "never").unwrap();
+    let r = s.step("scan", |k| {
+        k.hpage_collapse_scan_pmd(p, BASE, CollapseContext::Khugepaged)
+    });
+    assert_eq!(r, ScanResult::VmaCheck);
+    let stages: Vec<_> =
+        s.k.collapse_log()
+            .iter()
+            .map(|r| (r.stage, r.result))
+            .collect();
+    assert_eq!(
+        stages,
+        [
+            (CollapseStage::ScanPmd, ScanResult::Succeed),
+            (CollapseStage::CollapseHugePage, ScanResult::VmaCheck)
+        ]
+    );
+    assert_eq!(s.k.smaps(p, BASE).unwrap().anon_huge_pages, 0);
+    s.validate(p, BASE, 0, PMD);
+}
+
+/// With mTHP collapse (7.2+), when khugepaged may build orders other than the PMD's,
+/// `collapse_scan_pmd` raises max_ptes_none to KHUGEPAGED_MAX_PTES_LIMIT (511) for its scan
+/// and leaves each order's own limit to `mthp_collapse`. A page table whose 512 PTEs are all
+/// none still exceeds it: SCAN_EXCEED_NONE_PTE after 512 none PTEs.
+#[test]
+fn with_mthp_collapse_an_empty_page_table_still_exceeds_max_ptes_none() {
+    use model::khugepaged::CollapseStage;
+    use model::scan_result::ScanResult;
+    let mut s = Sys::new(KernelProfile::for_release("7.3").unwrap());
+    let p = s.p;
+    s.mmap_anon(p, BASE, PMD);
+    s.fill(p, BASE, 0, PAGE);
+    s.k.sysfs_write("enabled", "never").unwrap();
+    s.k.sysfs_write("hugepages-64kB/enabled", "madvise")
+        .unwrap();
+    s.madvise(p, BASE, PMD, Advice::HugePage).unwrap();
+    s.madvise(p, BASE, PAGE, Advice::DontNeed).unwrap();
+    s.step("khugepaged", |k| k.khugepaged_run_full_scans(1, 4));
+    let scan =
+        s.k.collapse_log()
+            .iter()
+            .rfind(|r| r.stage == CollapseStage::ScanPmd)
+            .expect("the range was scanned");
+    assert_eq!(
+        (scan.result, scan.none_or_zero),
+        (ScanResult::ExceedNonePte, 512)
+    );
+}
