@@ -176,12 +176,21 @@ fn trials() -> Vec<Trial> {
         for (args, c_text) in selections(&log) {
             let name = format!("selftest-lines/{release}/{args}");
             let mirrored = series == "7.2" || series == "7.3";
+            // An option the release's khugepaged.c lacks (7.2's has no `-c`): the C printed
+            // its usage, there is nothing to compare.
+            let usage = step_lines(&c_text).is_empty() && c_text.contains("Usage:");
             let release = release.clone();
             let trial = Trial::test(name, move || {
                 let m_text = model_output(&release, &args, swap).map_err(Failed::from)?;
                 compare(&step_lines(&c_text), &step_lines(&m_text))
             });
-            trials.push(if mirrored {
+            trials.push(if usage {
+                trial
+                    .with_kind(format!(
+                        "khugepaged.c of {series} printed its usage for these options"
+                    ))
+                    .with_ignored_flag(true)
+            } else if mirrored {
                 trial
             } else {
                 trial

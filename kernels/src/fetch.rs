@@ -331,10 +331,13 @@ pub fn config_file(f: &Fetched) -> Option<PathBuf> {
     .find(|p| p.exists())
 }
 
-/// What the guest needs from modules: virtio for the disk, ext4 and the crc32c it asks the
-/// crypto API for, zram and the compressors it may pick.
+/// What the guest needs from modules: virtio for the disk and the random number device
+/// (virtio-rng: the random pool is ready within the boot, so the tracepoints can hash
+/// pointers), ext4 and the crc32c it asks the crypto API for, zram and the compressors it may
+/// pick.
 pub const WANTED_MODULES: &[&str] = &[
     "virtio_pci",
+    "virtio_rng",
     "virtio_blk",
     "crc32c_generic",
     "crc32c_intel",

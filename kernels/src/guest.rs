@@ -81,6 +81,40 @@ fn wait_for(path: &str, within: Duration) -> bool {
     Path::new(path).exists()
 }
 
+/// Waits until the kernel's random pool is ready (getrandom(2) without GRND_NONBLOCK would
+/// block before): pointer hashing, which the tracepoints use, waits for it too. The virtio-rng
+/// device feeds it; without a driver for it (kernels without modules) there is nothing to
+/// wait for.
+fn random_ready(within: Duration) -> Result<Duration, String> {
+    let start = Instant::now();
+    let mut b = [0u8; 1];
+    let rng = fs::read_to_string("/sys/class/misc/hw_random/rng_available").unwrap_or_default();
+    let within = if rng.contains("virtio") {
+        within
+    } else {
+        Duration::ZERO
+    };
+    loop {
+        // SAFETY: getrandom(2) into a one-byte buffer we own.
+        let r = unsafe { libc::getrandom(b.as_mut_ptr().cast(), 1, libc::GRND_NONBLOCK) };
+        if r == 1 {
+            return Ok(start.elapsed());
+        }
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EAGAIN) {
+            return Err(format!("getrandom: {e}"));
+        }
+        if start.elapsed() >= within {
+            return Err(if within.is_zero() {
+                "not ready, and no virtio-rng driver to feed it".to_string()
+            } else {
+                format!("not ready after {} s", within.as_secs())
+            });
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// zram0 as swap: the first compressor this kernel offers among the usual ones.
 fn zram_swap() -> Result<String, String> {
     if !wait_for("/sys/block/zram0", Duration::from_secs(2)) {
@@ -187,6 +221,10 @@ pub fn run() -> u8 {
         Ok(algo) => say(&format!("swap zram0 {algo}")),
         Err(e) => say(&format!("swap: none from zram: {e}")),
     }
+    match random_ready(Duration::from_secs(20)) {
+        Ok(t) => say(&format!("random pool ready after {:.1}s", t.as_secs_f64())),
+        Err(e) => say(&format!("random pool: {e}")),
+    }
     for e in &setup_errors {
         say(&format!("setup failed: {e}"));
     }
@@ -280,8 +318,13 @@ fn send_out() -> Result<usize, String> {
 /// Reports `status` through isa-debug-exit (qemu exits with status*2+1), or powers off.
 pub fn finish(status: u8) -> ! {
     say(&format!("done status {status}"));
-    // SAFETY: sync(2) takes no arguments.
-    unsafe { libc::sync() };
+    // The host needs this line before qemu exits: wait until the console's UART has sent it
+    // (without this, the exit sometimes came first under load and the run looked cut short).
+    // SAFETY: tcdrain on stdout (the console) and sync(2) take no pointers.
+    unsafe {
+        libc::tcdrain(1);
+        libc::sync();
+    }
     if let Ok(f) = fs::OpenOptions::new().write(true).open("/dev/port") {
         use std::os::unix::fs::FileExt;
         let _ = f.write_at(&[status], protocol::DEBUG_EXIT_PORT);

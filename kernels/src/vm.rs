@@ -210,6 +210,10 @@ fn boot_in(
             "console=ttyS0 panic=-1 transparent_hugepage=madvise quiet",
         ])
         .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
+        // Entropy for the guest's random pool: without it a fresh TCG guest's pool is not
+        // ready for minutes, and the huge_memory tracepoints print every hashed pointer as
+        // `(____ptrval____)` (6.1 needs hashed ones; see harness/src/host/tracefs.rs).
+        .args(["-device", "virtio-rng-pci"])
         .args(["-serial", "stdio", "-serial"])
         .arg(format!("file:{}", out_path.display()))
         .arg("-drive")
@@ -316,7 +320,10 @@ fn boot_in(
         } else {
             format!("qemu failed ({status}): {}", stderr_text.trim())
         };
-        return Err(format!("{why}; last console lines:\n{}", tail(15)));
+        return Err(format!(
+            "{why} (qemu: {status}); last console lines:\n{}",
+            tail(15)
+        ));
     };
     if guest_status == protocol::STATUS_INIT_FAILED {
         return Err(format!(

@@ -368,12 +368,14 @@ impl Kernel {
     }
 
     /// `find_pmd_or_thp_or_none`. The model has no PUD level of its own: a PUD table exists
-    /// once anything in that 1 GiB range has had a page table.
+    /// once anything in that 1 GiB range has had a page table. From 6.19 both cases are
+    /// SCAN_NO_PTE_TABLE ([`crate::profile::Switch::ScanNoPteTable`]).
     fn find_pmd_or_thp_or_none(&self, pid: Pid, haddr: u64) -> ScanResult {
         let pt = &self.mms[&pid].page_table;
         match pt.pmd(haddr) {
             Pmd::Huge(_) | Pmd::HugeZero => ScanResult::PmdMapped,
             Pmd::Table(_) => ScanResult::Succeed,
+            Pmd::None if self.profile.scan_no_pte_table => ScanResult::NoPteTable,
             Pmd::None => {
                 if pt.pud_present(haddr) {
                     ScanResult::PmdNone
@@ -891,14 +893,49 @@ impl Kernel {
             result = ScanResult::ExceedNonePte;
         }
         if result == ScanResult::Succeed {
-            result = self.collapse_file(inode, start);
-            if result == ScanResult::Succeed && cc == CollapseContext::Madvise {
-                // MADV_COLLAPSE maps the new THP itself.
-                result = ScanResult::PteMappedHugepage;
+            let madvise = cc == CollapseContext::Madvise;
+            // Before 6.6, MADV_COLLAPSE retracts only its own page table and maps the THP
+            // there itself ([`crate::profile::Switch::RetractPageTablesEveryMm`]).
+            let target_only = madvise && !self.profile.retract_page_tables_every_mm;
+            let target_pmd = self.find_pmd_or_thp_or_none(pid, haddr);
+            result = self.collapse_file(inode, start, target_only.then_some(pid));
+            if result == ScanResult::Succeed && madvise {
+                result = if target_only {
+                    self.set_huge_pmd_after_retract(pid, haddr, target_pmd)
+                } else {
+                    // MADV_COLLAPSE maps the new THP through collapse_pte_mapped_thp.
+                    ScanResult::PteMappedHugepage
+                };
             }
         }
         self.report(cc, CollapseStage::ScanFile, pid, haddr, result, &t);
         result
+    }
+
+    /// The target's part of 6.1's `retract_page_tables` for MADV_COLLAPSE: a VMA with an
+    /// anon_vma is left alone (SCAN_FAIL: the kernel's `is_target` is not set yet there), a
+    /// range that had no PTE table keeps `find_pmd_or_thp_or_none`'s verdict from before the
+    /// collapse, and otherwise the emptied table is gone and the THP is mapped by a PMD
+    /// (`set_huge_pmd`).
+    fn set_huge_pmd_after_retract(
+        &mut self,
+        pid: Pid,
+        haddr: u64,
+        before: ScanResult,
+    ) -> ScanResult {
+        let anon_vma = self
+            .mms
+            .get(&pid)
+            .and_then(|m| m.vmas.find(haddr))
+            .is_none_or(|v| v.anon_vma.is_some());
+        if anon_vma {
+            return ScanResult::Fail;
+        }
+        if before != ScanResult::Succeed {
+            return before;
+        }
+        let mut t = self.tally_before(pid, haddr);
+        self.collapse_pte_mapped_thp_inner(pid, haddr, true, &mut t)
     }
 
     /// Whether a page-cache folio of `[start, end)` is dirty (what makes collapse_file fail
@@ -913,7 +950,8 @@ impl Kernel {
     /// `collapse_file` (shmem, or a regular file with READ_ONLY_THP_FOR_FS): builds a PMD THP
     /// in the page cache from the range's pages, unmapping them everywhere, then retracts the
     /// empty page tables.
-    fn collapse_file(&mut self, inode: InodeId, start: u64) -> ScanResult {
+    /// `only`: retract page tables in that MM alone (MADV_COLLAPSE before 6.6).
+    fn collapse_file(&mut self, inode: InodeId, start: u64, only: Option<Pid>) -> ScanResult {
         let end = start + HPAGE_PMD_NR as u64;
         if self.inode(inode).cache.range(start..end).next().is_none()
             && self.inode(inode).lookup(start).is_none()
@@ -992,16 +1030,19 @@ impl Kernel {
         self.inode_mut(inode)
             .cache
             .insert(start, CacheEntry::Folio(new), HPAGE_PMD_ORDER);
-        self.retract_page_tables(inode, start);
+        self.retract_page_tables(inode, start, only);
         ScanResult::Succeed
     }
 
     /// `retract_page_tables`: in every MM, a now-empty PTE table over the file range is
     /// removed, leaving the PMD none, where the VMA has no anon_vma and covers the aligned
     /// 2 MiB.
-    fn retract_page_tables(&mut self, inode: InodeId, pgoff: u64) {
+    fn retract_page_tables(&mut self, inode: InodeId, pgoff: u64, only: Option<Pid>) {
         let mut targets = Vec::new();
         for (pid, mm) in self.mms.iter() {
+            if only.is_some_and(|o| o != pid) {
+                continue;
+            }
             for vma in mm.vmas.iter() {
                 if vma.inode() != Some(inode) || vma.anon_vma.is_some() {
                     continue;

@@ -207,6 +207,8 @@ pub enum Switch {
     UnderusedThpShrinker,
     MmId,
     CollapseRequiresWritablePte,
+    RetractPageTablesEveryMm,
+    ScanNoPteTable,
     FileThpWithoutReadOnlyConfig,
     KhugepagedMthpCollapse,
     MadviseCollapseWritesBackDirty,
@@ -234,6 +236,7 @@ impl Switch {
     /// Every switch, in the order its first change happened.
     pub const ALL: &'static [Switch] = &[
         Switch::LargeFolioCowReuse,
+        Switch::RetractPageTablesEveryMm,
         Switch::AnonMthp,
         Switch::KhugepagedThread,
         Switch::ZapBatchesLargeFolioPtes,
@@ -244,6 +247,7 @@ impl Switch {
         Switch::UnderusedThpShrinker,
         Switch::MmId,
         Switch::CollapseRequiresWritablePte,
+        Switch::ScanNoPteTable,
         Switch::FileThpWithoutReadOnlyConfig,
         Switch::KhugepagedMthpCollapse,
         Switch::MadviseCollapseWritesBackDirty,
@@ -263,6 +267,8 @@ impl Switch {
             Switch::UnderusedThpShrinker => "underused_thp_shrinker",
             Switch::MmId => "mm_id",
             Switch::CollapseRequiresWritablePte => "collapse_requires_writable_pte",
+            Switch::ScanNoPteTable => "scan_no_pte_table",
+            Switch::RetractPageTablesEveryMm => "retract_page_tables_every_mm",
             Switch::FileThpWithoutReadOnlyConfig => "file_thp_without_read_only_config",
             Switch::KhugepagedMthpCollapse => "khugepaged_mthp_collapse",
             Switch::MadviseCollapseWritesBackDirty => "madvise_collapse_writes_back_dirty",
@@ -585,6 +591,66 @@ impl Switch {
                                linux-source-7.2 and 7.3",
                 },
             ],
+            Switch::RetractPageTablesEveryMm => &[
+                Change {
+                    release: Release::OLDEST,
+                    value: "no",
+                    commit: "retract_page_tables() under each MM's mmap_write_trylock (6.1)",
+                    what: "after collapse_file, page tables over the range are retracted in \
+                           every MM whose mmap_lock khugepaged can take; MADV_COLLAPSE \
+                           retracts only its own and maps the new THP there itself \
+                           (set_huge_pmd), so its scan_file reports SCAN_SUCCEED (a VMA with \
+                           an anon_vma: SCAN_FAIL)",
+                    evidence: "read in Debian's linux-source-6.1 (retract_page_tables with \
+                               target_mm, set_huge_pmd); seen on Debian's 6.1.0-50 in the qemu \
+                               guest: MADV_COLLAPSE of a memfd traces scan_file \
+                               result=succeeded",
+                },
+                Change {
+                    release: Release { major: 6, minor: 6 },
+                    value: "yes",
+                    commit: "mm/khugepaged: retract_page_tables() without mmap or vma lock",
+                    what: "retract_page_tables takes no MM lock and retracts in every MM; \
+                           MADV_COLLAPSE's collapse_file answers SCAN_PTE_MAPPED_HUGEPAGE and \
+                           the call maps the THP through collapse_pte_mapped_thp",
+                    evidence: "read in Debian's linux-source-6.12 (collapse_file: `if (cc && \
+                               !cc->is_khugepaged) result = SCAN_PTE_MAPPED_HUGEPAGE`); the \
+                               release is the series' merge (6.6), not checked on a 6.2 .. \
+                               6.5 kernel",
+                },
+            ],
+            Switch::ScanNoPteTable => &[
+                Change {
+                    release: Release::OLDEST,
+                    value: "no",
+                    commit: "find_pmd_or_thp_or_none() tells SCAN_PMD_NULL from SCAN_PMD_NONE \
+                             (6.1)",
+                    what: "a range without a PTE table is SCAN_PMD_NONE when the PMD entry is \
+                           empty and SCAN_PMD_NULL otherwise (no PMD level, a non-present or \
+                           bad PMD, no PTE table to map); MADV_COLLAPSE steps over \
+                           SCAN_PMD_NULL but stops at SCAN_PMD_NONE (EINVAL)",
+                    evidence: SRC_61_612,
+                },
+                Change {
+                    release: Release {
+                        major: 6,
+                        minor: 19,
+                    },
+                    value: "yes",
+                    commit: "mm/khugepaged: continue to collapse on SCAN_PMD_NONE; \
+                             mm/khugepaged: unify SCAN_PMD_NONE and SCAN_PMD_NULL into \
+                             SCAN_NO_PTE_TABLE",
+                    what: "every such range is SCAN_NO_PTE_TABLE (tracepoint status \
+                           `no_pte_table`), which MADV_COLLAPSE steps over and \
+                           collapse_pte_mapped_thp treats as an emptied range (installs the \
+                           PMD)",
+                    evidence: "the huge_memory status strings of Debian's vmlinux images: \
+                               pmd_null and pmd_none up to 6.18.15, no_pte_table from 6.19.14 \
+                               on; read in linux-source-7.2 and 7.3 (mm/khugepaged.c \
+                               find_pmd_or_thp_or_none, madvise_collapse); seen as \
+                               `status=no_pte_table` in the 7.3 guest's scenario runs",
+                },
+            ],
             Switch::FileThpWithoutReadOnlyConfig => &[
                 Change {
                     release: Release::OLDEST,
@@ -713,6 +779,10 @@ pub struct KernelProfile {
     /// Regular-file collapse without CONFIG_READ_ONLY_THP_FOR_FS;
     /// [`Switch::FileThpWithoutReadOnlyConfig`].
     pub file_thp_without_read_only_config: bool,
+    /// [`Switch::RetractPageTablesEveryMm`].
+    pub retract_page_tables_every_mm: bool,
+    /// One SCAN_NO_PTE_TABLE for SCAN_PMD_NULL and SCAN_PMD_NONE; [`Switch::ScanNoPteTable`].
+    pub scan_no_pte_table: bool,
     /// khugepaged collapses anonymous memory to mTHP orders; [`Switch::KhugepagedMthpCollapse`].
     pub khugepaged_mthp_collapse: bool,
     /// MADV_COLLAPSE writes dirty file folios back and retries;
@@ -738,6 +808,8 @@ impl KernelProfile {
             shmem_mthp: false,
             zap_batches_large_folio_ptes: false,
             file_thp_without_read_only_config: false,
+            scan_no_pte_table: false,
+            retract_page_tables_every_mm: false,
             khugepaged_mthp_collapse: false,
             madvise_collapse_writes_back_dirty: false,
         };
@@ -788,6 +860,8 @@ impl KernelProfile {
             Switch::MmId => self.mm_id = on,
             Switch::CollapseRequiresWritablePte => self.collapse_requires_writable_pte = !on,
             Switch::FileThpWithoutReadOnlyConfig => self.file_thp_without_read_only_config = on,
+            Switch::ScanNoPteTable => self.scan_no_pte_table = on,
+            Switch::RetractPageTablesEveryMm => self.retract_page_tables_every_mm = on,
             Switch::KhugepagedMthpCollapse => self.khugepaged_mthp_collapse = on,
             Switch::MadviseCollapseWritesBackDirty => self.madvise_collapse_writes_back_dirty = on,
         }
@@ -1013,7 +1087,10 @@ mod tests {
         let eras: Vec<&str> = KernelProfile::eras().iter().map(|p| p.name).collect();
         assert_eq!(
             eras,
-            ["6.1", "6.6", "6.8", "6.9", "6.10", "6.11", "6.12", "6.13", "6.15", "6.18", "7.2"]
+            [
+                "6.1", "6.6", "6.8", "6.9", "6.10", "6.11", "6.12", "6.13", "6.15", "6.18", "6.19",
+                "7.2"
+            ]
         );
     }
 }

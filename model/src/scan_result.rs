@@ -41,11 +41,13 @@ pub enum ScanResult {
     StoreFailed,
     CopyMc,
     PageFilled,
+    /// From 6.19: SCAN_PMD_NULL and SCAN_PMD_NONE in one (no PTE table in the range).
+    NoPteTable,
 }
 
 impl ScanResult {
-    /// Every result, in the 6.17 enum order (PAGE_RO included).
-    pub const ALL: [ScanResult; 32] = [
+    /// Every result: the 6.17 enum order (PAGE_RO included), then 6.19's NO_PTE_TABLE.
+    pub const ALL: [ScanResult; 33] = [
         ScanResult::Fail,
         ScanResult::Succeed,
         ScanResult::PmdNull,
@@ -78,6 +80,7 @@ impl ScanResult {
         ScanResult::StoreFailed,
         ScanResult::CopyMc,
         ScanResult::PageFilled,
+        ScanResult::NoPteTable,
     ];
 
     /// The kernel identifier, e.g. `SCAN_EXCEED_SHARED_PTE`.
@@ -115,6 +118,7 @@ impl ScanResult {
             ScanResult::StoreFailed => "SCAN_STORE_FAILED",
             ScanResult::CopyMc => "SCAN_COPY_MC",
             ScanResult::PageFilled => "SCAN_PAGE_FILLED",
+            ScanResult::NoPteTable => "SCAN_NO_PTE_TABLE",
         }
     }
 
@@ -153,6 +157,7 @@ impl ScanResult {
             ScanResult::StoreFailed => "store_failed",
             ScanResult::CopyMc => "copy_poisoned_page",
             ScanResult::PageFilled => "page_filled",
+            ScanResult::NoPteTable => "no_pte_table",
         }
     }
 
@@ -163,9 +168,13 @@ impl ScanResult {
             .find(|r| r.kernel_name() == s || r.trace_name() == s)
     }
 
-    /// The numeric value: with `has_page_ro` (≤ 6.17) SCAN_PAGE_RO sits before
-    /// LACK_REFERENCED_PAGE and every later value is one higher.
+    /// The numeric value in the 6.1 … 6.18 layouts: with `has_page_ro` (≤ 6.17) SCAN_PAGE_RO
+    /// sits before LACK_REFERENCED_PAGE and every later value is one higher. None for 6.19's
+    /// NO_PTE_TABLE.
     pub fn number(self, has_page_ro: bool) -> Option<u32> {
+        if self == ScanResult::NoPteTable {
+            return None;
+        }
         let pos = ScanResult::ALL.iter().position(|&r| r == self)? as u32;
         let ro = ScanResult::ALL
             .iter()
@@ -196,6 +205,7 @@ impl ScanResult {
         matches!(
             self,
             ScanResult::PmdNull
+                | ScanResult::NoPteTable
                 | ScanResult::PteNonPresent
                 | ScanResult::PteUffdWp
                 | ScanResult::LackReferencedPage

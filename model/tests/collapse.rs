@@ -322,6 +322,31 @@ fn pmd_null_and_pmd_none() {
     );
 }
 
+/// 6.19 folds SCAN_PMD_NONE and SCAN_PMD_NULL into SCAN_NO_PTE_TABLE, which MADV_COLLAPSE
+/// steps over: a never-faulted first range no longer stops the call before the second.
+#[test]
+fn pmd_none_stops_madvise_collapse_until_6_19() {
+    for (release, first, second_huge) in [
+        ("6.18", ScanResult::PmdNone, false),
+        ("6.19", ScanResult::NoPteTable, true),
+    ] {
+        let mut s = new(KernelProfile::for_release(release).unwrap());
+        let me = s.p;
+        let p = anon_area(&mut s, 2);
+        s.write(me, p + PMD, 1); // a PTE table in the second range only
+        assert_eq!(madvise_collapse(&mut s, me, p, 2), Err(Errno::EINVAL));
+        let scans: Vec<ScanResult> =
+            s.k.collapse_log()
+                .iter()
+                .filter(|r| r.stage == CollapseStage::ScanPmd)
+                .map(|r| r.result)
+                .collect();
+        assert_eq!(scans[0], first, "{release}");
+        // AnonHugePages of the whole area: 2048 kB once the second range collapsed.
+        assert_eq!(huge(&s, me, p, 1), second_huge, "{release}: {scans:?}");
+    }
+}
+
 fn s_pid(k: &model::Kernel) -> Pid {
     k.pids()[0]
 }

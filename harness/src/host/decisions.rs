@@ -127,7 +127,9 @@ impl FrameMap {
     /// A decision without a page frame (scan_pfn -1): a range found PMD-mapped or without a
     /// page table met no page; a scan stopped by swap entries before its first page (6.18)
     /// neither; and since 7.2 (`collapse_scan_pmd` traces `failed_pfn`) a success, too few
-    /// referenced pages and the none/swap limits print no frame either. Such a decision is
+    /// referenced pages and the none/swap limits print no frame either; 6.1 names the folio of
+    /// the page before the one that failed, so none when the first present page failed (its
+    /// sharing test, say). Such a decision is
     /// placed when exactly one whole PMD range of the process looked so: 512 present frames
     /// in a row from an aligned head; no present frame; some present frames, not PMD-mapped;
     /// not PMD-mapped.
@@ -140,10 +142,19 @@ impl FrameMap {
         }
         let want = match result {
             ScanResult::PmdMapped => Look::PmdMapped,
-            ScanResult::PmdNull | ScanResult::PmdNone => Look::Empty,
-            ScanResult::Succeed | ScanResult::LackReferencedPage | ScanResult::ExceedSwapPte => {
-                Look::PtePages
-            }
+            ScanResult::PmdNull | ScanResult::PmdNone | ScanResult::NoPteTable => Look::Empty,
+            ScanResult::Succeed
+            | ScanResult::LackReferencedPage
+            | ScanResult::ExceedSwapPte
+            | ScanResult::ExceedSharedPte
+            | ScanResult::PageRo
+            | ScanResult::PageNull
+            | ScanResult::ScanAbort
+            | ScanResult::PageCount
+            | ScanResult::PageLru
+            | ScanResult::PageLock
+            | ScanResult::PageAnon
+            | ScanResult::PageCompound => Look::PtePages,
             ScanResult::ExceedNonePte => Look::NotPmdMapped,
             _ => return None,
         };
@@ -239,6 +250,10 @@ pub fn decisions_from(
     let mut collapse_scans = 0u64;
     // The range of the last collapse_file per task: its scan_file follows.
     let mut collapsed_file: BTreeMap<i32, u64> = BTreeMap::new();
+    // The frame each task's last mm_collapse_huge_page_isolate met: a page of the range being
+    // collapsed, where the scan_pmd that ends the decision prints none (7.3's scan_pfn is the
+    // folio that failed the scan, -1 for a success).
+    let mut isolate_pfns: BTreeMap<i32, u64> = BTreeMap::new();
     for e in events {
         let mm_proc = e.mm().and_then(|m| at.mm_ids.get(&m).copied());
         seen(&e, mm_proc.is_some());
@@ -274,6 +289,10 @@ pub fn decisions_from(
             }
             "mm_collapse_huge_page_isolate" => {
                 // No mm: it belongs to the scan_pmd that follows in the same task.
+                match e.hex("scan_pfn").filter(|&v| v != u64::MAX) {
+                    Some(f) => isolate_pfns.insert(e.pid, f),
+                    None => isolate_pfns.remove(&e.pid),
+                };
                 detail.push(format!(
                     "isolate none_or_zero={} referenced={} status={}",
                     e.get("none_or_zero").unwrap_or("?"),
@@ -283,6 +302,7 @@ pub fn decisions_from(
             }
             "mm_khugepaged_scan_pmd" | "mm_khugepaged_scan_file" => {
                 let taken = std::mem::take(&mut detail);
+                let isolate_pfn = isolate_pfns.remove(&e.pid);
                 let Some(p) = mm_proc else { continue };
                 let file = e.name == "mm_khugepaged_scan_file";
                 let status = e.get(if file { "result" } else { "status" }).unwrap_or("?");
@@ -292,7 +312,10 @@ pub fn decisions_from(
                         e.name, e.fields
                     )
                 })?;
-                let pfn = e.hex("scan_pfn").filter(|&v| v != u64::MAX);
+                let pfn = e
+                    .hex("scan_pfn")
+                    .filter(|&v| v != u64::MAX)
+                    .or(isolate_pfn.filter(|_| !file));
                 let in_call = at
                     .madv_collapse
                     .filter(|&(task, _)| task == e.pid as ProcId)

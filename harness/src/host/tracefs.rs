@@ -25,8 +25,9 @@
 //! ready, as in a fresh qemu guest, print `(____ptrval____)`). Before 6.12 the instance keeps
 //! hashing: Debian's 6.1 prints `status=` empty when it does not hash (the format rewritten
 //! for `%px` and `trace_check_vprintf`'s copy of it share `iter->fmt`); hashing works there
-//! once the random pool is ready, and says `(____ptrval____)` (no mm: decisions reported
-//! unobservable) before. A process's mm is learnt from
+//! once the random pool is ready (the matrix's qemu guests have a virtio-rng device for that),
+//! and says `(____ptrval____)` (no mm: decisions reported unobservable) before. A process's
+//! mm is learnt from
 //! `mmap_lock_acquire_returned` (mm, in the calling task: `common_pid`), enabled for that PID
 //! alone while it maps and unmaps a page (6.1 to 6.18 alike).
 
