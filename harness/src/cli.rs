@@ -157,6 +157,8 @@ pub fn usage() -> String {
      \n\tkhugepaged scenario [-v] [--explain] [--explain-svg DIR] FILE...: run scenario\n\
      \t    files (fixtures/scenarios/README.md); --explain prints each collapse\n\
      \t    attempt's decision record and page picture, --explain-svg writes them as SVG.\n\
+     \t    `scenario --kernels DIR FILE...`: the cross-kernel table of the recordings;\n\
+     \t    `scenario --across-releases FILE...`: the switch behind each change.\n\
      \n\tExit status: 0 passed, 1 a test failed (or, with --backend both, host and\n\
      \tmodel disagree or both fail) or the settings could not be restored, 2 usage\n\
      \terror, 4 everything skipped, 141 stdout was closed (e.g. by head); the run\n\
