@@ -160,17 +160,24 @@ fn compare_sides(first: &str, c: &[String], m: &[String]) -> Result<(), Failed> 
     }
 }
 
-fn trials() -> Vec<Trial> {
+/// Each release directory under fixtures/ that holds `file`, with the release and the text.
+fn release_logs(file: &str) -> Vec<(PathBuf, String, String)> {
     let mut dirs: Vec<PathBuf> = std::fs::read_dir(fixtures_root())
         .map(|rd| rd.flatten().map(|e| e.path()).collect())
         .unwrap_or_default();
     dirs.sort();
+    dirs.into_iter()
+        .filter_map(|dir| {
+            let log = std::fs::read_to_string(dir.join(file)).ok()?;
+            let release = dir.file_name()?.to_string_lossy().into_owned();
+            Some((dir, release, log))
+        })
+        .collect()
+}
+
+fn trials() -> Vec<Trial> {
     let mut trials = Vec::new();
-    for dir in dirs {
-        let Ok(log) = std::fs::read_to_string(dir.join("selftest.log")) else {
-            continue;
-        };
-        let release = dir.file_name().unwrap().to_string_lossy().into_owned();
+    for (dir, release, log) in release_logs("selftest.log") {
         let series = source_series(&log).unwrap_or_default();
         let swap = !recorded_without_swap(&dir);
         for (args, c_text) in selections(&log) {
@@ -321,16 +328,8 @@ fn newest_awaiting(dir: &Path) -> Vec<(String, String)> {
 }
 
 fn newest_trials() -> Vec<Trial> {
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(fixtures_root())
-        .map(|rd| rd.flatten().map(|e| e.path()).collect())
-        .unwrap_or_default();
-    dirs.sort();
     let mut trials = Vec::new();
-    for dir in dirs {
-        let Ok(log) = std::fs::read_to_string(dir.join("newest-selftest/harness.log")) else {
-            continue;
-        };
-        let release = dir.file_name().unwrap().to_string_lossy().into_owned();
+    for (dir, release, log) in release_logs("newest-selftest/harness.log") {
         let swap = !log.lines().any(|l| l.starts_with("# no swap:"));
         let awaiting = newest_awaiting(&dir);
         for (label, command, h_text) in newest_sections(&log) {

@@ -57,14 +57,26 @@ pub fn fixtures_root() -> PathBuf {
 
 /// Records every kernel in `ks`, one after the other; prints the times.
 pub fn record_all(ks: &[String], timeout: Duration) -> Result<i32, String> {
+    Ok(each_kernel(ks, |k| {
+        record_one(k, timeout).map(|l| (l.clone(), l))
+    }))
+}
+
+/// Runs `run` for every kernel in `ks`, one after the other, printing what each returns
+/// (`(shown now, its line in the times)`) or its error; then the times, the failures and
+/// the total. Exit status 1 when a kernel failed.
+pub(crate) fn each_kernel(
+    ks: &[String],
+    mut run: impl FnMut(&str) -> Result<(String, String), String>,
+) -> i32 {
     let start = Instant::now();
     let mut failed = Vec::new();
-    let mut lines = Vec::new();
+    let mut times = Vec::new();
     for k in ks {
-        match record_one(k, timeout) {
-            Ok(line) => {
-                println!("{line}");
-                lines.push(line);
+        match run(k) {
+            Ok((shown, time)) => {
+                println!("{shown}");
+                times.push(time);
             }
             Err(e) => {
                 eprintln!("ci/kernels: {k}: {e}");
@@ -73,8 +85,8 @@ pub fn record_all(ks: &[String], timeout: Duration) -> Result<i32, String> {
         }
     }
     println!("\nTimes (wall clock):");
-    for l in &lines {
-        println!("  {l}");
+    for t in &times {
+        println!("  {t}");
     }
     for f in &failed {
         println!("  FAILED {f}");
@@ -84,7 +96,7 @@ pub fn record_all(ks: &[String], timeout: Duration) -> Result<i32, String> {
         start.elapsed().as_secs_f64(),
         ks.len()
     );
-    Ok(i32::from(!failed.is_empty()))
+    i32::from(!failed.is_empty())
 }
 
 fn record_one(k: &str, timeout: Duration) -> Result<String, String> {

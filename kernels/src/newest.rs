@@ -90,34 +90,7 @@ fn harness_prefix() -> Vec<String> {
 /// `ci/kernels newest KERNEL…`: one boot per kernel, each selection run by the harness and
 /// then by the C; prints the times and a one-line comparison per selection.
 pub fn newest_all(ks: &[String], timeout: Duration) -> Result<i32, String> {
-    let start = Instant::now();
-    let mut failed = Vec::new();
-    let mut times = Vec::new();
-    for k in ks {
-        match newest_one(k, timeout) {
-            Ok((summary, time)) => {
-                println!("{summary}");
-                times.push(time);
-            }
-            Err(e) => {
-                eprintln!("ci/kernels: {k}: {e}");
-                failed.push(format!("{k}: {}", e.lines().next().unwrap_or("")));
-            }
-        }
-    }
-    println!("\nTimes (wall clock):");
-    for t in &times {
-        println!("  {t}");
-    }
-    for f in &failed {
-        println!("  FAILED {f}");
-    }
-    println!(
-        "  total {:.0}s for {} kernel(s)",
-        start.elapsed().as_secs_f64(),
-        ks.len()
-    );
-    Ok(i32::from(!failed.is_empty()))
+    Ok(crate::matrix::each_kernel(ks, |k| newest_one(k, timeout)))
 }
 
 fn newest_one(k: &str, timeout: Duration) -> Result<(String, String), String> {

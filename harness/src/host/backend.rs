@@ -66,6 +66,13 @@ impl HostBackend {
         }
     }
 
+    /// Takes ownership of an opened file's descriptor, noted as the test's open file.
+    fn keep_open(&mut self, f: std::fs::File, path: &str) -> Fd {
+        let fd = Fd(std::os::fd::IntoRawFd::into_raw_fd(f));
+        self.opened(fd, path);
+        fd
+    }
+
     /// Returns once the khugepaged thread sleeps between passes (deterministic mode).
     fn wait_until_khugepaged_sleeps(&mut self) -> Result<(), String> {
         let pid = super::kthread::wait_until_asleep(self.khugepaged_pid, self.stall_timeout)?;
@@ -261,9 +268,7 @@ impl Backend for HostBackend {
             .custom_flags(libc::O_DSYNC | libc::O_NOFOLLOW)
             .open(path)
             .map_err(io_errno)?;
-        let fd = Fd(std::os::fd::IntoRawFd::into_raw_fd(f));
-        self.opened(fd, path);
-        Ok(fd)
+        Ok(self.keep_open(f, path))
     }
 
     fn open_read_only(&mut self, path: &str) -> Result<Fd, Errno> {
@@ -272,9 +277,7 @@ impl Backend for HostBackend {
             .custom_flags(libc::O_NOFOLLOW)
             .open(path)
             .map_err(io_errno)?;
-        let fd = Fd(std::os::fd::IntoRawFd::into_raw_fd(f));
-        self.opened(fd, path);
-        Ok(fd)
+        Ok(self.keep_open(f, path))
     }
 
     fn open_read_write(&mut self, path: &str) -> Result<Fd, Errno> {
@@ -284,9 +287,7 @@ impl Backend for HostBackend {
             .custom_flags(libc::O_NOFOLLOW)
             .open(path)
             .map_err(io_errno)?;
-        let fd = Fd(std::os::fd::IntoRawFd::into_raw_fd(f));
-        self.opened(fd, path);
-        Ok(fd)
+        Ok(self.keep_open(f, path))
     }
 
     fn msync(&mut self, addr: u64, len: u64) -> Result<(), Errno> {
