@@ -38,6 +38,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
 
+# rsync mirrors the tree to the scratch copy (below); fresh machines may not have it.
+if ! command -v rsync >/dev/null 2>&1; then
+    echo "== installing rsync"
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q rsync >/dev/null
+    else
+        echo "ci/mutants.sh: rsync is missing; install it (apt-get install rsync) and rerun" >&2
+        exit 1
+    fi
+fi
 if ! cargo mutants --version >/dev/null 2>&1; then
     echo "== installing cargo-mutants"
     cargo install cargo-mutants --locked
