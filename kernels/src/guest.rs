@@ -115,6 +115,37 @@ fn random_ready(within: Duration) -> Result<Duration, String> {
     }
 }
 
+/// The tracepoints the harness enables per traced case (its private instance: the huge_memory
+/// events, and `mmap_lock_acquire_returned` to learn a process's mm), kept enabled for the
+/// whole boot by two instances of our own that never record (`tracing_on` 0). Enabling a
+/// tracepoint's first probe flips its static key, and its first and second probe re-point its
+/// static call; both rewrite kernel text at every call site through int3 breakpoints
+/// (`text_poke_bp`). Under TCG that patching, repeated for every case, crashed guests: 6.17
+/// oopsed on an int3 in `ttwu_do_activate`, and 6.1's khugepaged hung in a soft lockup. With
+/// two probes already registered, a case's instance adds a third and removes it again, which
+/// only swaps the probe array (RCU): the kernel text is patched here, once, before any test.
+fn pin_tracepoints() -> Result<(), String> {
+    let root = Path::new("/sys/kernel/tracing");
+    if !root.join("events/huge_memory").is_dir() {
+        return Err("no tracefs with huge_memory events".to_string());
+    }
+    for n in 0..2 {
+        let dir = root.join(format!("instances/guest-pinned-tracepoints.{n}"));
+        fs::create_dir(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        for (file, value) in [
+            ("tracing_on", "0"),
+            ("buffer_size_kb", "4"),
+            ("events/huge_memory/enable", "1"),
+            ("events/mmap_lock/mmap_lock_acquire_returned/enable", "1"),
+        ] {
+            let path = dir.join(file);
+            fs::write(&path, value)
+                .map_err(|e| format!("writing {value} to {}: {e}", path.display()))?;
+        }
+    }
+    Ok(())
+}
+
 /// zram0 as swap: the first compressor this kernel offers among the usual ones.
 fn zram_swap() -> Result<String, String> {
     if !wait_for("/sys/block/zram0", Duration::from_secs(2)) {
@@ -224,6 +255,10 @@ pub fn run() -> u8 {
     match random_ready(Duration::from_secs(20)) {
         Ok(t) => say(&format!("random pool ready after {:.1}s", t.as_secs_f64())),
         Err(e) => say(&format!("random pool: {e}")),
+    }
+    match pin_tracepoints() {
+        Ok(()) => say("tracepoints pinned (two idle tracefs instances)"),
+        Err(e) => say(&format!("tracepoints not pinned: {e}")),
     }
     for e in &setup_errors {
         say(&format!("setup failed: {e}"));
