@@ -96,8 +96,14 @@ impl Kernel {
         }
     }
 
-    /// `khugepaged_exit`: the MM leaves the scan list.
+    /// `__khugepaged_exit`: the MM leaves the scan list at once, unless it is the one the
+    /// scan cursor is on (`khugepaged_scan.mm_slot`): that slot stays until the scan reaches
+    /// it, finds the MM gone and moves to the next slot (`collect_mm_slot` from
+    /// `khugepaged_scan_mm_slot`), so the exit neither ends nor counts a full scan.
     pub(crate) fn khugepaged_exit(&mut self, pid: Pid) {
+        if self.khugepaged_state.cursor.map(|(p, _)| p) == Some(pid) {
+            return;
+        }
         self.khugepaged_mm_list.retain(|&p| p != pid);
     }
 

@@ -88,6 +88,37 @@ fn a_forked_child_joins_the_scan_list_and_leaves_it_at_exit() {
     assert_eq!(s.k.khugepaged_mm_list(), &[c]);
 }
 
+/// `__khugepaged_exit` on the MM khugepaged is in the middle of (`khugepaged_scan.mm_slot`)
+/// leaves its slot on the list; the next wake-up finds the MM gone, frees the slot and goes on
+/// to the next MM (`khugepaged_scan_mm_slot`'s exit path): no full scan is counted for it.
+#[test]
+fn an_mm_exiting_mid_scan_keeps_its_slot_until_the_scan_reaches_it() {
+    for profile in [KernelProfile::v6_1(), KernelProfile::v6_18()] {
+        let mut s = registered(profile);
+        let a = s.p;
+        let b = s.fork(a);
+        let c = s.fork(a);
+        // 512 pages a wake-up: the first stops in `a` after its one PMD range.
+        s.k.sysfs_write("khugepaged/pages_to_scan", "512").unwrap();
+        s.step("khugepaged", |k| {
+            k.khugepaged_wake();
+        });
+        assert_eq!(s.k.khugepaged_state.cursor.map(|(p, _)| p), Some(a));
+        let full_scans = s.k.khugepaged_state.full_scans;
+        s.step("exit", |k| k.exit(a)).unwrap();
+        assert_eq!(s.k.khugepaged_mm_list(), &[a, b, c]);
+        s.step("khugepaged", |k| {
+            k.khugepaged_wake();
+        });
+        assert_eq!(s.k.khugepaged_mm_list(), &[b, c]);
+        assert_eq!(s.k.khugepaged_state.full_scans, full_scans);
+        assert_eq!(s.k.khugepaged_state.cursor.map(|(p, _)| p), Some(b));
+        // An MM the cursor is not on leaves at once.
+        s.step("exit", |k| k.exit(c)).unwrap();
+        assert_eq!(s.k.khugepaged_mm_list(), &[b]);
+    }
+}
+
 /// The collapse records' contract (not a kernel behaviour: the model's own report of each
 /// `hpage_collapse_scan_pmd` and `collapse_huge_page`): with `decision_detail` on, a record
 /// holds the 512 pages of its range before and after the step; off, as in the harness's
