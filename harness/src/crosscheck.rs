@@ -448,7 +448,11 @@ fn compare_traces(host: &CaseResult, model: &CaseResult, model_dir: Option<&str>
         .map(|t| body(t, model_dir, decisions))
         .unwrap_or(Ok(Vec::new()));
     match (h, m) {
-        (Ok(h), Ok(m)) => match compare_bodies(&h, &m, &explanations(host)) {
+        (Ok(h), Ok(m)) => match compare_bodies(
+            &h,
+            &crate::decision::within_spans(&h, m),
+            &explanations(host),
+        ) {
             BodyComparison::Agree => Comparison::Agree,
             BodyComparison::Explained(e, d) => Comparison::Unmodelled(e, d),
             BodyComparison::Disagree(d) => Comparison::Disagree(d),
@@ -691,6 +695,7 @@ pub fn replay(path: &Path) -> Result<Option<Vec<Explanation>>, String> {
         decisions,
         trace::normalize(&unobserved_where_volatile(&lines, &model_lines), None),
     );
+    let m = crate::decision::within_spans(&recorded, m);
     let diff = |d: &Difference| {
         at(format!(
             "the model (profile {}) disagrees with the kernel recorded on {}\n{}",

@@ -4,6 +4,8 @@
 //! ([`model_decisions`]); a host's from the huge_memory tracepoints (`host::decisions`).
 
 use model::scan_result::ScanResult;
+use once_cell::sync::Lazy;
+use regex::Regex;
 
 /// A process handle of a [`ScenarioExt`] backend.
 pub type ProcId = u64;
@@ -17,6 +19,10 @@ pub struct Decision {
     /// tracepoints name the mm and a page, not the address: a scan that met no page is not
     /// placed).
     pub addr: Option<u64>,
+    /// When `addr` is None but the decision is known to be on one of a run of PMD ranges
+    /// (the host's file decisions on 6.1, whose tracepoints name neither the range nor a page
+    /// the process maps): the first range's address and the end of the last.
+    pub span: Option<(u64, u64)>,
     pub result: ScanResult,
     /// The decision as the kernel's tracepoint states it (`scan_pmd none_or_zero=1
     /// referenced=0 unmapped=0`), the form both backends are compared in; None for a decision
@@ -78,6 +84,7 @@ pub fn model_decisions(
         out.push(Decision {
             process: r.pid as ProcId,
             addr: Some(r.addr),
+            span: None,
             result: r.result,
             record,
             text,
@@ -89,6 +96,7 @@ pub fn model_decisions(
         out.push(Decision {
             process: s.pid as ProcId,
             addr: Some(s.addr),
+            span: None,
             result: s.result,
             record: Some(scan_pmd_record(&s, with_writable)),
             text: format!("scan_pmd {:#x}: {}", s.addr, s.result),
@@ -115,22 +123,128 @@ fn scan_pmd_record(r: &model::khugepaged::CollapseReport, with_writable: bool) -
 /// A decision of a catalogue trace: `decision pmd 1: SCAN_SUCCEED scan_pmd none_or_zero=0
 /// referenced=512 unmapped=0`, the PMD range counted from the selftest's `BASE_ADDR` (the
 /// test area's start in every test), `[parent]` before it for the parent's memory seen from a
-/// forked child. A decision the backend could not place says `pmd ?` and why, so it differs
-/// from any placed one. None for a decision the kernel does not trace.
+/// forked child. A decision known only to be on one of a run of ranges says `pmd 0-3` (see
+/// [`within_spans`] for how it is compared); one the backend could not place at all says
+/// `pmd ?` and why, so it differs from any placed one. None for a decision the kernel does not
+/// trace.
 pub fn catalogue_line(parent: bool, d: &Decision) -> Option<(i64, String)> {
     let rec = &referenced_class(d.record.as_ref()?);
     let who = if parent { " [parent]" } else { "" };
     let pmd = model::HPAGE_PMD_SIZE as i64;
-    Some(match d.addr {
-        Some(a) => {
-            let i = (a as i64 - crate::catalogue::BASE_ADDR as i64).div_euclid(pmd);
+    let index = |a: u64| (a as i64 - crate::catalogue::BASE_ADDR as i64).div_euclid(pmd);
+    Some(match (d.addr, d.span) {
+        (Some(a), _) => {
+            let i = index(a);
             (i, format!("decision{who} pmd {i}: {} {rec}", d.result))
         }
-        None => (
+        (None, Some((start, end))) => {
+            let (i, j) = (index(start), index(end) - 1);
+            (i, format!("decision{who} pmd {i}-{j}: {} {rec}", d.result))
+        }
+        (None, None) => (
             i64::MAX,
             format!("decision{who} pmd ?: {} {rec} ({})", d.result, d.text),
         ),
     })
+}
+
+/// A catalogue decision line's parts.
+struct DecisionLine<'a> {
+    /// The text up to the range (`  decision [parent] pmd `).
+    head: &'a str,
+    /// First and last range (equal for a placed decision); None for `?`.
+    range: Option<(i64, i64)>,
+    /// What follows `: ` (result and record).
+    rest: &'a str,
+}
+
+fn decision_parts(line: &str) -> Option<DecisionLine<'_>> {
+    static LINE: Lazy<Regex> = Lazy::new(|| {
+        Regex::new(r"^(\s*decision(?: \[parent\])? pmd )(?:(-?\d+)(?:-(-?\d+))?|\?): (.*)$")
+            .expect("valid")
+    });
+    let c = LINE.captures(line)?;
+    let range = match (c.get(2), c.get(3)) {
+        (Some(i), j) => {
+            let i: i64 = i.as_str().parse().ok()?;
+            let j: i64 = j.map_or(Ok(i), |j| j.as_str().parse()).ok()?;
+            Some((i, j))
+        }
+        _ => None,
+    };
+    Some(DecisionLine {
+        head: c.get(1)?.as_str(),
+        range,
+        rest: c.get(4)?.as_str(),
+    })
+}
+
+/// The model's decision lines compared with a kernel whose tracepoints could place some
+/// decisions only on a run of ranges (`pmd 0-3`, [`catalogue_line`]): in each call, a model
+/// decision on a range of such a run with the same process, result and record becomes the
+/// kernel's line, then the call's lines are deduplicated and ordered as [`call_lines`] does.
+/// So the kernel's line must be matched by the model on at least one range of its run, and
+/// every other model decision there must be one the kernel made too; how many ranges of the
+/// run had it is not compared. Calls are matched by the number of other lines before them.
+pub fn within_spans(kernel: &[String], model: Vec<String>) -> Vec<String> {
+    // Call key (lines that are not decisions before it) -> the kernel's span lines there.
+    let mut spans: std::collections::BTreeMap<usize, Vec<(DecisionLine, &String)>> =
+        Default::default();
+    let mut others = 0;
+    for l in kernel {
+        match decision_parts(l) {
+            Some(d) if d.range.is_some_and(|(i, j)| j > i) => {
+                spans.entry(others).or_default().push((d, l))
+            }
+            Some(_) => {}
+            None => others += 1,
+        }
+    }
+    if spans.is_empty() {
+        return model;
+    }
+    let mut out: Vec<String> = Vec::with_capacity(model.len());
+    let mut run: Vec<String> = Vec::new();
+    let mut others = 0;
+    let flush = |run: &mut Vec<String>, out: &mut Vec<String>, key: usize| {
+        let Some(lines) = spans.get(&key) else {
+            out.append(run);
+            return;
+        };
+        let mut set: std::collections::BTreeSet<(i64, String)> = Default::default();
+        for l in run.drain(..) {
+            let Some(DecisionLine {
+                head,
+                range: Some((n, m)),
+                rest,
+            }) = decision_parts(&l)
+            else {
+                set.insert((i64::MAX, l));
+                continue;
+            };
+            let to = lines.iter().find_map(|(k, kernel_line)| {
+                let (i, j) = k.range?;
+                (k.head == head && k.rest == rest && n == m && (i..=j).contains(&n))
+                    .then_some((i, kernel_line))
+            });
+            match to {
+                Some((i, kernel_line)) => set.insert((i, kernel_line.to_string())),
+                None => set.insert((n, l)),
+            };
+        }
+        out.extend(set.into_iter().map(|(_, l)| l));
+    };
+    for l in model {
+        if decision_parts(&l).is_some() {
+            run.push(l);
+        } else {
+            flush(&mut run, &mut out, others);
+            others += 1;
+            out.push(l);
+        }
+    }
+    flush(&mut run, &mut out, others);
+    out
 }
 
 /// A scan_pmd record with its `referenced` count as the class khugepaged's verdict uses
@@ -183,12 +297,75 @@ mod tests {
         Decision {
             process: 1,
             addr,
+            span: None,
             result: ScanResult::ExceedNonePte,
             record: Some(format!(
                 "scan_pmd none_or_zero={none} referenced=0 unmapped=0"
             )),
             text: "khugepaged scan_pmd".into(),
         }
+    }
+
+    #[test]
+    fn span_lines_take_the_model_decisions_they_cover_and_no_other() {
+        let base = crate::catalogue::BASE_ADDR;
+        let pmd = model::HPAGE_PMD_SIZE;
+        let file = |span: Option<(u64, u64)>, addr: Option<u64>, r: ScanResult| Decision {
+            process: 1,
+            addr,
+            span,
+            result: r,
+            record: Some("scan_file present=512 swap=0".into()),
+            text: "khugepaged scan_file".into(),
+        };
+        let (_, span_line) = catalogue_line(
+            false,
+            &file(Some((base, base + 4 * pmd)), None, ScanResult::Succeed),
+        )
+        .unwrap();
+        assert_eq!(
+            span_line,
+            "decision pmd 0-3: SCAN_SUCCEED scan_file present=512 swap=0"
+        );
+        let model_call = |results: &[(u64, ScanResult)]| -> Vec<String> {
+            let lines =
+                call_lines(results.iter().filter_map(|&(i, r)| {
+                    catalogue_line(false, &file(None, Some(base + i * pmd), r))
+                }));
+            let mut body = vec!["  wait for khugepaged = done".to_string()];
+            body.extend(lines.into_iter().map(|l| format!("  {l}")));
+            body.push("  fill(0x40000000, 2048 pages) = 0".to_string());
+            body
+        };
+        let kernel = vec![
+            "  wait for khugepaged = done".to_string(),
+            format!("  {span_line}"),
+            "  fill(0x40000000, 2048 pages) = 0".to_string(),
+        ];
+        use ScanResult::*;
+        // Every range, or some: the kernel's one line.
+        for model in [
+            model_call(&[(0, Succeed), (1, Succeed), (2, Succeed), (3, Succeed)]),
+            model_call(&[(2, Succeed)]),
+        ] {
+            assert_eq!(within_spans(&kernel, model), kernel);
+        }
+        // Another result on one range, a range outside the span, or nothing: still differs.
+        for model in [
+            model_call(&[(0, Succeed), (1, PteMappedHugepage)]),
+            model_call(&[(0, Succeed), (4, Succeed)]),
+            model_call(&[]),
+        ] {
+            assert_ne!(within_spans(&kernel, model), kernel);
+        }
+        // Not applied to a call the span line is not in.
+        let mut later = model_call(&[(0, Succeed)]);
+        later.insert(
+            0,
+            "  madvise(0x40000000, 0x800000, MADV_HUGEPAGE) = 0".into(),
+        );
+        assert_eq!(within_spans(&kernel, later.clone()), later);
+        assert_eq!(within_spans(&[], later.clone()), later);
     }
 
     #[test]

@@ -159,7 +159,8 @@ impl FrameMap {
             _ => return None,
         };
         let mut found = None;
-        for (&h, frames) in self.pmd_frames.get(&p)? {
+        let ranges = self.pmd_frames.get(&p)?;
+        for (&h, frames) in ranges {
             let pmd_mapped = frames.len() == model::HPAGE_PMD_NR
                 && frames[0] % model::HPAGE_PMD_NR as u64 == 0
                 && frames.windows(2).all(|w| w[1] == w[0] + 1);
@@ -178,6 +179,23 @@ impl FrameMap {
         }
         found
     }
+
+    /// Whether a pageless decision of `result` cannot be on the run's ranges of process `p`:
+    /// a range without a page table (SCAN_NO_PTE_TABLE, SCAN_PMD_NULL, SCAN_PMD_NONE) when
+    /// every whole range held a present page before the call. khugepaged scans every eligible
+    /// VMA of the process, and with an mTHP size at `always` (`-s 2` sets hugepages-16kB so)
+    /// 7.2+ finds the harness's own unpopulated heap and stack ranges eligible.
+    pub fn pageless_elsewhere(&self, p: ProcId, result: ScanResult) -> bool {
+        let empty_look = matches!(
+            result,
+            ScanResult::PmdNull | ScanResult::PmdNone | ScanResult::NoPteTable
+        );
+        empty_look
+            && self
+                .pmd_frames
+                .get(&p)
+                .is_some_and(|r| !r.is_empty() && r.values().all(|f| !f.is_empty()))
+    }
 }
 
 /// A file decision without a page: the process's one mapping of that file, when it covers
@@ -193,6 +211,22 @@ pub fn place_file(maps: &[(ProcId, u64, u64)], p: ProcId) -> Option<u64> {
         });
     let h = pmds.next()?;
     pmds.next().is_none().then_some(h)
+}
+
+/// A file decision [`place_file`] cannot place, on a process mapping the file once over
+/// several whole PMD ranges: those ranges (first address, end). 6.1 has no
+/// mm_khugepaged_collapse_file and its scan_file names a page the process does not map (the
+/// new THP's head after a collapse, none after a success), so its file decisions are known
+/// only to be on one of them.
+pub fn file_span(maps: &[(ProcId, u64, u64)], p: ProcId) -> Option<(u64, u64)> {
+    let mut mine = maps.iter().filter(|(q, _, _)| *q == p);
+    let &(_, a, len) = mine.next()?;
+    if mine.next().is_some() {
+        return None;
+    }
+    let pmd = model::HPAGE_PMD_SIZE;
+    let (first, end) = ((a + pmd - 1) & !(pmd - 1), (a + len) & !(pmd - 1));
+    (end > first).then_some((first, end))
 }
 
 /// After fork: `child` maps every file `parent` maps, where the parent maps it.
@@ -328,20 +362,33 @@ pub fn decisions_from(
                 // A file's folio need not be mapped by the process (it may still map the
                 // small pages the folio replaced): then by the file's name.
                 let after_collapse = collapsed_file.remove(&e.pid).filter(|_| file);
+                let file_maps = || {
+                    let name = e.get("filename").unwrap_or("");
+                    let name = name.strip_prefix("memfd:").unwrap_or(name);
+                    at.files.get(name)
+                };
                 let addr = pfn
                     .and_then(|f| at.frames.place_frame(f, p))
                     .or_else(|| pfn.and_then(|f| heads.get(&(f, p)).copied()))
                     .or(after_collapse)
                     .or_else(|| match (file, pfn) {
-                        (true, _) => {
-                            let name = e.get("filename").unwrap_or("");
-                            let name = name.strip_prefix("memfd:").unwrap_or(name);
-                            at.files.get(name).and_then(|m| place_file(m, p))
-                        }
+                        (true, _) => file_maps().and_then(|m| place_file(m, p)),
                         (false, None) => at.frames.place_pageless(p, result),
                         (false, Some(_)) => None,
                     })
                     .or(in_call);
+                let span = match (addr, file) {
+                    (None, true) => file_maps().and_then(|m| file_span(m, p)),
+                    _ => None,
+                };
+                // Not on the run's memory (and not a MADV_COLLAPSE call's own range).
+                if addr.is_none()
+                    && !file
+                    && pfn.is_none()
+                    && at.frames.pageless_elsewhere(p, result)
+                {
+                    continue;
+                }
                 let record = if file {
                     format!(
                         "scan_file present={} swap={}",
@@ -381,6 +428,7 @@ pub fn decisions_from(
                 out.push(Decision {
                     process: p,
                     addr,
+                    span,
                     result,
                     record: Some(record),
                     text,
@@ -513,5 +561,117 @@ impl CaseObserver {
         Ok(d.iter()
             .filter_map(|d| crate::decision::catalogue_line(Some(d.process) == self.parent, d))
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: u64 = 0x4000_0000;
+    const PMD: u64 = model::HPAGE_PMD_SIZE;
+    const MM: u64 = 0xffff_8881_0000_0000;
+
+    /// A khugepaged event on the run's process 7 (`mm` known), fields as trace_pipe prints.
+    fn event(name: &str, fields: &[(&str, &str)]) -> Event {
+        let mut f: BTreeMap<String, String> = fields
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        f.insert("mm".into(), format!("{MM:#x}"));
+        Event {
+            pid: 99,
+            name: name.into(),
+            fields: f,
+        }
+    }
+
+    /// Process 7's frames: `populated` of its four PMD ranges from BASE hold 512 small pages.
+    fn frames(populated: &[u64]) -> FrameMap {
+        let mut m = FrameMap::default();
+        for i in 0..4u64 {
+            let h = BASE + i * PMD;
+            let mut present = Vec::new();
+            if populated.contains(&i) {
+                for n in 0..512u64 {
+                    let pfn = 0x10_0000 + i * 0x1000 + 2 * n;
+                    m.frames.insert((pfn, 7), h);
+                    present.push(pfn);
+                }
+            }
+            m.pmd_frames.entry(7).or_default().insert(h, present);
+        }
+        m
+    }
+
+    fn decide(
+        frames: &FrameMap,
+        files: &BTreeMap<String, Vec<(ProcId, u64, u64)>>,
+        e: Event,
+    ) -> Vec<Decision> {
+        let mm_ids = BTreeMap::from([(MM, 7)]);
+        let at = Placement {
+            mm_ids: &mm_ids,
+            frames,
+            files,
+            madv_collapse: None,
+        };
+        decisions_from(vec![e], &at, &mut FileHeads::new(), &mut |_, _| {}).unwrap()
+    }
+
+    #[test]
+    fn a_scan_without_a_page_table_is_placed_only_where_a_range_had_none() {
+        let no_table = || {
+            event(
+                "mm_khugepaged_scan_pmd",
+                &[
+                    ("scan_pfn", "0xffffffffffffffff"),
+                    ("referenced", "0"),
+                    ("none_or_zero", "0"),
+                    ("status", "no_pte_table"),
+                    ("unmapped", "0"),
+                ],
+            )
+        };
+        let none = BTreeMap::new();
+        // Every range populated: the scan was on other memory of the process (7.2's mTHP
+        // scan of the harness's heap), not a decision of the run.
+        assert!(decide(&frames(&[0, 1, 2, 3]), &none, no_table()).is_empty());
+        // One range without pages: that one.
+        let d = decide(&frames(&[0, 1, 3]), &none, no_table());
+        assert_eq!(d.len(), 1);
+        assert_eq!(d[0].addr, Some(BASE + 2 * PMD));
+        // Two: it is kept, unplaced.
+        let d = decide(&frames(&[0, 3]), &none, no_table());
+        assert_eq!((d.len(), d[0].addr, d[0].span), (1, None, None));
+    }
+
+    #[test]
+    fn a_file_decision_without_a_mapped_page_spans_the_file_mapping() {
+        // 6.1: no collapse_file event, and the scan names no page (-1 after a success).
+        let scan = event(
+            "mm_khugepaged_scan_file",
+            &[
+                ("scan_pfn", "0xffffffffffffffff"),
+                ("filename", "memfd:khugepaged-selftest-collapse-shmem"),
+                ("present", "512"),
+                ("swap", "0"),
+                ("result", "succeeded"),
+            ],
+        );
+        let files = BTreeMap::from([(
+            "khugepaged-selftest-collapse-shmem".to_string(),
+            vec![(7, BASE, 4 * PMD)],
+        )]);
+        let d = decide(&frames(&[0, 1, 2, 3]), &files, scan.clone());
+        assert_eq!(d.len(), 1);
+        assert_eq!((d[0].addr, d[0].span), (None, Some((BASE, BASE + 4 * PMD))));
+        // Mapped over one PMD range only: placed there.
+        let one = BTreeMap::from([(
+            "khugepaged-selftest-collapse-shmem".to_string(),
+            vec![(7, BASE + PMD, PMD)],
+        )]);
+        let d = decide(&frames(&[0, 1, 2, 3]), &one, scan);
+        assert_eq!((d[0].addr, d[0].span), (Some(BASE + PMD), None));
     }
 }
