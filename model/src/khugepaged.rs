@@ -722,23 +722,34 @@ impl Kernel {
                 data[i] = self.folio(p.folio).pages[p.page as usize].data;
             }
         }
-        // Release the sources: each PTE's rmap and reference; swap cache freed when unmapped.
-        for (i, pte) in ptes.iter().enumerate() {
-            let Pte::Present(p) = *pte else { continue };
-            self.mms
-                .get_mut(&pid)
-                .expect("live")
-                .page_table
-                .set_pte(start + i as u64 * PAGE_SIZE, Pte::None);
+        // Release the sources (__collapse_huge_page_copy_succeeded): each PTE's rmap and
+        // reference; swap cache freed when unmapped. The PTEs themselves need no clearing:
+        // the new folio's PMD or PTEs replace the whole block below. Up to 6.16 PTE by PTE,
+        // so a large source folio is partially mapped after its first page; from 6.17 a run
+        // of PTEs mapping consecutive pages of one large folio goes in one batch.
+        let mut i = 0;
+        while i < nr {
+            let Pte::Present(p) = ptes[i] else {
+                i += 1;
+                continue;
+            };
+            let mut batch = 1;
+            if self.profile.collapse_batches_large_folio_ptes && self.folio(p.folio).is_large() {
+                while let Some(Pte::Present(q)) = ptes.get(i + batch) {
+                    if q.folio != p.folio || q.page as usize != p.page as usize + batch {
+                        break;
+                    }
+                    batch += 1;
+                }
+            }
             let f = self.folios.folio_mut(p.folio);
-            // PTE by PTE, as __collapse_huge_page_copy_succeeded does: a PTE-mapped THP source
-            // is partially mapped after its first page.
-            let queued = rmap::folio_remove_rmap_ptes(f, p.page as usize, 1, mm_id, tracking);
+            let queued = rmap::folio_remove_rmap_ptes(f, p.page as usize, batch, mm_id, tracking);
             self.vmstat.thp_deferred_split_page += queued as u64;
             if self.folio(p.folio).swapcache.is_some() && !self.folio(p.folio).folio_mapped() {
                 self.folio_free_swap(p.folio);
             }
-            self.folio_put_refs(p.folio, 1);
+            self.folio_put_refs(p.folio, batch as i32);
+            i += batch;
         }
         let anon_vma = vma.anon_vma.expect("revalidated");
         let index = vma.linear_page_index(start);

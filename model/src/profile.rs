@@ -206,6 +206,7 @@ pub enum Switch {
     PagemapPmdExclusive,
     UnderusedThpShrinker,
     MmId,
+    CollapseBatchesLargeFolioPtes,
     CollapseRequiresWritablePte,
     RetractPageTablesEveryMm,
     ScanNoPteTable,
@@ -246,6 +247,7 @@ impl Switch {
         Switch::PagemapPmdExclusive,
         Switch::UnderusedThpShrinker,
         Switch::MmId,
+        Switch::CollapseBatchesLargeFolioPtes,
         Switch::CollapseRequiresWritablePte,
         Switch::ScanNoPteTable,
         Switch::FileThpWithoutReadOnlyConfig,
@@ -266,6 +268,7 @@ impl Switch {
             Switch::PagemapPmdExclusive => "pagemap_pmd_exclusive",
             Switch::UnderusedThpShrinker => "underused_thp_shrinker",
             Switch::MmId => "mm_id",
+            Switch::CollapseBatchesLargeFolioPtes => "collapse_batches_large_folio_ptes",
             Switch::CollapseRequiresWritablePte => "collapse_requires_writable_pte",
             Switch::ScanNoPteTable => "scan_no_pte_table",
             Switch::RetractPageTablesEveryMm => "retract_page_tables_every_mm",
@@ -569,6 +572,35 @@ impl Switch {
                                (folio->_mm_ids)",
                 },
             ],
+            Switch::CollapseBatchesLargeFolioPtes => &[
+                Change {
+                    release: Release::OLDEST,
+                    value: "no",
+                    commit: "__collapse_huge_page_copy_succeeded() releases PTE by PTE (6.1)",
+                    what: "an anonymous collapse removes the rmap of its source pages one PTE \
+                           at a time, so a large source folio is partially mapped after its \
+                           first page and queued for deferred split (thp_deferred_split_page) \
+                           before its last page goes",
+                    evidence: "read in linux-source-6.1 and 6.12 (page_remove_rmap / \
+                               folio_remove_rmap_pte per PTE); collapse-pte-mapped-thp.scn \
+                               counts +1 on the 6.12 and 6.16 guests",
+                },
+                Change {
+                    release: Release {
+                        major: 6,
+                        minor: 17,
+                    },
+                    value: "yes",
+                    commit: "khugepaged: optimize __collapse_huge_page_copy_succeeded() by PTE \
+                             batching",
+                    what: "consecutive PTEs mapping consecutive pages of one large folio are \
+                           cleared and unmapped in one folio_remove_rmap_ptes(); a source \
+                           folio wholly inside the range leaves in one step and is not queued",
+                    evidence: "collapse-pte-mapped-thp.scn: thp_deferred_split_page +1 on the \
+                               6.16 guest, +0 on 6.17, 6.18 (this host) and later; the series \
+                               is from the 2025 patch mail, its tag not read",
+                },
+            ],
             Switch::CollapseRequiresWritablePte => &[
                 Change {
                     release: Release::OLDEST,
@@ -761,6 +793,9 @@ pub struct KernelProfile {
     pub large_folio_cow_reuse: LargeFolioCowReuse,
     /// [`Switch::CollapseRequiresWritablePte`].
     pub collapse_requires_writable_pte: bool,
+    /// An anonymous collapse releases a large source folio's PTEs in batches;
+    /// [`Switch::CollapseBatchesLargeFolioPtes`].
+    pub collapse_batches_large_folio_ptes: bool,
     /// [`Switch::PagemapPmdExclusive`].
     pub pagemap_pmd_exclusive: PagemapPmdExclusive,
     /// [`Switch::UnderusedThpShrinker`].
@@ -807,6 +842,7 @@ impl KernelProfile {
             khugepaged_thread: KhugepagedThread::Global,
             shmem_mthp: false,
             zap_batches_large_folio_ptes: false,
+            collapse_batches_large_folio_ptes: false,
             file_thp_without_read_only_config: false,
             scan_no_pte_table: false,
             retract_page_tables_every_mm: false,
@@ -858,6 +894,7 @@ impl KernelProfile {
             }
             Switch::UnderusedThpShrinker => self.underused_thp_shrinker = on,
             Switch::MmId => self.mm_id = on,
+            Switch::CollapseBatchesLargeFolioPtes => self.collapse_batches_large_folio_ptes = on,
             Switch::CollapseRequiresWritablePte => self.collapse_requires_writable_pte = !on,
             Switch::FileThpWithoutReadOnlyConfig => self.file_thp_without_read_only_config = on,
             Switch::ScanNoPteTable => self.scan_no_pte_table = on,
@@ -1053,7 +1090,10 @@ mod tests {
                 Switch::MmId
             ]
         );
-        assert!(KernelProfile::switches_changed(r("6.16"), r("6.17")).is_empty());
+        assert_eq!(
+            KernelProfile::switches_changed(r("6.16"), r("6.17")),
+            vec![Switch::CollapseBatchesLargeFolioPtes]
+        );
         // Flipping every changed switch of a boundary turns one profile into the next.
         for w in RELEASES.windows(2) {
             let mut p = KernelProfile::of(w[0]);
@@ -1088,8 +1128,8 @@ mod tests {
         assert_eq!(
             eras,
             [
-                "6.1", "6.6", "6.8", "6.9", "6.10", "6.11", "6.12", "6.13", "6.15", "6.18", "6.19",
-                "7.2"
+                "6.1", "6.6", "6.8", "6.9", "6.10", "6.11", "6.12", "6.13", "6.15", "6.17", "6.18",
+                "6.19", "7.2"
             ]
         );
     }
