@@ -214,3 +214,58 @@ fn with_mthp_collapse_an_empty_page_table_still_exceeds_max_ptes_none() {
         (ScanResult::ExceedNonePte, 512)
     );
 }
+
+/// `hpage_collapse_scan_file` counts the swap entries of a shmem range (the page cache holds
+/// swap entries for swapped-out shmem pages) against max_ptes_swap for khugepaged only:
+/// khugepaged refuses a range with more than max_ptes_swap of them (SCAN_EXCEED_SWAP_PTE),
+/// MADV_COLLAPSE collapses it, swapping them in (`collapse_file`'s `shmem_get_folio`).
+#[test]
+fn shmem_swap_entries_count_against_max_ptes_swap_for_khugepaged_only() {
+    use model::mmap::{MapKind, Prot};
+    use model::scan_result::ScanResult;
+    for profile in [KernelProfile::v6_1(), KernelProfile::v6_18()] {
+        let name = profile.name;
+        // Registered with khugepaged through an anonymous VMA elsewhere (khugepaged scans
+        // every VMA of a registered MM).
+        let mut s = registered(profile);
+        s.step("swapon", |k| k.swapon(1024)).unwrap();
+        s.k.sysfs_write("khugepaged/max_ptes_swap", "1").unwrap();
+        let p = s.p;
+        let fd = s.step("memfd", |k| k.memfd_create());
+        s.step("ftruncate", |k| k.ftruncate(fd, PMD)).unwrap();
+        let at = BASE + 2 * PMD;
+        let a = s
+            .step("mmap", |k| {
+                k.mmap(p, at, PMD, Prot::READ_WRITE, MapKind::Shared(fd), 0, false)
+            })
+            .unwrap();
+        // Small pages first (shmem_enabled never), two of them swapped out.
+        s.fill(p, a, 0, PMD);
+        s.madvise(p, a, 2 * PAGE, Advice::PageOut).unwrap();
+        assert_eq!(s.k.swap_device().unwrap().in_use(), 2, "{name}");
+        s.k.sysfs_write("shmem_enabled", "advise").unwrap();
+        s.madvise(p, a, PMD, Advice::HugePage).unwrap();
+        let exceeded = s.k.vmstat_read("thp_scan_exceed_swap_pte").unwrap();
+        s.step("khugepaged", |k| k.khugepaged_run_full_scans(1, 4));
+        let on_file = |s: &Sys| {
+            s.k.collapse_log()
+                .iter()
+                .filter(|r| r.addr == a)
+                .map(|r| r.result)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(on_file(&s), [ScanResult::ExceedSwapPte], "{name}");
+        assert_eq!(
+            s.k.vmstat_read("thp_scan_exceed_swap_pte").unwrap(),
+            exceeded + 1,
+            "{name}"
+        );
+        assert_eq!(s.k.smaps(p, a).unwrap().shmem_pmd_mapped, 0, "{name}");
+        // MADV_COLLAPSE ignores the limit.
+        s.step("collapse", |k| k.madvise_collapse(p, a, PMD))
+            .unwrap();
+        assert_eq!(s.k.swap_device().unwrap().in_use(), 0, "{name}");
+        assert_eq!(s.k.smaps(p, a).unwrap().shmem_pmd_mapped, 2048, "{name}");
+        s.validate(p, a, 0, PMD);
+    }
+}
