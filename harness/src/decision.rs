@@ -74,10 +74,13 @@ pub fn model_decisions(
             ),
             CollapseStage::PteMappedThp => (None, "collapse_pte_mapped_thp", None),
         };
+        // The pair's result is what the scan traced after its collapse attempts (7.2's mTHP
+        // walk may try many blocks; `outcome`), else the collapse's own.
+        let result = scan.as_ref().and_then(|s| s.outcome).unwrap_or(r.result);
         let text = match &scan {
             Some(s) => format!(
                 "{ctx} scan_pmd {:#x}: {} none={} swap={} shared={} referenced={} writable={} present={}; {stage}: {}",
-                s.addr, s.result, s.none_or_zero, s.swap, s.shared, s.referenced, s.writable, s.present, r.result
+                s.addr, s.result, s.none_or_zero, s.swap, s.shared, s.referenced, s.writable, s.present, result
             ),
             None => format!("{ctx} {stage} {:#x}: {counts}", r.addr),
         };
@@ -85,7 +88,7 @@ pub fn model_decisions(
             process: r.pid as ProcId,
             addr: Some(r.addr),
             span: None,
-            result: r.result,
+            result,
             record,
             text,
         });

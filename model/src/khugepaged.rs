@@ -164,6 +164,11 @@ pub struct CollapseReport {
     /// The folio order the attempt builds (the PMD order except for mTHP collapses).
     pub order: u8,
     pub result: ScanResult,
+    /// For a `ScanPmd` that said go: what `hpage_collapse_scan_pmd` returned after its
+    /// collapse attempts, the status mm_khugepaged_scan_pmd traces. 7.2's mTHP walk
+    /// (`mthp_collapse`) can try many blocks; its answer is not the last block's (a block
+    /// already an mTHP, SCAN_PTE_MAPPED_HUGEPAGE, leaves it SCAN_FAIL). None otherwise.
+    pub outcome: Option<ScanResult>,
     /// none or zero-page PTEs seen (page-cache holes for file collapse).
     pub none_or_zero: u32,
     /// swap PTEs seen (`unmapped`; shmem swap entries for file collapse).
@@ -307,6 +312,7 @@ impl Kernel {
             addr,
             order,
             result,
+            outcome: None,
             none_or_zero: t.none_or_zero,
             swap: t.swap,
             shared: t.shared,
@@ -425,11 +431,13 @@ impl Kernel {
         if result != ScanResult::Succeed {
             return result;
         }
+        let scan_report = self.collapse_log.len() - 1;
         let result = if enabled_orders == pmd_only {
             self.collapse_huge_page(pid, haddr, cc, t.swap, HPAGE_PMD_ORDER)
         } else {
             self.mthp_collapse(pid, haddr, cc, &t, enabled_orders)
         };
+        self.collapse_log[scan_report].outcome = Some(result);
         if result == ScanResult::Succeed && cc.is_khugepaged() {
             self.khugepaged_state.pages_collapsed += 1;
         }

@@ -362,10 +362,21 @@ pub fn decisions_from(
                 // A file's folio need not be mapped by the process (it may still map the
                 // small pages the folio replaced): then by the file's name.
                 let after_collapse = collapsed_file.remove(&e.pid).filter(|_| file);
+                // By the event's file name; a name no file of the run has is the process's one
+                // file of the run, if it maps only one: 6.1 prints the dentry's inline name
+                // (`d_iname`), which a name of 32 bytes or more does not use
+                // (`memfd:khugepaged-selftest-collapse-shmem`), so it prints no name of ours.
                 let file_maps = || {
                     let name = e.get("filename").unwrap_or("");
                     let name = name.strip_prefix("memfd:").unwrap_or(name);
-                    at.files.get(name)
+                    at.files.get(name).or_else(|| {
+                        let mut mine = at
+                            .files
+                            .values()
+                            .filter(|m| m.iter().any(|(q, _, _)| *q == p));
+                        let one = mine.next()?;
+                        mine.next().is_none().then_some(one)
+                    })
                 };
                 let addr = pfn
                     .and_then(|f| at.frames.place_frame(f, p))
@@ -666,6 +677,16 @@ mod tests {
         let d = decide(&frames(&[0, 1, 2, 3]), &files, scan.clone());
         assert_eq!(d.len(), 1);
         assert_eq!((d[0].addr, d[0].span), (None, Some((BASE, BASE + 4 * PMD))));
+        // 6.1 prints the dentry's inline name, not ours for a name that long: the process's
+        // one file of the run; with two files, nothing.
+        let mut garbled = scan.clone();
+        garbled.fields.insert("filename".into(), "\u{1}x".into());
+        let d = decide(&frames(&[0, 1, 2, 3]), &files, garbled.clone());
+        assert_eq!(d[0].span, Some((BASE, BASE + 4 * PMD)));
+        let mut two = files.clone();
+        two.insert("other".into(), vec![(7, BASE + 8 * PMD, PMD)]);
+        let d = decide(&frames(&[0, 1, 2, 3]), &two, garbled);
+        assert_eq!((d[0].addr, d[0].span), (None, None));
         // Mapped over one PMD range only: placed there.
         let one = BTreeMap::from([(
             "khugepaged-selftest-collapse-shmem".to_string(),
