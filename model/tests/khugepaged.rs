@@ -217,8 +217,10 @@ fn with_mthp_collapse_an_empty_page_table_still_exceeds_max_ptes_none() {
 
 /// `hpage_collapse_scan_file` counts the swap entries of a shmem range (the page cache holds
 /// swap entries for swapped-out shmem pages) against max_ptes_swap for khugepaged only:
-/// khugepaged refuses a range with more than max_ptes_swap of them (SCAN_EXCEED_SWAP_PTE),
-/// MADV_COLLAPSE collapses it, swapping them in (`collapse_file`'s `shmem_get_folio`).
+/// khugepaged refuses a range with more than max_ptes_swap of them (SCAN_EXCEED_SWAP_PTE) and
+/// collapses one with exactly that many; MADV_COLLAPSE collapses either, swapping them in
+/// (`collapse_file`'s `shmem_get_folio`). The decision record counts present pages, swap
+/// entries and holes (none) apart.
 #[test]
 fn shmem_swap_entries_count_against_max_ptes_swap_for_khugepaged_only() {
     use model::mmap::{MapKind, Prot};
@@ -231,41 +233,56 @@ fn shmem_swap_entries_count_against_max_ptes_swap_for_khugepaged_only() {
         s.step("swapon", |k| k.swapon(1024)).unwrap();
         s.k.sysfs_write("khugepaged/max_ptes_swap", "1").unwrap();
         let p = s.p;
-        let fd = s.step("memfd", |k| k.memfd_create());
-        s.step("ftruncate", |k| k.ftruncate(fd, PMD)).unwrap();
-        let at = BASE + 2 * PMD;
-        let a = s
-            .step("mmap", |k| {
-                k.mmap(p, at, PMD, Prot::READ_WRITE, MapKind::Shared(fd), 0, false)
-            })
-            .unwrap();
-        // Small pages first (shmem_enabled never), two of them swapped out.
-        s.fill(p, a, 0, PMD);
-        s.madvise(p, a, 2 * PAGE, Advice::PageOut).unwrap();
-        assert_eq!(s.k.swap_device().unwrap().in_use(), 2, "{name}");
+        // Two shmem ranges of small pages (shmem_enabled never), two pages of each swapped
+        // out; then advised.
+        let mut ranges = Vec::new();
+        for n in [2u64, 4] {
+            let fd = s.step("memfd", |k| k.memfd_create());
+            s.step("ftruncate", |k| k.ftruncate(fd, PMD)).unwrap();
+            let at = BASE + n * PMD;
+            let a = s
+                .step("mmap", |k| {
+                    k.mmap(p, at, PMD, Prot::READ_WRITE, MapKind::Shared(fd), 0, false)
+                })
+                .unwrap();
+            s.fill(p, a, 0, PMD);
+            s.madvise(p, a + 8 * PAGE, 2 * PAGE, Advice::PageOut)
+                .unwrap();
+            ranges.push(a);
+        }
+        let (a, b) = (ranges[0], ranges[1]);
+        assert_eq!(s.k.swap_device().unwrap().in_use(), 4, "{name}");
         s.k.sysfs_write("shmem_enabled", "advise").unwrap();
         s.madvise(p, a, PMD, Advice::HugePage).unwrap();
+        s.madvise(p, b, PMD, Advice::HugePage).unwrap();
+        // MADV_COLLAPSE ignores the limit.
+        s.step("collapse", |k| k.madvise_collapse(p, a, PMD))
+            .unwrap();
+        assert_eq!(s.k.smaps(p, a).unwrap().shmem_pmd_mapped, 2048, "{name}");
+        s.validate(p, a, 0, PMD);
+        // khugepaged: two swap entries are more than one.
         let exceeded = s.k.vmstat_read("thp_scan_exceed_swap_pte").unwrap();
         s.step("khugepaged", |k| k.khugepaged_run_full_scans(1, 4));
-        let on_file = |s: &Sys| {
+        let on_b = |s: &Sys| -> Vec<_> {
             s.k.collapse_log()
                 .iter()
-                .filter(|r| r.addr == a)
-                .map(|r| r.result)
-                .collect::<Vec<_>>()
+                .filter(|r| r.addr == b)
+                .map(|r| (r.result, r.present, r.swap, r.none_or_zero))
+                .collect()
         };
-        assert_eq!(on_file(&s), [ScanResult::ExceedSwapPte], "{name}");
+        // The scan stops at the second swap entry: 8 pages and 2 entries counted.
+        assert_eq!(on_b(&s), [(ScanResult::ExceedSwapPte, 8, 2, 502)], "{name}");
         assert_eq!(
             s.k.vmstat_read("thp_scan_exceed_swap_pte").unwrap(),
             exceeded + 1,
             "{name}"
         );
-        assert_eq!(s.k.smaps(p, a).unwrap().shmem_pmd_mapped, 0, "{name}");
-        // MADV_COLLAPSE ignores the limit.
-        s.step("collapse", |k| k.madvise_collapse(p, a, PMD))
-            .unwrap();
+        assert_eq!(s.k.smaps(p, b).unwrap().shmem_pmd_mapped, 0, "{name}");
+        // Exactly max_ptes_swap of them: collapsed.
+        s.k.sysfs_write("khugepaged/max_ptes_swap", "2").unwrap();
+        s.step("khugepaged", |k| k.khugepaged_run_full_scans(1, 4));
+        assert_eq!(on_b(&s)[1..], [(ScanResult::Succeed, 510, 2, 0)], "{name}");
         assert_eq!(s.k.swap_device().unwrap().in_use(), 0, "{name}");
-        assert_eq!(s.k.smaps(p, a).unwrap().shmem_pmd_mapped, 2048, "{name}");
-        s.validate(p, a, 0, PMD);
+        s.validate(p, b, 0, PMD);
     }
 }
