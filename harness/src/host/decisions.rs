@@ -43,6 +43,57 @@ pub fn touch() -> Result<(), String> {
     Ok(())
 }
 
+/// Marks this process's anonymous memory outside the run's `ranges` (its heap, stack and the
+/// allocator's own mappings) MADV_NOHUGEPAGE, so khugepaged leaves it alone. With an mTHP size
+/// at `always` (`-s 2` sets hugepages-16kB so) 7.2+ khugepaged collapses any anonymous VMA,
+/// and its decisions there look like the test's: a scan without a page table or a success
+/// names no page frame. Called before each khugepaged wait and MADV_COLLAPSE, as the
+/// allocator maps new memory; the test's own mappings and file mappings are left as they are.
+pub fn keep_khugepaged_off_own_memory(ranges: &[(u64, u64)]) -> Result<(), String> {
+    let maps = std::fs::read_to_string("/proc/self/maps")
+        .map_err(|e| format!("reading /proc/self/maps: {e}"))?;
+    for line in maps.lines() {
+        let mut f = line.split_whitespace();
+        let (Some(span), Some(perms)) = (f.next(), f.next()) else {
+            continue;
+        };
+        let path = f.nth(3).unwrap_or("");
+        let anonymous = path.is_empty() || path == "[heap]" || path == "[stack]";
+        let Some((a, b)) = span.split_once('-') else {
+            continue;
+        };
+        let (Ok(a), Ok(b)) = (u64::from_str_radix(a, 16), u64::from_str_radix(b, 16)) else {
+            return Err(format!("/proc/self/maps: unreadable range in {line:?}"));
+        };
+        let ours = ranges.iter().any(|&(s, len)| a < s + len && s < b);
+        // Private anonymous only (`p`); a shared anonymous mapping is shmem, no test's.
+        if !anonymous || ours || !perms.ends_with('p') {
+            continue;
+        }
+        // SAFETY: advice on a mapping of this process; MADV_NOHUGEPAGE only sets a VMA flag.
+        let r = unsafe {
+            libc::madvise(
+                a as *mut libc::c_void,
+                (b - a) as usize,
+                libc::MADV_NOHUGEPAGE,
+            )
+        };
+        if r != 0 {
+            return Err(format!(
+                "madvise({a:#x}, {:#x}, MADV_NOHUGEPAGE) on this process's own {}: {}",
+                b - a,
+                if path.is_empty() {
+                    "anonymous memory"
+                } else {
+                    path
+                },
+                std::io::Error::last_os_error()
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Which page frames each PMD range of the run's mappings held at one moment (just before a
 /// khugepaged pass or MADV_COLLAPSE).
 #[derive(Clone, Debug, Default)]
@@ -484,6 +535,13 @@ impl CaseObserver {
             files: BTreeMap::new(),
         };
         o.register_self();
+        // Before the test maps anything: the case process's memory so far (a forked child
+        // inherits the flag).
+        if o.tracer.is_ok() {
+            if let Err(e) = keep_khugepaged_off_own_memory(&[]) {
+                o.tracer = Err(e);
+            }
+        }
         o
     }
 
@@ -539,6 +597,10 @@ impl CaseObserver {
     pub fn begin(&mut self, ranges: &[(u64, u64)]) {
         let Ok(t) = self.tracer.as_mut() else { return };
         if let Err(e) = t.take() {
+            self.tracer = Err(e);
+            return;
+        }
+        if let Err(e) = keep_khugepaged_off_own_memory(ranges) {
             self.tracer = Err(e);
             return;
         }
