@@ -583,7 +583,7 @@ impl Switch {
                            before its last page goes",
                     evidence: "read in linux-source-6.1 and 6.12 (page_remove_rmap / \
                                folio_remove_rmap_pte per PTE); collapse-pte-mapped-thp.scn \
-                               counts +1 on the 6.12 and 6.16 guests",
+                               counts +1 on the 6.1, 6.12 and 6.16 guests",
                 },
                 Change {
                     release: Release {
@@ -597,8 +597,9 @@ impl Switch {
                            cleared and unmapped in one folio_remove_rmap_ptes(); a source \
                            folio wholly inside the range leaves in one step and is not queued",
                     evidence: "collapse-pte-mapped-thp.scn: thp_deferred_split_page +1 on the \
-                               6.16 guest, +0 on 6.17, 6.18 (this host) and later; the series \
-                               is from the 2025 patch mail, its tag not read",
+                               6.16 guest, +0 on the 6.17, 6.18, 6.19, 7.0, 7.1, 7.2 and 7.3 \
+                               guests and this 6.18 host; the series is from the 2025 patch \
+                               mail, its tag not read",
                 },
             ],
             Switch::CollapseRequiresWritablePte => &[
