@@ -983,16 +983,14 @@ impl Kernel {
         {
             return ScanResult::Truncated;
         }
-        if !self.inode(inode).is_shmem() {
-            // Dirty or under-writeback folios would fail; the model's regular files are clean.
-            if self
-                .inode(inode)
-                .cache
-                .range(start..end)
-                .any(|(_, e, _)| matches!(e, CacheEntry::Folio(f) if self.folio(f).dirty))
-            {
-                return ScanResult::Fail;
-            }
+        if !self.inode(inode).is_shmem() && self.file_range_dirty(inode, start, end) {
+            // A dirty folio (the model has no writeback in flight): SCAN_FAIL, from 7.2 its own
+            // SCAN_PAGE_DIRTY_OR_WRITEBACK, which MADV_COLLAPSE answers with a write-back.
+            return if self.profile.madvise_collapse_writes_back_dirty {
+                ScanResult::PageDirtyOrWriteback
+            } else {
+                ScanResult::Fail
+            };
         }
         self.collapse_stats.thp_collapse_alloc += 1;
         // Swap in shmem swap entries; read missing regular-file pages.
@@ -1259,11 +1257,10 @@ impl Kernel {
                                 index,
                                 CollapseContext::Madvise,
                             );
-                            // collapse_single_pmd: a dirty folio (SCAN_PAGE_DIRTY_OR_WRITEBACK,
-                            // which the model's collapse_file reports as SCAN_FAIL) is written
-                            // back and the collapse tried once more.
+                            // collapse_single_pmd: a dirty folio (SCAN_PAGE_DIRTY_OR_WRITEBACK)
+                            // is written back and the collapse tried once more.
                             let end = index + HPAGE_PMD_NR as u64;
-                            if r == ScanResult::Fail
+                            if r == ScanResult::PageDirtyOrWriteback
                                 && self.profile.madvise_collapse_writes_back_dirty
                                 && !self.inode(inode).is_shmem()
                                 && self.file_range_dirty(inode, index, end)

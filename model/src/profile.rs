@@ -725,9 +725,10 @@ impl Switch {
                     value: "yes",
                     commit: "MADV_COLLAPSE writes dirty file folios back and retries once \
                              (collapse_single_pmd's triggered_wb)",
-                    what: "when collapse_file finds a dirty or writeback folio, MADV_COLLAPSE \
-                           (not khugepaged) runs filemap_write_and_wait_range over the PMD \
-                           range and tries once more",
+                    what: "collapse_file reports a dirty or writeback folio as \
+                           SCAN_PAGE_DIRTY_OR_WRITEBACK (SCAN_FAIL before; MADV_COLLAPSE: \
+                           EAGAIN, not EINVAL), and MADV_COLLAPSE (not khugepaged) then runs \
+                           filemap_write_and_wait_range over the PMD range and tries once more",
                     evidence: "absent from linux-source-6.12's madvise_collapse, present in \
                                linux-source-7.2 and 7.3; 6.13 .. 7.1 were not read, so 7.2 is \
                                an upper bound of the release",

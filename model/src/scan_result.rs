@@ -43,11 +43,15 @@ pub enum ScanResult {
     PageFilled,
     /// From 6.19: SCAN_PMD_NULL and SCAN_PMD_NONE in one (no PTE table in the range).
     NoPteTable,
+    /// 7.2 (upper bound): a dirty or writeback regular-file folio in collapse_file (SCAN_FAIL
+    /// before); MADV_COLLAPSE writes the range back and retries once.
+    PageDirtyOrWriteback,
 }
 
 impl ScanResult {
-    /// Every result: the 6.17 enum order (PAGE_RO included), then 6.19's NO_PTE_TABLE.
-    pub const ALL: [ScanResult; 33] = [
+    /// Every result: the 6.17 enum order (PAGE_RO included), then 6.19's NO_PTE_TABLE and
+    /// 7.2's PAGE_DIRTY_OR_WRITEBACK.
+    pub const ALL: [ScanResult; 34] = [
         ScanResult::Fail,
         ScanResult::Succeed,
         ScanResult::PmdNull,
@@ -81,6 +85,7 @@ impl ScanResult {
         ScanResult::CopyMc,
         ScanResult::PageFilled,
         ScanResult::NoPteTable,
+        ScanResult::PageDirtyOrWriteback,
     ];
 
     /// The kernel identifier, e.g. `SCAN_EXCEED_SHARED_PTE`.
@@ -119,6 +124,7 @@ impl ScanResult {
             ScanResult::CopyMc => "SCAN_COPY_MC",
             ScanResult::PageFilled => "SCAN_PAGE_FILLED",
             ScanResult::NoPteTable => "SCAN_NO_PTE_TABLE",
+            ScanResult::PageDirtyOrWriteback => "SCAN_PAGE_DIRTY_OR_WRITEBACK",
         }
     }
 
@@ -158,6 +164,7 @@ impl ScanResult {
             ScanResult::CopyMc => "copy_poisoned_page",
             ScanResult::PageFilled => "page_filled",
             ScanResult::NoPteTable => "no_pte_table",
+            ScanResult::PageDirtyOrWriteback => "page_dirty_or_writeback",
         }
     }
 
@@ -170,9 +177,12 @@ impl ScanResult {
 
     /// The numeric value in the 6.1 … 6.18 layouts: with `has_page_ro` (≤ 6.17) SCAN_PAGE_RO
     /// sits before LACK_REFERENCED_PAGE and every later value is one higher. None for 6.19's
-    /// NO_PTE_TABLE.
+    /// NO_PTE_TABLE and 7.2's PAGE_DIRTY_OR_WRITEBACK.
     pub fn number(self, has_page_ro: bool) -> Option<u32> {
-        if self == ScanResult::NoPteTable {
+        if matches!(
+            self,
+            ScanResult::NoPteTable | ScanResult::PageDirtyOrWriteback
+        ) {
             return None;
         }
         let pos = ScanResult::ALL.iter().position(|&r| r == self)? as u32;
@@ -195,7 +205,8 @@ impl ScanResult {
             | ScanResult::PageLock
             | ScanResult::PageLru
             | ScanResult::DelPageLru
-            | ScanResult::PageFilled => Errno::EAGAIN,
+            | ScanResult::PageFilled
+            | ScanResult::PageDirtyOrWriteback => Errno::EAGAIN,
             _ => Errno::EINVAL,
         }
     }
