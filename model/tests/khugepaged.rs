@@ -286,3 +286,95 @@ fn shmem_swap_entries_count_against_max_ptes_swap_for_khugepaged_only() {
         s.validate(p, b, 0, PMD);
     }
 }
+
+/// `retract_page_tables` after `collapse_file`: every other MM mapping the file range (shared,
+/// no anon_vma, the aligned 2 MiB inside the VMA) loses its emptied PTE table, so its next
+/// fault there maps the new THP by a PMD (`finish_fault`/`filemap_map_pages` install a PMD
+/// only where the PMD is none). MADV_COLLAPSE did that in every MM from 6.6; before, only in
+/// its own (`retract_page_tables_every_mm`), so the other process refaults by PTEs.
+#[test]
+fn collapse_file_retracts_the_emptied_page_tables_of_other_mms() {
+    use model::mmap::{MapKind, Prot};
+    for (profile, other_pmd_mapped) in [
+        (KernelProfile::v6_1(), false),
+        (KernelProfile::for_release("6.6").unwrap(), true),
+        (KernelProfile::v6_18(), true),
+    ] {
+        let name = profile.name;
+        let mut s = Sys::new(profile);
+        let a = s.p;
+        let fd = s.step("memfd", |k| k.memfd_create());
+        s.step("ftruncate", |k| k.ftruncate(fd, PMD)).unwrap();
+        let at = s
+            .step("mmap", |k| {
+                k.mmap(
+                    a,
+                    BASE,
+                    PMD,
+                    Prot::READ_WRITE,
+                    MapKind::Shared(fd),
+                    0,
+                    false,
+                )
+            })
+            .unwrap();
+        s.fill(a, at, 0, PMD);
+        s.madvise(a, at, PMD, Advice::HugePage).unwrap();
+        let b = s.fork(a);
+        // The other process maps every page by PTEs too.
+        for i in 0..512 {
+            s.read(b, at + i * PAGE);
+        }
+        s.k.sysfs_write("shmem_enabled", "advise").unwrap();
+        s.step("collapse", |k| k.madvise_collapse(a, at, PMD))
+            .unwrap();
+        assert_eq!(s.k.smaps(a, at).unwrap().shmem_pmd_mapped, 2048, "{name}");
+        s.read(b, at);
+        let b_pmd = s.k.smaps(b, at).unwrap().shmem_pmd_mapped == 2048;
+        assert_eq!(b_pmd, other_pmd_mapped, "{name}");
+        s.validate(b, at, 0, PMD);
+    }
+    // A private mapping of the file with an anon_vma (a page was written, COW, then dropped:
+    // its PTE table is empty again) keeps its table: retract_page_tables skips VMAs with an
+    // anon_vma, so the refault maps by PTEs.
+    let mut s = Sys::v618();
+    let a = s.p;
+    let fd = s.step("memfd", |k| k.memfd_create());
+    s.step("ftruncate", |k| k.ftruncate(fd, PMD)).unwrap();
+    let shared = s
+        .step("mmap", |k| {
+            k.mmap(
+                a,
+                BASE,
+                PMD,
+                Prot::READ_WRITE,
+                MapKind::Shared(fd),
+                0,
+                false,
+            )
+        })
+        .unwrap();
+    let private = s
+        .step("mmap", |k| {
+            k.mmap(
+                a,
+                BASE + 2 * PMD,
+                PMD,
+                Prot::READ_WRITE,
+                MapKind::Private(fd),
+                0,
+                false,
+            )
+        })
+        .unwrap();
+    s.fill(a, shared, 0, PMD);
+    s.write(a, private, 7);
+    s.madvise(a, private, PAGE, Advice::DontNeed).unwrap();
+    s.k.sysfs_write("shmem_enabled", "advise").unwrap();
+    s.madvise(a, shared, PMD, Advice::HugePage).unwrap();
+    s.step("collapse", |k| k.madvise_collapse(a, shared, PMD))
+        .unwrap();
+    s.read(a, private);
+    let sm = s.k.smaps(a, private).unwrap();
+    assert_eq!(sm.file_pmd_mapped + sm.shmem_pmd_mapped, 0, "{sm:?}");
+}
