@@ -303,14 +303,15 @@ fn collapse_file_retracts_the_emptied_page_tables_of_other_mms() {
         let name = profile.name;
         let mut s = Sys::new(profile);
         let a = s.p;
+        // Two PMD ranges of the file mapped; the first one is collapsed.
         let fd = s.step("memfd", |k| k.memfd_create());
-        s.step("ftruncate", |k| k.ftruncate(fd, PMD)).unwrap();
+        s.step("ftruncate", |k| k.ftruncate(fd, 2 * PMD)).unwrap();
         let at = s
             .step("mmap", |k| {
                 k.mmap(
                     a,
                     BASE,
-                    PMD,
+                    2 * PMD,
                     Prot::READ_WRITE,
                     MapKind::Shared(fd),
                     0,
@@ -319,7 +320,7 @@ fn collapse_file_retracts_the_emptied_page_tables_of_other_mms() {
             })
             .unwrap();
         s.fill(a, at, 0, PMD);
-        s.madvise(a, at, PMD, Advice::HugePage).unwrap();
+        s.madvise(a, at, 2 * PMD, Advice::HugePage).unwrap();
         let b = s.fork(a);
         // The other process maps every page by PTEs too.
         for i in 0..512 {
