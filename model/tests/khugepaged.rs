@@ -295,23 +295,24 @@ fn shmem_swap_entries_count_against_max_ptes_swap_for_khugepaged_only() {
 #[test]
 fn collapse_file_retracts_the_emptied_page_tables_of_other_mms() {
     use model::mmap::{MapKind, Prot};
-    for (profile, other_pmd_mapped) in [
-        (KernelProfile::v6_1(), false),
-        (KernelProfile::for_release("6.6").unwrap(), true),
-        (KernelProfile::v6_18(), true),
+    for (profile, other_pmd_mapped, len) in [
+        (KernelProfile::v6_1(), false, PMD),
+        (KernelProfile::for_release("6.6").unwrap(), true, PMD),
+        (KernelProfile::v6_18(), true, PMD),
+        (KernelProfile::v6_18(), true, 2 * PMD),
     ] {
         let name = profile.name;
         let mut s = Sys::new(profile);
         let a = s.p;
-        // Two PMD ranges of the file mapped; the first one is collapsed.
+        // One or two PMD ranges of the file mapped; the first one is collapsed.
         let fd = s.step("memfd", |k| k.memfd_create());
-        s.step("ftruncate", |k| k.ftruncate(fd, 2 * PMD)).unwrap();
+        s.step("ftruncate", |k| k.ftruncate(fd, len)).unwrap();
         let at = s
             .step("mmap", |k| {
                 k.mmap(
                     a,
                     BASE,
-                    2 * PMD,
+                    len,
                     Prot::READ_WRITE,
                     MapKind::Shared(fd),
                     0,
@@ -320,7 +321,7 @@ fn collapse_file_retracts_the_emptied_page_tables_of_other_mms() {
             })
             .unwrap();
         s.fill(a, at, 0, PMD);
-        s.madvise(a, at, 2 * PMD, Advice::HugePage).unwrap();
+        s.madvise(a, at, len, Advice::HugePage).unwrap();
         let b = s.fork(a);
         // The other process maps every page by PTEs too.
         for i in 0..512 {
