@@ -380,3 +380,26 @@ fn collapse_file_retracts_the_emptied_page_tables_of_other_mms() {
     let sm = s.k.smaps(a, private).unwrap();
     assert_eq!(sm.file_pmd_mapped + sm.shmem_pmd_mapped, 0, "{sm:?}");
 }
+
+/// `madvise_collapse` collapses the PMD ranges inside the advised range only: of a populated
+/// two-PMD VMA, MADV_COLLAPSE of the first PMD leaves the second PTE-mapped; a range shorter
+/// than a PMD collapses nothing and succeeds.
+#[test]
+fn madvise_collapse_stays_inside_its_range() {
+    for profile in [KernelProfile::v6_1(), KernelProfile::v6_18()] {
+        let name = profile.name;
+        let mut s = Sys::new(profile);
+        let p = s.p;
+        s.mmap_anon(p, BASE, 2 * PMD);
+        s.fill(p, BASE, 0, 2 * PMD);
+        s.step("collapse", |k| k.madvise_collapse(p, BASE, PMD))
+            .unwrap();
+        assert_eq!(s.k.smaps(p, BASE).unwrap().anon_huge_pages, 2048, "{name}");
+        s.step("collapse", |k| {
+            k.madvise_collapse(p, BASE + PMD, PMD - PAGE)
+        })
+        .unwrap();
+        assert_eq!(s.k.smaps(p, BASE).unwrap().anon_huge_pages, 2048, "{name}");
+        s.validate(p, BASE, 0, 2 * PMD);
+    }
+}
