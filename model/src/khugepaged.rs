@@ -1219,6 +1219,12 @@ impl Kernel {
             }
             let hstart = (start.max(vstart) + HPAGE_PMD_SIZE - 1) & !(HPAGE_PMD_SIZE - 1);
             let hend = pmd_align_down(end.min(vend));
+            if hend < hstart && !self.profile.madvise_collapse_short_range_succeeds {
+                // No PMD boundary inside the range: `(hend - hstart) >> HPAGE_PMD_SHIFT`
+                // wraps around and cannot equal the 0 collapses, so the call fails with
+                // the errno of its initial SCAN_FAIL.
+                return Err(ScanResult::Fail.madvise_collapse_errno());
+            }
             let blocks = if hend > hstart {
                 (hend - hstart) / HPAGE_PMD_SIZE
             } else {

@@ -213,6 +213,7 @@ pub enum Switch {
     FileThpWithoutReadOnlyConfig,
     KhugepagedMthpCollapse,
     MadviseCollapseWritesBackDirty,
+    MadviseCollapseShortRangeSucceeds,
 }
 
 /// One value of a switch: from which release it holds, and why.
@@ -253,6 +254,7 @@ impl Switch {
         Switch::FileThpWithoutReadOnlyConfig,
         Switch::KhugepagedMthpCollapse,
         Switch::MadviseCollapseWritesBackDirty,
+        Switch::MadviseCollapseShortRangeSucceeds,
     ];
 
     /// The field name in [`KernelProfile`].
@@ -275,6 +277,7 @@ impl Switch {
             Switch::FileThpWithoutReadOnlyConfig => "file_thp_without_read_only_config",
             Switch::KhugepagedMthpCollapse => "khugepaged_mthp_collapse",
             Switch::MadviseCollapseWritesBackDirty => "madvise_collapse_writes_back_dirty",
+            Switch::MadviseCollapseShortRangeSucceeds => "madvise_collapse_short_range_succeeds",
         }
     }
 
@@ -734,6 +737,28 @@ impl Switch {
                                an upper bound of the release",
                 },
             ],
+            Switch::MadviseCollapseShortRangeSucceeds => &[
+                Change {
+                    release: Release::OLDEST,
+                    value: "no",
+                    commit: "madvise_collapse() compares thps with (hend - hstart) >> \
+                             HPAGE_PMD_SHIFT (6.1)",
+                    what: "MADV_COLLAPSE of a range inside one PMD range that holds no PMD \
+                           boundary fails with EINVAL: hend is below hstart, the block count \
+                           wraps around and the initial SCAN_FAIL gives the errno",
+                    evidence: "read in linux-source-6.1 and linux-source-6.12; \
+                               collapse-short-range.scn: EINVAL on this 6.18 host and the \
+                               6.19, 7.0 and 7.1 guests",
+                },
+                Change {
+                    release: Release { major: 7, minor: 2 },
+                    value: "yes",
+                    commit: "madvise_collapse() returns 0 when hstart >= hend",
+                    what: "such a range succeeds (0) without collapsing anything",
+                    evidence: "read in linux-source-7.2; collapse-short-range.scn: 0 on the \
+                               7.2 guest, EINVAL on 7.1",
+                },
+            ],
             Switch::KhugepagedMthpCollapse => &[
                 Change {
                     release: Release::OLDEST,
@@ -825,6 +850,9 @@ pub struct KernelProfile {
     /// MADV_COLLAPSE writes dirty file folios back and retries;
     /// [`Switch::MadviseCollapseWritesBackDirty`].
     pub madvise_collapse_writes_back_dirty: bool,
+    /// MADV_COLLAPSE of a range holding no PMD boundary succeeds;
+    /// [`Switch::MadviseCollapseShortRangeSucceeds`].
+    pub madvise_collapse_short_range_succeeds: bool,
 }
 
 impl KernelProfile {
@@ -850,6 +878,7 @@ impl KernelProfile {
             retract_page_tables_every_mm: false,
             khugepaged_mthp_collapse: false,
             madvise_collapse_writes_back_dirty: false,
+            madvise_collapse_short_range_succeeds: false,
         };
         for &s in Switch::ALL {
             p.set_step(s, s.step_at(r));
@@ -903,6 +932,9 @@ impl KernelProfile {
             Switch::RetractPageTablesEveryMm => self.retract_page_tables_every_mm = on,
             Switch::KhugepagedMthpCollapse => self.khugepaged_mthp_collapse = on,
             Switch::MadviseCollapseWritesBackDirty => self.madvise_collapse_writes_back_dirty = on,
+            Switch::MadviseCollapseShortRangeSucceeds => {
+                self.madvise_collapse_short_range_succeeds = on
+            }
         }
     }
 
