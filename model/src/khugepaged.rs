@@ -1263,14 +1263,11 @@ impl Kernel {
                                 index,
                                 CollapseContext::Madvise,
                             );
-                            // collapse_single_pmd: a dirty folio (SCAN_PAGE_DIRTY_OR_WRITEBACK)
-                            // is written back and the collapse tried once more.
-                            let end = index + HPAGE_PMD_NR as u64;
-                            if r == ScanResult::PageDirtyOrWriteback
-                                && self.profile.madvise_collapse_writes_back_dirty
-                                && !self.inode(inode).is_shmem()
-                                && self.file_range_dirty(inode, index, end)
-                            {
+                            // collapse_single_pmd: a dirty folio (SCAN_PAGE_DIRTY_OR_WRITEBACK,
+                            // a regular file's, from 7.2) is written back and the collapse
+                            // tried once more.
+                            if r == ScanResult::PageDirtyOrWriteback {
+                                let end = index + HPAGE_PMD_NR as u64;
                                 self.filemap_write_and_wait_range(inode, index, end);
                                 r = self.hpage_collapse_scan_file(
                                     pid,

@@ -223,7 +223,6 @@ fn with_mthp_collapse_an_empty_page_table_still_exceeds_max_ptes_none() {
 /// entries and holes (none) apart.
 #[test]
 fn shmem_swap_entries_count_against_max_ptes_swap_for_khugepaged_only() {
-    use model::mmap::{MapKind, Prot};
     use model::scan_result::ScanResult;
     for profile in [KernelProfile::v6_1(), KernelProfile::v6_18()] {
         let name = profile.name;
@@ -237,14 +236,7 @@ fn shmem_swap_entries_count_against_max_ptes_swap_for_khugepaged_only() {
         // out; then advised.
         let mut ranges = Vec::new();
         for n in [2u64, 4] {
-            let fd = s.step("memfd", |k| k.memfd_create());
-            s.step("ftruncate", |k| k.ftruncate(fd, PMD)).unwrap();
-            let at = BASE + n * PMD;
-            let a = s
-                .step("mmap", |k| {
-                    k.mmap(p, at, PMD, Prot::READ_WRITE, MapKind::Shared(fd), 0, false)
-                })
-                .unwrap();
+            let (_, a) = s.memfd_shared(p, BASE + n * PMD, PMD);
             s.fill(p, a, 0, PMD);
             s.madvise(p, a + 8 * PAGE, 2 * PAGE, Advice::PageOut)
                 .unwrap();
@@ -294,7 +286,7 @@ fn shmem_swap_entries_count_against_max_ptes_swap_for_khugepaged_only() {
 /// its own (`retract_page_tables_every_mm`), so the other process refaults by PTEs.
 #[test]
 fn collapse_file_retracts_the_emptied_page_tables_of_other_mms() {
-    use model::mmap::{MapKind, Prot};
+    use model::mmap::MapKind;
     for (profile, other_pmd_mapped, len) in [
         (KernelProfile::v6_1(), false, PMD),
         (KernelProfile::for_release("6.6").unwrap(), true, PMD),
@@ -305,21 +297,7 @@ fn collapse_file_retracts_the_emptied_page_tables_of_other_mms() {
         let mut s = Sys::new(profile);
         let a = s.p;
         // One or two PMD ranges of the file mapped; the first one is collapsed.
-        let fd = s.step("memfd", |k| k.memfd_create());
-        s.step("ftruncate", |k| k.ftruncate(fd, len)).unwrap();
-        let at = s
-            .step("mmap", |k| {
-                k.mmap(
-                    a,
-                    BASE,
-                    len,
-                    Prot::READ_WRITE,
-                    MapKind::Shared(fd),
-                    0,
-                    false,
-                )
-            })
-            .unwrap();
+        let (_, at) = s.memfd_shared(a, BASE, len);
         s.fill(a, at, 0, PMD);
         s.madvise(a, at, len, Advice::HugePage).unwrap();
         let b = s.fork(a);
@@ -341,34 +319,8 @@ fn collapse_file_retracts_the_emptied_page_tables_of_other_mms() {
     // anon_vma, so the refault maps by PTEs.
     let mut s = Sys::v618();
     let a = s.p;
-    let fd = s.step("memfd", |k| k.memfd_create());
-    s.step("ftruncate", |k| k.ftruncate(fd, PMD)).unwrap();
-    let shared = s
-        .step("mmap", |k| {
-            k.mmap(
-                a,
-                BASE,
-                PMD,
-                Prot::READ_WRITE,
-                MapKind::Shared(fd),
-                0,
-                false,
-            )
-        })
-        .unwrap();
-    let private = s
-        .step("mmap", |k| {
-            k.mmap(
-                a,
-                BASE + 2 * PMD,
-                PMD,
-                Prot::READ_WRITE,
-                MapKind::Private(fd),
-                0,
-                false,
-            )
-        })
-        .unwrap();
+    let (fd, shared) = s.memfd_shared(a, BASE, PMD);
+    let private = s.mmap_file(a, BASE + 2 * PMD, PMD, MapKind::Private(fd));
     s.fill(a, shared, 0, PMD);
     s.write(a, private, 7);
     s.madvise(a, private, PAGE, Advice::DontNeed).unwrap();

@@ -96,21 +96,7 @@ fn memfd_shared_mapping_gets_pmd_thp_under_advise() {
     let mut s = Sys::v618();
     s.k.thp.shmem_enabled = ShmemEnabled::Advise;
     let p = s.p;
-    let fd = s.step("memfd", |k| k.memfd_create());
-    s.step("ftruncate", |k| k.ftruncate(fd, 2 * PMD)).unwrap();
-    let a = s
-        .step("mmap", |k| {
-            k.mmap(
-                p,
-                BASE,
-                2 * PMD,
-                Prot::READ_WRITE,
-                MapKind::Shared(fd),
-                0,
-                false,
-            )
-        })
-        .unwrap();
+    let (fd, a) = s.memfd_shared(p, BASE, 2 * PMD);
     // No MADV_HUGEPAGE: small pages.
     s.fill(p, a, 0, PMD);
     assert_eq!(s.folio(p, a).order, 0);
@@ -124,19 +110,7 @@ fn memfd_shared_mapping_gets_pmd_thp_under_advise() {
         "page cache + one PMD"
     );
     // A second mapping of the same file sees the same pages.
-    let b = s
-        .step("mmap2", |k| {
-            k.mmap(
-                p,
-                BASE + 8 * PMD,
-                2 * PMD,
-                Prot::READ_WRITE,
-                MapKind::Shared(fd),
-                0,
-                false,
-            )
-        })
-        .unwrap();
+    let b = s.mmap_file(p, BASE + 8 * PMD, 2 * PMD, MapKind::Shared(fd));
     s.validate(p, b, 0, 2 * PMD);
     // MADV_DONTNEED does not evict shmem pages.
     s.madvise(p, a, 2 * PMD, Advice::DontNeed).unwrap();
@@ -156,21 +130,7 @@ fn shmem_dontneed_inside_pmd_clears_the_whole_pmd() {
     let mut s = Sys::v618();
     s.k.thp.shmem_enabled = ShmemEnabled::Always;
     let p = s.p;
-    let fd = s.step("memfd", |k| k.memfd_create());
-    s.step("ftruncate", |k| k.ftruncate(fd, PMD)).unwrap();
-    let a = s
-        .step("mmap", |k| {
-            k.mmap(
-                p,
-                BASE,
-                PMD,
-                Prot::READ_WRITE,
-                MapKind::Shared(fd),
-                0,
-                false,
-            )
-        })
-        .unwrap();
+    let (_, a) = s.memfd_shared(p, BASE, PMD);
     s.fill(p, a, 0, PMD);
     s.madvise(p, a, PAGE, Advice::DontNeed).unwrap();
     assert_eq!(
@@ -186,21 +146,7 @@ fn shmem_pageout_goes_to_swap_and_back() {
     let mut s = Sys::v618();
     s.step("swapon", |k| k.swapon(1024)).unwrap();
     let p = s.p;
-    let fd = s.step("memfd", |k| k.memfd_create());
-    s.step("ftruncate", |k| k.ftruncate(fd, 16 * PAGE)).unwrap();
-    let a = s
-        .step("mmap", |k| {
-            k.mmap(
-                p,
-                BASE,
-                16 * PAGE,
-                Prot::READ_WRITE,
-                MapKind::Shared(fd),
-                0,
-                false,
-            )
-        })
-        .unwrap();
+    let (_, a) = s.memfd_shared(p, BASE, 16 * PAGE);
     s.fill(p, a, 0, 16 * PAGE);
     s.madvise(p, a, 4 * PAGE, Advice::PageOut).unwrap();
     assert_eq!(s.k.swap_device().unwrap().in_use(), 4);

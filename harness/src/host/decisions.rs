@@ -183,8 +183,12 @@ impl FrameMap {
     /// sharing test, say). Such a decision is
     /// placed when exactly one whole PMD range of the process looked so: 512 present frames
     /// in a row from an aligned head; no present frame; some present frames, not PMD-mapped;
-    /// not PMD-mapped.
-    pub fn place_pageless(&self, p: ProcId, result: ScanResult) -> Option<u64> {
+    /// not PMD-mapped. A range without a page table (SCAN_NO_PTE_TABLE, SCAN_PMD_NULL,
+    /// SCAN_PMD_NONE) when every range held a present page is not on the run's memory:
+    /// khugepaged scans every eligible VMA of the process, and with an mTHP size at `always`
+    /// (`-s 2` sets hugepages-16kB so) 7.2+ finds the harness's own unpopulated memory
+    /// eligible.
+    pub fn place_pageless(&self, p: ProcId, result: ScanResult) -> Pageless {
         enum Look {
             PmdMapped,
             Empty,
@@ -207,10 +211,12 @@ impl FrameMap {
             | ScanResult::PageAnon
             | ScanResult::PageCompound => Look::PtePages,
             ScanResult::ExceedNonePte => Look::NotPmdMapped,
-            _ => return None,
+            _ => return Pageless::Unplaced,
+        };
+        let Some(ranges) = self.pmd_frames.get(&p).filter(|r| !r.is_empty()) else {
+            return Pageless::Unplaced;
         };
         let mut found = None;
-        let ranges = self.pmd_frames.get(&p)?;
         for (&h, frames) in ranges {
             let pmd_mapped = frames.len() == model::HPAGE_PMD_NR
                 && frames[0] % model::HPAGE_PMD_NR as u64 == 0
@@ -223,30 +229,26 @@ impl FrameMap {
             };
             if looks {
                 if found.is_some() {
-                    return None;
+                    return Pageless::Unplaced;
                 }
                 found = Some(h);
             }
         }
-        found
+        match (found, want) {
+            (Some(h), _) => Pageless::At(h),
+            (None, Look::Empty) => Pageless::Elsewhere,
+            (None, _) => Pageless::Unplaced,
+        }
     }
+}
 
-    /// Whether a pageless decision of `result` cannot be on the run's ranges of process `p`:
-    /// a range without a page table (SCAN_NO_PTE_TABLE, SCAN_PMD_NULL, SCAN_PMD_NONE) when
-    /// every whole range held a present page before the call. khugepaged scans every eligible
-    /// VMA of the process, and with an mTHP size at `always` (`-s 2` sets hugepages-16kB so)
-    /// 7.2+ finds the harness's own unpopulated heap and stack ranges eligible.
-    pub fn pageless_elsewhere(&self, p: ProcId, result: ScanResult) -> bool {
-        let empty_look = matches!(
-            result,
-            ScanResult::PmdNull | ScanResult::PmdNone | ScanResult::NoPteTable
-        );
-        empty_look
-            && self
-                .pmd_frames
-                .get(&p)
-                .is_some_and(|r| !r.is_empty() && r.values().all(|f| !f.is_empty()))
-    }
+/// Where [`FrameMap::place_pageless`] puts a decision without a page frame.
+pub enum Pageless {
+    At(u64),
+    /// Possibly on the run's memory, but on no one range that can be told.
+    Unplaced,
+    /// Not on the run's memory.
+    Elsewhere,
 }
 
 /// A file decision without a page: the process's one mapping of that file, when it covers
@@ -417,40 +419,42 @@ pub fn decisions_from(
                 // file of the run, if it maps only one: 6.1 prints the dentry's inline name
                 // (`d_iname`), which a name of 32 bytes or more does not use
                 // (`memfd:khugepaged-selftest-collapse-shmem`), so it prints no name of ours.
-                let file_maps = || {
-                    let name = e.get("filename").unwrap_or("");
-                    let name = name.strip_prefix("memfd:").unwrap_or(name);
-                    at.files.get(name).or_else(|| {
-                        let mut mine = at
-                            .files
-                            .values()
-                            .filter(|m| m.iter().any(|(q, _, _)| *q == p));
-                        let one = mine.next()?;
-                        mine.next().is_none().then_some(one)
+                let file_maps = file
+                    .then(|| {
+                        let name = e.get("filename").unwrap_or("");
+                        let name = name.strip_prefix("memfd:").unwrap_or(name);
+                        at.files.get(name).or_else(|| {
+                            let mut mine = at
+                                .files
+                                .values()
+                                .filter(|m| m.iter().any(|(q, _, _)| *q == p));
+                            let one = mine.next()?;
+                            mine.next().is_none().then_some(one)
+                        })
                     })
+                    .flatten();
+                let pageless = match (file, pfn) {
+                    (false, None) => at.frames.place_pageless(p, result),
+                    _ => Pageless::Unplaced,
                 };
                 let addr = pfn
                     .and_then(|f| at.frames.place_frame(f, p))
                     .or_else(|| pfn.and_then(|f| heads.get(&(f, p)).copied()))
                     .or(after_collapse)
-                    .or_else(|| match (file, pfn) {
-                        (true, _) => file_maps().and_then(|m| place_file(m, p)),
-                        (false, None) => at.frames.place_pageless(p, result),
-                        (false, Some(_)) => None,
+                    .or_else(|| match (file_maps, &pageless) {
+                        (Some(m), _) => place_file(m, p),
+                        (None, Pageless::At(h)) => Some(*h),
+                        _ => None,
                     })
                     .or(in_call);
-                let span = match (addr, file) {
-                    (None, true) => file_maps().and_then(|m| file_span(m, p)),
-                    _ => None,
-                };
                 // Not on the run's memory (and not a MADV_COLLAPSE call's own range).
-                if addr.is_none()
-                    && !file
-                    && pfn.is_none()
-                    && at.frames.pageless_elsewhere(p, result)
-                {
+                if addr.is_none() && matches!(pageless, Pageless::Elsewhere) {
                     continue;
                 }
+                let span = addr
+                    .is_none()
+                    .then(|| file_maps.and_then(|m| file_span(m, p)))
+                    .flatten();
                 let record = if file {
                     format!(
                         "scan_file present={} swap={}",

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 use model::errno::Errno;
+use model::filemap::InodeId;
 use model::folio::{Folio, FolioId};
 use model::madvise::Advice;
 use model::mmap::{MapKind, Prot};
@@ -51,6 +52,28 @@ impl Sys {
             )
         })
         .expect("mmap")
+    }
+
+    /// memfd_create, then ftruncate to `len`.
+    pub fn memfd(&mut self, len: u64) -> InodeId {
+        let fd = self.step("memfd", |k| k.memfd_create());
+        self.step("ftruncate", |k| k.ftruncate(fd, len))
+            .expect("ftruncate");
+        fd
+    }
+
+    /// A read-write mapping of file `fd` from offset 0 (`MapKind::Shared` or `Private`).
+    pub fn mmap_file(&mut self, pid: Pid, addr: u64, len: u64, kind: MapKind) -> u64 {
+        self.step("mmap", |k| {
+            k.mmap(pid, addr, len, Prot::READ_WRITE, kind, 0, false)
+        })
+        .expect("mmap")
+    }
+
+    /// A memfd of `len` bytes mapped shared at `addr`: the file and the mapping's address.
+    pub fn memfd_shared(&mut self, pid: Pid, addr: u64, len: u64) -> (InodeId, u64) {
+        let fd = self.memfd(len);
+        (fd, self.mmap_file(pid, addr, len, MapKind::Shared(fd)))
     }
 
     pub fn write(&mut self, pid: Pid, addr: u64, v: u64) {
