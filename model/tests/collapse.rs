@@ -489,6 +489,34 @@ fn shmem_full_of_compound_hits_pte_mapped_hugepage() {
     assert!(huge(&s, s.p, p, 1));
 }
 
+/// The decision record of `collapse_pte_mapped_thp` (no tracepoint; `--explain` shows it)
+/// counts the range as its page table holds it: the PTEs of the THP that are none, and the
+/// writable ones among those mapped.
+#[test]
+fn pte_mapped_thp_record_counts_none_and_writable_ptes() {
+    let mut s = new(KernelProfile::v6_18());
+    let me = s.p;
+    let p = shmem_area(&mut s, 1);
+    s.madvise(s.p, p, PMD, Advice::HugePage).unwrap();
+    s.fill(s.p, p, 0, PMD);
+    s.madvise(s.p, p, PAGE, Advice::NoHugePage).unwrap();
+    s.madvise(s.p, p, PMD, Advice::NoHugePage).unwrap();
+    // A fault maps the whole shmem folio (finish_fault, 6.11+) with writable PTEs (a shared
+    // writable shmem mapping wants no write notification); MADV_DONTNEED leaves 212 none.
+    s.fill(s.p, p, 0, PAGE);
+    s.madvise(s.p, p + 300 * PAGE, 212 * PAGE, Advice::DontNeed)
+        .unwrap();
+    assert_eq!(s.folio(s.p, p).order, 9, "PTE-mapped page-cache THP");
+    assert_eq!(madvise_collapse(&mut s, me, p, 1), Ok(()));
+    let r =
+        s.k.collapse_log()
+            .iter()
+            .find(|r| r.stage == CollapseStage::PteMappedThp)
+            .expect("collapse_pte_mapped_thp ran");
+    assert_eq!(r.result, ScanResult::Succeed);
+    assert_eq!((r.none_or_zero, r.writable), (212, 300));
+}
+
 #[test]
 fn shmem_empty_range_is_truncated_and_max_ptes_none_applies_to_page_cache() {
     let mut s = new(KernelProfile::v6_18());
