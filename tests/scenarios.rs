@@ -76,6 +76,9 @@ fn parse_error_trials() -> Vec<Trial> {
         ("sleep 0 ms\n", "x.scn:1:7: expected 1 to 3600000 milliseconds, found `0`"),
         ("sleep 5 s\n", "x.scn:1:9: expected `ms`"),
         ("expect scan-result\n", "x.scn:1:19: expected a mapping name (a letter, then letters, digits, _ or -), found end of line"),
+        ("file F 1 pmd on nfs\n", "x.scn:1:17: expected a filesystem (tmpfs, disk), found `nfs`"),
+        ("memfd M 1 pmd size 100 pages\nread M 99..100\n", "x.scn:2:8: expected pages 0..99 of M, inside its file (past the end a load or store is SIGBUS), found page 100"),
+        ("file F 1 pmd on disk size 2 pages\nmremap F to G\nwrite G\n", "x.scn:3:1: expected pages 0..1 of G, inside its file"),
         ("set khugepaged/pages_to_scan 4096\n", "x.scn:1:5: expected a setting other than khugepaged/pages_to_scan: in a scenario every khugepaged wake-up scans whole rounds"),
     ];
     let mut trials = Vec::new();

@@ -200,6 +200,15 @@ impl Kernel {
                                     f.0, folio.order
                                 ));
                             }
+                            // Readahead and faults stop at the end of a regular file and
+                            // truncation drops what lies past it (a shmem THP may cover it).
+                            if !inode.is_shmem() && index >= inode.size_pages {
+                                errs.push(format!(
+                                    "inode {ino}: folio {} at index {index}, past the end of \
+                                     the file ({} pages)",
+                                    f.0, inode.size_pages
+                                ));
+                            }
                             *cache_refs.entry(f).or_default() += folio.nr_pages() as i32;
                         }
                     },

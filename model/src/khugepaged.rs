@@ -1005,7 +1005,13 @@ impl Kernel {
                     Err(_) => return ScanResult::Fail,
                 },
                 Some((_, CacheEntry::Folio(f))) => f,
-                None if !self.inode(inode).is_shmem() && index < self.inode(inode).size_pages => {
+                // A regular file's missing page is read (page_cache_sync_readahead); readahead
+                // stops at the end of the file, so past it there is no folio to lock: SCAN_FAIL.
+                // A shmem hole, also past the end, is left for the new THP to fill with zeros.
+                None if !self.inode(inode).is_shmem() => {
+                    if index >= self.inode(inode).size_pages {
+                        return ScanResult::Fail;
+                    }
                     self.filemap_get_folio(inode, index).0
                 }
                 None => {

@@ -109,6 +109,9 @@ pub enum MapKind {
     TmpfsFile {
         huge: String,
     },
+    /// A regular file on a block-device filesystem (the host's /var/tmp; ext4 in the qemu
+    /// guests).
+    DiskFile,
 }
 
 /// A selector of `on ...:`: which releases a line applies to.
@@ -265,6 +268,9 @@ pub enum Op {
         name: String,
         kind: MapKind,
         pages: u64,
+        /// A file's size in pages where `size` sets it apart from the mapping's (a mapping
+        /// that runs past the end of its file); None: the file is as long as the mapping.
+        size: Option<u64>,
     },
     Munmap {
         map: String,
@@ -650,6 +656,16 @@ fn parse_sizes(t: &mut Toks) -> Result<u64, ParseError> {
     Ok(pages)
 }
 
+/// The optional `size SIZE` of a file mapping: the file's own length, shorter or longer than
+/// the mapping (ftruncate'd to it), so that a mapping can run past the end of its file.
+fn parse_file_size(t: &mut Toks) -> Result<Option<u64>, ParseError> {
+    if t.eat("size") {
+        parse_sizes(t).map(Some)
+    } else {
+        Ok(None)
+    }
+}
+
 /// Parses the operation of one line (header lines `in`/`on` get their body from the caller).
 fn parse_op(t: &mut Toks) -> Result<Op, ParseError> {
     let kw = t.next("an operation")?;
@@ -695,39 +711,48 @@ fn parse_op(t: &mut Toks) -> Result<Op, ParseError> {
                 name,
                 kind: MapKind::Anon,
                 pages: parse_sizes(t)?,
+                size: None,
             }
         }
         "memfd" => {
             let name = t.name("a mapping name")?;
+            let pages = parse_sizes(t)?;
             Op::Map {
                 name,
                 kind: MapKind::Memfd,
-                pages: parse_sizes(t)?,
+                pages,
+                size: parse_file_size(t)?,
             }
         }
         "file" => {
             let name = t.name("a mapping name")?;
             let pages = parse_sizes(t)?;
             t.word("on")?;
-            t.word("tmpfs")?;
-            let huge = if t.peek().is_some() {
-                let h = t.choice(
-                    "a tmpfs huge= option",
-                    &[
-                        ("huge=never", "never"),
-                        ("huge=always", "always"),
-                        ("huge=within_size", "within_size"),
-                        ("huge=advise", "advise"),
-                    ],
-                )?;
-                h.to_string()
-            } else {
-                "advise".to_string()
+            let kind = match t.choice("a filesystem", &[("tmpfs", false), ("disk", true)])? {
+                true => MapKind::DiskFile,
+                false if t.peek().is_some_and(|w| w.starts_with("huge=")) => {
+                    let h = t.choice(
+                        "a tmpfs huge= option",
+                        &[
+                            ("huge=never", "never"),
+                            ("huge=always", "always"),
+                            ("huge=within_size", "within_size"),
+                            ("huge=advise", "advise"),
+                        ],
+                    )?;
+                    MapKind::TmpfsFile {
+                        huge: h.to_string(),
+                    }
+                }
+                false => MapKind::TmpfsFile {
+                    huge: "advise".to_string(),
+                },
             };
             Op::Map {
                 name,
-                kind: MapKind::TmpfsFile { huge },
+                kind,
                 pages,
+                size: parse_file_size(t)?,
             }
         }
         "munmap" => Op::Munmap {
@@ -1167,6 +1192,8 @@ struct Known {
     current: String,
     /// Every mapping name ever made, with its size (names are never reused).
     sizes: BTreeMap<String, u64>,
+    /// Mappings that run past the end of their file: where the file ends (in pages).
+    file_ends: BTreeMap<String, u64>,
     labels: BTreeSet<String>,
 }
 
@@ -1307,7 +1334,9 @@ fn check_stmt(
             }
             k.procs.remove(name);
         }
-        Op::Map { name, pages, .. } => {
+        Op::Map {
+            name, pages, size, ..
+        } => {
             if k.sizes.contains_key(name) {
                 return Err(at(
                     s,
@@ -1316,13 +1345,33 @@ fn check_stmt(
                 ));
             }
             k.sizes.insert(name.clone(), *pages);
+            if let Some(end) = size.filter(|end| end < pages) {
+                k.file_ends.insert(name.clone(), end);
+            }
             k.procs.get_mut(&k.current).unwrap().insert(name.clone());
         }
         Op::Munmap { map } => {
             mapping(k, map)?;
             k.procs.get_mut(&k.current).unwrap().remove(map);
         }
-        Op::Access { map, range, .. } | Op::Madvise { map, range, .. } => {
+        Op::Access { map, range, .. } => {
+            let size = mapping(k, map)?;
+            in_range(map, *range, size)?;
+            // A load or store past the end of the file is SIGBUS (the case process dies).
+            let last = range.map_or(size - 1, |r| r.last);
+            if let Some(&end) = k.file_ends.get(map).filter(|&&end| last >= end) {
+                return Err(at(
+                    s,
+                    format!(
+                        "pages 0..{} of {map}, inside its file (past the end a load or store \
+                         is SIGBUS)",
+                        end - 1
+                    ),
+                    format!("page {last}"),
+                ));
+            }
+        }
+        Op::Madvise { map, range, .. } => {
             let size = mapping(k, map)?;
             in_range(map, *range, size)?;
         }
@@ -1332,6 +1381,9 @@ fn check_stmt(
                 return Err(at(s, "a new mapping name", format!("`{to}`, used before")));
             }
             k.sizes.insert(to.clone(), size);
+            if let Some(&end) = k.file_ends.get(from) {
+                k.file_ends.insert(to.clone(), end);
+            }
             let cur = k.procs.get_mut(&k.current).unwrap();
             cur.remove(from);
             cur.insert(to.clone());

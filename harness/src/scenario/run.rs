@@ -32,6 +32,9 @@ pub trait ScenarioExt: Backend {
     fn vmstat(&mut self, name: &str) -> Option<u64>;
     /// Creates a file on a tmpfs mounted with `huge=` (open for writing).
     fn create_tmpfs_file(&mut self, huge: &str) -> Result<crate::backend::Fd, Errno>;
+    /// Creates a regular file on a block-device filesystem (open for writing, never linked
+    /// anywhere the next run could meet it). Err: why there is none.
+    fn create_disk_file(&mut self) -> Result<crate::backend::Fd, String>;
     /// Collapse decisions since the last call, oldest first. Err when this backend cannot
     /// observe them (the reason).
     fn take_decisions(&mut self) -> Result<Vec<Decision>, String>;
@@ -40,6 +43,11 @@ pub trait ScenarioExt: Backend {
     fn take_decisions_explained(&mut self) -> Result<(Vec<Decision>, Vec<CollapseReport>), String> {
         self.take_decisions().map(|d| (d, Vec::new()))
     }
+    /// The model's invariant checker (page tables, mapcounts, page cache and swap agree);
+    /// a real kernel has none to run.
+    fn check_model_invariants(&mut self) -> Result<(), String> {
+        Ok(())
+    }
     /// One khugepaged wake-up: a single `khugepaged_do_scan` pass.
     fn khugepaged_wake(&mut self) -> Result<(), String> {
         self.khugepaged_pass()
@@ -47,6 +55,22 @@ pub trait ScenarioExt: Backend {
     /// After a settings write: returns once khugepaged sleeps again (deterministic mode).
     fn after_settings_write(&mut self) -> Result<(), String> {
         self.khugepaged_settle()
+    }
+}
+
+impl ModelBackend {
+    /// A new file with a fresh name in the model's stand-in for a directory of `kind`.
+    fn create_file_in(&mut self, kind: DirKind) -> Result<crate::backend::Fd, Errno> {
+        let saved = self.dir.replace(kind);
+        let mut n = 0;
+        let fd = loop {
+            match self.create_file(&format!("scenario-file-{n}")) {
+                Err(Errno::EEXIST) => n += 1,
+                r => break r,
+            }
+        };
+        self.dir = saved;
+        fd
     }
 }
 
@@ -82,18 +106,20 @@ impl ScenarioExt for ModelBackend {
     }
 
     fn create_tmpfs_file(&mut self, huge: &str) -> Result<crate::backend::Fd, Errno> {
-        let saved = self.dir.replace(DirKind::Tmpfs {
+        self.create_file_in(DirKind::Tmpfs {
             huge: huge.to_string(),
-        });
-        let mut n = 0;
-        let fd = loop {
-            match self.create_file(&format!("scenario-file-{n}")) {
-                Err(Errno::EEXIST) => n += 1,
-                r => break r,
-            }
-        };
-        self.dir = saved;
-        fd
+        })
+    }
+
+    fn check_model_invariants(&mut self) -> Result<(), String> {
+        self.k.check_invariants().map_err(|v| v.0.join("; "))
+    }
+
+    fn create_disk_file(&mut self) -> Result<crate::backend::Fd, String> {
+        self.create_file_in(DirKind::Disk {
+            read_ahead_kb_path: None,
+        })
+        .map_err(|e| e.name().to_string())
     }
 
     fn take_decisions(&mut self) -> Result<Vec<Decision>, String> {
@@ -451,7 +477,12 @@ impl<B: ScenarioExt> Runner<'_, B> {
                     Ok(())
                 }
             }
-            _ => self.simple(s).map_err(Fail::Here),
+            _ => {
+                self.simple(s).map_err(Fail::Here)?;
+                self.b.check_model_invariants().map_err(|v| {
+                    Fail::Here(format!("the model broke its invariants on this line: {v}"))
+                })
+            }
         }
     }
 
@@ -491,18 +522,26 @@ impl<B: ScenarioExt> Runner<'_, B> {
                     .exit_process(p)
                     .map_err(|e| format!("exit: {}", e.name()))
             }
-            Op::Map { name, kind, pages } => {
+            Op::Map {
+                name,
+                kind,
+                pages,
+                size,
+            } => {
                 let len = pages * ps();
                 let target = match kind {
                     MapKind::Anon => MapTarget::PrivateAnon,
-                    MapKind::Memfd | MapKind::TmpfsFile { .. } => {
-                        let fd = match kind {
+                    MapKind::Memfd | MapKind::TmpfsFile { .. } | MapKind::DiskFile => {
+                        let created = match kind {
                             MapKind::TmpfsFile { huge } => self.b.create_tmpfs_file(huge),
+                            MapKind::DiskFile => Ok(self.b.create_disk_file().map_err(|e| {
+                                format!("creating a file on a block-device filesystem: {e}")
+                            })?),
                             _ => self.b.memfd_create(name),
-                        }
-                        .map_err(|e| format!("creating the file: {}", e.name()))?;
+                        };
+                        let fd = created.map_err(|e| format!("creating the file: {}", e.name()))?;
                         self.b
-                            .ftruncate(fd, len)
+                            .ftruncate(fd, size.map_or(len, |s| s * ps()))
                             .map_err(|e| format!("ftruncate: {}", e.name()))?;
                         MapTarget::SharedRw(fd)
                     }
