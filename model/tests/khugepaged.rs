@@ -355,3 +355,45 @@ fn madvise_collapse_stays_inside_its_range() {
         s.validate(p, BASE, 0, 2 * PMD);
     }
 }
+
+/// `khugepaged_do_scan` spends one budget of `pages_to_scan` per wake-up across MMs: what the
+/// first MM's slot used is taken off what the next one may scan (`pages - progress`), and the
+/// pass goes on to the next MM until the budget is spent. With pages_to_scan 2048, an MM of
+/// one 2 MiB range (about 513 of it) leaves the next MM enough for three of its ranges (each
+/// counts HPAGE_PMD_NR; the pass stops once the progress reaches the budget).
+#[test]
+fn one_wakeup_spends_pages_to_scan_across_mms() {
+    let mut s = registered(KernelProfile::v6_18());
+    let a = s.p;
+    let b = s.step("spawn", |k| k.spawn());
+    s.mmap_anon(b, BASE, 8 * PMD);
+    s.write(b, BASE, 1);
+    s.madvise(b, BASE, 8 * PMD, Advice::HugePage).unwrap();
+    assert_eq!(s.k.khugepaged_mm_list(), &[a, b]);
+    s.k.sysfs_write("khugepaged/pages_to_scan", "2048").unwrap();
+    let ranges_of = |records: &[model::khugepaged::CollapseReport], pid| {
+        records
+            .iter()
+            .filter(|r| r.pid == pid && r.stage == model::khugepaged::CollapseStage::ScanPmd)
+            .count()
+    };
+    let records = s.step("khugepaged", |k| k.khugepaged_do_scan().to_vec());
+    assert_eq!((ranges_of(&records, a), ranges_of(&records, b)), (1, 3));
+    // The next wake-up goes on where the cursor stopped: B's next three ranges.
+    let records = s.step("khugepaged", |k| k.khugepaged_do_scan().to_vec());
+    assert_eq!((ranges_of(&records, a), ranges_of(&records, b)), (0, 4));
+}
+
+/// `khugepaged_run_full_scans` (the model's form of the selftest's wait for full scans) gives
+/// up after exactly `max_wakeups` wake-ups when no full scan can complete (thread stopped).
+#[test]
+fn waiting_for_full_scans_stops_after_max_wakeups() {
+    let mut s = registered(KernelProfile::v6_18());
+    s.k.sysfs_write("enabled", "never").unwrap();
+    let used = s.step("khugepaged", |k| k.khugepaged_run_full_scans(1, 3));
+    assert_eq!(used, 3);
+    // A running thread finishes its one-range MM's full scan on the first wake-up.
+    s.k.sysfs_write("enabled", "madvise").unwrap();
+    let used = s.step("khugepaged", |k| k.khugepaged_run_full_scans(1, 3));
+    assert_eq!(used, 1);
+}
