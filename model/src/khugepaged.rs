@@ -1371,21 +1371,24 @@ impl Kernel {
         let mut finished_mm = true;
         if self.mms.contains_key(&pid) {
             let vmas: Vec<u64> = self.mms[&pid].vmas.iter().map(|v| v.start).collect();
+            let walk_from = address;
             'vmas: for vstart in vmas {
                 let Some(vma) = self.mms[&pid].vmas.find(vstart).cloned() else {
                     continue;
                 };
-                if vma.end <= address {
-                    // The walk starts at the cursor: VMAs before it are not visited.
+                if vma.end <= walk_from {
+                    // The VMA iterator starts at the cursor: VMAs before it are not visited.
                     continue;
                 }
+                // Every VMA the walk skips costs one page of the budget; a VMA without a
+                // whole PMD range that the cursor has not passed costs nothing.
                 if self.collapse_possible_orders(pid, &vma, vma.flags, TvaType::Khugepaged) == 0 {
                     progress += 1;
                     continue;
                 }
                 let hstart = (vma.start + HPAGE_PMD_SIZE - 1) & !(HPAGE_PMD_SIZE - 1);
                 let hend = pmd_align_down(vma.end);
-                if hstart >= hend || address > hend {
+                if address > hend {
                     progress += 1;
                     continue;
                 }

@@ -356,32 +356,116 @@ fn madvise_collapse_stays_inside_its_range() {
     }
 }
 
-/// `khugepaged_do_scan` spends one budget of `pages_to_scan` per wake-up across MMs: what the
-/// first MM's slot used is taken off what the next one may scan (`pages - progress`), and the
-/// pass goes on to the next MM until the budget is spent. With pages_to_scan 2048, an MM of
-/// one 2 MiB range (about 513 of it) leaves the next MM enough for three of its ranges (each
-/// counts HPAGE_PMD_NR; the pass stops once the progress reaches the budget).
-#[test]
-fn one_wakeup_spends_pages_to_scan_across_mms() {
-    let mut s = registered(KernelProfile::v6_18());
+/// ScanPmd decisions per MM in `records`.
+fn ranges_scanned(
+    records: &[model::khugepaged::CollapseReport],
+    pids: [model::Pid; 2],
+) -> (usize, usize) {
+    let of = |pid| {
+        records
+            .iter()
+            .filter(|r| r.pid == pid && r.stage == model::khugepaged::CollapseStage::ScanPmd)
+            .count()
+    };
+    (of(pids[0]), of(pids[1]))
+}
+
+/// A second registered MM after the current one: eight empty 2 MiB ranges but the first
+/// page. With max_ptes_none 0 no range of either collapses, so no scan drops the mmap lock
+/// and ends an MM's slot early.
+fn second_mm(s: &mut Sys) -> [model::Pid; 2] {
     let a = s.p;
     let b = s.step("spawn", |k| k.spawn());
     s.mmap_anon(b, BASE, 8 * PMD);
     s.write(b, BASE, 1);
     s.madvise(b, BASE, 8 * PMD, Advice::HugePage).unwrap();
     assert_eq!(s.k.khugepaged_mm_list(), &[a, b]);
-    s.k.sysfs_write("khugepaged/pages_to_scan", "2048").unwrap();
-    let ranges_of = |records: &[model::khugepaged::CollapseReport], pid| {
-        records
-            .iter()
-            .filter(|r| r.pid == pid && r.stage == model::khugepaged::CollapseStage::ScanPmd)
-            .count()
+    s.k.sysfs_write("khugepaged/max_ptes_none", "0").unwrap();
+    [a, b]
+}
+
+fn wake(s: &mut Sys, pages_to_scan: u32) -> Vec<model::khugepaged::CollapseReport> {
+    s.k.sysfs_write("khugepaged/pages_to_scan", &pages_to_scan.to_string())
+        .unwrap();
+    s.step("khugepaged", |k| k.khugepaged_do_scan().to_vec())
+}
+
+/// What the first MM's slot costs of one wake-up's budget, measured through the second MM:
+/// `khugepaged_do_scan` hands it `pages - cost`, and it scans ranges (1 for its slot, then
+/// HPAGE_PMD_NR each) until it reaches that; so it scans three ranges exactly when
+/// `pages_to_scan >= cost + 1026`. `setup` builds a fresh machine with both MMs registered,
+/// the cursor where the measured wake-up starts.
+fn first_mm_cost(setup: impl Fn() -> (Sys, [model::Pid; 2])) -> u32 {
+    let b_ranges = |pages| {
+        let (mut s, pids) = setup();
+        ranges_scanned(&wake(&mut s, pages), pids).1
     };
-    let records = s.step("khugepaged", |k| k.khugepaged_do_scan().to_vec());
-    assert_eq!((ranges_of(&records, a), ranges_of(&records, b)), (1, 3));
-    // The next wake-up goes on where the cursor stopped: B's next three ranges.
-    let records = s.step("khugepaged", |k| k.khugepaged_do_scan().to_vec());
-    assert_eq!((ranges_of(&records, a), ranges_of(&records, b)), (0, 4));
+    let (mut lo, mut hi) = (1026, 1026 + 4096);
+    assert!(b_ranges(lo) < 3 && b_ranges(hi) >= 3);
+    while hi - lo > 1 {
+        let mid = (lo + hi) / 2;
+        if b_ranges(mid) >= 3 {
+            hi = mid;
+        } else {
+            lo = mid;
+        }
+    }
+    hi - 1026
+}
+
+/// `khugepaged_do_scan` spends one budget of `pages_to_scan` per wake-up across MMs: what the
+/// first MM's slot used (`khugepaged_scan_mm_slot`: 1 for the slot, HPAGE_PMD_NR a range) is
+/// taken off what the next one may scan (`pages - progress`), and the pass goes on to the next
+/// MM until the budget is spent, the cursor carrying on from there at the next wake-up.
+#[test]
+fn one_wakeup_spends_pages_to_scan_across_mms() {
+    let mut s = registered(KernelProfile::v6_18());
+    let pids = second_mm(&mut s);
+    // A: 513. B may use 1535: three ranges (1 + 3 * 512 >= 1535).
+    assert_eq!(ranges_scanned(&wake(&mut s, 2048), pids), (1, 3));
+    // B's next four ranges (1 + 4 * 512 >= 2048).
+    assert_eq!(ranges_scanned(&wake(&mut s, 2048), pids), (0, 4));
+    let one_range = || {
+        let mut s = registered(KernelProfile::v6_18());
+        let pids = second_mm(&mut s);
+        (s, pids)
+    };
+    assert_eq!(first_mm_cost(one_range), 513);
+}
+
+/// A VMA khugepaged may not collapse (here MADV_NOHUGEPAGE) costs one page of the budget in
+/// `khugepaged_scan_mm_slot`.
+#[test]
+fn a_vma_khugepaged_skips_costs_one_page_of_the_budget() {
+    let cost = first_mm_cost(|| {
+        let mut s = registered(KernelProfile::v6_18());
+        let a = s.p;
+        s.mmap_anon(a, BASE + 4 * PMD, PAGE);
+        s.madvise(a, BASE + 4 * PMD, PAGE, Advice::NoHugePage)
+            .unwrap();
+        let pids = second_mm(&mut s);
+        (s, pids)
+    });
+    assert_eq!(cost, 1 + 512 + 1);
+}
+
+/// A cursor left at the end of a VMA's last whole range (the VMA goes on for a page) is not
+/// past it (`khugepaged_scan.address > hend` is false), so that VMA costs nothing at the next
+/// wake-up: the slot costs 1.
+#[test]
+fn a_cursor_at_the_end_of_a_vmas_last_range_costs_nothing() {
+    let cost = first_mm_cost(|| {
+        let mut s = Sys::new(KernelProfile::v6_18());
+        let a = s.p;
+        s.mmap_anon(a, BASE, PMD + PAGE);
+        s.write(a, BASE, 1);
+        s.madvise(a, BASE, PMD + PAGE, Advice::HugePage).unwrap();
+        let pids = second_mm(&mut s);
+        // The budget ends with A's range: the cursor stays in A, at BASE + PMD.
+        assert_eq!(ranges_scanned(&wake(&mut s, 513), pids), (1, 0));
+        (s, pids)
+    });
+    assert_eq!(cost, 1);
 }
 
 /// `khugepaged_run_full_scans` (the model's form of the selftest's wait for full scans) gives
