@@ -229,6 +229,8 @@ struct Tally {
     occupied: Vec<bool>,
     /// The order of the attempt, for its report (0: the PMD order).
     order: u8,
+    /// PTEs the scan looked at, the one that ended it included.
+    scanned_ptes: u32,
     folios: Vec<FolioSeen>,
     /// The range before the attempt (None: the report takes the picture after it).
     before: Option<RangePicture>,
@@ -408,6 +410,17 @@ impl Kernel {
         haddr: u64,
         cc: CollapseContext,
     ) -> ScanResult {
+        self.hpage_collapse_scan_pmd_counted(pid, haddr, cc).0
+    }
+
+    /// [`Kernel::hpage_collapse_scan_pmd`], with the number of PTEs its scan looked at (0
+    /// when it found no PTE table): what the range costs of khugepaged's budget from 7.2.
+    fn hpage_collapse_scan_pmd_counted(
+        &mut self,
+        pid: Pid,
+        haddr: u64,
+        cc: CollapseContext,
+    ) -> (ScanResult, u32) {
         let pmd_only = 1u32 << HPAGE_PMD_ORDER;
         let enabled_orders = match self.mms.get(&pid).and_then(|mm| mm.vmas.find(haddr)) {
             Some(vma) if self.profile.khugepaged_mthp_collapse => {
@@ -429,7 +442,7 @@ impl Kernel {
         let result = self.scan_pmd_ptes(pid, haddr, cc, &limits, &mut t);
         self.report(cc, CollapseStage::ScanPmd, pid, haddr, result, &t);
         if result != ScanResult::Succeed {
-            return result;
+            return (result, t.scanned_ptes);
         }
         let scan_report = self.collapse_log.len() - 1;
         let result = if enabled_orders == pmd_only {
@@ -441,7 +454,7 @@ impl Kernel {
         if result == ScanResult::Succeed && cc.is_khugepaged() {
             self.khugepaged_state.pages_collapsed += 1;
         }
-        result
+        (result, t.scanned_ptes)
     }
 
     /// `mthp_collapse`: walks the PTE table from its start, trying at each offset the largest
@@ -563,6 +576,7 @@ impl Kernel {
             unreachable!()
         };
         for (i, pte) in table.iter().enumerate() {
+            t.scanned_ptes += 1;
             let p = match *pte {
                 Pte::Swap { .. } => match t.count_swap(khugepaged, limits) {
                     Some(stop) => return stop,
@@ -1394,10 +1408,22 @@ impl Kernel {
                 }
                 address = address.max(hstart);
                 while address < hend {
+                    // What the range costs of the budget: the whole range up to 6.x; from 7.2
+                    // the PTEs the scan looked at (1 without a PTE table), and for a file 1 if
+                    // the range is already a THP.
+                    let mut cost = HPAGE_PMD_NR as u64;
+                    let per_pte = self.profile.khugepaged_progress_counts_scanned_ptes;
                     let lock_dropped = match vma.backing {
                         VmaBacking::Anon => {
                             let before = self.collapse_log.len();
-                            self.hpage_collapse_scan_pmd(pid, address, CollapseContext::Khugepaged);
+                            let (_, scanned) = self.hpage_collapse_scan_pmd_counted(
+                                pid,
+                                address,
+                                CollapseContext::Khugepaged,
+                            );
+                            if per_pte {
+                                cost = scanned.max(1) as u64;
+                            }
                             // The scan said go: the mmap lock was dropped for the collapse.
                             self.collapse_log[before..].iter().any(|rep| {
                                 rep.stage == CollapseStage::ScanPmd
@@ -1413,6 +1439,9 @@ impl Kernel {
                                 index,
                                 CollapseContext::Khugepaged,
                             );
+                            if per_pte && r == ScanResult::PteMappedHugepage {
+                                cost = 1;
+                            }
                             if r == ScanResult::PteMappedHugepage {
                                 r = self.collapse_pte_mapped_thp(
                                     pid,
@@ -1432,7 +1461,7 @@ impl Kernel {
                         }
                     };
                     address += HPAGE_PMD_SIZE;
-                    progress += HPAGE_PMD_NR as u64;
+                    progress += cost;
                     self.khugepaged_state.cursor = Some((pid, address));
                     if lock_dropped || progress >= budget {
                         finished_mm = false;

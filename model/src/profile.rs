@@ -214,6 +214,7 @@ pub enum Switch {
     KhugepagedMthpCollapse,
     MadviseCollapseWritesBackDirty,
     MadviseCollapseShortRangeSucceeds,
+    KhugepagedProgressCountsScannedPtes,
 }
 
 /// One value of a switch: from which release it holds, and why.
@@ -255,6 +256,7 @@ impl Switch {
         Switch::KhugepagedMthpCollapse,
         Switch::MadviseCollapseWritesBackDirty,
         Switch::MadviseCollapseShortRangeSucceeds,
+        Switch::KhugepagedProgressCountsScannedPtes,
     ];
 
     /// The field name in [`KernelProfile`].
@@ -278,6 +280,9 @@ impl Switch {
             Switch::KhugepagedMthpCollapse => "khugepaged_mthp_collapse",
             Switch::MadviseCollapseWritesBackDirty => "madvise_collapse_writes_back_dirty",
             Switch::MadviseCollapseShortRangeSucceeds => "madvise_collapse_short_range_succeeds",
+            Switch::KhugepagedProgressCountsScannedPtes => {
+                "khugepaged_progress_counts_scanned_ptes"
+            }
         }
     }
 
@@ -759,6 +764,29 @@ impl Switch {
                                7.2 guest, EINVAL on 7.1",
                 },
             ],
+            Switch::KhugepagedProgressCountsScannedPtes => &[
+                Change {
+                    release: Release::OLDEST,
+                    value: "no",
+                    commit: "khugepaged_scan_mm_slot() adds HPAGE_PMD_NR per range (6.1)",
+                    what: "every PMD range khugepaged visits costs HPAGE_PMD_NR pages of the \
+                           wake-up's pages_to_scan, whatever its scan found",
+                    evidence: SRC_61_612,
+                },
+                Change {
+                    release: Release { major: 7, minor: 2 },
+                    value: "yes",
+                    commit: "khugepaged counts its progress in cc->progress as it scans",
+                    what: "a range costs the PTEs hpage_collapse_scan_pmd looked at (1 when \
+                           there is no PTE table), a page-cache range 1 when it is already a \
+                           THP and HPAGE_PMD_NR otherwise; the slot, a skipped VMA and a VMA \
+                           the cursor has passed still cost 1 each",
+                    evidence: "read in linux-source-7.2 and 7.3 (cc->progress in \
+                               hpage_collapse_scan_pmd, hpage_collapse_scan_file and the mm \
+                               slot walk); 6.13 .. 7.1 were not read, so 7.2 is an upper \
+                               bound of the release",
+                },
+            ],
             Switch::KhugepagedMthpCollapse => &[
                 Change {
                     release: Release::OLDEST,
@@ -853,6 +881,8 @@ pub struct KernelProfile {
     /// MADV_COLLAPSE of a range holding no PMD boundary succeeds;
     /// [`Switch::MadviseCollapseShortRangeSucceeds`].
     pub madvise_collapse_short_range_succeeds: bool,
+    /// [`Switch::KhugepagedProgressCountsScannedPtes`].
+    pub khugepaged_progress_counts_scanned_ptes: bool,
 }
 
 impl KernelProfile {
@@ -879,6 +909,7 @@ impl KernelProfile {
             khugepaged_mthp_collapse: false,
             madvise_collapse_writes_back_dirty: false,
             madvise_collapse_short_range_succeeds: false,
+            khugepaged_progress_counts_scanned_ptes: false,
         };
         for &s in Switch::ALL {
             p.set_step(s, s.step_at(r));
@@ -934,6 +965,9 @@ impl KernelProfile {
             Switch::MadviseCollapseWritesBackDirty => self.madvise_collapse_writes_back_dirty = on,
             Switch::MadviseCollapseShortRangeSucceeds => {
                 self.madvise_collapse_short_range_succeeds = on
+            }
+            Switch::KhugepagedProgressCountsScannedPtes => {
+                self.khugepaged_progress_counts_scanned_ptes = on
             }
         }
     }

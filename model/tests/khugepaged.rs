@@ -468,6 +468,40 @@ fn a_cursor_at_the_end_of_a_vmas_last_range_costs_nothing() {
     assert_eq!(cost, 1);
 }
 
+/// From 7.2 a range costs khugepaged's budget only the PTEs its scan looked at, 1 without a
+/// PTE table (`cc->progress` in hpage_collapse_scan_pmd), so one wake-up of pages_to_scan P
+/// visits about P empty ranges. And khugepaged also collapses mTHPs, so a VMA without a whole
+/// PMD range can be one it may collapse: the walk costs nothing there but moves the cursor up
+/// to the VMA's first aligned PMD (`hstart`), here past the next VMA, which is then skipped
+/// as already passed (`khugepaged_scan.address > hend`), at 1. The slot (1) and that skip (1)
+/// leave P - 2 for the empty ranges of the last VMA.
+#[test]
+fn from_7_2_an_empty_range_costs_one_page_of_the_budget() {
+    let mut s = Sys::new(KernelProfile::for_release("7.2").unwrap());
+    let a = s.p;
+    s.k.sysfs_write("hugepages-64kB/enabled", "always").unwrap();
+    // Whole 64 KiB blocks but no whole PMD in either; the first's hstart is past the second.
+    // Each with an anon_vma (khugepaged passes over an anonymous VMA without one).
+    for (start, len) in [(PAGE, 32 * PAGE), (40 * PAGE, 32 * PAGE)] {
+        s.mmap_anon(a, BASE + start, len);
+        s.write(a, BASE + start, 1);
+    }
+    // Eight ranges, the last one populated (its anon_vma registers the MM).
+    let last = BASE + 2 * PMD + 7 * PMD;
+    s.mmap_anon(a, BASE + 2 * PMD, 8 * PMD);
+    s.write(a, last, 1);
+    s.madvise(a, BASE + 2 * PMD, 8 * PMD, Advice::HugePage)
+        .unwrap();
+    assert_eq!(s.k.khugepaged_mm_list(), &[a]);
+    let records = wake(&mut s, 6);
+    let ranges: Vec<u64> = records
+        .iter()
+        .filter(|r| r.stage == model::khugepaged::CollapseStage::ScanPmd)
+        .map(|r| (r.addr - BASE) / PMD)
+        .collect();
+    assert_eq!(ranges, [2, 3, 4, 5]);
+}
+
 /// `khugepaged_run_full_scans` (the model's form of the selftest's wait for full scans) gives
 /// up after exactly `max_wakeups` wake-ups when no full scan can complete (thread stopped).
 #[test]
