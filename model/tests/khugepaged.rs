@@ -502,6 +502,36 @@ fn from_7_2_an_empty_range_costs_one_page_of_the_budget() {
     assert_eq!(ranges, [2, 3, 4, 5]);
 }
 
+/// A scan that says go drops the mmap lock for the collapse, whatever the collapse then
+/// does (hpage_collapse_scan_pmd sets lock_dropped once mthp_collapse was called), and the
+/// slot ends there; the next slot of the same MM costs 1 more. Here 7.2's mTHP walk collapses
+/// nothing (the one 64 KiB folio is already an mTHP, max_ptes_none 0 refuses the rest), so
+/// the range costs its 512 PTEs, the new slot 1, and of pages_to_scan 518 four empty ranges
+/// of the next VMA remain.
+#[test]
+fn a_scan_that_said_go_ends_the_slot_even_when_nothing_collapsed() {
+    let mut s = Sys::new(KernelProfile::for_release("7.2").unwrap());
+    let a = s.p;
+    s.k.sysfs_write("hugepages-64kB/enabled", "always").unwrap();
+    s.k.sysfs_write("khugepaged/max_ptes_none", "0").unwrap();
+    s.mmap_anon(a, BASE, PMD);
+    s.write(a, BASE, 1);
+    s.mmap_anon(a, BASE + 2 * PMD, 8 * PMD);
+    s.write(a, BASE + 9 * PMD, 1);
+    s.madvise(a, BASE, PMD, Advice::HugePage).unwrap();
+    assert_eq!(s.folio(a, BASE).order, 4);
+    let records = wake(&mut s, 518);
+    let scans: Vec<(u64, model::scan_result::ScanResult)> = records
+        .iter()
+        .filter(|r| r.stage == model::khugepaged::CollapseStage::ScanPmd)
+        .map(|r| ((r.addr - BASE) / PMD, r.result))
+        .collect();
+    assert_eq!(scans[0], (0, model::scan_result::ScanResult::Succeed));
+    assert_eq!(s.folio(a, BASE).order, 4, "nothing collapsed");
+    let ranges: Vec<u64> = scans.iter().map(|&(r, _)| r).collect();
+    assert_eq!(ranges, [0, 2, 3, 4, 5]);
+}
+
 /// `khugepaged_run_full_scans` (the model's form of the selftest's wait for full scans) gives
 /// up after exactly `max_wakeups` wake-ups when no full scan can complete (thread stopped).
 #[test]
