@@ -56,9 +56,19 @@ fn pfns_are_never_reused_and_survive_a_split() {
         0,
         "a THP's frames are aligned"
     );
+    // The PMD split by unmapping the last page: the other 511 are PTE-mapped pages of the
+    // same folio, each at the folio's frame plus its index (a folio is physically contiguous).
+    k.madvise(p, b + 511 * PAGE_SIZE, PAGE_SIZE, Advice::DontNeed)
+        .unwrap();
     let (folio, _) = k.folio_at(p, b).unwrap();
+    assert_eq!(k.folio(folio).order, 9);
+    for (i, pfn) in before.iter().enumerate().take(511) {
+        let e = k.pagemap(p, b + i as u64 * PAGE_SIZE).unwrap();
+        assert!(!e.pmd_mapped);
+        assert_eq!(e.pfn, Some(*pfn), "PTE-mapped page {i} of the THP");
+    }
     k.split_folio(folio);
-    for (i, pfn) in before.iter().enumerate() {
+    for (i, pfn) in before.iter().enumerate().take(511) {
         let e = k.pagemap(p, b + i as u64 * PAGE_SIZE).unwrap();
         assert!(!e.pmd_mapped);
         assert_eq!(
