@@ -236,6 +236,17 @@ struct Tally {
     before: Option<RangePicture>,
 }
 
+/// What one `hpage_collapse_scan_pmd` did, for khugepaged's slot walk.
+struct PmdScan {
+    /// The scan's result, or the collapse's when the scan said go.
+    result: ScanResult,
+    /// PTEs the scan looked at (0 without a PTE table): the range's cost of khugepaged's
+    /// budget from 7.2.
+    scanned_ptes: u32,
+    /// The scan said go, so the mmap lock was dropped for the collapse.
+    said_go: bool,
+}
+
 /// The per-PTE rules both passes over an anonymous range apply (`hpage_collapse_scan_pmd`, then
 /// `__collapse_huge_page_isolate` with the PMD detached), one rule per helper so the two passes
 /// cannot drift. Each `count_*` returns the result that ends the pass, if any; the max_ptes_*
@@ -410,17 +421,16 @@ impl Kernel {
         haddr: u64,
         cc: CollapseContext,
     ) -> ScanResult {
-        self.hpage_collapse_scan_pmd_counted(pid, haddr, cc).0
+        self.hpage_collapse_scan_pmd_counted(pid, haddr, cc).result
     }
 
-    /// [`Kernel::hpage_collapse_scan_pmd`], with the number of PTEs its scan looked at (0
-    /// when it found no PTE table): what the range costs of khugepaged's budget from 7.2.
+    /// [`Kernel::hpage_collapse_scan_pmd`], with what khugepaged's slot walk needs of it.
     fn hpage_collapse_scan_pmd_counted(
         &mut self,
         pid: Pid,
         haddr: u64,
         cc: CollapseContext,
-    ) -> (ScanResult, u32) {
+    ) -> PmdScan {
         let pmd_only = 1u32 << HPAGE_PMD_ORDER;
         let enabled_orders = match self.mms.get(&pid).and_then(|mm| mm.vmas.find(haddr)) {
             Some(vma) if self.profile.khugepaged_mthp_collapse => {
@@ -442,7 +452,11 @@ impl Kernel {
         let result = self.scan_pmd_ptes(pid, haddr, cc, &limits, &mut t);
         self.report(cc, CollapseStage::ScanPmd, pid, haddr, result, &t);
         if result != ScanResult::Succeed {
-            return (result, t.scanned_ptes);
+            return PmdScan {
+                result,
+                scanned_ptes: t.scanned_ptes,
+                said_go: false,
+            };
         }
         let scan_report = self.collapse_log.len() - 1;
         let result = if enabled_orders == pmd_only {
@@ -454,7 +468,11 @@ impl Kernel {
         if result == ScanResult::Succeed && cc.is_khugepaged() {
             self.khugepaged_state.pages_collapsed += 1;
         }
-        (result, t.scanned_ptes)
+        PmdScan {
+            result,
+            scanned_ptes: t.scanned_ptes,
+            said_go: true,
+        }
     }
 
     /// `mthp_collapse`: walks the PTE table from its start, trying at each offset the largest
@@ -1415,20 +1433,16 @@ impl Kernel {
                     let per_pte = self.profile.khugepaged_progress_counts_scanned_ptes;
                     let lock_dropped = match vma.backing {
                         VmaBacking::Anon => {
-                            let before = self.collapse_log.len();
-                            let (_, scanned) = self.hpage_collapse_scan_pmd_counted(
+                            let scan = self.hpage_collapse_scan_pmd_counted(
                                 pid,
                                 address,
                                 CollapseContext::Khugepaged,
                             );
                             if per_pte {
-                                cost = scanned.max(1) as u64;
+                                cost = scan.scanned_ptes.max(1) as u64;
                             }
                             // The scan said go: the mmap lock was dropped for the collapse.
-                            self.collapse_log[before..].iter().any(|rep| {
-                                rep.stage == CollapseStage::ScanPmd
-                                    && rep.result == ScanResult::Succeed
-                            })
+                            scan.said_go
                         }
                         VmaBacking::Shmem(inode) | VmaBacking::File(inode) => {
                             let index = vma.linear_page_index(address);

@@ -465,16 +465,24 @@ fn shmem_madvise_collapse_installs_pmd_and_single_pte_entry() {
     );
 }
 
+/// A PMD-mapped shmem THP, filled, whose PMD a VMA split (MADV_NOHUGEPAGE on one page, then
+/// on the whole range, which merges the VMA back) cleared: the THP stays in the page cache,
+/// mapped nowhere. Returns the mapping's address.
+fn shmem_thp_unmapped(s: &mut Sys) -> u64 {
+    let p = shmem_area(s, 1);
+    s.madvise(s.p, p, PMD, Advice::HugePage).unwrap();
+    s.fill(s.p, p, 0, PMD);
+    assert!(huge(s, s.p, p, 1));
+    s.madvise(s.p, p, PAGE, Advice::NoHugePage).unwrap();
+    s.madvise(s.p, p, PMD, Advice::NoHugePage).unwrap();
+    p
+}
+
 #[test]
 fn shmem_full_of_compound_hits_pte_mapped_hugepage() {
     let mut s = new(KernelProfile::v6_18());
     let me = s.p;
-    let p = shmem_area(&mut s, 1);
-    s.madvise(s.p, p, PMD, Advice::HugePage).unwrap();
-    s.fill(s.p, p, 0, PMD);
-    assert!(huge(&s, s.p, p, 1));
-    s.madvise(s.p, p, PAGE, Advice::NoHugePage).unwrap();
-    s.madvise(s.p, p, PMD, Advice::NoHugePage).unwrap();
+    let p = shmem_thp_unmapped(&mut s);
     assert!(!huge(&s, s.p, p, 1));
     assert_eq!(
         s.k.smaps(s.p, p).unwrap().rss,
@@ -496,11 +504,7 @@ fn shmem_full_of_compound_hits_pte_mapped_hugepage() {
 fn pte_mapped_thp_record_counts_none_and_writable_ptes() {
     let mut s = new(KernelProfile::v6_18());
     let me = s.p;
-    let p = shmem_area(&mut s, 1);
-    s.madvise(s.p, p, PMD, Advice::HugePage).unwrap();
-    s.fill(s.p, p, 0, PMD);
-    s.madvise(s.p, p, PAGE, Advice::NoHugePage).unwrap();
-    s.madvise(s.p, p, PMD, Advice::NoHugePage).unwrap();
+    let p = shmem_thp_unmapped(&mut s);
     // A fault maps the whole shmem folio (finish_fault, 6.11+) with writable PTEs (a shared
     // writable shmem mapping wants no write notification); MADV_DONTNEED leaves 212 none.
     s.fill(s.p, p, 0, PAGE);

@@ -5,8 +5,25 @@ use std::path::Path;
 
 use crate::catalogue::DirKind;
 
-/// TMPFS_MAGIC from linux/magic.h.
+/// TMPFS_MAGIC and RAMFS_MAGIC from linux/magic.h.
 const TMPFS_MAGIC: i64 = 0x0102_1994;
+const RAMFS_MAGIC: i64 = 0x8584_58f6;
+
+/// Checks that `dir` is on a block-device filesystem: a file created there is a regular
+/// page-cache file, not a shmem (tmpfs) or ramfs one. Errors name the directory and the fix.
+pub fn require_disk_dir(dir: &Path) -> Result<(), String> {
+    let st =
+        nix::sys::statfs::statfs(dir).map_err(|e| format!("statfs({}): {e}", dir.display()))?;
+    let fs = match st.filesystem_type().0 as i64 {
+        TMPFS_MAGIC => "tmpfs",
+        RAMFS_MAGIC => "ramfs",
+        _ => return Ok(()),
+    };
+    Err(format!(
+        "{} is on a {fs}, not on a block device; mount a disk filesystem there",
+        dir.display()
+    ))
+}
 
 /// Inspects `dir`. Errors name the directory and say what is wrong with it.
 pub fn dir_kind(dir: &str) -> Result<DirKind, String> {

@@ -312,13 +312,10 @@ fn decode_obs(s: &str) -> Option<PageObs> {
 // ---------------------------------------------------------------------------------------
 // The case process's backend.
 
-/// The scenario's processes on this kernel: `main` is this process; the others are workers.
 /// Where a scenario's `file ... on disk` lives.
 const DISK_DIR: &str = "/var/tmp";
-/// TMPFS_MAGIC and RAMFS_MAGIC from linux/magic.h.
-const TMPFS_MAGIC: i64 = 0x0102_1994;
-const RAMFS_MAGIC: i64 = 0x8584_58f6;
 
+/// The scenario's processes on this kernel: `main` is this process; the others are workers.
 pub struct HostScenario {
     main: HostBackend,
     main_pid: ProcId,
@@ -907,19 +904,7 @@ impl ScenarioExt for HostScenario {
         // /var/tmp: the root filesystem here, the ext4 disk in the qemu guests (their init
         // links it there). A tmpfs or ramfs would make it a shmem or ramfs file instead.
         let dir = Path::new(DISK_DIR);
-        let st = nix::sys::statfs::statfs(dir).map_err(|e| format!("statfs({DISK_DIR}): {e}"))?;
-        let magic = st.filesystem_type().0 as i64;
-        if magic == TMPFS_MAGIC || magic == RAMFS_MAGIC {
-            return Err(format!(
-                "{DISK_DIR} is on a {} (filesystem magic {magic:#x}), not on a block device; \
-                 mount a disk filesystem there",
-                if magic == TMPFS_MAGIC {
-                    "tmpfs"
-                } else {
-                    "ramfs"
-                }
-            ));
-        }
+        super::fsinfo::require_disk_dir(dir)?;
         self.files += 1;
         let name = format!("khugepaged-scenario-{}-{}", std::process::id(), self.files);
         let path = dir.join(&name);

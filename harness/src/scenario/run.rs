@@ -532,14 +532,16 @@ impl<B: ScenarioExt> Runner<'_, B> {
                 let target = match kind {
                     MapKind::Anon => MapTarget::PrivateAnon,
                     MapKind::Memfd | MapKind::TmpfsFile { .. } | MapKind::DiskFile => {
-                        let created = match kind {
-                            MapKind::TmpfsFile { huge } => self.b.create_tmpfs_file(huge),
-                            MapKind::DiskFile => Ok(self.b.create_disk_file().map_err(|e| {
+                        let errno = |e: Errno| format!("creating the file: {}", e.name());
+                        let fd = match kind {
+                            MapKind::TmpfsFile { huge } => {
+                                self.b.create_tmpfs_file(huge).map_err(errno)?
+                            }
+                            MapKind::DiskFile => self.b.create_disk_file().map_err(|e| {
                                 format!("creating a file on a block-device filesystem: {e}")
-                            })?),
-                            _ => self.b.memfd_create(name),
+                            })?,
+                            _ => self.b.memfd_create(name).map_err(errno)?,
                         };
-                        let fd = created.map_err(|e| format!("creating the file: {}", e.name()))?;
                         self.b
                             .ftruncate(fd, size.map_or(len, |s| s * ps()))
                             .map_err(|e| format!("ftruncate: {}", e.name()))?;
